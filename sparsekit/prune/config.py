@@ -1,0 +1,90 @@
+"""PruneConfig: every setting of a pruning (or fine-tuning) run, shared by the Python API and the CLI."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class PruneConfig:
+    """Settings of one run. ``None`` means "the method's default" (see recipes.py).
+
+    method: smp-s, smp-l, movement, soft-movement, magnitude, l0 or finetune.
+    keep: remaining fraction of the encoder's prunable weights at the end (0.1 = 10% remaining).
+    task / data_dir: GLUE task name and data root (default: ../shared/data/glue or $SPARSEKIT_DATA_DIR).
+    model: "minilm" (shipped all-MiniLM-L6-v2), a local checkpoint directory, or "random:<shape>".
+    train_samples / eval_samples: fixed, seeded subsets of train / dev (None = all).
+    steps: optimisation steps (None = ``epochs`` passes over the training set).
+    warmup / cooldown: fractions of the run at keep = 1 (start) and keep = v_f (end).
+    lr_warmup: fraction of the run with a linear learning-rate warm-up (then linear decay to 0).
+    lambda_ramp: override how the regulariser's lambda reaches regularizer_lambda: "whole-run" (SMP code),
+        "follow-threshold" (movement paper: lambda_f * tau_t / tau_f), "constant", "adaptive".
+    masking: override the method's masking function ("local", "smp-s", "global", ...).
+    teacher: a fine-tuned model directory for knowledge distillation (T = kd_temperature, alpha = kd_alpha).
+    save_every: checkpoint interval in steps (for resume); stop_after: end this invocation after that many
+        steps as if interrupted (e.g. to fit a job time limit); resume continues from the last checkpoint.
+    """
+
+    method: str = "smp-s"
+    keep: float = 0.1
+    task: str = "sst2"
+    model: str = "minilm"
+    output_dir: str = "runs/sst2-smp-s"
+    data_dir: str | None = None
+    train_samples: int | None = None
+    eval_samples: int | None = None
+    steps: int | None = None
+    epochs: float = 1.0
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    max_length: int = 128
+    seed: int = 42
+    weight_lr: float | None = None
+    score_lr: float | None = None
+    head_lr: float | None = None
+    regularizer_lambda: float | None = None
+    warmup: float | None = None
+    cooldown: float | None = None
+    lr_warmup: float = 0.0
+    smp_temperature: float | None = None
+    lambda_ramp: str | None = None
+    masking: str | None = None
+    teacher: str | None = None
+    kd_alpha: float = 0.5
+    kd_temperature: float = 2.0
+    grad_clip: float = 1.0
+    save_every: int = 500
+    stop_after: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise ValueError with a clear message for settings that cannot work."""
+        if not 0.0 < self.keep <= 1.0:
+            raise ValueError(f"keep must be in (0, 1] (the remaining fraction, e.g. 0.1 = 10%), got {self.keep}")
+        for name in ("batch_size", "eval_batch_size", "max_length", "save_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.steps is not None and self.steps <= 0:
+            raise ValueError(f"steps must be > 0, got {self.steps}")
+        if self.steps is None and self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        for name in ("train_samples", "eval_samples", "stop_after"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0 when given, got {value}")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
+        if self.resume and self.overwrite:
+            raise ValueError("choose either resume (continue the run in output_dir) or overwrite (replace it)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PruneConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown PruneConfig fields: {sorted(unknown)}")
+        return cls(**data)

@@ -1,0 +1,70 @@
+"""A Linear layer whose weight is multiplied by a mask computed from per-weight scores.
+
+``y = x (W ⊙ M)ᵀ + b`` with ``M = f(S)`` (spec methods-smp-movement.md §1.2). Biases are never
+masked. The layer is a subclass of ``nn.Linear`` and shares the original ``weight`` / ``bias``
+Parameters, so model code that reads ``.weight`` keeps working and frozen weights stay the very
+same tensors.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsekit.prune import binarizers
+
+MASK_KINDS = ("topk", "threshold", "magnitude", "l0")
+
+
+class MaskedLinear(nn.Linear):
+    """``nn.Linear`` with a mask of kind:
+
+    - ``"topk"``: TopK(S) with STE, keeping ``floor(keep_ratio * numel)`` weights (local TopK, SMP-L,
+      SMP-S with a per-layer ``keep_ratio``);
+    - ``"threshold"``: ``S > threshold`` with STE (soft movement, global TopK), at least ``min_kept`` kept;
+    - ``"magnitude"``: TopK(|W|), no scores;
+    - ``"l0"``: hard-concrete, continuous.
+
+    Shapes: weight ``[out, in]`` fp32; scores (``mask_scores``) same shape; input ``[..., in]``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, kind: str = "topk",
+                 score_init: float = 0.0, device=None, dtype=None) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self._init_mask_state(kind, score_init)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, kind: str, score_init: float = 0.0) -> "MaskedLinear":
+        """Wrap ``linear``, sharing (not copying) its weight and bias Parameters."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.in_features, layer.out_features = linear.in_features, linear.out_features
+        layer.weight, layer.bias = linear.weight, linear.bias
+        layer._init_mask_state(kind, score_init)
+        return layer
+
+    def _init_mask_state(self, kind: str, score_init: float) -> None:
+        if kind not in MASK_KINDS:
+            raise ValueError(f"unknown mask kind {kind!r}; expected one of {MASK_KINDS}")
+        self.kind = kind
+        self.keep_ratio = 1.0  # topk / magnitude: fraction kept, set by the Pruner every step
+        self.threshold = float("-inf")  # threshold: score value, set by the Pruner
+        self.min_kept = 0
+        self.mask_scores = None if kind == "magnitude" else nn.Parameter(
+            torch.full(self.weight.shape, float(score_init), dtype=torch.float32, device=self.weight.device))
+
+    def mask(self) -> torch.Tensor:
+        """The current mask ``[out, in]`` (float 0/1, or in [0, 1] for L0), with its gradient path."""
+        if self.kind == "topk":
+            return binarizers.topk_binarize(self.mask_scores, self.keep_ratio)
+        if self.kind == "threshold":
+            return binarizers.threshold_binarize(self.mask_scores, self.threshold, self.min_kept)
+        if self.kind == "magnitude":
+            return binarizers.magnitude_mask(self.weight, self.keep_ratio)
+        return binarizers.hard_concrete_mask(self.mask_scores, self.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.mask(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, kind={self.kind}"
