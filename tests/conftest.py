@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny random BERT checkpoint with its own small WordPiece tokenizer.
+
+Tests never need network access; the real GLUE files come from ../shared/data/glue.
+"""
+from __future__ import annotations
+
+import os
+import string
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=128)
+
+
+def _write_vocab(path) -> None:
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase) + \
+        [f"##{c}" for c in string.ascii_lowercase] + list(string.digits) + list(".,'!?-:;\"()`")
+    words += ["the", "a", "and", "of", "to", "is", "it", "that", "film", "movie", "good", "bad", "great",
+              "not", "no", "yes", "funny", "boring", "best", "worst", "love", "hate", "story", "'s"]
+    path.write_text("\n".join(words) + "\n")
+
+
+def make_tiny_model_dir(path, model_type: str = "bert"):
+    """Save a random tiny ``model_type`` encoder and a WordPiece tokenizer into ``path``."""
+    from transformers import AutoConfig, AutoModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    _write_vocab(path / "vocab.txt")
+    import transformers
+
+    vocab_arg = "vocab" if int(transformers.__version__.split(".")[0]) >= 5 else "vocab_file"
+    tokenizer = BertTokenizerFast(**{vocab_arg: str(path / "vocab.txt")}, do_lower_case=True)
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **TINY)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert"))
