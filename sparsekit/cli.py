@@ -15,7 +15,7 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Prune BERT-style models for a task, export them compact, and run them fast.")
 console = Console(stderr=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 TRAIN = "Training"
 PRUNING = "Pruning"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,14 +135,25 @@ def load_classifier(source: str | Path, num_labels: int, seed: int = 0, **config
         return AutoModelForSequenceClassification.from_config(config)
     config = AutoConfig.from_pretrained(str(source), num_labels=num_labels, **config_overrides)
     check_supported(config)
+    with quiet_transformers():  # the "classifier newly initialised" report is expected here
+        return AutoModelForSequenceClassification.from_pretrained(str(source), config=config)
+
+
+@contextmanager
+def quiet_transformers():
+    """Silence transformers' load reports and per-file progress bars inside the block."""
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "classifier newly initialised" report is expected here
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
-        return AutoModelForSequenceClassification.from_pretrained(str(source), config=config)
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def prunable_matrices(model: nn.Module) -> list[PrunableMatrix]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sparsekit.models import quiet_transformers
 from sparsekit.prune.masks import pack_masks, unpack_masks
 
 RECIPE_FILE, METRICS_FILE, REPORT_FILE = "recipe.json", "metrics.json", "report.json"
@@ -98,7 +99,8 @@ def load_pruned(path: str | Path) -> PrunedModel:
         raise ValueError(f"{path} was written with output format {version}; this sparsekit reads format "
                          f"{FORMAT_VERSION}. Use the sparsekit version named in its recipe.json")
     masks = unpack_masks((path / MASKS_FILE).read_bytes(), json.loads((path / MASKS_INDEX_FILE).read_text()))
-    model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     for name, mask in masks.items():
         try:
