@@ -38,8 +38,8 @@ def _fail(exc: Exception) -> None:
 
 
 #: The main job's defaults: SMP-S at 10% remaining on the shipped MiniLM + SST-2, sized for ~10 min on
-#: 2 CPU cores (a fixed training subset; see README). `sparsekit prune` exposes every setting.
-MAIN_JOB = dict(method="smp-s", keep=0.1, task="sst2", model="minilm", train_samples=16000, steps=1000,
+#: 2 CPU cores (1000 steps of batch 32, about half an epoch of SST-2). `sparsekit prune` exposes every setting.
+MAIN_JOB = dict(method="smp-s", keep=0.1, task="sst2", model="minilm", train_samples=None, steps=1000,
                 batch_size=32, max_length=64)
 
 
@@ -149,15 +149,15 @@ def run(
     data_dir: Optional[Path] = typer.Option(None, help="GLUE data root [default: ../shared/data/glue]."),
     steps: int = typer.Option(MAIN_JOB["steps"], help="Optimisation steps (more = better masks, longer)."),
     train_samples: Optional[int] = typer.Option(MAIN_JOB["train_samples"],
-                                                help="Training subset size (0 = all 67,349 SST-2 examples)."),
+                                                help="Train on a fixed subset of this size [all 67,349]."),
     keep: float = typer.Option(MAIN_JOB["keep"], help="Remaining fraction of encoder weights."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output-dir."),
 ) -> None:
     """The main job: SMP-S prune the shipped MiniLM on SST-2 (~10 min on 2 CPU cores) and report."""
     from sparsekit.prune import PruneConfig
 
-    config = PruneConfig(**{**MAIN_JOB, "keep": keep, "steps": steps,
-                            "train_samples": train_samples or None}, output_dir=str(output_dir),
+    config = PruneConfig(**{**MAIN_JOB, "keep": keep, "steps": steps, "train_samples": train_samples},
+                         output_dir=str(output_dir),
                          data_dir=str(data_dir) if data_dir else None, overwrite=overwrite)
     _run_prune(config)
 

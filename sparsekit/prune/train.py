@@ -213,7 +213,7 @@ def prune(config: PruneConfig) -> PruneResult:
                            config.batch_size)
     loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=False,
                         collate_fn=make_collate(tokenizer, task.is_regression))
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    steps_per_epoch = math.ceil(len(train_set) / (config.batch_size * accelerator.num_processes))
     total = config.steps or max(1, math.ceil(config.epochs * steps_per_epoch))
 
     warmup = recipe.warmup if config.warmup is None else config.warmup
