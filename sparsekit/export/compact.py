@@ -1,0 +1,228 @@
+"""Exact compaction of a pruned BERT-family classifier (spec methods-smp-movement.md §3.8).
+
+Input: a Hugging Face sequence classifier whose pruned weights are exact zeros (the pruning
+engine's output, or any checkpoint with zeros). Output: a CompactForSequenceClassification that
+computes the same function with fewer dimensions, plus a report of what was removed and why.
+
+Rules (W stored ``[out, in]``; ``act`` is the FFN activation):
+
+- FFN neuron i with an empty FFN-in row: it outputs the constant act(b_U,i); fold ``D[:, i] * act(b_U,i)``
+  into b_D and remove the neuron. With an empty FFN-out column: unused, remove it.
+- V dimension j with an empty V row: its context is the constant b_V,j (attention rows sum to 1); fold
+  ``O[:, j] * b_V,j`` into b_O and remove V row j / O column j. With an empty O column: unused, remove it.
+- Q·K dimension j with an empty K row: its score term q_j * b_K,j is the same for every key and cancels
+  in the softmax; remove j from Q and K. With an empty Q row and b_Q,j == 0: q_j = 0, remove it.
+  An empty Q row with b_Q,j != 0 is NOT removable exactly (its term varies with the key): kept, reported.
+- A head whose V dimensions are all removed contributes nothing (its context was folded): removed whole.
+  A head that keeps V but no Q·K dimension attends uniformly: kept with Q·K width 0.
+- Empty O / FFN-out rows: that output is the bias; kept (the residual needs the dimension), reported,
+  skipped by sparse kernels.
+
+Lossy mode (``min_row_weights = k``): before the exact rules, every row of the six matrices with fewer
+than k kept weights is zeroed, so more rows become removable; report the accuracy change.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
+from sparsekit.models import check_supported
+
+
+@dataclass
+class MatrixChange:
+    """Shape of one matrix before -> after, and the rows / columns removed by reason."""
+
+    layer: int
+    matrix: str
+    before: tuple[int, int]
+    after: tuple[int, int]
+    nnz_before: int
+    nnz_after: int
+    removed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def density_after(self) -> float:
+        n = self.after[0] * self.after[1]
+        return self.nnz_after / n if n else 0.0
+
+
+@dataclass
+class CompactionReport:
+    """What compaction did: per-matrix changes, per-layer head / FFN counts, notes on what stayed."""
+
+    matrices: list[MatrixChange]
+    layers: list[dict]
+    notes: list[str]
+    lossy_min_row_weights: int = 0
+    lossy_rows_zeroed: int = 0
+    lossy_weights_dropped: int = 0
+
+    def params(self) -> tuple[int, int]:
+        """(dense parameters of the six matrix types before, after)."""
+        before = sum(m.before[0] * m.before[1] for m in self.matrices)
+        after = sum(m.after[0] * m.after[1] for m in self.matrices)
+        return before, after
+
+    def to_json(self) -> dict:
+        before, after = self.params()
+        return {"matrices": [asdict(m) | {"density_after": m.density_after} for m in self.matrices],
+                "layers": self.layers, "notes": self.notes,
+                "lossy": {"min_row_weights": self.lossy_min_row_weights, "rows_zeroed": self.lossy_rows_zeroed,
+                          "weights_dropped": self.lossy_weights_dropped},
+                "summary": {"dense_params_before": before, "dense_params_after": after,
+                            "fraction_after": after / before if before else 0.0,
+                            "nnz_before": sum(m.nnz_before for m in self.matrices),
+                            "nnz_after": sum(m.nnz_after for m in self.matrices)}}
+
+
+def _bert_parts(model: nn.Module):
+    """(config, base model, list of encoder layers) of a BERT-family classifier, with clear errors."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ValueError("compact() expects a Hugging Face sequence classifier (a model with .config)")
+    check_supported(config)
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"position_embedding_type {config.position_embedding_type!r} is not supported; "
+                         f"only absolute position embeddings can be compacted")
+    base = model.base_model
+    if getattr(base.embeddings, "embeddings_project", None) is not None or hasattr(base, "embeddings_project"):
+        raise ValueError("models with an embedding projection (ELECTRA with embedding_size != hidden_size) "
+                         "are not supported by compaction yet")
+    return config, base, list(base.encoder.layer)
+
+
+def _drop_sparse_rows(weight: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int]:
+    """Zero the rows of ``weight`` with 0 < nnz < k. Returns (weight, rows zeroed, weights dropped)."""
+    nnz = (weight != 0).sum(dim=1)
+    rows = (nnz > 0) & (nnz < k)
+    if not rows.any():
+        return weight, 0, 0
+    weight = weight.clone()
+    weight[rows] = 0
+    return weight, int(rows.sum()), int(nnz[rows].sum())
+
+
+@torch.no_grad()
+def compact(model: nn.Module, min_row_weights: int = 0) -> tuple[CompactForSequenceClassification, CompactionReport]:
+    """Compact ``model`` exactly (or lossily with ``min_row_weights > 0``). The input is not modified.
+
+    Returns the compacted model (eval mode, same device and dtype) and the report. In exact mode the
+    compacted logits equal the input's up to float rounding (fp32 max |Δ| ~1e-6).
+    """
+    if min_row_weights < 0:
+        raise ValueError(f"min_row_weights must be >= 0, got {min_row_weights}")
+    config, base, layers = _bert_parts(model)
+    heads = config.num_attention_heads
+    head_dim = config.hidden_size // heads
+    from transformers.activations import ACT2FN
+
+    act = ACT2FN[config.hidden_act]
+    changes: list[MatrixChange] = []
+    layer_info, notes = [], []
+    shapes, built = [], []
+    lossy_rows = lossy_weights = 0
+    for li, layer in enumerate(layers):
+        att, out = layer.attention.self, layer.attention.output
+        W = {"query": att.query.weight, "key": att.key.weight, "value": att.value.weight,
+             "attn_out": out.dense.weight, "ffn_in": layer.intermediate.dense.weight,
+             "ffn_out": layer.output.dense.weight}
+        W = {k: v.detach().clone() for k, v in W.items()}
+        nnz_orig = {k: int((v != 0).sum()) for k, v in W.items()}
+        if min_row_weights > 0:
+            for name in W:
+                W[name], rows, dropped = _drop_sparse_rows(W[name], min_row_weights)
+                lossy_rows += rows
+                lossy_weights += dropped
+        bq, bk, bv = att.query.bias.detach().clone(), att.key.bias.detach().clone(), att.value.bias.detach().clone()
+        bo, bu, bd = (out.dense.bias.detach().clone(), layer.intermediate.dense.bias.detach().clone(),
+                      layer.output.dense.bias.detach().clone())
+
+        # V / O dimensions.
+        v_empty = ~W["value"].any(dim=1)
+        o_unused = ~W["attn_out"].any(dim=0)
+        fold_v = v_empty & ~o_unused
+        bo = bo + W["attn_out"][:, fold_v] @ bv[fold_v]
+        v_keep = ~(v_empty | o_unused)
+        # Q / K dimensions.
+        k_empty = ~W["key"].any(dim=1)
+        q_zero = ~W["query"].any(dim=1) & (bq == 0)
+        q_stuck = ~W["query"].any(dim=1) & (bq != 0) & ~k_empty
+        qk_keep = ~(k_empty | q_zero)
+        # Heads: a head without V dimensions is removed whole.
+        qk_heads, v_heads, qk_idx, v_idx, removed_heads = [], [], [], [], []
+        for h in range(heads):
+            sl = slice(h * head_dim, (h + 1) * head_dim)
+            vh = torch.nonzero(v_keep[sl]).flatten() + h * head_dim
+            if vh.numel() == 0:
+                removed_heads.append(h)
+                continue
+            qh = torch.nonzero(qk_keep[sl]).flatten() + h * head_dim
+            qk_heads.append(qh.numel())
+            v_heads.append(vh.numel())
+            qk_idx.append(qh)
+            v_idx.append(vh)
+        qk_idx = torch.cat(qk_idx) if qk_idx else torch.zeros(0, dtype=torch.long)
+        v_idx = torch.cat(v_idx) if v_idx else torch.zeros(0, dtype=torch.long)
+        if int(q_stuck.sum()):
+            notes.append(f"layer {li}: {int(q_stuck.sum())} empty Q rows with a non-zero bias kept "
+                         f"(not removable exactly)")
+        # FFN neurons.
+        u_empty = ~W["ffn_in"].any(dim=1)
+        d_unused = ~W["ffn_out"].any(dim=0)
+        fold_u = u_empty & ~d_unused
+        bd = bd + W["ffn_out"][:, fold_u] @ act(bu[fold_u])
+        ffn_idx = torch.nonzero(~(u_empty | d_unused)).flatten()
+
+        shape = LayerShape(tuple(qk_heads), tuple(v_heads), int(ffn_idx.numel()))
+        new = {"query": (W["query"][qk_idx], bq[qk_idx]), "key": (W["key"][qk_idx], bk[qk_idx]),
+               "value": (W["value"][v_idx], bv[v_idx]), "attn_out": (W["attn_out"][:, v_idx], bo),
+               "ffn_in": (W["ffn_in"][ffn_idx], bu[ffn_idx]), "ffn_out": (W["ffn_out"][:, ffn_idx], bd)}
+        reasons = {
+            "query": {"rows: K row empty": int(k_empty.sum()), "rows: Q row empty, zero bias": int((q_zero & ~k_empty).sum()),
+                      "rows: head removed": int((qk_keep & ~_index_mask(qk_idx, qk_keep.numel())).sum())},
+            "key": {"rows: removed with Q": int((~_index_mask(qk_idx, qk_keep.numel())).sum())},
+            "value": {"rows: V row empty (bias folded into O)": int(fold_v.sum()),
+                      "rows: O column empty": int(o_unused.sum())},
+            "attn_out": {"cols: with V": int((~_index_mask(v_idx, v_keep.numel())).sum()),
+                         "rows empty (output = bias)": int((~new["attn_out"][0].any(dim=1)).sum())},
+            "ffn_in": {"rows: FFN-in row empty (folded into FFN-out bias)": int(fold_u.sum()),
+                       "rows: FFN-out column empty": int(d_unused.sum())},
+            "ffn_out": {"cols: with FFN-in": int(u_empty.numel() - ffn_idx.numel()),
+                        "rows empty (output = bias)": int((~new["ffn_out"][0].any(dim=1)).sum())},
+        }
+        for name, (w, _) in new.items():
+            changes.append(MatrixChange(li, name, tuple(W[name].shape), tuple(w.shape), nnz_orig[name],
+                                        int((w != 0).sum()), {k: v for k, v in reasons[name].items() if v}))
+        layer_info.append({"layer": li, "heads_kept": len(v_heads), "heads_removed": removed_heads,
+                           **shape.to_dict(), "q_rows_not_removable": int(q_stuck.sum())})
+        shapes.append(shape)
+        built.append(new)
+
+    head_uses_pooler = config.model_type == "bert"
+    compacted = CompactForSequenceClassification(
+        config, shapes, copy.deepcopy(base.embeddings),
+        copy.deepcopy(base.pooler) if head_uses_pooler else None,
+        copy.deepcopy(model.classifier), head_uses_pooler)
+    ref = next(model.parameters())
+    compacted.to(device=ref.device, dtype=ref.dtype)
+    for layer, new, old in zip(compacted.layers, built, layers):
+        targets = {"query": layer.attention.query, "key": layer.attention.key, "value": layer.attention.value,
+                   "attn_out": layer.attn_out, "ffn_in": layer.ffn_in, "ffn_out": layer.ffn_out}
+        for name, (w, b) in new.items():
+            targets[name].weight.copy_(w)
+            targets[name].bias.copy_(b)
+        layer.attn_norm.load_state_dict(old.attention.output.LayerNorm.state_dict())
+        layer.ffn_norm.load_state_dict(old.output.LayerNorm.state_dict())
+    report = CompactionReport(changes, layer_info, notes, min_row_weights, lossy_rows, lossy_weights)
+    return compacted.eval(), report
+
+
+def _index_mask(index: torch.Tensor, n: int) -> torch.Tensor:
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[index] = True
+    return mask

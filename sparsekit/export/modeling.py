@@ -1,0 +1,163 @@
+"""The compacted encoder: BERT layers whose heads and FFNs have per-layer, per-head widths.
+
+After compaction (compact.py) every head keeps its own number of Q·K dimensions and V dimensions and
+every FFN its own number of neurons, so no stock ``from_pretrained`` class can hold the model. This
+module is the one that does. It keeps the original attention scaling ``1 / sqrt(head_dim)``.
+
+The embeddings, pooler and task head are the original Hugging Face modules (they are not pruned);
+only the encoder layers are replaced. Linear layers are plain ``nn.Module``s with the ``nn.Linear``
+interface (``forward(x) = x Wᵀ + b``), so a later step can swap them for sparse-format layers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """Widths of one compacted layer.
+
+    qk_widths[h] / v_widths[h]: kept Q·K and V dimensions of the h-th *remaining* head (heads whose V
+    width fell to 0 are removed, so every v_width is >= 1; a qk_width of 0 means uniform attention).
+    ffn: kept FFN neurons.
+    """
+
+    qk_widths: tuple[int, ...]
+    v_widths: tuple[int, ...]
+    ffn: int
+
+    def __post_init__(self) -> None:
+        if len(self.qk_widths) != len(self.v_widths):
+            raise ValueError("qk_widths and v_widths must list the same heads")
+        if any(w < 0 for w in self.qk_widths) or any(w < 1 for w in self.v_widths) or self.ffn < 0:
+            raise ValueError(f"invalid layer widths {self}")
+
+    def to_dict(self) -> dict:
+        return {"qk_widths": list(self.qk_widths), "v_widths": list(self.v_widths), "ffn": self.ffn}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LayerShape":
+        return cls(tuple(int(w) for w in data["qk_widths"]), tuple(int(w) for w in data["v_widths"]), int(data["ffn"]))
+
+
+def _pad_index(widths: tuple[int, ...], padded: int) -> torch.Tensor:
+    """Gather index mapping [H * padded] slots to columns of the packed ``[sum(widths)]`` tensor.
+
+    Slots beyond a head's width point at column ``sum(widths)``, an appended zero column.
+    """
+    zero = sum(widths)
+    index, start = [], 0
+    for w in widths:
+        index += list(range(start, start + w)) + [zero] * (padded - w)
+        start += w
+    return torch.tensor(index, dtype=torch.long)
+
+
+class RaggedSelfAttention(nn.Module):
+    """Multi-head self-attention whose heads have individual Q·K and V widths.
+
+    Heads are computed together: each head's q / k / v slice is zero-padded to the largest width,
+    which changes no dot product (the padding is zero on both sides) and yields zero context columns
+    that are dropped again. Input ``[B, T, hidden]`` -> context ``[B, T, sum(v_widths)]``.
+    """
+
+    def __init__(self, hidden: int, shape: LayerShape, head_dim: int) -> None:
+        super().__init__()
+        self.shape = shape
+        self.scale = head_dim ** -0.5
+        qk, v = sum(shape.qk_widths), sum(shape.v_widths)
+        self.query = nn.Linear(hidden, qk)
+        self.key = nn.Linear(hidden, qk)
+        self.value = nn.Linear(hidden, v)
+        self.heads = len(shape.v_widths)
+        self.uniform = len(set(shape.qk_widths)) <= 1 and len(set(shape.v_widths)) <= 1 and min(shape.qk_widths,
+                                                                                                   default=1) > 0
+        # At least one padded Q·K slot, so a head with no Q·K dimensions gets all-zero scores (uniform attention).
+        self.qk_pad = max(max(shape.qk_widths, default=0), 1)
+        self.v_pad = max(shape.v_widths, default=0)
+        self.register_buffer("qk_index", _pad_index(shape.qk_widths, self.qk_pad), persistent=False)
+        self.register_buffer("v_index", _pad_index(shape.v_widths, self.v_pad), persistent=False)
+        unpad = [h * self.v_pad + j for h, w in enumerate(shape.v_widths) for j in range(w)]
+        self.register_buffer("v_unpad", torch.tensor(unpad, dtype=torch.long), persistent=False)
+
+    def _heads(self, x: torch.Tensor, width: int, index: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        if not self.uniform:
+            x = F.pad(x, (0, 1)).index_select(-1, index)
+        return x.view(b, t, self.heads, width).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """``key_mask``: bool ``[B, 1, 1, T]`` (True = attend) or None."""
+        b, t, _ = x.shape
+        if self.heads == 0:
+            return x.new_zeros(b, t, 0)
+        q = self._heads(self.query(x), self.qk_pad, self.qk_index)
+        k = self._heads(self.key(x), self.qk_pad, self.qk_index)
+        v = self._heads(self.value(x), self.v_pad, self.v_index)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, scale=self.scale)
+        ctx = ctx.transpose(1, 2).reshape(b, t, self.heads * self.v_pad)
+        return ctx if self.uniform else ctx.index_select(-1, self.v_unpad)
+
+
+class CompactLayer(nn.Module):
+    """One BERT layer (post-LayerNorm) with ragged attention and a narrowed FFN."""
+
+    def __init__(self, hidden: int, shape: LayerShape, head_dim: int, act, eps: float) -> None:
+        super().__init__()
+        self.attention = RaggedSelfAttention(hidden, shape, head_dim)
+        self.attn_out = nn.Linear(sum(shape.v_widths), hidden)
+        self.attn_norm = nn.LayerNorm(hidden, eps=eps)
+        self.ffn_in = nn.Linear(hidden, shape.ffn)
+        self.act = act
+        self.ffn_out = nn.Linear(shape.ffn, hidden)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.attn_norm(self.attn_out(self.attention(x, key_mask)) + x)
+        return self.ffn_norm(self.ffn_out(self.act(self.ffn_in(x))) + x)
+
+
+class CompactForSequenceClassification(nn.Module):
+    """A compacted BERT-family sequence classifier.
+
+    ``embeddings``, ``pooler`` (or None) and ``classifier`` are the original Hugging Face modules;
+    ``layers`` are CompactLayers. ``forward(input_ids [B, T] long, attention_mask [B, T] 0/1,
+    token_type_ids [B, T])`` returns an object with ``.logits`` ``[B, num_labels]`` float32, like the
+    Hugging Face model, so the same evaluation code runs on both.
+    """
+
+    def __init__(self, config, shapes: list[LayerShape], embeddings: nn.Module, pooler: nn.Module | None,
+                 classifier: nn.Module, head_uses_pooler: bool) -> None:
+        super().__init__()
+        from transformers.activations import ACT2FN
+
+        self.config = config
+        self.shapes = list(shapes)
+        head_dim = config.hidden_size // config.num_attention_heads
+        self.embeddings = embeddings
+        self.layers = nn.ModuleList(
+            CompactLayer(config.hidden_size, s, head_dim, ACT2FN[config.hidden_act], config.layer_norm_eps)
+            for s in shapes)
+        self.pooler = pooler
+        self.dropout = nn.Dropout(getattr(config, "classifier_dropout", None) or config.hidden_dropout_prob)
+        self.classifier = classifier
+        self.head_uses_pooler = head_uses_pooler
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, **_):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        x = self.embeddings(input_ids=input_ids, **kwargs)
+        key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, key_mask)
+        if self.head_uses_pooler:
+            logits = self.classifier(self.dropout(self.pooler(x)))
+        else:
+            logits = self.classifier(x)
+        return SequenceClassifierOutput(logits=logits)
