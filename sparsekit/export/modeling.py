@@ -10,6 +10,7 @@ interface (``forward(x) = x Wᵀ + b``), so a later step can swap them for spars
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -139,9 +140,11 @@ class CompactForSequenceClassification(nn.Module):
         self.shapes = list(shapes)
         head_dim = config.hidden_size // config.num_attention_heads
         self.embeddings = embeddings
-        self.layers = nn.ModuleList(
-            CompactLayer(config.hidden_size, s, head_dim, ACT2FN[config.hidden_act], config.layer_norm_eps)
-            for s in shapes)
+        with warnings.catch_warnings():  # removed FFNs / heads give 0-size Linears; their init is a no-op
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            self.layers = nn.ModuleList(
+                CompactLayer(config.hidden_size, s, head_dim, ACT2FN[config.hidden_act], config.layer_norm_eps)
+                for s in shapes)
         self.pooler = pooler
         self.dropout = nn.Dropout(getattr(config, "classifier_dropout", None) or config.hidden_dropout_prob)
         self.classifier = classifier
