@@ -199,14 +199,28 @@ def evaluate(
 
 @app.command()
 def report(
-    path: Path = typer.Argument(..., help="A pruning output directory."),
+    path: Path = typer.Argument(..., help="A pruning output directory or an exported artifact."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Per-layer sparsity of a saved pruning run (kept %, fully pruned rows / columns)."""
+    """Per-layer report: sparsity of a pruning run, or compaction / formats of an artifact."""
+    from sparsekit.export.artifact import MANIFEST, REPORT
+    from sparsekit.export.report import render_export_table, summary_lines
     from sparsekit.models import prunable_matrices
     from sparsekit.prune import load_pruned
     from sparsekit.prune.report import matrix_stats, render_table, to_json
 
+    if (path / MANIFEST).is_file():
+        try:
+            data = json.loads((path / REPORT).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            _fail(ValueError(f"{path / REPORT} cannot be read ({exc}); re-export the artifact"))
+        if as_json:
+            print(json.dumps(data, indent=2))
+            return
+        console.print(render_export_table(data, title=f"{path}"))
+        for line in summary_lines(data):
+            console.print(line)
+        return
     try:
         pruned = load_pruned(path)
     except (ValueError, FileNotFoundError) as exc:
@@ -216,6 +230,101 @@ def report(
         print(json.dumps(to_json(stats), indent=2))
     else:
         console.print(render_table(stats, title=f"{path} ({pruned.recipe.get('method')})"))
+
+
+class Format(str, Enum):
+    auto = "auto"
+    dense = "dense"
+    csr = "csr"
+    bsr = "bsr"
+    lowrank = "lowrank"
+
+
+@app.command("export")
+def export_cmd(
+    source: Path = typer.Argument(..., help="A pruning output directory, or a Hugging Face checkpoint with zeros."),
+    output: Path = typer.Option(..., "--output", "-o", help="Artifact directory to write."),
+    fmt: Format = typer.Option(Format.auto, "--format", help="Per-matrix format: auto = smaller of dense / CSR."),
+    min_row_weights: int = typer.Option(0, help="Lossy: drop rows with fewer kept weights (0 = exact only)."),
+    task: Optional[str] = typer.Option(None, help="Measure dev metrics (masked dense vs lossy) on this task."),
+    data_dir: Optional[Path] = typer.Option(None, help="GLUE data root."),
+    eval_samples: Optional[int] = typer.Option(None, help="Evaluate on a seeded dev subset."),
+    block: str = typer.Option("32x32", help="BSR block shape, rows x cols."),
+    rank: Optional[int] = typer.Option(None, help="Low-rank: the rank."),
+    tol: Optional[float] = typer.Option(None, help="Low-rank: smallest rank with this relative error."),
+    bf16: bool = typer.Option(False, "--bf16", help="Store values in bfloat16."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing artifact."),
+) -> None:
+    """Compact a pruned model exactly (optionally lossily) and write one artifact that reloads in one call."""
+    import torch
+
+    from sparsekit.export.artifact import REPORT, export
+    from sparsekit.export.report import render_export_table, summary_lines
+
+    try:
+        br, bc = (int(v) for v in block.lower().split("x"))
+    except ValueError:
+        _fail(ValueError(f"--block must look like 32x32, got {block!r}"))
+    try:
+        result = export(source, output, formats=fmt.value, min_row_weights=min_row_weights, task=task,
+                        data_dir=str(data_dir) if data_dir else None, eval_samples=eval_samples, block=(br, bc),
+                        rank=rank, tol=tol, value_dtype=torch.bfloat16 if bf16 else torch.float32,
+                        overwrite=overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        _fail(exc)
+    data = json.loads((result.path / REPORT).read_text())
+    console.print(render_export_table(data, title=f"Export of {source}"))
+    for line in summary_lines(data):
+        console.print(line)
+    console.print(f"artifact: {result.path}")
+
+
+@app.command()
+def verify(
+    path: Path = typer.Argument(..., help="An artifact directory."),
+    atol: float = typer.Option(1e-4, help="Largest accepted |logit difference|."),
+) -> None:
+    """Load an artifact, re-run its sample inputs and compare with the recorded outputs."""
+    from sparsekit.export.artifact import verify as run_verify
+
+    try:
+        result = run_verify(path, atol)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    status = "[green]OK[/]" if result["ok"] else "[red]MISMATCH[/]"
+    console.print(f"{status}: {result['samples']} samples, max |Δlogit| = {result['max_abs_error']:.3g} "
+                  f"(tolerance {atol:g})")
+    if not result["ok"]:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def predict(
+    path: Path = typer.Argument(..., help="An artifact directory."),
+    texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify."),
+    file: Optional[Path] = typer.Option(None, "--file", help="A file with one text per line."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+) -> None:
+    """Classify texts with an exported artifact."""
+    from sparsekit.export.predict import Predictor
+
+    items = list(texts or [])
+    if file is not None:
+        try:
+            items += [line.rstrip("\n") for line in file.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            _fail(exc)
+    if not items:
+        _fail(ValueError("give texts as arguments or --file FILE"))
+    try:
+        predictor = Predictor.from_artifact(path)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    for p in predictor.predict(items):
+        if as_json:
+            print(json.dumps({"text": p.text, "label": p.label, "score": p.score, "scores": p.scores}))
+        else:
+            console.print(f"{p.label}\t{p.score:.3f}\t{p.text}")
 
 
 @app.command()

@@ -55,3 +55,44 @@ def test_help_lists_commands():
     assert result.exit_code == 0
     for command in ("prune", "run", "evaluate", "report", "tasks"):
         assert command in result.output
+
+
+def test_export_verify_report_predict(tiny_model_dir, tmp_path):
+    run = tmp_path / "run"
+    assert runner.invoke(app, _prune_args(tiny_model_dir, run)).exit_code == 0
+    art = tmp_path / "art"
+    result = runner.invoke(app, ["export", str(run), "-o", str(art), "--min-row-weights", "3", "--task", "sst2",
+                                 "--eval-samples", "32"])
+    assert result.exit_code == 0, result.output
+    assert "dense parameters after compaction" in result.output and "change" in result.output
+    result = runner.invoke(app, ["export", str(run), "-o", str(art)])
+    assert result.exit_code == 2 and "overwrite" in result.output
+
+    result = runner.invoke(app, ["verify", str(art)])
+    assert result.exit_code == 0 and "OK" in result.output
+
+    result = runner.invoke(app, ["report", str(art), "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["compaction"]["lossy"]["min_row_weights"] == 3
+
+    result = runner.invoke(app, ["predict", str(art), "the film is great", "a boring story", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 2 and lines[0]["label"] in ("negative", "positive")
+
+    (art / "samples.json").write_text("{}")
+    result = runner.invoke(app, ["verify", str(art)])
+    assert result.exit_code == 2 and "checksum" in result.output
+
+
+def test_python_api_is_the_same_path(tiny_model_dir, tmp_path):
+    import sparsekit
+
+    result = sparsekit.prune(sparsekit.PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "run"),
+                                                   keep=0.3, steps=2, train_samples=16, eval_samples=8,
+                                                   batch_size=8, max_length=16, progress=False))
+    sparsekit.export(result.output_dir, tmp_path / "art")
+    model = sparsekit.load(tmp_path / "art")
+    assert sparsekit.verify(tmp_path / "art")["ok"]
+    preds = sparsekit.Predictor(model).predict(["great", ("a", "pair")][:1])
+    assert preds[0].label in ("negative", "positive")
