@@ -107,6 +107,87 @@ def _drop_sparse_rows(weight: torch.Tensor, k: int) -> tuple[torch.Tensor, int, 
     return weight, int(rows.sum()), int(nnz[rows].sum())
 
 
+@dataclass
+class _LayerResult:
+    shape: LayerShape
+    tensors: dict[str, tuple[torch.Tensor, torch.Tensor]]  # matrix -> (weight, bias)
+    changes: list[MatrixChange]
+    info: dict
+    lossy_rows: int
+    lossy_weights: int
+
+
+def _compact_layer(li: int, layer, heads: int, head_dim: int, act, min_row_weights: int) -> _LayerResult:
+    att, out = layer.attention.self, layer.attention.output
+    linears = {"query": att.query, "key": att.key, "value": att.value, "attn_out": out.dense,
+               "ffn_in": layer.intermediate.dense, "ffn_out": layer.output.dense}
+    W = {k: m.weight.detach().clone() for k, m in linears.items()}
+    b = {k: m.bias.detach().clone() for k, m in linears.items()}
+    nnz_before = {k: int((w != 0).sum()) for k, w in W.items()}
+    lossy_rows = lossy_weights = 0
+    if min_row_weights > 0:
+        for name in W:
+            W[name], rows, dropped = _drop_sparse_rows(W[name], min_row_weights)
+            lossy_rows += rows
+            lossy_weights += dropped
+
+    # V / O dimensions: an empty V row has the constant context b_V (folded into b_O); an empty O column is unused.
+    v_empty, o_unused = ~W["value"].any(dim=1), ~W["attn_out"].any(dim=0)
+    fold_v = v_empty & ~o_unused
+    b["attn_out"] = b["attn_out"] + W["attn_out"][:, fold_v] @ b["value"][fold_v]
+    v_keep = ~(v_empty | o_unused)
+    # Q·K dimensions: an empty K row cancels in the softmax; an empty Q row only if its bias is 0.
+    k_empty, q_empty = ~W["key"].any(dim=1), ~W["query"].any(dim=1)
+    q_zero = q_empty & (b["query"] == 0) & ~k_empty
+    q_stuck = q_empty & (b["query"] != 0) & ~k_empty
+    qk_keep = ~(k_empty | q_zero)
+    # Heads: a head with no V dimension left contributes nothing and goes whole.
+    qk_idx, v_idx, qk_widths, v_widths, removed_heads, qk_in_removed = [], [], [], [], [], 0
+    for h in range(heads):
+        sl = slice(h * head_dim, (h + 1) * head_dim)
+        vh = torch.nonzero(v_keep[sl]).flatten() + h * head_dim
+        qh = torch.nonzero(qk_keep[sl]).flatten() + h * head_dim
+        if vh.numel() == 0:
+            removed_heads.append(h)
+            qk_in_removed += qh.numel()
+            continue
+        qk_idx.append(qh)
+        v_idx.append(vh)
+        qk_widths.append(qh.numel())
+        v_widths.append(vh.numel())
+    empty = torch.zeros(0, dtype=torch.long)
+    qk_idx = torch.cat(qk_idx) if qk_idx else empty
+    v_idx = torch.cat(v_idx) if v_idx else empty
+    # FFN neurons: an empty FFN-in row outputs act(b_U) (folded into b_D); an empty FFN-out column is unused.
+    u_empty, d_unused = ~W["ffn_in"].any(dim=1), ~W["ffn_out"].any(dim=0)
+    fold_u = u_empty & ~d_unused
+    b["ffn_out"] = b["ffn_out"] + W["ffn_out"][:, fold_u] @ act(b["ffn_in"][fold_u])
+    ffn_idx = torch.nonzero(~(u_empty | d_unused)).flatten()
+
+    new = {"query": (W["query"][qk_idx], b["query"][qk_idx]), "key": (W["key"][qk_idx], b["key"][qk_idx]),
+           "value": (W["value"][v_idx], b["value"][v_idx]), "attn_out": (W["attn_out"][:, v_idx], b["attn_out"]),
+           "ffn_in": (W["ffn_in"][ffn_idx], b["ffn_in"][ffn_idx]), "ffn_out": (W["ffn_out"][:, ffn_idx], b["ffn_out"])}
+    qk_removed = qk_keep.numel() - qk_idx.numel()
+    reasons = {
+        "query": {"rows: K row empty": int(k_empty.sum()), "rows: Q row empty, zero bias": int(q_zero.sum()),
+                  "rows: head removed": qk_in_removed},
+        "key": {"rows: removed with Q": qk_removed},
+        "value": {"rows: V row empty, bias folded into O": int(fold_v.sum()), "rows: O column empty": int(o_unused.sum())},
+        "attn_out": {"cols: removed with V": v_keep.numel() - v_idx.numel(),
+                     "rows empty, output = bias": int((~new["attn_out"][0].any(dim=1)).sum())},
+        "ffn_in": {"rows: FFN-in row empty, folded into FFN-out bias": int(fold_u.sum()),
+                   "rows: FFN-out column empty": int(d_unused.sum())},
+        "ffn_out": {"cols: removed with FFN-in": u_empty.numel() - ffn_idx.numel(),
+                    "rows empty, output = bias": int((~new["ffn_out"][0].any(dim=1)).sum())},
+    }
+    changes = [MatrixChange(li, name, tuple(W[name].shape), tuple(w.shape), nnz_before[name], int((w != 0).sum()),
+                            {k: v for k, v in reasons[name].items() if v}) for name, (w, _) in new.items()]
+    shape = LayerShape(tuple(qk_widths), tuple(v_widths), int(ffn_idx.numel()))
+    info = {"layer": li, "heads_kept": len(v_widths), "heads_removed": removed_heads, **shape.to_dict(),
+            "q_rows_not_removable": int(q_stuck.sum())}
+    return _LayerResult(shape, new, changes, info, lossy_rows, lossy_weights)
+
+
 @torch.no_grad()
 def compact(model: nn.Module, min_row_weights: int = 0) -> tuple[CompactForSequenceClassification, CompactionReport]:
     """Compact ``model`` exactly (or lossily with ``min_row_weights > 0``). The input is not modified.
@@ -114,115 +195,33 @@ def compact(model: nn.Module, min_row_weights: int = 0) -> tuple[CompactForSeque
     Returns the compacted model (eval mode, same device and dtype) and the report. In exact mode the
     compacted logits equal the input's up to float rounding (fp32 max |Δ| ~1e-6).
     """
+    from transformers.activations import ACT2FN
+
     if min_row_weights < 0:
         raise ValueError(f"min_row_weights must be >= 0, got {min_row_weights}")
     config, base, layers = _bert_parts(model)
     heads = config.num_attention_heads
-    head_dim = config.hidden_size // heads
-    from transformers.activations import ACT2FN
-
     act = ACT2FN[config.hidden_act]
-    changes: list[MatrixChange] = []
-    layer_info, notes = [], []
-    shapes, built = [], []
-    lossy_rows = lossy_weights = 0
-    for li, layer in enumerate(layers):
-        att, out = layer.attention.self, layer.attention.output
-        W = {"query": att.query.weight, "key": att.key.weight, "value": att.value.weight,
-             "attn_out": out.dense.weight, "ffn_in": layer.intermediate.dense.weight,
-             "ffn_out": layer.output.dense.weight}
-        W = {k: v.detach().clone() for k, v in W.items()}
-        nnz_orig = {k: int((v != 0).sum()) for k, v in W.items()}
-        if min_row_weights > 0:
-            for name in W:
-                W[name], rows, dropped = _drop_sparse_rows(W[name], min_row_weights)
-                lossy_rows += rows
-                lossy_weights += dropped
-        bq, bk, bv = att.query.bias.detach().clone(), att.key.bias.detach().clone(), att.value.bias.detach().clone()
-        bo, bu, bd = (out.dense.bias.detach().clone(), layer.intermediate.dense.bias.detach().clone(),
-                      layer.output.dense.bias.detach().clone())
-
-        # V / O dimensions.
-        v_empty = ~W["value"].any(dim=1)
-        o_unused = ~W["attn_out"].any(dim=0)
-        fold_v = v_empty & ~o_unused
-        bo = bo + W["attn_out"][:, fold_v] @ bv[fold_v]
-        v_keep = ~(v_empty | o_unused)
-        # Q / K dimensions.
-        k_empty = ~W["key"].any(dim=1)
-        q_zero = ~W["query"].any(dim=1) & (bq == 0)
-        q_stuck = ~W["query"].any(dim=1) & (bq != 0) & ~k_empty
-        qk_keep = ~(k_empty | q_zero)
-        # Heads: a head without V dimensions is removed whole.
-        qk_heads, v_heads, qk_idx, v_idx, removed_heads = [], [], [], [], []
-        for h in range(heads):
-            sl = slice(h * head_dim, (h + 1) * head_dim)
-            vh = torch.nonzero(v_keep[sl]).flatten() + h * head_dim
-            if vh.numel() == 0:
-                removed_heads.append(h)
-                continue
-            qh = torch.nonzero(qk_keep[sl]).flatten() + h * head_dim
-            qk_heads.append(qh.numel())
-            v_heads.append(vh.numel())
-            qk_idx.append(qh)
-            v_idx.append(vh)
-        qk_idx = torch.cat(qk_idx) if qk_idx else torch.zeros(0, dtype=torch.long)
-        v_idx = torch.cat(v_idx) if v_idx else torch.zeros(0, dtype=torch.long)
-        if int(q_stuck.sum()):
-            notes.append(f"layer {li}: {int(q_stuck.sum())} empty Q rows with a non-zero bias kept "
-                         f"(not removable exactly)")
-        # FFN neurons.
-        u_empty = ~W["ffn_in"].any(dim=1)
-        d_unused = ~W["ffn_out"].any(dim=0)
-        fold_u = u_empty & ~d_unused
-        bd = bd + W["ffn_out"][:, fold_u] @ act(bu[fold_u])
-        ffn_idx = torch.nonzero(~(u_empty | d_unused)).flatten()
-
-        shape = LayerShape(tuple(qk_heads), tuple(v_heads), int(ffn_idx.numel()))
-        new = {"query": (W["query"][qk_idx], bq[qk_idx]), "key": (W["key"][qk_idx], bk[qk_idx]),
-               "value": (W["value"][v_idx], bv[v_idx]), "attn_out": (W["attn_out"][:, v_idx], bo),
-               "ffn_in": (W["ffn_in"][ffn_idx], bu[ffn_idx]), "ffn_out": (W["ffn_out"][:, ffn_idx], bd)}
-        reasons = {
-            "query": {"rows: K row empty": int(k_empty.sum()), "rows: Q row empty, zero bias": int((q_zero & ~k_empty).sum()),
-                      "rows: head removed": int((qk_keep & ~_index_mask(qk_idx, qk_keep.numel())).sum())},
-            "key": {"rows: removed with Q": int((~_index_mask(qk_idx, qk_keep.numel())).sum())},
-            "value": {"rows: V row empty (bias folded into O)": int(fold_v.sum()),
-                      "rows: O column empty": int(o_unused.sum())},
-            "attn_out": {"cols: with V": int((~_index_mask(v_idx, v_keep.numel())).sum()),
-                         "rows empty (output = bias)": int((~new["attn_out"][0].any(dim=1)).sum())},
-            "ffn_in": {"rows: FFN-in row empty (folded into FFN-out bias)": int(fold_u.sum()),
-                       "rows: FFN-out column empty": int(d_unused.sum())},
-            "ffn_out": {"cols: with FFN-in": int(u_empty.numel() - ffn_idx.numel()),
-                        "rows empty (output = bias)": int((~new["ffn_out"][0].any(dim=1)).sum())},
-        }
-        for name, (w, _) in new.items():
-            changes.append(MatrixChange(li, name, tuple(W[name].shape), tuple(w.shape), nnz_orig[name],
-                                        int((w != 0).sum()), {k: v for k, v in reasons[name].items() if v}))
-        layer_info.append({"layer": li, "heads_kept": len(v_heads), "heads_removed": removed_heads,
-                           **shape.to_dict(), "q_rows_not_removable": int(q_stuck.sum())})
-        shapes.append(shape)
-        built.append(new)
+    results = [_compact_layer(i, layer, heads, config.hidden_size // heads, act, min_row_weights)
+               for i, layer in enumerate(layers)]
 
     head_uses_pooler = config.model_type == "bert"
     compacted = CompactForSequenceClassification(
-        config, shapes, copy.deepcopy(base.embeddings),
-        copy.deepcopy(base.pooler) if head_uses_pooler else None,
-        copy.deepcopy(model.classifier), head_uses_pooler)
+        config, [r.shape for r in results], copy.deepcopy(base.embeddings),
+        copy.deepcopy(base.pooler) if head_uses_pooler else None, copy.deepcopy(model.classifier), head_uses_pooler)
     ref = next(model.parameters())
     compacted.to(device=ref.device, dtype=ref.dtype)
-    for layer, new, old in zip(compacted.layers, built, layers):
+    for layer, result, old in zip(compacted.layers, results, layers):
         targets = {"query": layer.attention.query, "key": layer.attention.key, "value": layer.attention.value,
                    "attn_out": layer.attn_out, "ffn_in": layer.ffn_in, "ffn_out": layer.ffn_out}
-        for name, (w, b) in new.items():
+        for name, (w, b) in result.tensors.items():
             targets[name].weight.copy_(w)
             targets[name].bias.copy_(b)
         layer.attn_norm.load_state_dict(old.attention.output.LayerNorm.state_dict())
         layer.ffn_norm.load_state_dict(old.output.LayerNorm.state_dict())
-    report = CompactionReport(changes, layer_info, notes, min_row_weights, lossy_rows, lossy_weights)
+    notes = [f"layer {r.info['layer']}: {r.info['q_rows_not_removable']} empty Q rows with a non-zero bias kept "
+             f"(not removable exactly)" for r in results if r.info["q_rows_not_removable"]]
+    report = CompactionReport([c for r in results for c in r.changes], [r.info for r in results], notes,
+                              min_row_weights, sum(r.lossy_rows for r in results),
+                              sum(r.lossy_weights for r in results))
     return compacted.eval(), report
-
-
-def _index_mask(index: torch.Tensor, n: int) -> torch.Tensor:
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[index] = True
-    return mask
