@@ -56,7 +56,7 @@ def latency(dense, compacted, batch: int, seq: int, repeats: int) -> dict:
     # Interleave the two so drifts of the machine affect both alike.
     for _ in range(2):
         for name, model in (("masked_dense", dense), ("compacted", compacted)):
-            r = measure(lambda: model(**x), warmup=3, repeats=repeats // 2)
+            r = measure(lambda m=model: m(**x), warmup=3, repeats=repeats // 2)
             out.setdefault(name, []).append(r)
     res = {name: {"median_ms": 1e3 * sorted(r["median"] for r in rs)[0],
                   "p25_ms": 1e3 * min(r["p25"] for r in rs), "p75_ms": 1e3 * max(r["p75"] for r in rs),
@@ -116,7 +116,8 @@ def to_markdown(result: dict) -> str:
              f"Date: {result['date']}", "",
              "Sizes are of the six encoder matrix types as dense fp32 (the SMP paper's 47.43% exact / 25.19% lossy "
              "k=10 figures are for BERT-base on MNLI at 3%). Latency: median, batch x seq, same process.", "",
-             "| model | mode | encoder size after | heads removed | rows/cols removed Q / K / V / O / FFN-in / FFN-out | "
+             "| model | mode | encoder size after | heads removed | "
+             "rows/cols removed Q / K / V / O / FFN-in / FFN-out | "
              "dev acc masked → compacted | max abs logit diff | latency dense → compact (speedup) |",
              "|---|---|---:|---:|---|---|---:|---|"]
     for r in result["rows"]:
@@ -155,8 +156,8 @@ def main() -> None:
     for keep in args.bert_base_keeps:
         rows += bench_model(f"BERT-base random init, random mask {100 * keep:g}%", random_masked_bert_base(keep),
                             None, args)
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), "unknown")
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
     result = {"benchmark": "export_compaction", "command": " ".join(["python"] + sys.argv),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": cpu, "threads": torch.get_num_threads(),
               "versions": library_versions(), "paper_size_fractions": PAPER, "rows": rows}

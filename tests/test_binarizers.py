@@ -94,5 +94,6 @@ def test_hard_concrete():
     train_mask = binarizers.hard_concrete_mask(scores.expand(1000, 4), training=True)
     assert ((train_mask >= 0) & (train_mask <= 1)).all()
     assert train_mask[:, 1].std() > 0.1  # stochastic while training
-    expected = torch.sigmoid(torch.tensor(0.0) - binarizers.L0_BETA * math.log(-binarizers.L0_LEFT / binarizers.L0_RIGHT))
+    shift = binarizers.L0_BETA * math.log(-binarizers.L0_LEFT / binarizers.L0_RIGHT)
+    expected = torch.sigmoid(torch.tensor(0.0) - shift)
     torch.testing.assert_close(binarizers.l0_penalty(torch.zeros(3, 3)), expected)

@@ -96,3 +96,15 @@ def test_python_api_is_the_same_path(tiny_model_dir, tmp_path):
     assert sparsekit.verify(tmp_path / "art")["ok"]
     preds = sparsekit.Predictor(model).predict(["great", ("a", "pair")][:1])
     assert preds[0].label in ("negative", "positive")
+
+
+def test_main_job_command_runs_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
+    """`sparsekit run` with the shipped defaults swapped for a tiny model and 2 steps."""
+    from sparsekit import cli
+
+    monkeypatch.setitem(cli.MAIN_JOB, "model", str(tiny_model_dir))
+    monkeypatch.setitem(cli.MAIN_JOB, "eval_samples", 16)
+    result = runner.invoke(app, ["run", "-o", str(tmp_path / "main"), "--steps", "2", "--train-samples", "32"])
+    assert result.exit_code == 0, result.output
+    assert "exact compaction" in result.output and "dev accuracy" in result.output
+    assert (tmp_path / "main" / "artifact" / "manifest.json").is_file()

@@ -506,7 +506,7 @@ def test_encode_rejects_bad_input(tokenizer) -> None:
         EncodedDataset([Example("a", None, 0), Example("a", "b", 1)], tokenizer)
 
 
-def test_split_path(glue_root: Path) -> None:
+def test_split_path_train_dev_and_errors(glue_root: Path) -> None:
     from sparsekit.data import split_path
 
     sst = split_path("SST-2", "train", data_dir=glue_root)

@@ -111,6 +111,7 @@ def test_model_sources_are_local_only(tmp_path):
 
 
 def test_unsupported_architecture_is_refused(tmp_path):
-    AutoConfig.for_model("distilbert", vocab_size=50, dim=32, n_layers=1, n_heads=2, hidden_dim=64).save_pretrained(tmp_path)
+    config = AutoConfig.for_model("distilbert", vocab_size=50, dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+    config.save_pretrained(tmp_path)
     with pytest.raises(ModelError, match="not supported"):
         load_classifier(resolve_model_source(tmp_path), 2)

@@ -354,6 +354,7 @@ def verify(path: str | Path, atol: float = 1e-4) -> dict:
     expected = torch.tensor(data["logits"], dtype=torch.float32)
     got = _logits(model, model.tokenizer, data["texts"])
     if got.shape != expected.shape:
-        raise ArtifactError(f"{path}: samples give logits of shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
+        raise ArtifactError(f"{path}: samples give logits of shape {tuple(got.shape)}, "
+                            f"expected {tuple(expected.shape)}")
     err = float((got - expected).abs().max()) if got.numel() else 0.0
     return {"max_abs_error": err, "samples": len(data["texts"]), "ok": err <= atol, "atol": atol}

@@ -25,11 +25,11 @@ def summary_lines(report: dict) -> list[str]:
     """Human-readable totals: dense parameters and bytes before -> after, lossy changes."""
     s = report["compaction"]["summary"]
     b = report["bytes"]
+    dense_bytes, stored = b["encoder_matrices_dense_fp32_before"], b["encoder_matrices_exported"]
     lines = [
         f"encoder matrices: {s['dense_params_before']:,} -> {s['dense_params_after']:,} dense parameters after "
         f"compaction ({100 * s['fraction_after']:.2f}%)",
-        f"stored bytes: {b['encoder_matrices_dense_fp32_before']:,} (dense fp32) -> "
-        f"{b['encoder_matrices_exported']:,} ({100 * b['encoder_matrices_exported'] / max(1, b['encoder_matrices_dense_fp32_before']):.2f}%)",
+        f"stored bytes: {dense_bytes:,} (dense fp32) -> {stored:,} ({100 * stored / max(1, dense_bytes):.2f}%)",
     ]
     lossy = report["compaction"].get("lossy", {})
     if lossy.get("min_row_weights"):

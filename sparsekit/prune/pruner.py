@@ -52,8 +52,8 @@ class Pruner:
             linear = model.get_submodule(m.name)
             masked = linear if isinstance(linear, MaskedLinear) else MaskedLinear.from_linear(
                 linear, MASKINGS[masking], score_init)
-            if masking in ("global", "sigmoid"):
-                masked.min_kept = math.floor(min_kept_fraction * masked.weight.numel()) + 1 if min_kept_fraction > 0 else 0
+            if masking in ("global", "sigmoid") and min_kept_fraction > 0:
+                masked.min_kept = math.floor(min_kept_fraction * masked.weight.numel()) + 1
             set_submodule(model, m.name, masked)
             self.modules[m.name] = masked
         self.by_type: dict[str, list[MaskedLinear]] = defaultdict(list)
