@@ -134,7 +134,26 @@ def test_bad_settings_are_refused(tiny_model_dir, tmp_path):
         prune(_config(tiny_model_dir, tmp_path / "c", task="squad"))
     with pytest.raises(ValueError, match="lambda ramp"):
         prune(_config(tiny_model_dir, tmp_path / "d", lambda_ramp="linear", steps=1))
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(ValueError, match="unknown masking"):
+        prune(_config(tiny_model_dir, tmp_path / "e", masking="random", steps=1))
+    with pytest.raises(ValueError, match="exceed"):
+        prune(_config(tiny_model_dir, tmp_path / "f", warmup=0.6, cooldown=0.6, steps=10))
+    for name in "abcdef":
+        assert not (tmp_path / name).exists(), name
+
+
+def test_bad_settings_never_delete_an_existing_run(tiny_model_dir, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "precious.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="lambda ramp"):
+        prune(_config(tiny_model_dir, tmp_path / "run", lambda_ramp="linear", overwrite=True))
+    assert (tmp_path / "run" / "precious.txt").read_text() == "keep me"
+
+
+def test_resume_refuses_changed_settings(tiny_model_dir, tmp_path):
+    prune(_config(tiny_model_dir, tmp_path / "run", method="smp-s", keep=0.3, steps=6, save_every=2, stop_after=3))
+    with pytest.raises(ValueError, match="keep: 0.3 -> 0.5"):
+        prune(_config(tiny_model_dir, tmp_path / "run", method="smp-s", keep=0.5, steps=6, resume=True))
 
 
 def test_load_pruned_refuses_inconsistent_outputs(tiny_model_dir, tmp_path):

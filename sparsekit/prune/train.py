@@ -27,7 +27,7 @@ from sparsekit.models import head_parameter_names, load_classifier, load_tokeniz
 from sparsekit.prune import report as report_mod
 from sparsekit.prune.config import PruneConfig
 from sparsekit.prune.output import library_versions, save_pruned
-from sparsekit.prune.pruner import Pruner
+from sparsekit.prune.pruner import MASKINGS, Pruner
 from sparsekit.prune.recipes import Recipe, get_recipe
 from sparsekit.prune.schedule import CubicSchedule, cubic_ramp
 
@@ -121,6 +121,26 @@ def _prepare_output_dir(config: PruneConfig) -> Path:
     return out
 
 
+#: Settings that may differ between a run and its resumption (they do not change what is computed).
+_RESUME_FREE = {"resume", "overwrite", "progress", "stop_after", "save_every"}
+
+
+def _check_resumed_config(out: Path, config: PruneConfig) -> None:
+    """Record the run's settings; on resume, refuse settings that differ from the interrupted run's."""
+    path = out / CHECKPOINT_DIR / "run_config.json"
+    current = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
+    if config.resume and path.is_file():
+        saved = json.loads(path.read_text())
+        diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+        if diff:
+            detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"--resume with settings that differ from the interrupted run ({detail}); "
+                             f"resume with the same settings, or start a new run")
+    elif not config.resume:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(current, indent=2) + "\n")
+
+
 def _latest_checkpoint(out: Path) -> Path | None:
     ckpts = sorted((out / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     return ckpts[-1] if ckpts else None
@@ -186,10 +206,20 @@ def prune(config: PruneConfig) -> PruneResult:
     masking = config.masking or recipe.masking
     if recipe.masking is None and config.masking:
         raise ValueError("finetune trains a dense model; --masking does not apply")
+    if masking is not None and masking not in MASKINGS:
+        raise ValueError(f"unknown masking {masking!r}; choose one of {', '.join(MASKINGS)}")
+    lam_final = recipe.regularizer_lambda if config.regularizer_lambda is None else config.regularizer_lambda
+    lambda_ramp = config.lambda_ramp or recipe.lambda_ramp
+    if lambda_ramp not in LAMBDA_RAMPS:
+        raise ValueError(f"unknown lambda ramp {lambda_ramp!r}; choose one of {', '.join(LAMBDA_RAMPS)}")
+    warmup = recipe.warmup if config.warmup is None else config.warmup
+    cooldown = recipe.cooldown if config.cooldown is None else config.cooldown
+    CubicSchedule.from_fractions(100, config.keep, warmup, cooldown)  # refuse bad fractions before touching files
     data_root = resolve_data_root(config.data_dir)
     source = resolve_model_source(config.model)
     teacher_source = resolve_model_source(config.teacher) if config.teacher else None
     out = _prepare_output_dir(config)
+    _check_resumed_config(out, config)
 
     accelerator = Accelerator()
     set_seed(config.seed)
@@ -216,14 +246,8 @@ def prune(config: PruneConfig) -> PruneResult:
     steps_per_epoch = math.ceil(len(train_set) / (config.batch_size * accelerator.num_processes))
     total = config.steps or max(1, math.ceil(config.epochs * steps_per_epoch))
 
-    warmup = recipe.warmup if config.warmup is None else config.warmup
-    cooldown = recipe.cooldown if config.cooldown is None else config.cooldown
     keep_schedule = CubicSchedule.from_fractions(total, config.keep if masking else 1.0, warmup, cooldown)
     tau_schedule = CubicSchedule.from_fractions(total, recipe.soft_threshold, warmup, cooldown, initial=0.0)
-    lam_final = recipe.regularizer_lambda if config.regularizer_lambda is None else config.regularizer_lambda
-    lambda_ramp = config.lambda_ramp or recipe.lambda_ramp
-    if lambda_ramp not in LAMBDA_RAMPS:
-        raise ValueError(f"unknown lambda ramp {lambda_ramp!r}; choose one of {', '.join(LAMBDA_RAMPS)}")
 
     optimizer = torch.optim.AdamW(groups, eps=1e-8, weight_decay=0.0)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.lr_warmup * total), total)
