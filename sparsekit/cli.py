@@ -180,26 +180,35 @@ def run(
 
 @app.command()
 def evaluate(
-    path: Path = typer.Argument(..., help="A pruning output directory (or any fine-tuned checkpoint dir)."),
+    path: Path = typer.Argument(..., help="A pruning output directory or an exported artifact."),
     task: Optional[str] = typer.Option(None, help="GLUE task [default: the run's task]."),
     data_dir: Optional[Path] = typer.Option(None, help="GLUE data root."),
     split: str = typer.Option("dev", help="dev (or dev_mismatched for MNLI)."),
     batch_size: int = typer.Option(128),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
-    """Evaluate a saved model on a GLUE dev set."""
+    """Evaluate a saved pruning run or artifact on a GLUE dev set."""
     from sparsekit.data import EncodedDataset, get_task, load_split
     from sparsekit.evaluate import evaluate as run_eval
+    from sparsekit.export.artifact import MANIFEST
+    from sparsekit.export.artifact import load as load_artifact
     from sparsekit.prune import load_pruned
 
     try:
-        pruned = load_pruned(path)
-        task_name = task or pruned.recipe["data"]["task"]
+        if (path / MANIFEST).is_file():
+            model = load_artifact(path)
+            tokenizer, recipe = model.tokenizer, model.manifest.get("recipe") or {}
+        else:
+            pruned = load_pruned(path)
+            model, tokenizer, recipe = pruned.model, pruned.tokenizer, pruned.recipe
+        task_name = task or recipe.get("data", {}).get("task")
+        if task_name is None:
+            raise ValueError(f"{path} does not record its task; pass --task")
         spec = get_task(task_name)
         examples = load_split(spec, split, data_dir)
-        max_length = pruned.recipe.get("config", {}).get("max_length", 128)
-        metrics = run_eval(pruned.model, EncodedDataset(examples, pruned.tokenizer, max_length, spec.is_regression),
-                           pruned.tokenizer, spec, batch_size, progress=True)
+        max_length = recipe.get("config", {}).get("max_length", 128)
+        metrics = run_eval(model, EncodedDataset(examples, tokenizer, max_length, spec.is_regression),
+                           tokenizer, spec, batch_size, progress=True)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     if as_json:

@@ -71,6 +71,10 @@ def test_export_verify_report_predict(tiny_model_dir, tmp_path):
     result = runner.invoke(app, ["verify", str(art)])
     assert result.exit_code == 0 and "OK" in result.output
 
+    result = runner.invoke(app, ["evaluate", str(art), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["eval_samples"] == 872
+
     result = runner.invoke(app, ["report", str(art), "--json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["compaction"]["lossy"]["min_row_weights"] == 3
