@@ -344,7 +344,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CompactForSequ
         raise ArtifactError(f"{path}: unexpected tensors {sorted(tensors)[:5]}; the artifact was modified")
     model.tokenizer = AutoTokenizer.from_pretrained(str(path))
     model.manifest = manifest
-    return model.to(device).eval()
+    return model.to(device).eval().requires_grad_(False)
 
 
 def verify(path: str | Path, atol: float = 1e-4) -> dict:

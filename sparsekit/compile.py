@@ -1,0 +1,141 @@
+"""``sparsekit.compile(model)``: run every Linear of a pruned or exported model on the fastest backend.
+
+For each Linear (``nn.Linear`` or the exporter's ``FormatLinear``) the backends that can run it (see
+backends.py) are timed on this machine, for this layer's shape and the given token count, against
+dense ``F.linear``; the fastest is kept. A backend must beat dense by ``min_gain`` to be chosen, so the
+compiled model is never slower than dense on a layer (up to timing noise). Returns a CompileReport
+(printed as a table) with the shape, density, chosen backend, why, and the measured speedup per layer.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from sparsekit.backends import Backend, DenseBackend, LayerSpec, TorchSparseBackend
+from sparsekit.timing import measure
+
+
+@dataclass
+class LayerChoice:
+    """The decision for one layer: timings in ms of every candidate, the winner and why."""
+
+    name: str
+    shape: tuple[int, int]
+    density: float
+    backend: str
+    why: str
+    speedup: float
+    timings_ms: dict[str, float]
+    rejected: dict[str, list[str]]
+
+
+@dataclass
+class CompileReport:
+    layers: list[LayerChoice]
+    tokens: int
+    threads: int
+
+    def to_json(self) -> dict:
+        return {"tokens": self.tokens, "threads": self.threads, "layers": [asdict(c) for c in self.layers]}
+
+    def table(self):
+        from rich.table import Table
+
+        table = Table(title=f"sparsekit.compile: {self.tokens} tokens, {self.threads} threads")
+        for col, justify in (("layer", "left"), ("shape", "left"), ("density", "right"), ("backend", "left"),
+                             ("speedup", "right"), ("why", "left")):
+            table.add_column(col, justify=justify)
+        for c in self.layers:
+            table.add_row(c.name, f"{c.shape[0]}x{c.shape[1]}", f"{100 * c.density:.1f}%", c.backend,
+                          f"{c.speedup:.2f}x", c.why)
+        return table
+
+
+def default_backends() -> list[Backend]:
+    """Every backend this installation has, dense first."""
+    backends: list[Backend] = [DenseBackend(), TorchSparseBackend()]
+    try:
+        from sparsekit.kernels.backends import cpu_backends
+    except ImportError:
+        return backends
+    return backends + cpu_backends()
+
+
+_COMPACT_LINEAR = re.compile(r"(^|\.)layers\.\d+\.(attention\.(query|key|value)|attn_out|ffn_in|ffn_out)$")
+
+
+def _linears(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The encoder Linears: the six matrices of every layer of a Hugging Face or a compacted model."""
+    from sparsekit.export.artifact import FormatLinear
+    from sparsekit.models import _PRUNABLE_RE
+
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, (nn.Linear, FormatLinear)) and (_PRUNABLE_RE.search(name) or _COMPACT_LINEAR.search(name))]
+
+
+def _dense_weight(module) -> torch.Tensor:
+    from sparsekit.export.artifact import FormatLinear
+
+    if isinstance(module, FormatLinear):
+        return module.fmt.to_dense().to(module.bias.device)
+    return module.weight.detach()
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+@torch.no_grad()
+def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None = None, min_gain: float = 1.03,
+            warmup: int = 3, repeats: int = 15, verbose: bool = True) -> CompileReport:
+    """Swap each encoder Linear of ``model`` (in place) for the fastest backend measured here.
+
+    tokens: rows of the activation matrix to time with (batch x sequence length of the deployment).
+    min_gain: a sparse backend must be at least this much faster than dense to be chosen.
+    Returns the CompileReport; prints its table when ``verbose``.
+    """
+    backends = backends or default_backends()
+    if not any(b.name == "dense" for b in backends):
+        raise ValueError("the backends must include 'dense', the fallback every layer can use")
+    choices = []
+    for name, module in list(_linears(model)):
+        weight = _dense_weight(module)
+        bias = None if module.bias is None else module.bias.detach()
+        spec = LayerSpec.of(weight)
+        x = torch.randn(tokens, spec.in_features, device=spec.device, dtype=spec.dtype)
+        timings, rejected, built = {}, {}, {}
+        for backend in backends:
+            reasons = backend.not_supported_reasons(spec)
+            if reasons:
+                rejected[backend.name] = reasons
+                continue
+            try:
+                built[backend.name] = backend.build(weight, bias)
+            except (RuntimeError, ValueError) as exc:
+                rejected[backend.name] = [f"build failed: {exc}"]
+                continue
+            timings[backend.name] = 1e3 * measure(lambda m=built[backend.name]: m(x), warmup, repeats)["median"]
+        best = min(timings, key=timings.get)
+        speedup = timings["dense"] / timings[best]
+        if best != "dense" and speedup < min_gain:
+            why = f"{best} only {speedup:.2f}x, below the {min_gain:.2f}x threshold"
+            best, speedup = "dense", 1.0
+        elif best == "dense":
+            why = "no sparse backend was faster" if len(timings) > 1 else "no sparse backend can run it"
+        else:
+            why = f"fastest of {len(timings)} measured"
+        if best != "dense":
+            _set(model, name, built[best])
+        elif not isinstance(module, nn.Linear):  # a FormatLinear: run it as dense F.linear
+            _set(model, name, built["dense"])
+        choices.append(LayerChoice(name, tuple(weight.shape), spec.density, best, why, speedup, timings, rejected))
+    report = CompileReport(choices, tokens, torch.get_num_threads())
+    if verbose:
+        from rich.console import Console
+
+        Console().print(report.table())
+    return report

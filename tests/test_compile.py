@@ -1,0 +1,84 @@
+"""sparsekit.compile: same outputs, per-layer report, dense fallback, backends' reasons."""
+import time
+
+import pytest
+import torch
+
+from sparsekit.backends import Backend, DenseLinear, LayerSpec
+from sparsekit.compile import compile as sk_compile
+from sparsekit.export.artifact import export, load
+from sparsekit.models import load_classifier, load_tokenizer, prunable_matrices
+
+
+@pytest.fixture(scope="module")
+def sparse_tiny(tiny_model_dir):
+    torch.manual_seed(0)
+    model = load_classifier(tiny_model_dir, 2).eval()
+    with torch.no_grad():
+        for m in prunable_matrices(model):
+            w = model.get_submodule(m.name).weight
+            w.mul_(torch.rand_like(w) < 0.1)
+    return model, load_tokenizer(tiny_model_dir)
+
+
+def _logits(model, tokenizer):
+    batch = tokenizer(["the film is great", "a boring story"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def test_compiled_hf_model_matches(sparse_tiny):
+    model, tokenizer = sparse_tiny
+    ref = _logits(model, tokenizer)
+    import copy
+
+    compiled = copy.deepcopy(model)
+    report = sk_compile(compiled, tokens=16, repeats=3, verbose=False)
+    assert len(report.layers) == 12
+    assert all(c.backend in c.timings_ms and c.speedup >= 1.0 for c in report.layers)
+    torch.testing.assert_close(_logits(compiled, tokenizer), ref, rtol=0, atol=1e-4)
+
+
+def test_compiled_artifact_matches(sparse_tiny, tmp_path):
+    export(sparse_tiny, tmp_path / "art")
+    model = load(tmp_path / "art")
+    ref = _logits(model, model.tokenizer)
+    report = sk_compile(model, tokens=16, repeats=3, verbose=False)
+    assert {c.name.split(".")[-1] for c in report.layers} >= {"query", "attn_out", "ffn_in", "ffn_out"}
+    torch.testing.assert_close(_logits(model, model.tokenizer), ref, rtol=0, atol=1e-4)
+    assert report.to_json()["layers"][0]["timings_ms"]["dense"] > 0
+
+
+class _SlowBackend(Backend):
+    name = "slow"
+
+    def build(self, weight, bias):
+        inner = DenseLinear(weight, bias)
+
+        class Slow(torch.nn.Module):
+            def forward(self, x):
+                time.sleep(0.002)
+                return inner(x)
+        return Slow()
+
+
+class _NeverBackend(Backend):
+    name = "never"
+
+    def not_supported_reasons(self, spec: LayerSpec):
+        return ["needs a GPU"]
+
+
+def test_dense_fallback_and_reasons(sparse_tiny):
+    import copy
+
+    from sparsekit.backends import DenseBackend
+
+    model = copy.deepcopy(sparse_tiny[0])
+    report = sk_compile(model, tokens=4, backends=[DenseBackend(), _SlowBackend(), _NeverBackend()], repeats=3,
+                        verbose=False)
+    assert all(c.backend == "dense" for c in report.layers)
+    assert all(c.rejected["never"] == ["needs a GPU"] for c in report.layers)
+    assert all(isinstance(model.get_submodule(m.name), torch.nn.Linear) for m in prunable_matrices(model))
+    with pytest.raises(ValueError, match="dense"):
+        sk_compile(model, backends=[_SlowBackend()], verbose=False)
