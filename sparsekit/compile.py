@@ -118,7 +118,7 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
             except (RuntimeError, ValueError) as exc:
                 rejected[backend.name] = [f"build failed: {exc}"]
                 continue
-            timings[backend.name] = 1e3 * measure(lambda m=built[backend.name]: m(x), warmup, repeats)["median"]
+            timings[backend.name] = 1e3 * measure(lambda m=built[backend.name], x=x: m(x), warmup, repeats)["median"]
         best = min(timings, key=timings.get)
         speedup = timings["dense"] / timings[best]
         if best != "dense" and speedup < min_gain:
