@@ -145,3 +145,21 @@ def test_missing_files_and_not_an_artifact(artifact, tmp_path):
         (tmp_path / "other" / name).write_text("{}")
     with pytest.raises(ArtifactError, match="not a sparsekit artifact"):
         load(tmp_path / "other")
+
+
+def test_roberta_family_exports_and_reloads(tmp_path):
+    """Heads that read the sequence output (RoBERTa) instead of the pooler compact and reload too."""
+    from conftest import make_tiny_model_dir
+
+    model_dir = make_tiny_model_dir(tmp_path / "roberta", "roberta")
+    torch.manual_seed(1)
+    model = load_classifier(model_dir, 2).eval()
+    with torch.no_grad():
+        for m in prunable_matrices(model):
+            w = model.get_submodule(m.name).weight
+            w.mul_(torch.rand_like(w) < 0.1)
+    tokenizer = load_tokenizer(model_dir)
+    export((model, tokenizer), tmp_path / "art")
+    loaded = load(tmp_path / "art")
+    assert loaded.pooler is None and loaded.manifest["config"]["model_type"] == "roberta"
+    torch.testing.assert_close(_logits(loaded, loaded.tokenizer), _logits(model, tokenizer), rtol=0, atol=1e-5)
