@@ -1,10 +1,79 @@
 """Build script.
 
-Metadata lives in pyproject.toml. This file exists for the native extensions in ``csrc/``
-(C++ CPU kernels, CUDA kernels), which need ``torch.utils.cpp_extension`` at build time and
-are therefore built with ``pip install --no-build-isolation`` against the torch already installed.
-Until those sources exist it is a plain setuptools build.
+Metadata lives in pyproject.toml. This file exists for the native extensions in ``csrc/``, which need
+``torch.utils.cpp_extension`` at build time and are therefore built with ``pip install --no-build-isolation``
+against the torch already installed:
+
+* ``sparsekit._C_cpu`` -- the C++ CPU sparse Linear kernels (``csrc/spmm_cpu``). The AVX-512 / AVX2 code is
+  enabled per function and picked at run time, so the module is compiled for the baseline target (no
+  ``-march=native``) and runs on any CPU of the architecture.
+
+The extensions are optional: with ``SPARSEKIT_SKIP_CPP=1``, without torch at build time, or if the compiler
+fails, the install still succeeds without them (the reason is printed) and sparsekit falls back to its
+pure-torch implementations (``sparsekit.kernels.available()`` is then False and says why).
 """
+import os
+import sys
+
 from setuptools import setup
 
-setup()
+CPU_SOURCES = ["csrc/spmm_cpu/spmm_cpu.cpp", "csrc/spmm_cpu/spmm_cpu_binding.cpp"]
+
+
+def _say(msg: str) -> None:
+    print(f"sparsekit setup: {msg}", file=sys.stderr, flush=True)
+
+
+def _native_build():
+    """(ext_modules, cmdclass) for the C++ extensions, or ([], {}) when they cannot or should not be built."""
+    if os.environ.get("SPARSEKIT_SKIP_CPP", "0").strip().lower() not in ("", "0", "false", "no"):
+        _say("SPARSEKIT_SKIP_CPP is set: building without the C++ kernels")
+        return [], {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except Exception as exc:  # torch missing: e.g. an isolated build environment
+        _say(f"torch is not importable at build time ({exc}); building without the C++ kernels. "
+             "Install with `pip install --no-build-isolation -e .` to build them.")
+        return [], {}
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    if not all(os.path.exists(os.path.join(here, s)) for s in CPU_SOURCES):
+        _say("C++ sources not found (csrc/spmm_cpu): building without the C++ kernels")
+        return [], {}
+
+    def failed(what: str, exc: Exception) -> None:
+        _say(f"building {what} FAILED ({type(exc).__name__}: {exc}); installing without it. "
+             "sparsekit will use its pure-torch fallbacks (sparsekit.kernels.available() is False).")
+
+    class OptionalBuildExtension(BuildExtension):
+        """BuildExtension that turns a failed extension build into a message instead of a failed install."""
+
+        def run(self):
+            self.sparsekit_failed = []
+            try:
+                super().run()
+            except Exception as exc:  # an unusable compiler (checked before any extension is built), or the
+                if not self.sparsekit_failed:  # copy of an extension that failed below (already reported)
+                    failed("the C++ extensions", exc)
+
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as exc:  # CompileError, LinkError, OSError, ...
+                self.sparsekit_failed = [*getattr(self, "sparsekit_failed", []), ext.name]
+                failed(ext.name, exc)
+
+    cpu = CppExtension(
+        name="sparsekit._C_cpu",
+        sources=CPU_SOURCES,
+        include_dirs=[os.path.join(here, "csrc", "spmm_cpu")],
+        # -O3, and no -march=native: the binary must run on any x86-64 CPU (see csrc/spmm_cpu/spmm_cpu.h).
+        # -g0: no debug info (Python's default CFLAGS carry -g, which makes the module ~20x larger).
+        extra_compile_args={"cxx": ["/O2"] if os.name == "nt" else ["-O3", "-g0"]},
+    )
+    # Plain setuptools compilation (one file at a time); ninja would add nothing for two files.
+    return [cpu], {"build_ext": OptionalBuildExtension.with_options(use_ninja=False)}
+
+
+ext_modules, cmdclass = _native_build()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

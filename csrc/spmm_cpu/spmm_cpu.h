@@ -1,0 +1,83 @@
+// sparsekit CPU sparse x dense kernels for Linear layers:  y = x @ W^T + b.
+//
+// W is sparse [out, in] and pre-packed once (Python: sparsekit.kernels.pack_csr / pack_bsr) into the
+// column-blocked "row-group" layout below; x is dense row-major [M, in] (M = tokens), y dense
+// row-major [M, out]. All arithmetic is fp32 (bf16 weights are widened at pack time).
+//
+// Packed layout (R = group rows: 1 for CSR, 1, 2 or 4 for BSR; Kc = column chunk, 1..256):
+//   ngroups  = ceil(out / R); group g owns output rows g*R .. g*R+R-1 (rows >= out are zero padding).
+//   nchunks  = ceil(in / Kc); chunk j owns input columns j*Kc .. j*Kc+Kc-1.
+//   ptr : int32 [nchunks * ngroups + 1], non-decreasing, ptr[0] == 0, ptr[-1] == nent. Entries are
+//         stored chunk-major: (chunk j, group g) owns entries e in [ptr[j*ngroups + g], ptr[j*ngroups + g + 1]).
+//   col : uint8 [nent]; entry e is column j*Kc + col[e] (< in), strictly increasing within (j, g).
+//   val : float32 [nent * R]; val[e*R + i] = W[g*R + i, j*Kc + col[e]] (0 for padding rows).
+//   Semantics: y[m, g*R+i] = bias[g*R+i] + sum_j sum_{e in (j, g)} val[e*R+i] * x[m, j*Kc + col[e]].
+//   5 bytes per stored weight for CSR (fp32 value + 8-bit in-chunk column) plus 4 bytes per (chunk, group).
+//
+// Kernels (chosen per call):
+//   * SpMM (R > 1, or M > 2 tokens): tokens are cut into tiles of NV vectors of L tokens (L = 16 on AVX-512,
+//     8 on AVX2, 16 on the scalar path; NV <= 8, smaller when a column chunk of the tile would not stay
+//     near L1). A work item (token tiles x a range of row panels) transposes its tiles of x into a
+//     zero-padded, 64-byte-aligned scratch Xt [in][Mt] (Mt = NV * L) and keeps Y^T for a block of its row
+//     panels (L rows each) in a second scratch buffer. For each column chunk (its Xt slice, Kc x Mt floats)
+//     and each group with entries there, the group's R x NV accumulators are loaded into registers, each
+//     stored weight is broadcast and FMA'd against NV contiguous token vectors, and the accumulators are
+//     stored back (bias is the initial value). Y^T is then transposed L x L in registers and written to y
+//     with one vector store per token. For R == 1 even and odd entries go to two accumulator sets (FMA
+//     latency), so the summation order of every output never depends on the tiling or the thread count.
+//   * GEMV (R == 1 and M <= 2, e.g. one token): masked vector gathers (8-bit offsets widened to 32-bit
+//     indices) over each (chunk, row) run, chunk-major like the storage so the weight is read front to back;
+//     both tokens share the index / weight loads; one horizontal sum per row and token at the end.
+//   Threads (at::parallel_for, so torch.set_num_threads is honoured, one parallel region per call) own
+//   whole token tiles for all rows when there are enough tiles -- nothing is shared between threads --
+//   otherwise also ranges of row panels balanced by stored entries (rows are never split, see above).
+//
+// ISA: AVX-512 (F/BW/VL/DQ), AVX2+FMA and a portable scalar path are compiled in the same translation
+// unit (per-function target attributes; the file itself is built for the baseline target of any
+// architecture) and chosen at run time from the CPU (cpuid via __builtin_cpu_supports). The caller
+// passes the path explicitly; the Python layer picks best_isa() unless SPARSEKIT_ISA=avx512|avx2|scalar
+// forces one. grouped_linear refuses (c10::Error) an ISA the CPU does not support.
+//
+// Index safety: the kernels trust col (every j*Kc + col[e] < in) and the monotonicity of ptr; both are
+// checked once at pack time. Sizes, dtypes and the ends of ptr are checked on every call by the binding.
+#pragma once
+
+#include <cstdint>
+
+namespace sparsekit {
+namespace spmm_cpu {
+
+enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+/// Name of an ISA path: "scalar", "avx2" or "avx512".
+const char* isa_name(Isa isa);
+
+/// Whether this CPU (and this build) can run the given path. kScalar is always supported.
+bool isa_supported(Isa isa);
+
+/// The best path this CPU supports.
+Isa best_isa();
+
+/// Non-owning view of a packed weight (layout above). Pointers must stay valid during the call.
+struct GroupedWeight {
+  int64_t out = 0;              ///< output features (rows of W)
+  int64_t in = 0;               ///< input features (columns of W)
+  int64_t rows = 1;             ///< R, rows per group: 1, 2 or 4
+  int64_t ngroups = 0;          ///< ceil(out / R)
+  int64_t chunk = 1;            ///< Kc, columns per chunk: 1..256
+  int64_t nchunks = 0;          ///< ceil(in / Kc)
+  const int32_t* ptr = nullptr; ///< [nchunks * ngroups + 1]
+  const uint8_t* col = nullptr; ///< [nent]
+  const float* val = nullptr;   ///< [nent * R]
+};
+
+/// y[m, :] = x[m, :] @ W^T + bias  for m in [0, M).
+///   x    : float32, row stride ldx (>= in), M rows.
+///   bias : float32 [out] or nullptr.
+///   y    : float32, row stride ldy (>= out), M rows; columns [0, out) are fully overwritten.
+/// Runs on up to at::get_num_threads() threads. Throws c10::Error on an unsupported ISA or bad sizes.
+void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight& w, const float* bias,
+                    float* y, int64_t ldy, Isa isa);
+
+}  // namespace spmm_cpu
+}  // namespace sparsekit

@@ -1,0 +1,125 @@
+// pybind11 binding of the CPU sparse Linear kernels: the module sparsekit._C_cpu.
+//
+// The ops themselves (sparsekit::csr_linear, sparsekit::bsr_linear) are declared once, in Python
+// (sparsekit/kernels/cpu.py, torch.library.custom_op + register_fake); their CPU implementation calls
+// linear() below. User-facing validation with ValueError / TypeError messages happens in Python; the
+// checks here are O(1) per call (dtypes, sizes, the ends of ptr). The monotonicity of ptr and the column
+// ranges are validated once, at pack time (sparsekit.kernels.pack_csr / pack_bsr), and trusted here.
+#include <torch/extension.h>
+#if __has_include(<torch/headeronly/version.h>)
+#include <torch/headeronly/version.h>
+#elif __has_include(<torch/version.h>)
+#include <torch/version.h>
+#endif
+
+#include <string>
+#include <vector>
+
+#include "spmm_cpu.h"
+
+namespace {
+
+using sparsekit::spmm_cpu::Isa;
+
+Isa parse_isa(const std::string& name) {
+  if (name == "avx512") return Isa::kAvx512;
+  if (name == "avx2") return Isa::kAvx2;
+  if (name == "scalar") return Isa::kScalar;
+  TORCH_CHECK_VALUE(false, "sparsekit: unknown ISA '", name, "' (expected avx512, avx2 or scalar)");
+}
+
+void check_index_tensor(const at::Tensor& t, const char* name, int64_t numel) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), "sparsekit: ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.is_contiguous(), "sparsekit: ", name, " must be 1-D and contiguous");
+  if (numel >= 0) {
+    TORCH_CHECK_VALUE(t.numel() == numel, "sparsekit: ", name, " has ", t.numel(), " elements, expected ", numel);
+  }
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& col, const at::Tensor& val,
+                  int64_t in_features, int64_t out_features, int64_t group_rows, int64_t chunk,
+                  const c10::optional<at::Tensor>& bias, const std::string& isa_name) {
+  const Isa isa = parse_isa(isa_name);
+  TORCH_CHECK_VALUE(sparsekit::spmm_cpu::isa_supported(isa), "sparsekit: ISA '", isa_name,
+                    "' is not supported by this CPU");
+  TORCH_CHECK_VALUE(group_rows == 1 || group_rows == 2 || group_rows == 4,
+                    "sparsekit: group_rows must be 1, 2 or 4, got ", group_rows);
+  TORCH_CHECK_VALUE(chunk >= 1 && chunk <= 256, "sparsekit: chunk must be in [1, 256], got ", chunk);
+  TORCH_CHECK_VALUE(in_features >= 0 && out_features >= 0, "sparsekit: negative feature count");
+  TORCH_CHECK_VALUE(in_features < (int64_t{1} << 31) && out_features < (int64_t{1} << 31),
+                    "sparsekit: feature counts must fit int32");
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "sparsekit: x must be float32, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(x.device().is_cpu(), "sparsekit: x must be a CPU tensor, got ", x.device());
+  TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) == in_features, "sparsekit: x must have shape [M, ", in_features,
+                    "], got ", x.sizes());
+
+  const int64_t ngroups = (out_features + group_rows - 1) / group_rows;
+  const int64_t nchunks = (in_features + chunk - 1) / chunk;
+  check_index_tensor(ptr, "ptr", nchunks * ngroups + 1);
+  TORCH_CHECK_TYPE(ptr.scalar_type() == at::kInt, "sparsekit: ptr must be int32, got ", ptr.scalar_type());
+  check_index_tensor(col, "col", -1);
+  TORCH_CHECK_TYPE(col.scalar_type() == at::kByte, "sparsekit: col must be uint8, got ", col.scalar_type());
+  const int64_t nent = col.numel();
+  check_index_tensor(val, "val", nent * group_rows);
+  TORCH_CHECK_TYPE(val.scalar_type() == at::kFloat, "sparsekit: val must be float32, got ", val.scalar_type());
+  const int32_t* pp = ptr.data_ptr<int32_t>();
+  TORCH_CHECK_VALUE(pp[0] == 0 && pp[nchunks * ngroups] == nent, "sparsekit: ptr must start at 0 and end at ",
+                    nent, " (the number of entries)");
+
+  const float* bias_ptr = nullptr;
+  if (bias.has_value()) {
+    const at::Tensor& b = *bias;
+    TORCH_CHECK_TYPE(b.scalar_type() == at::kFloat, "sparsekit: bias must be float32, got ", b.scalar_type());
+    check_index_tensor(b, "bias", out_features);
+    bias_ptr = b.data_ptr<float>();
+  }
+
+  at::Tensor xc = x;
+  if (x.stride(1) != 1 || (x.size(0) > 1 && x.stride(0) < in_features)) xc = x.contiguous();
+  const int64_t M = xc.size(0);
+  const int64_t ldx = M > 1 ? xc.stride(0) : in_features;
+
+  at::Tensor y = at::empty({M, out_features}, x.options());
+  if (M == 0 || out_features == 0) return y;
+
+  sparsekit::spmm_cpu::GroupedWeight w;
+  w.out = out_features;
+  w.in = in_features;
+  w.rows = group_rows;
+  w.ngroups = ngroups;
+  w.chunk = chunk;
+  w.nchunks = nchunks;
+  w.ptr = pp;
+  w.col = col.data_ptr<uint8_t>();
+  w.val = val.data_ptr<float>();
+  {
+    pybind11::gil_scoped_release no_gil;
+    sparsekit::spmm_cpu::grouped_linear(xc.data_ptr<float>(), M, ldx, w, bias_ptr, y.data_ptr<float>(),
+                                        out_features, isa);
+  }
+  return y;
+}
+
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> out;
+  for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kScalar}) {
+    if (sparsekit::spmm_cpu::isa_supported(isa)) out.emplace_back(sparsekit::spmm_cpu::isa_name(isa));
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "sparsekit CPU sparse x dense Linear kernels (see csrc/spmm_cpu/spmm_cpu.h)";
+  m.def("linear", &linear, pybind11::arg("x"), pybind11::arg("ptr"), pybind11::arg("col"), pybind11::arg("val"),
+        pybind11::arg("in_features"), pybind11::arg("out_features"), pybind11::arg("group_rows"),
+        pybind11::arg("chunk"), pybind11::arg("bias"), pybind11::arg("isa"),
+        "y = x @ W^T + bias for a packed W (layout: spmm_cpu.h); x float32 [M, in] -> y float32 [M, out].");
+  m.def("best_isa", []() { return std::string(sparsekit::spmm_cpu::isa_name(sparsekit::spmm_cpu::best_isa())); },
+        "The fastest ISA path this CPU supports: 'avx512', 'avx2' or 'scalar'.");
+  m.def("supported_isas", &supported_isas, "ISA paths this CPU supports, best first.");
+#ifdef TORCH_VERSION
+  m.attr("TORCH_VERSION") = TORCH_VERSION;  // torch the extension was built against
+#endif
+}
