@@ -6,12 +6,14 @@ Python API (the CLI ``sparsekit ...`` calls the same functions)::
     result = sparsekit.prune(sparsekit.PruneConfig(method="smp-s", keep=0.1, task="sst2"))
     sparsekit.export(result.output_dir, "artifacts/sst2")   # exact compaction + formats, one directory
     model = sparsekit.load("artifacts/sst2")                # ready model, tokenizer attached
+    sparsekit.compile(model)                                # fastest kernel per layer, measured here
 """
 __version__ = "0.1.0"
 
 from sparsekit import export  # noqa: E402  (a callable package: sparsekit.export(model, path, ...))
 from sparsekit.export import Predictor, compact, load, verify  # noqa: E402
+from sparsekit.compiler import compile  # noqa: E402
 from sparsekit.prune import PruneConfig, PrunedModel, PruneResult, load_pruned, prune  # noqa: E402
 
-__all__ = ["PruneConfig", "PruneResult", "PrunedModel", "Predictor", "compact", "export", "load", "load_pruned",
-           "prune", "verify", "__version__"]
+__all__ = ["PruneConfig", "PruneResult", "PrunedModel", "Predictor", "compact", "compile", "export", "load",
+           "load_pruned", "prune", "verify", "__version__"]

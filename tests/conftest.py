@@ -46,3 +46,16 @@ def make_tiny_model_dir(path, model_type: str = "bert"):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def random_sparse_classifier(model_dir, density: float, seed: int = 0, num_labels: int = 2):
+    """The tiny classifier of ``model_dir`` with every prunable matrix randomly masked to ``density`` (eval mode)."""
+    from sparsekit.models import load_classifier, prunable_matrices
+
+    torch.manual_seed(seed)
+    model = load_classifier(model_dir, num_labels).eval()
+    with torch.no_grad():
+        for m in prunable_matrices(model):
+            w = model.get_submodule(m.name).weight
+            w.mul_(torch.rand_like(w) < density)
+    return model

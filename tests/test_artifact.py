@@ -6,20 +6,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sparsekit.export.artifact import ArtifactError, export, load, verify
-from sparsekit.models import load_classifier, load_tokenizer, prunable_matrices
+from conftest import random_sparse_classifier
+from sparsekit.models import load_tokenizer
 
 TEXTS = ["the film is great", "a boring story", "not good , not bad"]
 
 
 @pytest.fixture(scope="module")
 def pruned_tiny(tiny_model_dir):
-    torch.manual_seed(0)
-    model = load_classifier(tiny_model_dir, 2).eval()
-    with torch.no_grad():
-        for m in prunable_matrices(model):
-            w = model.get_submodule(m.name).weight
-            w.mul_(torch.rand_like(w) < 0.15)
-    return model, load_tokenizer(tiny_model_dir)
+    return random_sparse_classifier(tiny_model_dir, 0.15), load_tokenizer(tiny_model_dir)
 
 
 def _logits(model, tokenizer):
@@ -152,12 +147,7 @@ def test_roberta_family_exports_and_reloads(tmp_path):
     from conftest import make_tiny_model_dir
 
     model_dir = make_tiny_model_dir(tmp_path / "roberta", "roberta")
-    torch.manual_seed(1)
-    model = load_classifier(model_dir, 2).eval()
-    with torch.no_grad():
-        for m in prunable_matrices(model):
-            w = model.get_submodule(m.name).weight
-            w.mul_(torch.rand_like(w) < 0.1)
+    model = random_sparse_classifier(model_dir, 0.1, seed=1)
     tokenizer = load_tokenizer(model_dir)
     export((model, tokenizer), tmp_path / "art")
     loaded = load(tmp_path / "art")

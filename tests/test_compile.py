@@ -5,20 +5,15 @@ import pytest
 import torch
 
 from sparsekit.backends import Backend, DenseLinear, LayerSpec
-from sparsekit.compile import compile as sk_compile
+from sparsekit.compiler import compile as sk_compile
 from sparsekit.export.artifact import export, load
-from sparsekit.models import load_classifier, load_tokenizer, prunable_matrices
+from conftest import random_sparse_classifier
+from sparsekit.models import load_tokenizer, prunable_matrices
 
 
 @pytest.fixture(scope="module")
 def sparse_tiny(tiny_model_dir):
-    torch.manual_seed(0)
-    model = load_classifier(tiny_model_dir, 2).eval()
-    with torch.no_grad():
-        for m in prunable_matrices(model):
-            w = model.get_submodule(m.name).weight
-            w.mul_(torch.rand_like(w) < 0.1)
-    return model, load_tokenizer(tiny_model_dir)
+    return random_sparse_classifier(tiny_model_dir, 0.1), load_tokenizer(tiny_model_dir)
 
 
 def _logits(model, tokenizer):
