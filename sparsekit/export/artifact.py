@@ -16,7 +16,6 @@ manifest, and refuses anything inconsistent with a ValueError that says what is 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from torch import nn
 from sparsekit.export.compact import CompactionReport, compact
 from sparsekit.export.formats import FORMATS, MatrixFormat, from_tensors, to_format
 from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
+from sparsekit.files import file_sha256
 from sparsekit.models import quiet_transformers
 
 ARTIFACT_FORMAT = "sparsekit-artifact"
@@ -79,14 +79,6 @@ class ExportResult:
     bytes_exported: int
     formats: dict[str, str]
     evaluation: dict | None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _choose_format(weight: torch.Tensor, formats: str, **kw) -> MatrixFormat:
@@ -215,7 +207,7 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
                       "weights_dropped": report.lossy_weights_dropped},
             "export": {"formats": formats, "value_dtype": str(value_dtype).replace("torch.", "")},
             "versions": library_versions(),
-            "checksums": {WEIGHTS: _sha256(tmp / WEIGHTS), SAMPLES: _sha256(tmp / SAMPLES)},
+            "checksums": {WEIGHTS: file_sha256(tmp / WEIGHTS), SAMPLES: file_sha256(tmp / SAMPLES)},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         if path.exists():  # overwrite=True: replace only after the new artifact is complete
@@ -276,7 +268,7 @@ def _read_manifest(path: Path) -> dict:
         raise ArtifactError(f"{path} has artifact version {manifest.get('version')!r}; this sparsekit reads "
                             f"version {ARTIFACT_VERSION}. Re-export it with this version")
     for name, expected in manifest.get("checksums", {}).items():
-        if _sha256(path / name) != expected:
+        if file_sha256(path / name) != expected:
             raise ArtifactError(f"{path / name} does not match its checksum in the manifest: the file was "
                                 f"modified or truncated; re-export the artifact")
     return manifest

@@ -7,7 +7,6 @@ scores, optimizer, LR scheduler, RNG states, pruner state, step) are written eve
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -23,6 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from sparsekit.data import EncodedDataset, get_task, load_split, make_collate, resolve_data_root, split_path
 from sparsekit.evaluate import evaluate
+from sparsekit.files import file_sha256
 from sparsekit.models import head_parameter_names, load_classifier, load_tokenizer, resolve_model_source
 from sparsekit.prune import report as report_mod
 from sparsekit.prune.config import PruneConfig
@@ -144,14 +144,6 @@ def _check_resumed_config(out: Path, config: PruneConfig) -> None:
 def _latest_checkpoint(out: Path) -> Path | None:
     ckpts = sorted((out / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     return ckpts[-1] if ckpts else None
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _param_groups(model: nn.Module, pruner: Pruner | None, recipe: Recipe, config: PruneConfig) -> list[dict]:
@@ -359,7 +351,7 @@ def prune(config: PruneConfig) -> PruneResult:
                          "learning_rates": {g["name"]: g["lr"] for g in groups}},
             "data": {"task": task.name, "root": str(data_root), "train_examples": len(train_set),
                      "dev_examples": len(dev_set), "files": {
-                         split: {"path": str(p), "sha256": _file_sha256(p)}
+                         split: {"path": str(p), "sha256": file_sha256(p)}
                          for split in ("train", "dev") for p in [split_path(task, split, data_root)]}},
             "model": {"source": str(source), "teacher": str(teacher_source) if teacher_source else None},
             "versions": library_versions(), "command": sys.argv, "resumed_from": resumed_from,
