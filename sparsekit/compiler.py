@@ -70,10 +70,10 @@ _COMPACT_LINEAR = re.compile(r"(^|\.)layers\.\d+\.(attention\.(query|key|value)|
 def _linears(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The encoder Linears: the six matrices of every layer of a Hugging Face or a compacted model."""
     from sparsekit.export.artifact import FormatLinear
-    from sparsekit.models import _PRUNABLE_RE
+    from sparsekit.models import is_prunable_name
 
     return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, (nn.Linear, FormatLinear)) and (_PRUNABLE_RE.search(name) or _COMPACT_LINEAR.search(name))]
+            if isinstance(m, (nn.Linear, FormatLinear)) and (is_prunable_name(name) or _COMPACT_LINEAR.search(name))]
 
 
 def _dense_weight(module) -> torch.Tensor:

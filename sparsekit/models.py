@@ -156,6 +156,11 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def is_prunable_name(name: str) -> bool:
+    """Whether a module name is one of the six encoder matrices of a BERT-family layer."""
+    return _PRUNABLE_RE.search(name) is not None
+
+
 def prunable_matrices(model: nn.Module) -> list[PrunableMatrix]:
     """The encoder's Q, K, V, O, FFN-in, FFN-out Linears, sorted by (layer, matrix type).
 

@@ -91,18 +91,6 @@ def _choose_format(weight: torch.Tensor, formats: str, **kw) -> MatrixFormat:
     return csr if csr.nbytes < dense.nbytes else dense
 
 
-def _linears(layer) -> dict[str, nn.Module]:
-    return {"query": layer.attention.query, "key": layer.attention.key, "value": layer.attention.value,
-            "attn_out": layer.attn_out, "ffn_in": layer.ffn_in, "ffn_out": layer.ffn_out}
-
-
-def _set_linear(layer, name: str, module: nn.Module) -> None:
-    if name in ("query", "key", "value"):
-        setattr(layer.attention, name, module)
-    else:
-        setattr(layer, name, module)
-
-
 def _load_source(source):
     """(model, tokenizer, recipe) from a pruning output dir, a HF checkpoint dir, a PrunedModel, or a pair."""
     from sparsekit.prune.output import PrunedModel, load_pruned
@@ -167,9 +155,9 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         pack_kw.update(rank=rank, tol=tol)
     for i, (layer, shape) in enumerate(zip(compacted.layers, compacted.shapes)):
         metas = {}
-        for name, linear in _linears(layer).items():
+        for name, linear in layer.linears().items():
             fmt = _choose_format(linear.weight.detach(), formats, **pack_kw)
-            _set_linear(layer, name, FormatLinear(fmt, linear.bias))
+            layer.set_linear(name, FormatLinear(fmt, linear.bias))
             metas[name] = fmt.meta()
             chosen[f"layers.{i}.{name}"] = fmt.kind
             bytes_dense += linear.weight.numel() * 4
@@ -231,7 +219,7 @@ def _state_tensors(compacted: CompactForSequenceClassification) -> dict[str, tor
         for norm in ("attn_norm", "ffn_norm"):
             for k, v in getattr(layer, norm).state_dict().items():
                 tensors[f"layers.{i}.{norm}.{k}"] = v.detach().cpu()
-        for name, linear in _linears(layer).items():
+        for name, linear in layer.linears().items():
             tensors[f"layers.{i}.{name}.bias"] = linear.bias.detach().cpu()
             for k, v in linear.fmt.tensors().items():
                 tensors[f"layers.{i}.{name}.{k}"] = v
@@ -320,7 +308,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CompactForSequ
                 raise ArtifactError(f"{path}: layer {i} {name} has shape {tuple(fmt.shape)} (bias "
                                     f"{None if bias is None else tuple(bias.shape)}); the manifest's widths "
                                     f"require {expected[name]}")
-            _set_linear(layer, name, FormatLinear(fmt, bias))
+            layer.set_linear(name, FormatLinear(fmt, bias))
     rest = {"embeddings": model.embeddings, "pooler": model.pooler, "classifier": model.classifier}
     rest.update({f"layers.{i}.{n}": getattr(layer, n) for i, layer in enumerate(model.layers)
                  for n in ("attn_norm", "ffn_norm")})

@@ -213,8 +213,7 @@ def compact(model: nn.Module, min_row_weights: int = 0) -> tuple[CompactForSeque
     ref = next(model.parameters())
     compacted.to(device=ref.device, dtype=ref.dtype)
     for layer, result, old in zip(compacted.layers, results, layers):
-        targets = {"query": layer.attention.query, "key": layer.attention.key, "value": layer.attention.value,
-                   "attn_out": layer.attn_out, "ffn_in": layer.ffn_in, "ffn_out": layer.ffn_out}
+        targets = layer.linears()
         for name, (w, b) in result.tensors.items():
             targets[name].weight.copy_(w)
             targets[name].bias.copy_(b)

@@ -117,6 +117,15 @@ class CompactLayer(nn.Module):
         self.ffn_out = nn.Linear(shape.ffn, hidden)
         self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
 
+    def linears(self) -> dict[str, nn.Module]:
+        """The six matrices of this layer by type (query, key, value, attn_out, ffn_in, ffn_out)."""
+        return {"query": self.attention.query, "key": self.attention.key, "value": self.attention.value,
+                "attn_out": self.attn_out, "ffn_in": self.ffn_in, "ffn_out": self.ffn_out}
+
+    def set_linear(self, name: str, module: nn.Module) -> None:
+        """Replace the matrix ``name`` (a key of ``linears()``) by ``module``."""
+        setattr(self.attention if name in ("query", "key", "value") else self, name, module)
+
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attn_norm(self.attn_out(self.attention(x, key_mask)) + x)
         return self.ffn_norm(self.ffn_out(self.act(self.ffn_in(x))) + x)
