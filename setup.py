@@ -69,7 +69,10 @@ def _native_build():
         include_dirs=[os.path.join(here, "csrc", "spmm_cpu")],
         # -O3, and no -march=native: the binary must run on any x86-64 CPU (see csrc/spmm_cpu/spmm_cpu.h).
         # -g0: no debug info (Python's default CFLAGS carry -g, which makes the module ~20x larger).
-        extra_compile_args={"cxx": ["/O2"] if os.name == "nt" else ["-O3", "-g0"]},
+        # -fopenmp: ATen's at::parallel_for is a header template that expands to `#pragma omp parallel` when
+        # torch uses OpenMP; without the flag the pragma is ignored and every kernel silently runs on one thread.
+        extra_compile_args={"cxx": ["/O2", "/openmp"] if os.name == "nt" else ["-O3", "-g0", "-fopenmp"]},
+        extra_link_args=[] if os.name == "nt" else ["-fopenmp"],
     )
     # Plain setuptools compilation (one file at a time); ninja would add nothing for two files.
     return [cpu], {"build_ext": OptionalBuildExtension.with_options(use_ninja=False)}

@@ -217,7 +217,7 @@ def test_pack_layout_and_reference():
         assert_matches(ref, dense_ref(x, w, b), 300)
     packed = kernels.pack_csr(w)
     assert packed.nnz == int(w.count_nonzero()) and packed.nbytes == 4 * packed.ptr.numel() + 5 * packed.nent
-    assert kernels.choose_chunk(0.2) == 64 and kernels.choose_chunk(0.1) == 128 and kernels.choose_chunk(0.01) == 256
+    assert kernels.choose_chunk(0.5) == 64 and kernels.choose_chunk(0.2) == 128 and kernels.choose_chunk(0.1) == 256
 
 
 def test_pack_rejects_bad_input():
@@ -380,3 +380,13 @@ def test_fallback_without_extension(monkeypatch):
     assert len([c for c in caught if "simulated: not built" in str(c.message)]) == 1
     assert_matches(y, dense_ref(x, w, bias), 20)
     assert_matches(yb, dense_ref(x, w, bias), 20)
+
+
+@needs_ext
+def test_kernels_really_run_on_several_threads(threads):
+    """A build without the OpenMP flag compiles ATen's parallel_for to a serial loop: every test above would
+    still pass, only slower. This catches it."""
+    torch.set_num_threads(2)
+    assert kernels.parallel_threads(8) == 2
+    torch.set_num_threads(1)
+    assert kernels.parallel_threads(8) == 1

@@ -5,6 +5,7 @@
 // linear() below. User-facing validation with ValueError / TypeError messages happens in Python; the
 // checks here are O(1) per call (dtypes, sizes, the ends of ptr). The monotonicity of ptr and the column
 // ranges are validated once, at pack time (sparsekit.kernels.pack_csr / pack_bsr), and trusted here.
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 #if __has_include(<torch/headeronly/version.h>)
 #include <torch/headeronly/version.h>
@@ -12,6 +13,7 @@
 #include <torch/version.h>
 #endif
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -108,6 +110,21 @@ std::vector<std::string> supported_isas() {
   return out;
 }
 
+// How many distinct threads one at::parallel_for over n items actually runs on (the kernels' parallel
+// region). Guards against a build without the OpenMP flag, where ATen's header-only parallel_for silently
+// runs serially.
+int64_t parallel_threads(int64_t n) {
+  std::vector<int64_t> owner(static_cast<size_t>(std::max<int64_t>(n, 0)), -1);
+  at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) owner[static_cast<size_t>(i)] = at::get_thread_num();
+  });
+  std::vector<int64_t> seen;
+  for (int64_t o : owner) {
+    if (std::find(seen.begin(), seen.end(), o) == seen.end()) seen.push_back(o);
+  }
+  return static_cast<int64_t>(seen.size());
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -119,6 +136,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("best_isa", []() { return std::string(sparsekit::spmm_cpu::isa_name(sparsekit::spmm_cpu::best_isa())); },
         "The fastest ISA path this CPU supports: 'avx512', 'avx2' or 'scalar'.");
   m.def("supported_isas", &supported_isas, "ISA paths this CPU supports, best first.");
+  m.def("parallel_threads", &parallel_threads, pybind11::arg("n"),
+        "Distinct threads that one at::parallel_for over n items ran on (1 means the kernels run serially).");
 #ifdef TORCH_VERSION
   m.attr("TORCH_VERSION") = TORCH_VERSION;  // torch the extension was built against
 #endif

@@ -27,6 +27,7 @@ from sparsekit.kernels.cpu import (
     isa,
     pack_bsr,
     pack_csr,
+    parallel_threads,
     supported_isas,
     unavailable_reason,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "isa",
     "pack_bsr",
     "pack_csr",
+    "parallel_threads",
     "reference",
     "supported_isas",
     "unavailable_reason",
