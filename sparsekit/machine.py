@@ -1,0 +1,65 @@
+"""What machine and software a measurement ran on: the header of every benchmark result file."""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+#: CPU feature flags that decide which kernel paths can run.
+_INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_bf16",
+                      "avx_vnni", "neon", "asimd")
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    name, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and name in ("unknown", "", "x86_64"):
+                name = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return name, flags
+
+
+def cpu_flags() -> list[str]:
+    """The kernel-relevant CPU flags this machine reports (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    return [f for f in _INTERESTING_FLAGS if f in _cpuinfo()[1]]
+
+
+def machine_info() -> dict:
+    """CPU model, flags, cores, torch threads, GPU (name, capability, memory) of this machine."""
+    name, _ = _cpuinfo()
+    gpu = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        gpu = {"name": props.name, "capability": f"{props.major}.{props.minor}",
+               "memory_gib": round(props.total_memory / 2**30, 1), "count": torch.cuda.device_count()}
+    return {"cpu": name, "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": gpu, "platform": platform.platform()}
+
+
+def software_versions() -> dict[str, str | None]:
+    """Versions of Python, torch (and its CUDA), transformers, triton and sparsekit."""
+    import transformers
+
+    import sparsekit
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "transformers": transformers.__version__, "triton": triton_version, "sparsekit": sparsekit.__version__}
+
+
+def header() -> dict:
+    """``{"machine": machine_info(), "versions": software_versions()}`` for a result file."""
+    return {"machine": machine_info(), "versions": software_versions()}
