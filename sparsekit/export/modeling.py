@@ -58,6 +58,26 @@ def _pad_index(widths: tuple[int, ...], padded: int) -> torch.Tensor:
     return torch.tensor(index, dtype=torch.long)
 
 
+def _weight_bias(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense float weight ``[out, in]`` and bias ``[out]`` (zeros if none) of an nn.Linear or a FormatLinear."""
+    fmt = getattr(module, "fmt", None)
+    w = fmt.to_dense() if fmt is not None else module.weight.detach()
+    b = module.bias.detach() if module.bias is not None else w.new_zeros(w.shape[0])
+    return w.float(), b.float()
+
+
+def _take_rows(w: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """Rows of ``w`` at ``slots``; the index ``len(w)`` (a padding slot, see _pad_index) gives a zero row."""
+    return torch.cat([w, w.new_zeros(1, w.shape[1])]).index_select(0, slots)
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0], device=weight.device)
+    layer.weight.data.copy_(weight)
+    layer.bias.data.copy_(bias)
+    return layer.requires_grad_(False)
+
+
 class RaggedSelfAttention(nn.Module):
     """Multi-head self-attention whose heads have individual Q·K and V widths.
 
@@ -84,10 +104,12 @@ class RaggedSelfAttention(nn.Module):
         self.register_buffer("v_index", _pad_index(shape.v_widths, self.v_pad), persistent=False)
         unpad = [h * self.v_pad + j for h, w in enumerate(shape.v_widths) for j in range(w)]
         self.register_buffer("v_unpad", torch.tensor(unpad, dtype=torch.long), persistent=False)
+        # True once query / key / value produce the padded [H * pad] layout themselves (see CompactLayer.pad_layout)
+        self.padded = False
 
     def _heads(self, x: torch.Tensor, width: int, index: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
-        if not self.uniform:
+        if not (self.uniform or self.padded):
             x = F.pad(x, (0, 1)).index_select(-1, index)
         return x.view(b, t, self.heads, width).transpose(1, 2)
 
@@ -101,7 +123,7 @@ class RaggedSelfAttention(nn.Module):
         v = self._heads(self.value(x), self.v_pad, self.v_index)
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, scale=self.scale)
         ctx = ctx.transpose(1, 2).reshape(b, t, self.heads * self.v_pad)
-        return ctx if self.uniform else ctx.index_select(-1, self.v_unpad)
+        return ctx if self.uniform or self.padded else ctx.index_select(-1, self.v_unpad)
 
 
 class CompactLayer(nn.Module):
@@ -125,6 +147,37 @@ class CompactLayer(nn.Module):
     def set_linear(self, name: str, module: nn.Module) -> None:
         """Replace the matrix ``name`` (a key of ``linears()``) by ``module``."""
         setattr(self.attention if name in ("query", "key", "value") else self, name, module)
+
+    @torch.no_grad()
+    def pad_layout(self, multiple: int = 16) -> None:
+        """Trade the ragged layout's gathers for zero weights (the function is unchanged, exactly).
+
+        Q / K / V get zero rows so they emit every head's slice padded to the widest head ``[H * pad]``
+        directly, and attn_out gets the matching zero columns: attention needs no index_select. The FFN
+        width is rounded up to a multiple of ``multiple`` with zero neurons (zero FFN-in rows and bias,
+        zero FFN-out columns) when the activation maps 0 to 0, because BLAS runs odd widths slower. Zero
+        rows / columns cost nothing in the sparse kernels, and at most restore the original width for
+        dense. The matrices become ``nn.Linear`` (a FormatLinear is densified; compile re-packs it).
+        """
+        att = self.attention
+        if not (att.uniform or att.padded) and att.heads > 0:
+            qk_slots = _pad_index(att.shape.qk_widths, att.qk_pad)
+            v_slots = _pad_index(att.shape.v_widths, att.v_pad)
+            for name in ("query", "key", "value"):
+                w, b = _weight_bias(getattr(att, name))
+                slots = v_slots if name == "value" else qk_slots
+                setattr(att, name, _linear(_take_rows(w, slots), _take_rows(b[:, None], slots)[:, 0]))
+            w, b = _weight_bias(self.attn_out)
+            self.attn_out = _linear(_take_rows(w.t(), v_slots).t(), b)
+            att.padded = True
+        width = self.ffn_in.out_features
+        target = -(-width // multiple) * multiple
+        if target > width and width > 0 and float(self.act(torch.zeros(1))) == 0.0:
+            w_in, b_in = _weight_bias(self.ffn_in)
+            w_out, b_out = _weight_bias(self.ffn_out)
+            extra = target - width
+            self.ffn_in = _linear(F.pad(w_in, (0, 0, 0, extra)), F.pad(b_in, (0, extra)))
+            self.ffn_out = _linear(F.pad(w_out, (0, extra)), b_out)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attn_norm(self.attn_out(self.attention(x, key_mask)) + x)
@@ -173,3 +226,9 @@ class CompactForSequenceClassification(nn.Module):
         else:
             logits = self.classifier(x)
         return SequenceClassifierOutput(logits=logits)
+
+    def pad_layout(self, multiple: int = 16) -> "CompactForSequenceClassification":
+        """CompactLayer.pad_layout on every layer (exact; fewer gathers, BLAS-friendly widths). Returns self."""
+        for layer in self.layers:
+            layer.pad_layout(multiple)
+        return self
