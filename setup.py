@@ -7,6 +7,11 @@ against the torch already installed:
 * ``sparsekit._C_cpu`` -- the C++ CPU sparse Linear kernels (``csrc/spmm_cpu``). The AVX-512 / AVX2 code is
   enabled per function and picked at run time, so the module is compiled for the baseline target (no
   ``-march=native``) and runs on any CPU of the architecture.
+* ``sparsekit._C_cuda`` -- the CUDA CSR kernel (``csrc/spmm_cuda``), built only when this torch can use it:
+  ``torch.cuda.is_available()``, or a CUDA build of torch (``torch.version.cuda``) with a CUDA toolkit
+  (``CUDA_HOME`` / ``nvcc``). Elsewhere (a CPU-only torch) it is skipped with the reason printed.
+  ``SPARSEKIT_SKIP_CUDA=1`` skips it alone; ``TORCH_CUDA_ARCH_LIST`` picks the GPU targets (default without a
+  visible GPU: 8.0 and 9.0 with PTX).
 
 The extensions are optional: with ``SPARSEKIT_SKIP_CPP=1``, without torch at build time, or if the compiler
 fails, the install still succeeds without them (the reason is printed) and sparsekit falls back to its
@@ -18,10 +23,45 @@ import sys
 from setuptools import setup
 
 CPU_SOURCES = ["csrc/spmm_cpu/spmm_cpu.cpp", "csrc/spmm_cpu/spmm_cpu_binding.cpp"]
+CUDA_SOURCES = ["csrc/spmm_cuda/spmm_cuda.cu", "csrc/spmm_cuda/spmm_cuda_binding.cpp"]
 
 
 def _say(msg: str) -> None:
     print(f"sparsekit setup: {msg}", file=sys.stderr, flush=True)
+
+
+def _skip(var: str) -> bool:
+    return os.environ.get(var, "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def _cuda_extension(here: str):
+    """The CUDA extension, or None (the reason is printed) when this torch / machine cannot build it."""
+    import shutil
+
+    import torch
+
+    if _skip("SPARSEKIT_SKIP_CUDA"):
+        _say("SPARSEKIT_SKIP_CUDA is set: building without the CUDA kernels")
+        return None
+    from torch.utils.cpp_extension import CUDA_HOME, CUDAExtension
+
+    toolkit = CUDA_HOME or shutil.which("nvcc")
+    if not torch.cuda.is_available() and not (torch.version.cuda and toolkit):
+        why = ("torch is a CPU-only build (torch.version.cuda is None)" if not torch.version.cuda
+               else "no CUDA toolkit found (set CUDA_HOME or put nvcc on PATH)")
+        _say(f"skipping the CUDA kernels (sparsekit._C_cuda): {why}; sparsekit's GPU backends use Triton only")
+        return None
+    if not all(os.path.exists(os.path.join(here, s)) for s in CUDA_SOURCES):
+        _say("CUDA sources not found (csrc/spmm_cuda): building without the CUDA kernels")
+        return None
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")  # no GPU to detect the target from
+    return CUDAExtension(
+        name="sparsekit._C_cuda",
+        sources=CUDA_SOURCES,
+        include_dirs=[os.path.join(here, "csrc", "spmm_cuda")],
+        extra_compile_args={"cxx": ["-O3", "-g0"] if os.name != "nt" else ["/O2"], "nvcc": ["-O3", "-lineinfo"]},
+    )
 
 
 def _native_build():
@@ -74,8 +114,14 @@ def _native_build():
         extra_compile_args={"cxx": ["/O2", "/openmp"] if os.name == "nt" else ["-O3", "-g0", "-fopenmp"]},
         extra_link_args=[] if os.name == "nt" else ["-fopenmp"],
     )
-    # Plain setuptools compilation (one file at a time); ninja would add nothing for two files.
-    return [cpu], {"build_ext": OptionalBuildExtension.with_options(use_ninja=False)}
+    try:
+        cuda = _cuda_extension(here)
+    except Exception as exc:  # a broken torch CUDA setup must not break the CPU install
+        _say(f"skipping the CUDA kernels (sparsekit._C_cuda): {type(exc).__name__}: {exc}")
+        cuda = None
+    # Plain setuptools compilation (one file at a time); ninja would add nothing for a few files.
+    return [cpu] + ([cuda] if cuda is not None else []), {"build_ext": OptionalBuildExtension.with_options(
+        use_ninja=False)}
 
 
 ext_modules, cmdclass = _native_build()

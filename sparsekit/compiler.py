@@ -55,13 +55,17 @@ class CompileReport:
 
 
 def default_backends() -> list[Backend]:
-    """Every backend this installation has, dense first."""
+    """Every backend this installation has, dense first (CPU and GPU kernels; each says where it cannot run)."""
     backends: list[Backend] = [DenseBackend(), TorchSparseBackend()]
     try:
         from sparsekit.kernels.backends import cpu_backends
     except ImportError:
-        return backends
-    return backends + cpu_backends()
+        pass
+    else:
+        backends += cpu_backends()
+    from sparsekit.kernels.gpu_backends import gpu_backends
+
+    return backends + gpu_backends()
 
 
 _COMPACT_LINEAR = re.compile(r"(^|\.)layers\.\d+\.(attention\.(query|key|value)|attn_out|ffn_in|ffn_out)$")

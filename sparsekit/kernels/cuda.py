@@ -1,0 +1,136 @@
+"""The CUDA C++ CSR kernel (``sparsekit._C_cuda``, ``csrc/spmm_cuda``): lazy loading and the op.
+
+``y = x @ W.T + bias`` for a sparse weight in the GPU CSR layout of :mod:`sparsekit.kernels.triton_csr`, on
+CUDA cores, for few tokens (Sputnik-style: row swizzle, subwarps, vector loads; see ``csrc/spmm_cuda/spmm_cuda.h``)::
+
+    from sparsekit.kernels import cuda, triton_csr
+    packed = triton_csr.pack_gpu_csr(weight, dtype=torch.bfloat16, device="cuda")
+    y = cuda.cuda_csr_linear(x, packed, bias)    # x [..., in] bf16 / fp16 / fp32 on CUDA -> [..., out]
+
+Op (declared here, once, with a fake implementation; its CUDA kernel registered for the "cuda" device)::
+
+    sparsekit::cuda_csr_linear(Tensor x, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor row_order,
+                               int in_features, int out_features, Tensor? bias=None) -> Tensor
+
+The extension is built by ``setup.py`` only where CUDA is usable (a CUDA build of torch with a toolkit, or a
+visible GPU), and loaded on first use. If it is missing or fails to load, ``import sparsekit`` still works,
+``AVAILABLE`` is False and ``UNAVAILABLE_REASON`` says why; the op then raises with that reason (the
+dispatcher never picks it: :class:`sparsekit.kernels.gpu_backends.CudaCsrBackend` reports the reason).
+"""
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any, Optional
+
+import torch
+
+from sparsekit.kernels.triton_csr import GpuCSRWeight, check_csr_args
+
+__all__ = ["available", "cuda_csr_linear", "unavailable_reason"]
+
+_EXTENSION = "sparsekit._C_cuda"
+_lock = threading.Lock()
+_ext: Any = None
+_ext_tried = False
+_reason: str | None = None
+
+
+def _describe_load_error(exc: BaseException) -> str:
+    if isinstance(exc, ModuleNotFoundError) and exc.name == _EXTENSION:
+        if torch.version.cuda is None:
+            return (f"the CUDA extension sparsekit._C_cuda is not built: torch {torch.__version__} is a CPU-only "
+                    f"build, so setup.py skips it")
+        return ("the CUDA extension sparsekit._C_cuda is not built (no CUDA toolkit at build time, "
+                "SPARSEKIT_SKIP_CUDA=1, or its build failed); reinstall with `pip install --no-build-isolation -e .` "
+                "on a machine with nvcc and read the build log")
+    return (f"the CUDA extension sparsekit._C_cuda failed to load ({type(exc).__name__}: {exc}); it must be built "
+            f"against the installed torch {torch.__version__}: reinstall with `pip install --no-build-isolation -e .`")
+
+
+def _load() -> Any:
+    """The extension module, or None (then ``_reason`` says why). Tried once per process."""
+    global _ext, _ext_tried, _reason
+    if not _ext_tried:
+        with _lock:
+            if not _ext_tried:
+                try:
+                    mod = importlib.import_module(_EXTENSION)
+                    built_for = getattr(mod, "TORCH_VERSION", None)
+                    if built_for is not None and built_for != torch.__version__.split("+")[0]:
+                        raise ImportError(f"built for torch {built_for}")
+                    _ext = mod
+                except Exception as exc:  # ImportError, OSError (undefined symbol, missing libcudart), ...
+                    _reason = _describe_load_error(exc)
+                _ext_tried = True
+    return _ext
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: AVAILABLE / UNAVAILABLE_REASON load the extension on first access
+    if name == "AVAILABLE":
+        return _load() is not None
+    if name == "UNAVAILABLE_REASON":
+        _load()
+        return _reason
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def available() -> bool:
+    """Whether the CUDA kernel is built and loads."""
+    return _load() is not None
+
+
+def unavailable_reason() -> str | None:
+    """Why the CUDA kernel is unavailable, or None if it is available."""
+    _load()
+    return _reason
+
+
+@torch.library.custom_op("sparsekit::cuda_csr_linear", mutates_args=())
+def _cuda_csr_linear_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
+                        row_order: torch.Tensor, in_features: int, out_features: int,
+                        bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    # Devices other than CUDA: the kernel is registered for "cuda" below; say so instead of failing obscurely.
+    op = "sparsekit::cuda_csr_linear"
+    check_csr_args(op, x, row_ptr, col_idx, values, row_order, in_features, out_features, bias)
+    raise ValueError(f"{op}: runs on CUDA tensors only, x is on {x.device} (the pure-torch reference is "
+                     f"sparsekit.kernels.triton_csr.reference_csr_linear)")
+
+
+@_cuda_csr_linear_op.register_kernel("cuda")
+def _cuda_csr_linear_cuda(x, row_ptr, col_idx, values, row_order, in_features, out_features, bias=None):
+    op = "sparsekit::cuda_csr_linear"
+    check_csr_args(op, x, row_ptr, col_idx, values, row_order, in_features, out_features, bias)
+    ext = _ext if _ext is not None else _load()
+    if ext is None:
+        raise RuntimeError(f"{op}: {_reason}")
+    x2 = x.reshape(-1, in_features)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    y = ext.linear(x2, row_ptr, col_idx, values, row_order, in_features, out_features, bias)
+    return y.reshape(*x.shape[:-1], out_features)
+
+
+@_cuda_csr_linear_op.register_fake
+def _cuda_csr_linear_fake(x, row_ptr, col_idx, values, row_order, in_features, out_features, bias=None):
+    check_csr_args("sparsekit::cuda_csr_linear", x, row_ptr, col_idx, values, row_order, in_features,
+                   out_features, bias)
+    return x.new_empty((*x.shape[:-1], out_features))
+
+
+def cuda_csr_linear(x: torch.Tensor, packed: GpuCSRWeight, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``y = x @ W.T + bias`` for a packed CSR weight ``W [out, in]`` on CUDA (op ``sparsekit::cuda_csr_linear``).
+
+    Args:
+        x: ``[..., in]`` CUDA tensor of the packed weight's dtype (bf16 / fp16 / fp32); meant for 1-16 tokens
+            (more tokens re-read the weight once per 8).
+        packed: from :func:`sparsekit.kernels.triton_csr.pack_gpu_csr`, on x's device.
+        bias: ``[out]`` of x's dtype or float32, or None; added in float32.
+    Returns:
+        ``[..., out]`` of x's dtype (float32 accumulation).
+    """
+    if not isinstance(packed, GpuCSRWeight):
+        raise TypeError(f"packed must be a GpuCSRWeight (use pack_gpu_csr), got {type(packed).__name__}")
+    out, inp = packed.shape
+    return torch.ops.sparsekit.cuda_csr_linear(x, packed.row_ptr, packed.col_idx, packed.values, packed.row_order,
+                                               inp, out, bias)
