@@ -1,0 +1,194 @@
+"""The HTTP app: ``POST /predict``, ``GET /health``, ``GET /info`` around a Predictor and a MicroBatcher."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from sparsekit.serve.batcher import BatcherClosed, MicroBatcher, Overloaded, check_settings
+from sparsekit.serve.validation import Limits, RequestError, parse_texts
+
+log = logging.getLogger("sparsekit.serve")
+
+
+class PredictRequest(BaseModel):
+    """The body of ``POST /predict`` (documentation only: bodies are checked by validation.parse_texts)."""
+
+    texts: list[str | tuple[str, str]] = Field(
+        description="Single texts, or [text_a, text_b] pairs for sentence-pair tasks; one kind per request.",
+        examples=[["a wonderful film", "dull and lifeless"]])
+
+
+class PredictionOut(BaseModel):
+    label: str | int | None = Field(description="Predicted label name (id if unnamed; null for regression).")
+    score: float = Field(description="Probability of the label, or the regression value.")
+    scores: list[float] = Field(description="Probability of every label, in label order.")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[PredictionOut]
+    latency_ms: float = Field(description="Time in the server: reading, queueing, batching and the model.")
+    model: str
+
+
+@dataclass
+class ModelInfo:
+    """What the server says about its model: name, task, labels, input kind, and how it runs."""
+
+    name: str
+    task: str | None
+    labels: list[str | int]
+    regression: bool
+    input_kind: str | None  # "single" / "pair" when the task is known, else None (both accepted)
+    max_length: int | None
+    compiled: bool
+    backends: dict[str, int]  # encoder layers per backend chosen by sparsekit.compile
+
+
+def describe_model(predictor, name: str | None = None, task: str | None = None, compile_report=None) -> ModelInfo:
+    """ModelInfo of a Predictor; the task comes from ``task`` or the artifact's recipe (ValueError if unknown)."""
+    from sparsekit.data import get_task
+
+    model = getattr(predictor, "model", None)
+    manifest = getattr(model, "manifest", None) or {}
+    task = task or ((manifest.get("recipe") or {}).get("data") or {}).get("task")
+    input_kind = None
+    if task is not None:
+        spec = get_task(task)
+        task, input_kind = spec.name, "pair" if spec.is_pair else "single"
+    regression = bool(getattr(predictor, "regression", False))
+    num_labels = getattr(getattr(model, "config", None), "num_labels", 0)
+    id2label = getattr(predictor, "id2label", {}) or {}
+    labels = [] if regression else [id2label.get(i, i) for i in range(num_labels)]
+    backends: dict[str, int] = {}
+    for layer in getattr(compile_report, "layers", []):
+        backends[layer.backend] = backends.get(layer.backend, 0) + 1
+    return ModelInfo(name or type(model).__name__, task, labels, regression, input_kind,
+                     getattr(predictor, "max_length", None), compile_report is not None, backends)
+
+
+def create_app(predictor, *, name: str | None = None, task: str | None = None, compile_report=None,
+               max_batch_size: int = 32, batch_wait_ms: float = 5.0, max_texts_per_request: int = 256,
+               max_text_chars: int = 2000, max_body_bytes: int = 1 << 20, max_queue_texts: int = 4096,
+               request_timeout_s: float = 60.0, shutdown_timeout_s: float = 30.0) -> FastAPI:
+    """A FastAPI app serving ``predictor`` (``predict(texts) -> list[Prediction]``, e.g. sparsekit.Predictor).
+
+    Concurrent requests are batched (up to ``max_batch_size`` texts per model call, waiting at most
+    ``batch_wait_ms`` for more) on one worker thread, started and stopped by the app's lifespan (run it
+    under uvicorn, or ``with TestClient(app)``). Limits: ``max_body_bytes`` (413), ``max_texts_per_request``
+    (413), ``max_text_chars`` per text (413), ``max_queue_texts`` waiting texts (503), ``request_timeout_s``
+    (504). ``compile_report``: the CompileReport of sparsekit.compile, shown by /health and /info.
+    """
+    limits = Limits(max_body_bytes=max_body_bytes, max_texts=max_texts_per_request, max_text_chars=max_text_chars)
+    if request_timeout_s <= 0:
+        raise ValueError(f"request_timeout_s must be > 0, got {request_timeout_s}")
+    check_settings(max_batch_size, batch_wait_ms, max_queue_texts)  # fail now, not at startup
+    info = describe_model(predictor, name, task, compile_report)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher = MicroBatcher(predictor.predict, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
+                               max_queue_texts=max_queue_texts)
+        batcher.start()
+        app.state.batcher = batcher
+        log.info("serving %s (task %s, compiled %s)", info.name, info.task, info.compiled)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(batcher.close, shutdown_timeout_s)
+
+    app = FastAPI(title="sparsekit serve", summary=f"Text classification with {info.name}", lifespan=lifespan)
+    app.state.batcher = None
+    app.state.info = info
+
+    def running_batcher(request: Request) -> MicroBatcher:
+        batcher = request.app.state.batcher
+        if batcher is None or not batcher.running:
+            raise HTTPException(503, "the server is not running (starting up or shutting down)")
+        return batcher
+
+    @app.post("/predict", response_model=PredictResponse, openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}},
+        responses={400: {"description": "Malformed JSON"}, 413: {"description": "Body, text count or a text too "
+                   "large"}, 422: {"description": "Wrong shape or types"}, 500: {"description": "Model error"},
+                   503: {"description": "Overloaded or shutting down"}, 504: {"description": "Timed out"}})
+    async def predict(request: Request) -> PredictResponse:
+        """Classify texts: ``{"texts": [...]}`` -> one prediction per text, in order."""
+        started = time.perf_counter()
+        try:
+            texts, kind = parse_texts(await _read_body(request, limits.max_body_bytes), limits)
+        except RequestError as exc:
+            raise HTTPException(exc.status, exc.detail) from None
+        if info.input_kind is not None and kind != info.input_kind:
+            wanted = "[text_a, text_b] pairs" if info.input_kind == "pair" else "single texts (strings)"
+            raise HTTPException(422, f"task {info.task} takes {wanted}; got {kind} texts")
+        batcher = running_batcher(request)
+        try:
+            future = batcher.submit(texts)
+        except Overloaded as exc:
+            raise HTTPException(503, f"server overloaded: {exc}; retry later", headers={"Retry-After": "1"}) from None
+        except BatcherClosed as exc:
+            raise HTTPException(503, str(exc)) from None
+        try:
+            results = await asyncio.wait_for(asyncio.wrap_future(future), request_timeout_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(504, f"no result within {request_timeout_s:g} s; the request was dropped") from None
+        except BatcherClosed as exc:
+            raise HTTPException(503, str(exc)) from None
+        except Exception as exc:  # the model failed on this request; logged by the batcher
+            raise HTTPException(500, f"model error: {type(exc).__name__}: {exc}") from None
+        predictions = [PredictionOut(label=p.label, score=p.score, scores=p.scores) for p in results]
+        return PredictResponse(predictions=predictions, latency_ms=1e3 * (time.perf_counter() - started),
+                               model=info.name)
+
+    @app.get("/health")
+    async def health(request: Request) -> JSONResponse:
+        """``ok`` with the model's name, task, labels and whether it is compiled; 503 when not serving."""
+        batcher = request.app.state.batcher
+        ok = batcher is not None and batcher.running
+        body = {"status": "ok" if ok else "unavailable", "model": info.name, "task": info.task,
+                "labels": info.labels, "compiled": info.compiled}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/info")
+    async def server_info(request: Request) -> dict:
+        """Model, limits, batching settings and counters, threads and versions."""
+        import torch
+
+        import sparsekit
+
+        batcher = request.app.state.batcher
+        return {"model": asdict(info), "limits": {**limits.to_json(), "max_queue_texts": max_queue_texts,
+                                                  "request_timeout_s": request_timeout_s},
+                "batching": {"max_batch_size": max_batch_size, "batch_wait_ms": batch_wait_ms,
+                             "running": batcher is not None and batcher.running,
+                             "stats": batcher.stats_json() if batcher is not None else None},
+                "torch_threads": torch.get_num_threads(),
+                "versions": {"sparsekit": sparsekit.__version__, "torch": torch.__version__}}
+
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise HTTPException(400, f"invalid Content-Length header {declared!r}") from None
+        if size > limit:
+            raise HTTPException(413, f"request body is {size} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # also bounds chunked bodies, which declare no length
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
