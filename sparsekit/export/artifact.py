@@ -30,6 +30,7 @@ from torch import nn
 
 from sparsekit.export.compact import CompactionReport, compact
 from sparsekit.export.formats import FORMATS, MatrixFormat, from_tensors, to_format
+from sparsekit.export.lowrank import choose_with_rank, recorded_ranks
 from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
 from sparsekit.files import file_sha256
 from sparsekit.models import quiet_transformers
@@ -126,7 +127,8 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
 
     source: a pruning output directory, a Hugging Face checkpoint directory with zeros, a PrunedModel,
         or a ``(model, tokenizer)`` pair.
-    formats: "auto" (per matrix, the smaller of dense and CSR), or one of "dense", "csr", "bsr", "lowrank"
+    formats: "auto" (per matrix, the smaller of dense and CSR; for an LPAF run also its low-rank factors at the
+        recorded rank when smaller and exact, see export/lowrank.py), or one of "dense", "csr", "bsr", "lowrank"
         for every matrix (``block`` for BSR; ``rank`` / ``tol`` for low-rank, which is lossy).
     min_row_weights: > 0 enables the lossy mode (rows with fewer kept weights are dropped). With ``task``,
         the dev metrics of the exact and the lossy model are measured and reported.
@@ -153,10 +155,14 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         pack_kw["block"] = block
     if formats == "lowrank":
         pack_kw.update(rank=rank, tol=tol)
+    ranks = recorded_ranks(recipe) if formats == "auto" else {}  # LPAF runs: LowRank where smaller
     for i, (layer, shape) in enumerate(zip(compacted.layers, compacted.shapes)):
         metas = {}
         for name, linear in layer.linears().items():
-            fmt = _choose_format(linear.weight.detach(), formats, **pack_kw)
+            if (i, name) in ranks:
+                fmt = choose_with_rank(linear.weight.detach(), ranks[(i, name)], pack_kw["value_dtype"])
+            else:
+                fmt = _choose_format(linear.weight.detach(), formats, **pack_kw)
             layer.set_linear(name, FormatLinear(fmt, linear.bias))
             metas[name] = fmt.meta()
             chosen[f"layers.{i}.{name}"] = fmt.kind

@@ -120,6 +120,32 @@ def global_threshold(scores: Sequence[torch.Tensor], keep_ratio: float) -> float
         return float(flat.kthvalue(k).values)
 
 
+class _SigmoidSurrogate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, theta: torch.Tensor, t_forward: float, t_backward: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(theta)
+        ctx.t_backward = t_backward
+        return torch.sigmoid(t_forward * theta)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (theta,) = ctx.saved_tensors
+        s = torch.sigmoid(ctx.t_backward * theta)
+        return grad * ctx.t_backward * s * (1 - s), None, None
+
+
+def abp_mask(theta: torch.Tensor, training: bool, t_forward: float = 1e5, t_backward: float = 1.0) -> torch.Tensor:
+    """Adapting-by-Pruning relaxed mask (spec methods-abp-cap-lpaf.md §1.2).
+
+    Training: forward ``sigmoid(t_l * theta)`` (binary for ``|theta| > ~10/t_l``), backward with the
+    small-temperature surrogate ``dL/dtheta = dL/dm * t_s * sigmoid(t_s theta) (1 - sigmoid(t_s theta))``.
+    Eval: the hard mask ``1[theta > 0]``. ``theta``: float32 ``[out, in]``; returns the same shape.
+    """
+    if not training:
+        return (theta > 0).to(theta.dtype)
+    return _SigmoidSurrogate.apply(theta, float(t_forward), float(t_backward))
+
+
 def hard_concrete_mask(scores: torch.Tensor, training: bool) -> torch.Tensor:
     """L0 hard-concrete mask (continuous, in [0, 1]); differentiable, no STE.
 

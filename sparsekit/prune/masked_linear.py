@@ -13,7 +13,7 @@ from torch import nn
 
 from sparsekit.prune import binarizers
 
-MASK_KINDS = ("topk", "threshold", "magnitude", "l0")
+MASK_KINDS = ("topk", "threshold", "magnitude", "l0", "abp")
 
 
 class MaskedLinear(nn.Linear):
@@ -23,7 +23,11 @@ class MaskedLinear(nn.Linear):
       SMP-S with a per-layer ``keep_ratio``);
     - ``"threshold"``: ``S > threshold`` with STE (soft movement, global TopK), at least ``min_kept`` kept;
     - ``"magnitude"``: TopK(|W|), no scores;
-    - ``"l0"``: hard-concrete, continuous.
+    - ``"l0"``: hard-concrete, continuous;
+    - ``"abp"``: Adapting-by-Pruning, ``sigmoid(t_l S)`` forward with a ``t_s`` surrogate gradient, ``S > 0`` at eval.
+
+    ``score_fn`` (optional, set by structure-aware SMP): a callable returning the *effective* scores fed to
+    the binarizer instead of ``mask_scores`` (same shape, with a gradient path to the scores).
 
     Shapes: weight ``[out, in]`` fp32; scores (``mask_scores``) same shape; input ``[..., in]``.
     """
@@ -50,18 +54,23 @@ class MaskedLinear(nn.Linear):
         self.keep_ratio = 1.0  # topk / magnitude: fraction kept, set by the Pruner every step
         self.threshold = float("-inf")  # threshold: score value, set by the Pruner
         self.min_kept = 0
+        self.abp_temperatures = (1e5, 1.0)  # abp: (t_l forward, t_s backward)
+        self.score_fn = None
         self.mask_scores = None if kind == "magnitude" else nn.Parameter(
             torch.full(self.weight.shape, float(score_init), dtype=torch.float32, device=self.weight.device))
 
     def mask(self) -> torch.Tensor:
         """The current mask ``[out, in]`` (float 0/1, or in [0, 1] for L0), with its gradient path."""
+        scores = self.mask_scores if self.score_fn is None else self.score_fn()
         if self.kind == "topk":
-            return binarizers.topk_binarize(self.mask_scores, self.keep_ratio)
+            return binarizers.topk_binarize(scores, self.keep_ratio)
         if self.kind == "threshold":
-            return binarizers.threshold_binarize(self.mask_scores, self.threshold, self.min_kept)
+            return binarizers.threshold_binarize(scores, self.threshold, self.min_kept)
         if self.kind == "magnitude":
             return binarizers.magnitude_mask(self.weight, self.keep_ratio)
-        return binarizers.hard_concrete_mask(self.mask_scores, self.training)
+        if self.kind == "abp":
+            return binarizers.abp_mask(scores, self.training, *self.abp_temperatures)
+        return binarizers.hard_concrete_mask(scores, self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight * self.mask(), self.bias)

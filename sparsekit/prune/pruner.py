@@ -23,6 +23,7 @@ MASKINGS = {
     "sigmoid": "threshold", # sigmoid(S) > tau (soft movement)
     "magnitude": "magnitude",
     "l0": "l0",
+    "abp": "abp",           # 1[theta > 0], sigmoid-relaxed (Adapting-by-Pruning; sparsity from the drift)
 }
 
 

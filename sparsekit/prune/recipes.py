@@ -36,6 +36,7 @@ class Recipe:
     warmup: float = 0.0
     cooldown: float = 0.3
     soft_threshold: float = 0.1  # final tau of sigmoid masking
+    extension: str | None = None  # "abp", "lpaf" or "structured": the method's training-loop extension
 
 
 RECIPES: dict[str, Recipe] = {
@@ -65,6 +66,21 @@ RECIPES: dict[str, Recipe] = {
         "l0", "L0 regularisation with hard-concrete masks (continuous), weights fine-tuned",
         masking="l0", train_encoder=True, weight_lr=5e-5, score_lr=0.1, head_lr=5e-5,
         regularizer_lambda=125.0, lambda_ramp="constant", score_init=2.197, warmup=0.0, cooldown=0.0),
+    "smp-struct": Recipe(
+        "smp-struct", "Structure-aware SMP: SMP-S whose scores are coupled within FFN neurons, V/O and Q/K "
+        "dimensions and heads, so masks empty whole rows / columns / heads that exact compaction removes",
+        masking="smp-s", train_encoder=False, weight_lr=0.0, score_lr=2e-2, head_lr=1e-3,
+        regularizer_lambda=400.0, lambda_ramp="whole-run", extension="structured"),
+    "abp": Recipe(
+        "abp", "Adapting-by-Pruning: weights frozen, mask = 1[theta > 0] learned with a sigmoid surrogate "
+        "gradient and a constant drift; stops when the target sparsity is reached",
+        masking="abp", train_encoder=False, weight_lr=0.0, score_lr=5e-4, head_lr=1e-3, cooldown=0.0,
+        extension="abp"),
+    "lpaf": Recipe(
+        "lpaf", "LPAF: first-order (movement) pruning, then each pruned matrix factorised into u @ v by a "
+        "sparsity-aware SVD under the same parameter budget and fine-tuned with mixed-rank fine-tuning",
+        masking="local", train_encoder=True, weight_lr=5e-5, score_lr=1e-2, head_lr=5e-5,
+        regularizer_lambda=400.0, lambda_ramp="whole-run", warmup=0.1, cooldown=0.5, extension="lpaf"),
     "finetune": Recipe(
         "finetune", "Dense fine-tuning (no pruning): the teacher and the dense baseline",
         masking=None, train_encoder=True, weight_lr=5e-5, score_lr=0.0, head_lr=5e-5, cooldown=0.0),

@@ -1,4 +1,8 @@
-"""The one training loop behind every method (SMP, movement, magnitude, L0, fine-tuning).
+"""The one training loop behind every method (SMP, movement, magnitude, L0, AbP, LPAF, fine-tuning).
+
+Methods that need more than a mask and a regulariser plug in as extensions (extensions.py): AbP's
+drift and stop criterion, CAP's contrastive losses, LPAF's factorisation, structure-aware SMP's coupled
+scores. Every training example carries its dataset index (``example_ids``) through the loader.
 
 Built on Hugging Face Accelerate, so the same code runs on one CPU here and on several GPUs or
 nodes with ``accelerate launch -m sparsekit.cli prune ...`` or ``torchrun``. Checkpoints (model,
@@ -18,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sparsekit.data import EncodedDataset, get_task, load_split, make_collate, resolve_data_root, split_path
 from sparsekit.evaluate import evaluate
@@ -26,6 +30,7 @@ from sparsekit.files import file_sha256
 from sparsekit.models import head_parameter_names, load_classifier, load_tokenizer, resolve_model_source
 from sparsekit.prune import report as report_mod
 from sparsekit.prune.config import PruneConfig
+from sparsekit.prune.extensions import Extension, TrainContext
 from sparsekit.prune.output import library_versions, save_pruned
 from sparsekit.prune.pruner import MASKINGS, Pruner
 from sparsekit.prune.recipes import Recipe, get_recipe
@@ -86,19 +91,75 @@ class EpochSampler(Sampler):
         return self.n
 
 
+class IndexedDataset(Dataset):
+    """A dataset whose items also carry their position (``example_id``), for per-example memory banks."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.dataset[index], "example_id": index}
+
+
+class CollateWithIds:
+    """Wraps a collate function: the batch gets ``example_ids`` (int64 ``[B]``) next to the padded inputs."""
+
+    def __init__(self, collate) -> None:
+        self.collate = collate
+
+    def __call__(self, items: list[dict]) -> dict:
+        ids = torch.tensor([item["example_id"] for item in items], dtype=torch.long)
+        batch = self.collate([{k: v for k, v in item.items() if k != "example_id"} for item in items])
+        batch["example_ids"] = ids
+        return batch
+
+
 class TrainState:
     """Loop state saved in checkpoints (Accelerate calls state_dict / load_state_dict)."""
 
-    def __init__(self, pruner: Pruner | None, lam: float) -> None:
-        self.step, self.lam, self.pruner = 0, lam, pruner
+    def __init__(self, pruner: Pruner | None, lam: float, extensions: list[Extension] = ()) -> None:
+        self.step, self.lam, self.pruner, self.extensions = 0, lam, pruner, list(extensions)
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "lam": self.lam, "pruner": self.pruner.state_dict() if self.pruner else {}}
+        return {"step": self.step, "lam": self.lam, "pruner": self.pruner.state_dict() if self.pruner else {},
+                "extensions": {e.name: e.state_dict() for e in self.extensions}}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.lam = int(state["step"]), float(state["lam"])
         if self.pruner:
             self.pruner.load_state_dict(state["pruner"])
+        for e in self.extensions:
+            if e.name in state.get("extensions", {}):
+                e.load_state_dict(state["extensions"][e.name])
+
+
+def build_extensions(config: PruneConfig, recipe: Recipe) -> list[Extension]:
+    """The training-loop extensions of this run: the method's own (recipe.extension) and CAP if asked for."""
+    from sparsekit.prune.abp import AbPExtension
+    from sparsekit.prune.cap import CAPExtension, parse_modules
+    from sparsekit.prune.lpaf import LPAFExtension
+    from sparsekit.prune.structured import StructuredSMPExtension
+
+    extensions: list[Extension] = []
+    if recipe.extension == "abp":
+        extensions.append(AbPExtension(config.abp_gamma, config.abp_gamma_schedule, config.abp_t_forward,
+                                       config.abp_t_backward))
+    elif recipe.extension == "lpaf":
+        extensions.append(LPAFExtension(config.lpaf_init, config.lpaf_rank, config.lpaf_mixed_rank,
+                                        config.lpaf_factorize_at, config.lpaf_als_iters, config.lpaf_theseus_p))
+    elif recipe.extension == "structured":
+        extensions.append(StructuredSMPExtension(config.struct_coupling, config.struct_head_coupling,
+                                                 config.struct_lambda))
+    modules = parse_modules(config.cap)
+    if modules:
+        extensions.append(CAPExtension(
+            modules, config.cap_weight, config.cap_label_weight, config.cap_temperature, config.cap_extra_negatives,
+            config.cap_max_snapshots, config.cap_snapshot_every, config.cap_representation, config.cap_normalizer,
+            torch.float16 if config.cap_fp16_banks else torch.float32))
+    return extensions
 
 
 def _prepare_output_dir(config: PruneConfig) -> Path:
@@ -207,6 +268,10 @@ def prune(config: PruneConfig) -> PruneResult:
     warmup = recipe.warmup if config.warmup is None else config.warmup
     cooldown = recipe.cooldown if config.cooldown is None else config.cooldown
     CubicSchedule.from_fractions(100, config.keep, warmup, cooldown)  # refuse bad fractions before touching files
+    if recipe.extension in ("abp", "lpaf", "structured") and masking != recipe.masking and not (
+            recipe.extension == "structured" and masking == "local"):
+        raise ValueError(f"{recipe.name} needs its own masking ({recipe.masking}); drop --masking {masking}")
+    extensions = build_extensions(config, recipe)  # ValueError for bad extension settings, before touching files
     data_root = resolve_data_root(config.data_dir)
     source = resolve_model_source(config.model)
     teacher_source = resolve_model_source(config.teacher) if config.teacher else None
@@ -225,31 +290,36 @@ def prune(config: PruneConfig) -> PruneResult:
     smp_temperature = config.smp_temperature or (4.0 if config.keep >= 0.7 else 1.0)
     pruner = Pruner(model, masking, score_init=recipe.score_init, smp_temperature=smp_temperature) \
         if masking else None
-    groups = _param_groups(model, pruner, recipe, config)
-
     train_examples = load_split(task, "train", data_root, limit=config.train_samples, seed=config.seed)
     dev_examples = load_split(task, "dev", data_root, limit=config.eval_samples, seed=config.seed)
     train_set = EncodedDataset(train_examples, tokenizer, config.max_length, task.is_regression)
     dev_set = EncodedDataset(dev_examples, tokenizer, config.max_length, task.is_regression)
     sampler = EpochSampler(len(train_set), config.seed, [len(ids) for ids in train_set.input_ids],
                            config.batch_size)
-    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=False,
-                        collate_fn=make_collate(tokenizer, task.is_regression))
+    collate = make_collate(tokenizer, task.is_regression)
+    loader = DataLoader(IndexedDataset(train_set), batch_size=config.batch_size, sampler=sampler, drop_last=False,
+                        collate_fn=CollateWithIds(collate))
     steps_per_epoch = math.ceil(len(train_set) / (config.batch_size * accelerator.num_processes))
     total = config.steps or max(1, math.ceil(config.epochs * steps_per_epoch))
 
     keep_schedule = CubicSchedule.from_fractions(total, config.keep if masking else 1.0, warmup, cooldown)
     tau_schedule = CubicSchedule.from_fractions(total, recipe.soft_threshold, warmup, cooldown, initial=0.0)
 
-    optimizer = torch.optim.AdamW(groups, eps=1e-8, weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.lr_warmup * total), total)
     teacher = None
     if teacher_source is not None:
         teacher = load_classifier(teacher_source, task.num_labels).eval().requires_grad_(False)
         teacher.to(accelerator.device)
+    ctx = TrainContext(model=model, pruner=pruner, config=config, recipe=recipe, task=task, train_set=train_set,
+                       collate=collate, total=total, steps_per_epoch=steps_per_epoch, device=accelerator.device,
+                       teacher=teacher)
+    for ext in extensions:
+        ext.setup(ctx)
+    groups = _param_groups(model, pruner, recipe, config)
+    optimizer = torch.optim.AdamW(groups, eps=1e-8, weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.lr_warmup * total), total)
 
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    state = TrainState(pruner, lam_final if lambda_ramp == "adaptive" else 0.0)
+    state = TrainState(pruner, lam_final if lambda_ramp == "adaptive" else 0.0, extensions)
     accelerator.register_for_checkpointing(state)
     resumed_from = None
     if config.resume:
@@ -259,6 +329,10 @@ def prune(config: PruneConfig) -> PruneResult:
         accelerator.load_state(str(ckpt))
         resumed_from = str(ckpt)
     trainable = [p for g in groups for p in g["params"]]
+    ctx.optimizer, ctx.scheduler, ctx.trainable = optimizer, scheduler, trainable
+    ctx.model = accelerator.unwrap_model(model)
+    for ext in extensions:
+        ext.after_prepare(ctx)
 
     def lambda_at(step: int, keep_t: float) -> float:
         if lam_final == 0 or pruner is None:
@@ -277,7 +351,8 @@ def prune(config: PruneConfig) -> PruneResult:
     model.train()
     step = state.step
     stop = min(total, start_step + config.stop_after) if config.stop_after else total
-    while step < stop:
+    finished_early = False  # an extension ended the run (AbP reached its target sparsity)
+    while step < stop and not finished_early:
         epoch, offset = divmod(step, steps_per_epoch)
         sampler.use_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, offset) if offset else loader
@@ -285,6 +360,9 @@ def prune(config: PruneConfig) -> PruneResult:
             keep_t, tau_t = keep_schedule(step), tau_schedule(step)
             if pruner:
                 pruner.update(keep_t, step, threshold=tau_t)
+            for ext in extensions:
+                ext.before_step(ctx, step)
+            example_ids = batch.pop("example_ids")
             labels = batch.pop("labels")
             logits = model(**batch).logits
             loss = _task_loss(logits, labels, task.is_regression)
@@ -295,14 +373,19 @@ def prune(config: PruneConfig) -> PruneResult:
                 loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
             lam = lambda_at(step, keep_t)
             total_loss = loss + lam * pruner.regularization() if lam else loss
+            for ext in extensions:
+                extra = ext.extra_loss(ctx, step, example_ids, labels, logits)
+                if extra is not None:
+                    total_loss = total_loss + extra
             accelerator.backward(total_loss)
             if config.grad_clip:
-                accelerator.clip_grad_norm_(trainable, config.grad_clip)
+                accelerator.clip_grad_norm_(ctx.trainable, config.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             state.step = step
+            finished_early = any([ext.after_step(ctx, step) for ext in extensions])  # every hook runs
             if lambda_ramp == "adaptive" and pruner:
                 # Steer lambda so the density tracks the keep schedule: more pruning pressure while too
                 # dense, less while too sparse (sparsekit's answer to "final sparsity is an outcome").
@@ -312,13 +395,13 @@ def prune(config: PruneConfig) -> PruneResult:
             if main and config.progress:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", keep=f"{keep_t:.3f}", lam=f"{lam:.3g}", refresh=False)
-            if step % config.save_every == 0 and step < total:
+            if step % config.save_every == 0 and step < total and all(e.checkpointable for e in extensions):
                 _save_checkpoint(accelerator, out, step)
-            if step >= stop:
+            if step >= stop or finished_early:
                 break
     bar.close()
     train_seconds = time.perf_counter() - run_start
-    if step < total:
+    if step < total and not finished_early:
         _save_checkpoint(accelerator, out, step)
         if main:
             print(f"stopped after step {step}/{total}; continue with --resume (checkpoint in {out / CHECKPOINT_DIR})",
@@ -327,9 +410,12 @@ def prune(config: PruneConfig) -> PruneResult:
 
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(model)
+    for ext in extensions:
+        ext.before_finalize(ctx)
     if pruner:
         pruner.update(config.keep, total, threshold=recipe.soft_threshold, final=True)
-        masks = pruner.finalize()
+        owner = [e for e in extensions if e.owns_finalize]
+        masks = owner[0].finalize(ctx) if owner else pruner.finalize()
         matrices = pruner.matrices
     else:
         from sparsekit.models import prunable_matrices
@@ -338,13 +424,14 @@ def prune(config: PruneConfig) -> PruneResult:
         masks = {m.name: model.get_submodule(m.name).weight.detach() != 0 for m in matrices}
     stats = report_mod.matrix_stats(matrices, masks)
     summary = report_mod.summary(stats)
+    density = next((d for d in (e.density() for e in extensions) if d is not None), summary["density"])
     metrics = evaluate(model, dev_set, tokenizer, task, config.eval_batch_size, progress=main and config.progress)
-    metrics.update(train_seconds=train_seconds, steps=total, density=summary["density"],
+    metrics.update(train_seconds=train_seconds, steps=step, density=density,
                    target_keep=config.keep if masking else 1.0)
     if main:
         recipe_record = {
             "method": recipe.name, "description": recipe.description, "masking": masking,
-            "config": config.to_dict(), "steps": total, "steps_per_epoch": steps_per_epoch,
+            "config": config.to_dict(), "steps": total, "steps_done": step, "steps_per_epoch": steps_per_epoch,
             "resolved": {"warmup": warmup, "cooldown": cooldown, "regularizer_lambda": lam_final,
                          "lambda_ramp": lambda_ramp, "smp_temperature": smp_temperature,
                          "score_init": recipe.score_init,
@@ -356,10 +443,17 @@ def prune(config: PruneConfig) -> PruneResult:
             "model": {"source": str(source), "teacher": str(teacher_source) if teacher_source else None},
             "versions": library_versions(), "command": sys.argv, "resumed_from": resumed_from,
             "num_processes": accelerator.num_processes,
+            "extensions": {e.name: e.record() for e in extensions},
         }
-        save_pruned(out, model, tokenizer, masks, recipe_record, metrics, report_mod.to_json(stats))
+        report = report_mod.to_json(stats)
+        if masking:
+            from sparsekit.prune.structured import structure_stats
+
+            report["structure"] = structure_stats(model, masks)
+        report.update({e.name: e.report(ctx, masks) for e in extensions})
+        save_pruned(out, model, tokenizer, masks, recipe_record, metrics, report)
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    return PruneResult(out, metrics, stats, summary["density"], train_seconds, total)
+    return PruneResult(out, metrics, stats, density, train_seconds, step)
 
 
 def _save_checkpoint(accelerator, out: Path, step: int, keep_last: int = 2) -> None:
