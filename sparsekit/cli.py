@@ -19,6 +19,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 TRAIN = "Training"
 PRUNING = "Pruning"
+METHODS = "Method options (abp, CAP, lpaf, smp-struct)"
 DATA = "Data and model"
 
 
@@ -29,6 +30,9 @@ class Method(str, Enum):
     soft_movement = "soft-movement"
     magnitude = "magnitude"
     l0 = "l0"
+    smp_struct = "smp-struct"
+    abp = "abp"
+    lpaf = "lpaf"
     finetune = "finetune"
 
 
@@ -144,6 +148,42 @@ def prune(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output-dir."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    abp_gamma: Optional[float] = typer.Option(None, help="AbP drift per step [init mean / (0.6 * steps)].",
+                                              rich_help_panel=METHODS),
+    abp_gamma_schedule: str = typer.Option("constant", help="AbP drift: constant | follow-lr (UNVERIFIED).",
+                                           rich_help_panel=METHODS),
+    abp_t_forward: float = typer.Option(1e5, help="AbP forward temperature t_l.", rich_help_panel=METHODS),
+    abp_t_backward: float = typer.Option(1.0, help="AbP backward (surrogate) temperature t_s.",
+                                         rich_help_panel=METHODS),
+    cap: Optional[str] = typer.Option(None, help="CAP contrastive modules on top of the method, e.g. prc,snc,fic "
+                                                 "(fic needs --teacher).", rich_help_panel=METHODS),
+    cap_weight: float = typer.Option(0.1, help="CAP instance-term weight w_u.", rich_help_panel=METHODS),
+    cap_label_weight: float = typer.Option(10.0, help="CAP label-term weight w_s.", rich_help_panel=METHODS),
+    cap_temperature: float = typer.Option(0.1, help="CAP contrastive temperature.", rich_help_panel=METHODS),
+    cap_extra_negatives: int = typer.Option(4096, help="CAP random extra bank vectors per step.",
+                                            rich_help_panel=METHODS),
+    cap_max_snapshots: int = typer.Option(4, help="CAP: most snapshots kept in the SnC bank (bounded memory).",
+                                          rich_help_panel=METHODS),
+    cap_snapshot_every: Optional[int] = typer.Option(None, help="CAP: snapshot every N steps [every epoch].",
+                                                     rich_help_panel=METHODS),
+    cap_representation: Optional[str] = typer.Option(None, help="CAP: pooler | cls | mean [pooler if present].",
+                                                     rich_help_panel=METHODS),
+    cap_normalizer: str = typer.Option("code", help="CAP loss normaliser: code (official) | mean.",
+                                       rich_help_panel=METHODS),
+    lpaf_init: str = typer.Option("score-weighted", help="LPAF factor init: score-weighted | masked-als | svd "
+                                                         "(UNVERIFIED).", rich_help_panel=METHODS),
+    lpaf_rank: str = typer.Option("uniform", help="LPAF rank policy: uniform | energy (UNVERIFIED).",
+                                  rich_help_panel=METHODS),
+    lpaf_mixed_rank: str = typer.Option("theseus", help="LPAF mixed-rank fine-tuning: theseus | nested-dropout | "
+                                                        "none (UNVERIFIED).", rich_help_panel=METHODS),
+    lpaf_factorize_at: float = typer.Option(0.5, help="LPAF: fraction of the run at which to factorise.",
+                                            rich_help_panel=METHODS),
+    struct_coupling: float = typer.Option(2.0, help="smp-struct: row/column group score coupling.",
+                                          rich_help_panel=METHODS),
+    struct_head_coupling: float = typer.Option(1.0, help="smp-struct: head score coupling.",
+                                               rich_help_panel=METHODS),
+    struct_lambda: float = typer.Option(0.0, help="smp-struct: group-lasso regulariser weight.",
+                                        rich_help_panel=METHODS),
 ) -> None:
     """Prune (or fine-tune) a model on a GLUE task and save a directory that reloads in one call."""
     from sparsekit.prune import PruneConfig
@@ -155,7 +195,14 @@ def prune(
         score_lr=score_lr, head_lr=head_lr, lr_warmup=lr_warmup, regularizer_lambda=regularizer_lambda,
         lambda_ramp=lambda_ramp, warmup=warmup, cooldown=cooldown, smp_temperature=smp_temperature,
         masking=masking, teacher=teacher, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
-        save_every=save_every, stop_after=stop_after, resume=resume, overwrite=overwrite, progress=progress)
+        save_every=save_every, stop_after=stop_after, resume=resume, overwrite=overwrite, progress=progress,
+        abp_gamma=abp_gamma, abp_gamma_schedule=abp_gamma_schedule, abp_t_forward=abp_t_forward,
+        abp_t_backward=abp_t_backward, cap=cap, cap_weight=cap_weight, cap_label_weight=cap_label_weight,
+        cap_temperature=cap_temperature, cap_extra_negatives=cap_extra_negatives, cap_max_snapshots=cap_max_snapshots,
+        cap_snapshot_every=cap_snapshot_every, cap_representation=cap_representation, cap_normalizer=cap_normalizer,
+        lpaf_init=lpaf_init, lpaf_rank=lpaf_rank, lpaf_mixed_rank=lpaf_mixed_rank,
+        lpaf_factorize_at=lpaf_factorize_at, struct_coupling=struct_coupling,
+        struct_head_coupling=struct_head_coupling, struct_lambda=struct_lambda)
     _run_prune(config)
 
 
@@ -353,6 +400,40 @@ def predict(
 
 
 @app.command()
+def serve(
+    path: Path = typer.Argument(..., help="An artifact directory."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    compile_model: bool = typer.Option(True, "--compile/--no-compile",
+                                       help="Time every layer first and run each on its fastest kernel."),
+    tokens: int = typer.Option(128, min=1, help="Tokens (batch x length) --compile times each layer with."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads (default: torch's choice)."),
+    max_batch_size: int = typer.Option(32, min=1, help="Most texts per model call (batched across requests)."),
+    batch_wait_ms: float = typer.Option(5.0, min=0, help="How long a batch waits for more requests."),
+    max_texts: int = typer.Option(256, min=1, help="Most texts per request."),
+    max_text_chars: int = typer.Option(2000, min=1, help="Longest text, in characters."),
+    max_body_bytes: int = typer.Option(1 << 20, min=1, help="Largest request body."),
+    max_length: Optional[int] = typer.Option(None, min=1, help="Truncate inputs to this many tokens "
+                                                               "(default: the artifact's, or 128)."),
+    log_level: str = typer.Option("info", help="critical, error, warning, info or debug."),
+) -> None:
+    """Serve an artifact over HTTP: POST /predict (batched), GET /health, GET /info."""
+    from sparsekit.serve import build_app
+    from sparsekit.serve import run as run_server
+
+    if log_level not in ("critical", "error", "warning", "info", "debug"):
+        _fail(ValueError(f"--log-level must be critical, error, warning, info or debug, got {log_level!r}"))
+    try:
+        web = build_app(path, compile=compile_model, tokens=tokens, threads=threads, max_length=max_length,
+                        max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, max_texts_per_request=max_texts,
+                        max_text_chars=max_text_chars, max_body_bytes=max_body_bytes)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    console.print(f"serving {path} at http://{host}:{port}: POST /predict, GET /health, GET /info (Ctrl-C stops)")
+    run_server(web, host=host, port=port, log_level=log_level)
+
+
+@app.command()
 def tasks(data_dir: Optional[Path] = typer.Option(None, help="GLUE data root.")) -> None:
     """List the GLUE tasks, their metrics, and which splits are present in the data root."""
     from sparsekit.data import TASKS, resolve_data_root, split_path
@@ -375,6 +456,87 @@ def tasks(data_dir: Optional[Path] = typer.Option(None, help="GLUE data root."))
         labels = "regression" if spec.is_regression else ", ".join(spec.label_names or ())
         table.add_row(spec.name, labels, ", ".join(spec.metrics), *present)
     console.print(table)
+
+
+def _multi_value_command():
+    """The command class that lets ``--batch 1 8`` take several values (sparsekit/bench/cliargs.py)."""
+    from sparsekit.bench.cliargs import MultiValueCommand
+
+    return MultiValueCommand
+
+
+@app.command(cls=_multi_value_command())
+def bench(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Argument(None, help="Artifact dir, pruning run dir, checkpoint dir, minilm, or "
+                                                     "random:<shape> (bert-base, minilm-shape, tiny)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o",
+                                              help="Directory for bench.json, bench.csv and bench.png."),
+    sparsity: Optional[list[float]] = typer.Option(None, help="Random unstructured masks removing this fraction of "
+                                                              "encoder weights; several values sweep (random and "
+                                                              "checkpoint models only)."),
+    batch: list[int] = typer.Option([1, 8], help="Batch sizes, e.g. --batch 1 8."),
+    seq: list[int] = typer.Option([128], help="Sequence lengths, e.g. --seq 64 128."),
+    threads: Optional[list[int]] = typer.Option(None, help="torch thread counts (default: the current one)."),
+    warmup: int = typer.Option(3, help="Untimed calls before each measurement."),
+    repeats: int = typer.Option(20, help="Timed calls per variant and config (at least)."),
+    min_seconds: float = typer.Option(1.0, help="Time each variant at least this long per config."),
+    rounds: int = typer.Option(2, help="Interleaved rounds over the variants; the least disturbed is reported."),
+    compile_repeats: int = typer.Option(15, help="Timed calls per backend and layer in sparsekit.compile."),
+    torch_compile: bool = typer.Option(False, "--torch-compile", help="Also time torch.compile of the dense "
+                                                                      "model (minutes of compiling on CPU)."),
+    layers: bool = typer.Option(False, "--layers", help="Layer-level mode: per-layer time of every backend."),
+    seed: int = typer.Option(0, help="Seed of the random masks and inputs."),
+    compare: Optional[tuple[Path, Path]] = typer.Option(None, help="Compare two result files A.json B.json "
+                                                                   "(matched by config) instead of measuring."),
+    markdown: Optional[Path] = typer.Option(None, help="With --compare: also write the table as markdown here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+) -> None:
+    """Latency and throughput of a pruned model vs dense PyTorch, torch.compile, torch.sparse, ONNX Runtime."""
+    from sparsekit.bench import BenchConfig, compare_files, notes, result_table, run_bench
+
+    if compare is not None and all(p is not None for p in compare):
+        try:
+            comparison = compare_files(*compare)
+            if markdown is not None:
+                comparison.write_markdown(markdown, overwrite)
+        except (ValueError, FileNotFoundError, FileExistsError) as exc:
+            _fail(exc)
+        console.print(comparison.table())
+        for line in comparison.lines():
+            console.print(line, markup=False)
+        if markdown is not None:
+            console.print(f"markdown: {markdown}")
+        return
+    if model is None or output_dir is None:
+        _fail(ValueError("give MODEL and -o OUTDIR (or --compare A.json B.json)"))
+    config = BenchConfig(model=model, output_dir=output_dir, sparsity=sparsity, batch=batch, seq=seq,
+                         threads=threads, warmup=warmup, repeats=repeats, min_seconds=min_seconds, rounds=rounds,
+                         compile_repeats=compile_repeats, torch_compile=torch_compile, layers=layers, seed=seed,
+                         overwrite=overwrite)
+    try:
+        result = run_bench(config, command=["sparsekit", "bench", *ctx.meta.get("raw_args", [])],
+                           log=lambda msg: err.print(msg, markup=False))
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        _fail(exc)
+    console.print(result_table(result.data))
+    for line in notes(result.data):
+        console.print(line, markup=False)
+    for kind, path in result.paths.items():
+        console.print(f"{kind}: {path}", markup=False)
+
+
+@app.command()
+def info(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Which backends are built and usable here, and why not the others (ISA, OpenMP, CUDA, Triton, compilers)."""
+    from sparsekit import info as doctor
+
+    data = doctor.collect()
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+        return
+    for renderable in doctor.render(data):
+        console.print(renderable)
 
 
 def main() -> None:

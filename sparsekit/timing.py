@@ -27,7 +27,7 @@ def measure(fn: Callable[[], object], warmup: int = 5, repeats: int = 30, min_se
             fn()
             sync()
             times.append(time.perf_counter() - t0)
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
     return {"median": statistics.median(times), "p25": q[0], "p75": q[2], "min": min(times),
             "mean": statistics.fmean(times), "runs": len(times)}
 

@@ -1,0 +1,248 @@
+"""``sparsekit info``: which backends are built and usable on this machine, and why not the others.
+
+A doctor command in the spirit of ``python -m xformers.info``: the C++ CPU kernels (built? the ISA path
+chosen and the ones this CPU supports; does OpenMP really run the kernels on several threads), CUDA and
+its extension, Triton, the compilers torch.compile and the extensions need, ONNX Runtime (an optional
+bench baseline), threads, CPU flags and GPU, library versions. Every backend of
+``sparsekit.compiler.default_backends()`` is asked, through its own ``not_supported_reasons``, whether it
+can run a representative layer (BERT-base FFN-in at 10% density: CPU float32, and CUDA bfloat16 when a GPU
+is present), so backends added later appear here without changes.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shutil
+
+import torch
+
+#: The representative layer every backend is asked about: BERT-base FFN-in, 10% of the weights kept.
+REPRESENTATIVE = {"out_features": 3072, "in_features": 768, "density": 0.1}
+
+
+def _error(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def threads_info() -> dict:
+    """torch intra-/inter-op threads, OMP_NUM_THREADS, logical cores and the cores this process may use."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count()
+    return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "cores": os.cpu_count(), "usable_cores": usable}
+
+
+def cpu_kernels_info() -> dict:
+    """The C++ CPU extension: built, why not, ISA chosen / supported / forced, and real parallelism.
+
+    ``parallel_threads`` is measured with the current torch thread count; when that is 1 on a multi-core
+    machine, ``parallel_threads_at_2`` probes 2 threads (then restores the setting) to tell a serial build
+    (OpenMP missing: always 1) from a single-thread configuration.
+    """
+    from sparsekit.kernels import cpu
+
+    info = {"built": cpu.available(), "reason": cpu.unavailable_reason(), "isa": None, "supported_isas": [],
+            "forced_isa": os.environ.get(cpu.ISA_ENV), "torch_threads": torch.get_num_threads(),
+            "parallel_threads": 0, "parallel_threads_at_2": None, "openmp_parallel": None}
+    if not info["built"]:
+        return info
+    try:
+        info["isa"] = cpu.isa()
+    except ValueError as exc:  # a bad SPARSEKIT_ISA value
+        info["isa"], info["reason"] = None, str(exc)
+    info["supported_isas"] = list(cpu.supported_isas())
+    info["parallel_threads"] = cpu.parallel_threads()
+    threads = torch.get_num_threads()
+    if threads > 1:
+        info["openmp_parallel"] = info["parallel_threads"] > 1
+    elif (os.cpu_count() or 1) > 1:
+        try:
+            torch.set_num_threads(2)
+            info["parallel_threads_at_2"] = cpu.parallel_threads()
+        finally:
+            torch.set_num_threads(threads)
+        info["openmp_parallel"] = info["parallel_threads_at_2"] > 1
+    return info
+
+
+def cuda_info() -> dict:
+    """torch's CUDA (version, devices) and sparsekit's CUDA extension module, if this installation has one."""
+    devices = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            devices.append({"name": p.name, "capability": f"{p.major}.{p.minor}",
+                            "memory_gib": round(p.total_memory / 2**30, 1)})
+    ext = {"module": "sparsekit.kernels.cuda", "present": False, "available": None, "reason": None}
+    if importlib.util.find_spec("sparsekit.kernels.cuda") is None:
+        ext["reason"] = "this installation has no sparsekit.kernels.cuda module"
+    else:
+        ext["present"] = True
+        try:
+            mod = importlib.import_module("sparsekit.kernels.cuda")
+            available = getattr(mod, "available", None)
+            ext["available"] = bool(available()) if callable(available) else None
+            reason = getattr(mod, "unavailable_reason", None)
+            ext["reason"] = reason() if callable(reason) else None
+        except Exception as exc:  # a broken extension must not break the doctor
+            ext["available"], ext["reason"] = False, f"import failed: {_error(exc)}"
+    return {"torch_cuda": torch.version.cuda, "available": torch.cuda.is_available(), "devices": devices,
+            "extension": ext}
+
+
+def triton_info() -> dict:
+    """Triton: importable, version, and whether its kernels can run natively (a CUDA GPU is needed)."""
+    try:
+        import triton
+    except Exception as exc:  # ImportError, or a broken install
+        return {"importable": False, "version": None, "gpu": torch.cuda.is_available(), "reason": _error(exc)}
+    gpu = torch.cuda.is_available()
+    reason = None if gpu else ("no CUDA GPU: Triton kernels cannot run here (TRITON_INTERPRET=1 runs them slowly "
+                               "on the CPU, for tests)")
+    return {"importable": True, "version": triton.__version__, "gpu": gpu, "reason": reason}
+
+
+def compilers_info() -> dict:
+    """The C++ compiler (torch.compile's inductor on CPU and the extension builds need one) and nvcc."""
+    cxx = os.environ.get("CXX") or next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
+    return {"cxx": shutil.which(cxx) if cxx else None, "nvcc": shutil.which("nvcc"),
+            "CUDA_HOME": os.environ.get("CUDA_HOME")}
+
+
+def onnxruntime_info() -> dict:
+    """ONNX Runtime (an optional baseline of ``sparsekit bench``)."""
+    try:
+        import onnxruntime
+    except Exception as exc:
+        return {"importable": False, "version": None, "reason": _error(exc)}
+    return {"importable": True, "version": onnxruntime.__version__, "reason": None}
+
+
+def representative_specs() -> dict:
+    """``{label: LayerSpec}``: CPU float32 always, CUDA bfloat16 when a GPU is present."""
+    from sparsekit.backends import LayerSpec
+
+    r = REPRESENTATIVE
+    shape = f"{r['out_features']}x{r['in_features']} at {100 * r['density']:.0f}% density"
+    specs = {f"cpu float32, {shape}": LayerSpec(r["out_features"], r["in_features"], r["density"],
+                                                torch.device("cpu"), torch.float32)}
+    if torch.cuda.is_available():
+        specs[f"cuda bfloat16, {shape}"] = LayerSpec(r["out_features"], r["in_features"], r["density"],
+                                                     torch.device("cuda"), torch.bfloat16)
+    return specs
+
+
+def backends_info() -> list[dict]:
+    """Each backend of ``default_backends()``: name, description, and per representative layer whether it can run
+    it (``reasons`` empty) or why not."""
+    from sparsekit.compiler import default_backends
+
+    specs = representative_specs()
+    out = []
+    for backend in default_backends():
+        checks = {}
+        for label, spec in specs.items():
+            try:
+                reasons = list(backend.not_supported_reasons(spec))
+            except Exception as exc:
+                reasons = [f"not_supported_reasons raised {_error(exc)}"]
+            checks[label] = {"usable": not reasons, "reasons": reasons}
+        out.append({"name": backend.name, "description": backend.description, "layers": checks})
+    return out
+
+
+def collect() -> dict:
+    """Everything ``sparsekit info`` reports, as JSON-ready data."""
+    from sparsekit.machine import header
+
+    return {**header(), "threads": threads_info(), "cpu_kernels": cpu_kernels_info(), "cuda": cuda_info(),
+            "triton": triton_info(), "compilers": compilers_info(), "onnxruntime": onnxruntime_info(),
+            "backends": backends_info()}
+
+
+def _yes(ok: bool | None) -> str:
+    return "[green]yes[/]" if ok else "[dim]n/a[/]" if ok is None else "[red]no[/]"
+
+
+def _component_rows(data: dict) -> list[tuple[str, str, str]]:
+    from rich.markup import escape
+
+    k, cuda, tr, cc, ort = data["cpu_kernels"], data["cuda"], data["triton"], data["compilers"], data["onnxruntime"]
+    if k["built"] and k["isa"]:
+        if k["openmp_parallel"] is None:
+            parallel = "one core: serial"
+        elif not k["openmp_parallel"]:
+            parallel = "[red]serial: built without OpenMP, the kernels use one thread[/]"
+        elif k["parallel_threads_at_2"] is not None:
+            parallel = (f"parallel ({k['parallel_threads_at_2']} threads measured with 2; torch is set to "
+                        f"{k['torch_threads']} thread now)")
+        else:
+            parallel = f"parallel ({k['parallel_threads']} threads measured with {k['torch_threads']})"
+        kernel = (f"ISA {k['isa']}{' (forced by SPARSEKIT_ISA)' if k['forced_isa'] else ''}; supported: "
+                  f"{', '.join(k['supported_isas'])}; {parallel}")
+    else:
+        kernel = escape(k["reason"] or "")
+    gpus = ", ".join(f"{d['name']} (sm {d['capability']}, {d['memory_gib']} GiB)" for d in cuda["devices"])
+    ext = cuda["extension"]
+    ext_detail = escape(ext["reason"] or ("loaded" if ext["available"] else ""))
+    return [
+        ("C++ CPU kernels", _yes(k["built"] and k["isa"] is not None), kernel),
+        ("CUDA (torch)", _yes(cuda["available"]),
+         gpus or f"no CUDA GPU visible (torch built with CUDA {cuda['torch_cuda'] or 'none: CPU-only wheel'})"),
+        ("CUDA extension", _yes(ext["available"]) if ext["present"] else _yes(False), ext_detail),
+        ("Triton", _yes(tr["importable"] and tr["gpu"]),
+         f"{'version ' + tr['version'] if tr['version'] else 'not importable'}"
+         f"{'; ' + escape(tr['reason']) if tr['reason'] else ''}"),
+        ("C++ compiler", _yes(cc["cxx"] is not None),
+         (cc["cxx"] or "none found (set CXX)") + ": torch.compile on CPU and the extension builds need it"),
+        ("nvcc", _yes(cc["nvcc"] is not None), cc["nvcc"] or "not on PATH (only needed to build CUDA code)"),
+        ("ONNX Runtime", _yes(ort["importable"]),
+         f"version {ort['version']}" if ort["importable"] else "not installed (optional bench baseline)"),
+    ]
+
+
+def render(data: dict) -> list:
+    """Rich renderables for ``data`` (from collect()): components, backends x layers, machine and versions."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    comp = Table(title="sparsekit info: what can run here")
+    for col in ("component", "usable", "detail"):
+        comp.add_column(col)
+    for row in _component_rows(data):
+        comp.add_row(*row)
+
+    labels = list(data["backends"][0]["layers"]) if data["backends"] else []
+    back = Table(title="Backends of sparsekit.compile on a representative layer")
+    back.add_column("backend")
+    back.add_column("description")
+    for label in labels:
+        back.add_column(label)
+    for b in data["backends"]:
+        cells = []
+        for label in labels:
+            check = b["layers"][label]
+            reasons = escape("; ".join(check["reasons"]))
+            cells.append("[green]usable[/]" if check["usable"] else f"[red]no[/]: {reasons}")
+        back.add_row(b["name"], escape(b["description"]), *cells)
+
+    m, v, t = data["machine"], data["versions"], data["threads"]
+    env = Table(title="Machine and versions", show_header=False)
+    env.add_column(style="bold")
+    env.add_column()
+    gpu = m["gpu"]
+    for key, value in (
+        ("cpu", f"{m['cpu']} ({m['cores']} logical cores, {t['usable_cores']} usable by this process)"),
+        ("cpu flags", ", ".join(m["cpu_flags"]) or "none of the kernel-relevant ones"),
+        ("threads", f"torch {t['torch_threads']} intra-op / {t['torch_interop_threads']} inter-op; "
+                    f"OMP_NUM_THREADS={t['OMP_NUM_THREADS'] or 'unset'}"),
+        ("gpu", f"{gpu['name']} x{gpu['count']}" if gpu else "none"),
+        ("platform", m["platform"]),
+        ("versions", ", ".join(f"{k} {val}" for k, val in v.items() if val)),
+    ):
+        env.add_row(key, escape(str(value)))
+    return [comp, back, env]
