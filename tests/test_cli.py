@@ -108,7 +108,24 @@ def test_main_job_command_runs_end_to_end(tiny_model_dir, tmp_path, monkeypatch)
 
     monkeypatch.setitem(cli.MAIN_JOB, "model", str(tiny_model_dir))
     monkeypatch.setitem(cli.MAIN_JOB, "eval_samples", 16)
-    result = runner.invoke(app, ["run", "-o", str(tmp_path / "main"), "--steps", "2", "--train-samples", "32"])
+    result = runner.invoke(app, ["run", "-o", str(tmp_path / "main"), "--steps", "2", "--train-samples", "32",
+                                 "--dense-baseline-steps", "2", "--batch", "1", "--batch", "2", "--seq", "8",
+                                 "--latency-seconds", "0.05", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "exact compaction" in result.output and "dev accuracy" in result.output
+    for row in ("exact compaction", "dev accuracy: dense", "dev accuracy: pruned", "dev accuracy: compiled artifact",
+                "latency 1x8", "latency 2x8", "compiled layers", "artifact"):
+        assert row in result.output, row
     assert (tmp_path / "main" / "artifact" / "manifest.json").is_file()
+    summary = json.loads((tmp_path / "main" / "summary.json").read_text())
+    assert set(summary["latency"]) == {"1x8", "2x8"}
+    for lat in summary["latency"].values():
+        assert lat["masked_dense"]["median_ms"] > 0 and lat["compiled"]["speedup"] > 0
+    assert summary["dev"]["dense_baseline"] is not None and summary["dev"]["compiled_artifact"] is not None
+    # exact compaction + compile change nothing: the compiled artifact scores as the pruned model does
+    assert summary["dev"]["compiled_artifact"] == summary["dev"]["pruned"]
+    assert summary["machine"]["cores"] >= 1 and summary["versions"]["torch"]
+
+
+def test_main_job_refuses_bad_options(tmp_path):
+    result = runner.invoke(app, ["run", "-o", str(tmp_path / "main"), "--dense-baseline-steps", "-1"])
+    assert result.exit_code == 2 and "--dense-baseline-steps" in result.output
