@@ -136,6 +136,9 @@ def prune(
                                              rich_help_panel=PRUNING),
     smp_temperature: Optional[float] = typer.Option(None, help="SMP-S temperature p [4 if keep>=0.7 else 1].",
                                                     rich_help_panel=PRUNING),
+    score_init: Optional[str] = typer.Option(None, help="Initial scores: a number, or 'magnitude' (|W| / mean|W|, "
+                                                        "first mask = magnitude mask) [the method's].",
+                                             rich_help_panel=PRUNING),
     masking: Optional[str] = typer.Option(None, help="Override the masking: local, smp-s, global, sigmoid, "
                                                      "magnitude, l0.", rich_help_panel=PRUNING),
     teacher: Optional[str] = typer.Option(None, help="Fine-tuned model dir for knowledge distillation.",
@@ -194,6 +197,7 @@ def prune(
         steps=steps, epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed, weight_lr=weight_lr,
         score_lr=score_lr, head_lr=head_lr, lr_warmup=lr_warmup, regularizer_lambda=regularizer_lambda,
         lambda_ramp=lambda_ramp, warmup=warmup, cooldown=cooldown, smp_temperature=smp_temperature,
+        score_init=score_init,
         masking=masking, teacher=teacher, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
         save_every=save_every, stop_after=stop_after, resume=resume, overwrite=overwrite, progress=progress,
         abp_gamma=abp_gamma, abp_gamma_schedule=abp_gamma_schedule, abp_t_forward=abp_t_forward,

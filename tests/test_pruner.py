@@ -115,3 +115,25 @@ def test_unsupported_architecture_is_refused(tmp_path):
     config.save_pretrained(tmp_path)
     with pytest.raises(ModelError, match="not supported"):
         load_classifier(resolve_model_source(tmp_path), 2)
+
+
+def test_magnitude_score_init_starts_from_the_magnitude_mask():
+    from sparsekit.prune.binarizers import magnitude_mask
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(40, 24)
+    layer = MaskedLinear.from_linear(linear, "topk", score_init="magnitude")
+    w = linear.weight.detach()
+    assert torch.allclose(layer.mask_scores.detach(), w.abs() / w.abs().mean())
+    layer.keep_ratio = 0.3
+    assert torch.equal(layer.mask().bool(), magnitude_mask(w, 0.3).bool())
+
+
+def test_score_init_setting_is_checked(tiny_model_dir):
+    from sparsekit.prune import PruneConfig
+
+    config = PruneConfig(model=str(tiny_model_dir), score_init="0.5")
+    config.validate()
+    assert config.score_init == 0.5
+    with pytest.raises(ValueError, match="score_init must be a number or 'magnitude'"):
+        PruneConfig(model=str(tiny_model_dir), score_init="big").validate()

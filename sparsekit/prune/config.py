@@ -56,6 +56,7 @@ class PruneConfig:
     cooldown: float | None = None
     lr_warmup: float = 0.0
     smp_temperature: float | None = None
+    score_init: float | str | None = None  # None: the recipe's; a number, or "magnitude"
     lambda_ramp: str | None = None
     masking: str | None = None
     teacher: str | None = None
@@ -108,6 +109,12 @@ class PruneConfig:
                 raise ValueError(f"{name} must be > 0 when given, got {value}")
         if not 0.0 <= self.kd_alpha <= 1.0:
             raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
+        if isinstance(self.score_init, str):
+            if self.score_init != "magnitude":
+                try:
+                    self.score_init = float(self.score_init)
+                except ValueError:
+                    raise ValueError(f"score_init must be a number or 'magnitude', got {self.score_init!r}") from None
         from sparsekit.prune.cap import parse_modules
 
         modules = parse_modules(self.cap)  # ValueError for an unknown module

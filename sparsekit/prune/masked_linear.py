@@ -16,6 +16,15 @@ from sparsekit.prune import binarizers
 MASK_KINDS = ("topk", "threshold", "magnitude", "l0", "abp")
 
 
+def initial_scores(weight: torch.Tensor, score_init: float | str) -> torch.Tensor:
+    """Initial scores ``[out, in]`` float32: the constant ``score_init``, or ``"magnitude"``: ``|W| / mean|W|``
+    (the first TopK mask is then the magnitude mask, instead of an arbitrary tie-break among equal scores)."""
+    if score_init == "magnitude":
+        w = weight.detach().float().abs()
+        return w / w.mean().clamp_min(1e-12)
+    return torch.full(weight.shape, float(score_init), dtype=torch.float32, device=weight.device)
+
+
 class MaskedLinear(nn.Linear):
     """``nn.Linear`` with a mask of kind:
 
@@ -33,12 +42,12 @@ class MaskedLinear(nn.Linear):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, kind: str = "topk",
-                 score_init: float = 0.0, device=None, dtype=None) -> None:
+                 score_init: float | str = 0.0, device=None, dtype=None) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self._init_mask_state(kind, score_init)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, kind: str, score_init: float = 0.0) -> "MaskedLinear":
+    def from_linear(cls, linear: nn.Linear, kind: str, score_init: float | str = 0.0) -> "MaskedLinear":
         """Wrap ``linear``, sharing (not copying) its weight and bias Parameters."""
         layer = cls.__new__(cls)
         nn.Module.__init__(layer)
@@ -47,7 +56,7 @@ class MaskedLinear(nn.Linear):
         layer._init_mask_state(kind, score_init)
         return layer
 
-    def _init_mask_state(self, kind: str, score_init: float) -> None:
+    def _init_mask_state(self, kind: str, score_init: float | str) -> None:
         if kind not in MASK_KINDS:
             raise ValueError(f"unknown mask kind {kind!r}; expected one of {MASK_KINDS}")
         self.kind = kind
@@ -56,8 +65,7 @@ class MaskedLinear(nn.Linear):
         self.min_kept = 0
         self.abp_temperatures = (1e5, 1.0)  # abp: (t_l forward, t_s backward)
         self.score_fn = None
-        self.mask_scores = None if kind == "magnitude" else nn.Parameter(
-            torch.full(self.weight.shape, float(score_init), dtype=torch.float32, device=self.weight.device))
+        self.mask_scores = None if kind == "magnitude" else nn.Parameter(initial_scores(self.weight, score_init))
 
     def mask(self) -> torch.Tensor:
         """The current mask ``[out, in]`` (float 0/1, or in [0, 1] for L0), with its gradient path."""

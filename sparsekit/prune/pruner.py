@@ -33,13 +33,14 @@ class Pruner:
     Args:
         model: a BERT-family model (see sparsekit.models.SUPPORTED_MODEL_TYPES).
         masking: one of MASKINGS.
-        score_init: initial value of every score (0 for movement / SMP; 2.197 = logit(0.9) for L0).
+        score_init: initial value of every score (0 for movement / SMP; 2.197 = logit(0.9) for L0), or
+            "magnitude" (|W| / mean|W| per matrix, see masked_linear.initial_scores).
         smp_temperature: SMP-S temperature p in R(S) = mean(sigmoid(S / p)).
         global_every: recompute the global TopK threshold every this many steps (movement code: 25).
         min_kept_fraction: per-matrix floor for the threshold maskings (movement code: 0.005).
     """
 
-    def __init__(self, model: nn.Module, masking: str, score_init: float = 0.0, smp_temperature: float = 1.0,
+    def __init__(self, model: nn.Module, masking: str, score_init: float | str = 0.0, smp_temperature: float = 1.0,
                  global_every: int = 25, min_kept_fraction: float = 0.005) -> None:
         if masking not in MASKINGS:
             raise ValueError(f"unknown masking {masking!r}; expected one of {sorted(MASKINGS)}")

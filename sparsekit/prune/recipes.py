@@ -19,7 +19,7 @@ class Recipe:
     lambda_ramp: "whole-run" (SMP code: lambda_t = lambda_f (1 - (1 - t/T)^3)), "follow-threshold"
         (movement paper: lambda_t = lambda_f * tau_t / tau_f), "constant", or "adaptive" (sparsekit's soft movement:
         lambda is steered so the density follows the cubic keep schedule, see train.py).
-    score_init: initial score value.
+    score_init: initial score value, or "magnitude" (scores start as |W| / mean|W| of their matrix).
     warmup / cooldown: fractions of the run with keep = 1 at the start / keep = v_f at the end.
     """
 
@@ -32,7 +32,7 @@ class Recipe:
     head_lr: float
     regularizer_lambda: float = 0.0
     lambda_ramp: str = "whole-run"
-    score_init: float = 0.0
+    score_init: float | str = 0.0
     warmup: float = 0.0
     cooldown: float = 0.3
     soft_threshold: float = 0.1  # final tau of sigmoid masking

@@ -288,7 +288,8 @@ def prune(config: PruneConfig) -> PruneResult:
         model.config.label2id = {n: i for i, n in enumerate(task.label_names)}
 
     smp_temperature = config.smp_temperature or (4.0 if config.keep >= 0.7 else 1.0)
-    pruner = Pruner(model, masking, score_init=recipe.score_init, smp_temperature=smp_temperature) \
+    score_init = recipe.score_init if config.score_init is None else config.score_init
+    pruner = Pruner(model, masking, score_init=score_init, smp_temperature=smp_temperature) \
         if masking else None
     train_examples = load_split(task, "train", data_root, limit=config.train_samples, seed=config.seed)
     dev_examples = load_split(task, "dev", data_root, limit=config.eval_samples, seed=config.seed)
@@ -434,7 +435,7 @@ def prune(config: PruneConfig) -> PruneResult:
             "config": config.to_dict(), "steps": total, "steps_done": step, "steps_per_epoch": steps_per_epoch,
             "resolved": {"warmup": warmup, "cooldown": cooldown, "regularizer_lambda": lam_final,
                          "lambda_ramp": lambda_ramp, "smp_temperature": smp_temperature,
-                         "score_init": recipe.score_init,
+                         "score_init": score_init,
                          "learning_rates": {g["name"]: g["lr"] for g in groups}},
             "data": {"task": task.name, "root": str(data_root), "train_examples": len(train_set),
                      "dev_examples": len(dev_set), "files": {
