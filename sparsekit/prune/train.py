@@ -316,7 +316,11 @@ def prune(config: PruneConfig) -> PruneResult:
     for ext in extensions:
         ext.setup(ctx)
     groups = _param_groups(model, pruner, recipe, config)
-    optimizer = torch.optim.AdamW(groups, eps=1e-8, weight_decay=0.0)
+    # The fused kernel computes the same AdamW update in one pass: on CPU the per-tensor default was ~60% of
+    # an SMP step (tens of millions of scores); fused is ~4x faster. Only for devices that have it.
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16, torch.float16)
+                for g in groups for p in g["params"])
+    optimizer = torch.optim.AdamW(groups, eps=1e-8, weight_decay=0.0, fused=fused or None)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.lr_warmup * total), total)
 
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
