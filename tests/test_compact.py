@@ -195,6 +195,7 @@ def _check_padded(model, compacted):
         att = layer.attention
         if att.heads:
             assert att.uniform or att.padded
+            assert att.qk_pad % 8 == 0 and att.v_pad % 8 == 0
             assert att.query.out_features == att.heads * att.qk_pad
             assert layer.attn_out.in_features == att.heads * att.v_pad
         assert layer.ffn_in.out_features % 16 == 0
