@@ -50,9 +50,10 @@ RECIPES: dict[str, Recipe] = {
         masking="local", train_encoder=False, weight_lr=0.0, score_lr=2e-2, head_lr=1e-3,
         regularizer_lambda=400.0, lambda_ramp="whole-run"),
     "movement": Recipe(
-        "movement", "Hard movement pruning: local TopK of scores, weights fine-tuned",
+        "movement", "Hard movement pruning: local TopK of scores, weights fine-tuned; scores start at |W| / mean|W| "
+        "(the paper's constant 0 is --score-init 0)",
         masking="local", train_encoder=True, weight_lr=5e-5, score_lr=1e-2, head_lr=5e-5,
-        warmup=0.1, cooldown=0.2),
+        warmup=0.1, cooldown=0.2, score_init="magnitude"),
     "soft-movement": Recipe(
         "soft-movement", "Soft movement pruning: sigmoid(S) > tau with the sigmoid regulariser, weights "
         "fine-tuned; lambda adapts so the density follows the keep schedule",
