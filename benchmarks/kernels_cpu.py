@@ -36,7 +36,7 @@ from sparsekit import kernels
 from sparsekit.compiler import compile as sparse_compile
 from sparsekit.machine import header
 from sparsekit.models import load_classifier, prunable_matrices
-from sparsekit.timing import measure
+from sparsekit.timing import measure_interleaved
 
 RESULTS = Path(__file__).parent / "results"
 SHAPES = ((768, 768), (3072, 768), (768, 3072))  # (out, in): Q/K/V/O, FFN-in, FFN-out
@@ -44,20 +44,12 @@ TARGETS_128 = {0.8: 2.0, 0.9: 3.5, 0.95: 6.0}  # issue 4: per layer at 128 token
 TARGETS_E2E = {0.9: 3.0, 0.95: 5.0}  # issue 4: BERT-base batch 1 x 128
 
 
-def timed(fn, args) -> dict:
-    r = measure(fn, warmup=args.warmup, repeats=args.repeats, min_seconds=args.min_seconds)
-    return {"median_ms": 1e3 * r["median"], "p25_ms": 1e3 * r["p25"], "p75_ms": 1e3 * r["p75"], "runs": r["runs"]}
-
-
 def interleaved(variants: dict, args, rounds: int = 2) -> dict:
-    """Time every variant ``rounds`` times, alternating, and keep each one's best round (median)."""
-    out: dict[str, dict] = {}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            r = timed(fn, args)
-            if name not in out or r["median_ms"] < out[name]["median_ms"]:
-                out[name] = r
-    return out
+    """Time every variant ``rounds`` times, alternating, and keep each one's best round (median), in ms."""
+    best = measure_interleaved(variants, rounds, warmup=args.warmup, repeats=args.repeats,
+                               min_seconds=args.min_seconds)
+    return {name: {"median_ms": 1e3 * r["median"], "p25_ms": 1e3 * r["p25"], "p75_ms": 1e3 * r["p75"],
+                   "runs": r["runs"]} for name, r in best.items()}
 
 
 def random_mask(shape, sparsity: float, g: torch.Generator) -> torch.Tensor:

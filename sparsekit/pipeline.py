@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from sparsekit.timing import measure
+from sparsekit.timing import measure_interleaved
 
 
 @dataclass
@@ -62,12 +62,8 @@ def compare_latency(models: dict, batch: int, seq: int, vocab: int, min_seconds:
     """Median latency (ms) and spread of each model on ``batch x seq`` random tokens, interleaved in 2 rounds,
     best round kept; ``speedup`` of every model over the first one."""
     x = _inputs(batch, seq, vocab)
-    best: dict[str, dict] = {}
-    for _ in range(2):
-        for name, model in models.items():
-            r = measure(lambda m=model: m(**x), warmup=3, repeats=10, min_seconds=min_seconds / 2)
-            if name not in best or r["median"] < best[name]["median"]:
-                best[name] = r
+    best = measure_interleaved({name: (lambda m=model: m(**x)) for name, model in models.items()}, rounds=2,
+                               warmup=3, repeats=10, min_seconds=min_seconds / 2)
     base = next(iter(best.values()))["median"]
     return {name: {"median_ms": 1e3 * r["median"], "p25_ms": 1e3 * r["p25"], "p75_ms": 1e3 * r["p75"],
                    "runs": r["runs"], "speedup": base / r["median"]} for name, r in best.items()}

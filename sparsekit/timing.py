@@ -32,5 +32,17 @@ def measure(fn: Callable[[], object], warmup: int = 5, repeats: int = 30, min_se
             "mean": statistics.fmean(times), "runs": len(times)}
 
 
+def measure_interleaved(fns: dict[str, Callable[[], object]], rounds: int = 2, **kw) -> dict[str, dict]:
+    """:func:`measure` every callable ``rounds`` times, alternating between them so that a drift of the machine
+    affects all alike, and keep each one's least disturbed round (lowest median). ``kw`` goes to measure."""
+    best: dict[str, dict] = {}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            r = measure(fn, **kw)
+            if name not in best or r["median"] < best[name]["median"]:
+                best[name] = r
+    return best
+
+
 def _no_sync() -> None:
     """CPU work is synchronous: nothing to wait for."""

@@ -1,0 +1,29 @@
+"""sparsekit.timing: statistics of measure() and the interleaving of measure_interleaved()."""
+import time
+
+from sparsekit.timing import measure, measure_interleaved
+
+
+def test_measure_statistics_are_ordered():
+    r = measure(lambda: time.sleep(0.001), warmup=1, repeats=5)
+    assert r["runs"] == 5
+    assert r["min"] <= r["p25"] <= r["median"] <= r["p75"]
+    assert r["median"] >= 0.001
+
+
+def test_measure_interleaved_alternates_and_keeps_the_best_round():
+    calls = []
+    state = {"slow": True}
+
+    def a():
+        calls.append("a")
+        time.sleep(0.004 if state["slow"] else 0.001)
+
+    def b():
+        calls.append("b")
+        state["slow"] = False  # the machine gets quieter after b's first round
+
+    best = measure_interleaved({"a": a, "b": b}, rounds=2, warmup=0, repeats=3)
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert best["a"]["median"] < 0.003  # the quiet second round is kept
+    assert set(best) == {"a", "b"}
