@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ import torch
 
 import sparsekit
 from sparsekit.prune import PruneConfig, prune
+from sparsekit.machine import machine_info
 from sparsekit.prune.output import library_versions
 
 METHODS = ("smp-s", "smp-l", "soft-movement", "movement", "magnitude")
@@ -44,25 +43,6 @@ NEW_METHODS = ("smp-struct", "abp", "lpaf") + tuple(f"{prefix}-{base}" for prefi
 CAP_SETTINGS = dict(cap="prc,snc,fic", kd_alpha=0.9, kd_temperature=2.0)
 KEEPS = (0.5, 0.1, 0.03)
 RESULTS = Path(__file__).parent / "results"
-
-
-def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = ""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "avx512": "avx512f" in flags, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "platform": platform.platform()}
 
 
 def run_row(method: str, keep: float, args, work: Path) -> dict:
