@@ -185,6 +185,35 @@ def length_order(lengths: torch.Tensor) -> torch.Tensor:
     return torch.sort(lengths, descending=True, stable=True).indices.to(torch.int32)
 
 
+def check_compressed_rows(op: str, row_ptr: torch.Tensor, col_idx: torch.Tensor, index_dtypes: tuple[torch.dtype, ...],
+                          row_order: torch.Tensor, nrows: int, ncols: int, stored: tuple[str, torch.Tensor],
+                          count_name: str) -> None:
+    """Validate a compressed-row structure (CSR over entries or over blocks) once, at pack time.
+
+    row_ptr int32 ``[nrows + 1]`` (0 .. count, non-decreasing); col_idx ``[count]`` of ``index_dtypes`` in
+    ``[0, ncols)``; row_order int32 ``[nrows]`` a permutation; ``stored = (name, tensor)``: the values (one per
+    entry or block along dim 0), finite; all tensors on one device. ValueError / TypeError naming the field.
+    """
+    name, values = stored
+    count = values.shape[0]
+    check_1d(op, "row_ptr", row_ptr, (torch.int32,), nrows + 1)
+    check_1d(op, "col_idx", col_idx, index_dtypes, count)
+    check_1d(op, "row_order", row_order, (torch.int32,), nrows)
+    devices = {t.device for t in (row_ptr, col_idx, values, row_order)}
+    if len(devices) != 1:
+        raise ValueError(f"{op}: all tensors must be on one device, got {sorted(map(str, devices))}")
+    p = row_ptr.to(torch.int64)
+    if int(p[0]) != 0 or int(p[-1]) != count or bool((p[1:] < p[:-1]).any()):
+        raise ValueError(f"{op}: row_ptr must start at 0, be non-decreasing and end at {count_name}={count}")
+    if count:
+        c = col_idx.to(torch.int64)
+        if int(c.min()) < 0 or int(c.max()) >= ncols:
+            raise ValueError(f"{op}: col_idx spans [{int(c.min())}, {int(c.max())}], allowed [0, {ncols - 1}]")
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(f"{op}: {name} holds NaN or inf")
+    check_permutation(f"{op}: row_order", row_order, nrows)
+
+
 def check_permutation(name: str, order: torch.Tensor, n: int) -> None:
     if n and not bool((torch.bincount(order.to(torch.int64).clamp(0, n - 1), minlength=n) == 1).all()
                       and int(order.min()) >= 0 and int(order.max()) < n):
@@ -231,25 +260,10 @@ class TritonBSRWeight:
         bt = self.blocks_t
         if bt.dim() != 3 or tuple(bt.shape[1:]) != (bc, br) or not bt.is_contiguous():
             raise ValueError(f"{op}: blocks_t must be contiguous [nblocks, {bc}, {br}], got {list(bt.shape)}")
-        nb = self.blocks_t.shape[0]
         if self.blocks_t.numel() > _INT32_MAX:  # the kernel's block offsets are int32
             raise ValueError(f"{op}: too many stored values for int32 offsets: {self.blocks_t.numel()}")
-        check_1d(op, "row_ptr", self.row_ptr, (torch.int32,), nbr + 1)
-        check_1d(op, "col_idx", self.col_idx, (torch.int32,), nb)
-        check_1d(op, "row_order", self.row_order, (torch.int32,), nbr)
-        devices = {t.device for t in (self.row_ptr, self.col_idx, self.blocks_t, self.row_order)}
-        if len(devices) != 1:
-            raise ValueError(f"{op}: all tensors must be on one device, got {sorted(map(str, devices))}")
-        p = self.row_ptr.to(torch.int64)
-        if int(p[0]) != 0 or int(p[-1]) != nb or bool((p[1:] < p[:-1]).any()):
-            raise ValueError(f"{op}: row_ptr must start at 0, be non-decreasing and end at nblocks={nb}")
-        if nb:
-            c = self.col_idx.to(torch.int64)
-            if int(c.min()) < 0 or int(c.max()) >= nbc:
-                raise ValueError(f"{op}: col_idx spans [{int(c.min())}, {int(c.max())}], allowed [0, {nbc - 1}]")
-            if not bool(torch.isfinite(self.blocks_t).all()):
-                raise ValueError(f"{op}: blocks_t holds NaN or inf")
-        check_permutation(f"{op}: row_order", self.row_order, nbr)
+        check_compressed_rows(op, self.row_ptr, self.col_idx, (torch.int32,), self.row_order, nbr, nbc,
+                              ("blocks_t", self.blocks_t), "nblocks")
 
     @property
     def dtype(self) -> torch.dtype:

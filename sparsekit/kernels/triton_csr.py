@@ -36,7 +36,7 @@ from sparsekit.kernels.triton_bsr import (
     DTYPES,
     check_1d,
     check_activation,
-    check_permutation,
+    check_compressed_rows,
     launch_mode,
     lazy_kernel,
     length_order,
@@ -83,22 +83,8 @@ class GpuCSRWeight:
         nnz = self.values.numel()
         if nnz > _INT32_MAX:
             raise ValueError(f"{op}: too many non-zeros for int32 row pointers: {nnz}")
-        check_1d(op, "row_ptr", self.row_ptr, (torch.int32,), out + 1)
-        check_1d(op, "col_idx", self.col_idx, (_index_dtype(inp),), nnz)
-        check_1d(op, "row_order", self.row_order, (torch.int32,), out)
-        devices = {t.device for t in (self.row_ptr, self.col_idx, self.values, self.row_order)}
-        if len(devices) != 1:
-            raise ValueError(f"{op}: all tensors must be on one device, got {sorted(map(str, devices))}")
-        p = self.row_ptr.to(torch.int64)
-        if int(p[0]) != 0 or int(p[-1]) != nnz or bool((p[1:] < p[:-1]).any()):
-            raise ValueError(f"{op}: row_ptr must start at 0, be non-decreasing and end at nnz={nnz}")
-        if nnz:
-            c = self.col_idx.to(torch.int64)
-            if int(c.min()) < 0 or int(c.max()) >= inp:
-                raise ValueError(f"{op}: col_idx spans [{int(c.min())}, {int(c.max())}], allowed [0, {inp - 1}]")
-            if not bool(torch.isfinite(self.values).all()):
-                raise ValueError(f"{op}: values hold NaN or inf")
-        check_permutation(f"{op}: row_order", self.row_order, out)
+        check_compressed_rows(op, self.row_ptr, self.col_idx, (_index_dtype(inp),), self.row_order, out, inp,
+                              ("values", self.values), "nnz")
 
     @property
     def dtype(self) -> torch.dtype:
