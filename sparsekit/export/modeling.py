@@ -154,8 +154,9 @@ class CompactLayer(nn.Module):
 
         Q / K / V get zero rows so they emit every head's slice padded to the widest head, rounded up to a
         multiple of ``head_multiple`` (``[H * pad]``), directly, and attn_out gets the matching zero columns:
-        attention needs no index_select, and runs on head widths that PyTorch's attention handles a little
-        faster (benchmarks/results/sdpa_head_width.json: width 23 ~10% slower than 24). The FFN width is rounded up to a
+        attention needs no index_select (widths that are multiples of 8 are the conventional safe choice for
+        fused attention; benchmarks/sdpa_head_width.py found no consistent cost for odd ones here). The FFN
+        width is rounded up to a
         multiple of ``multiple`` with zero neurons (zero FFN-in rows and bias, zero FFN-out columns) when the
         activation maps 0 to 0, because BLAS runs odd widths slower. Zero rows / columns cost nothing in the
         sparse kernels, and at most restore the original width for dense. The matrices become ``nn.Linear``
