@@ -365,9 +365,11 @@ def test_vmap_over_x():
 # Without the extension
 # =============================================================================================
 def test_fallback_without_extension(monkeypatch):
-    monkeypatch.setattr(cpu, "_ext", None)
-    monkeypatch.setattr(cpu, "_ext_tried", True)
-    monkeypatch.setattr(cpu, "_reason", "simulated: not built")
+    from sparsekit.kernels.extension import LazyExtension
+
+    missing = LazyExtension("sparsekit._C_cpu", str)
+    missing.simulate_unavailable("simulated: not built")
+    monkeypatch.setattr(cpu, "_EXT", missing)
     monkeypatch.setattr(cpu, "_warned_unavailable", False)
     assert cpu.AVAILABLE is False and cpu.UNAVAILABLE_REASON == "simulated: not built"
     assert not kernels.available() and kernels.isa() == "reference" and kernels.supported_isas() == ()

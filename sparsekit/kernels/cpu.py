@@ -37,9 +37,7 @@ measured on a 2-core AVX-512 Xeon (Sapphire-Rapids class); see the constants in 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
-import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +46,7 @@ from typing import Any, ClassVar, Optional
 import torch
 
 from sparsekit.kernels import reference
+from sparsekit.kernels.extension import LazyExtension
 
 __all__ = [
     "ISA_ENV",
@@ -80,10 +79,6 @@ _INT32_MAX = 2**31 - 1
 # =============================================================================================
 # Extension loading (lazy)
 # =============================================================================================
-_lock = threading.Lock()
-_ext: Any = None
-_ext_tried = False
-_reason: str | None = None
 _warned_unavailable = False
 
 
@@ -96,30 +91,19 @@ def _describe_load_error(exc: BaseException) -> str:
             f"against the installed torch {torch.__version__}: reinstall with `pip install --no-build-isolation -e .`")
 
 
+_EXT = LazyExtension(_EXTENSION, _describe_load_error)
+
+
 def _load() -> Any:
-    """The extension module, or None (then ``_reason`` says why). Tried once per process."""
-    global _ext, _ext_tried, _reason
-    if not _ext_tried:
-        with _lock:
-            if not _ext_tried:
-                try:
-                    mod = importlib.import_module(_EXTENSION)
-                    built_for = getattr(mod, "TORCH_VERSION", None)
-                    if built_for is not None and built_for != torch.__version__.split("+")[0]:
-                        raise ImportError(f"built for torch {built_for}")
-                    _ext = mod
-                except Exception as exc:  # ImportError, OSError (undefined symbol), ...
-                    _reason = _describe_load_error(exc)
-                _ext_tried = True
-    return _ext
+    """The extension module, or None (then ``unavailable_reason()`` says why). Tried once per process."""
+    return _EXT.load()
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: AVAILABLE / UNAVAILABLE_REASON load the extension on first access
     if name == "AVAILABLE":
         return _load() is not None
     if name == "UNAVAILABLE_REASON":
-        _load()
-        return _reason
+        return _EXT.reason
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -130,15 +114,14 @@ def available() -> bool:
 
 def unavailable_reason() -> str | None:
     """Why the C++ kernels are unavailable, or None if they are available."""
-    _load()
-    return _reason
+    return _EXT.reason
 
 
 def _warn_unavailable() -> None:
     global _warned_unavailable
     if not _warned_unavailable:
         _warned_unavailable = True
-        warnings.warn(f"sparsekit CPU kernels unavailable, using the slow pure-torch reference: {_reason}",
+        warnings.warn(f"sparsekit CPU kernels unavailable, using the slow pure-torch reference: {_EXT.reason}",
                       RuntimeWarning, stacklevel=4)  # the caller of csr_linear / bsr_linear
 
 
@@ -520,7 +503,7 @@ def _run(op: str, x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: to
         if t is not None and t.device.type != "cpu":
             raise ValueError(f"{op}: {name} is on {t.device}; sparsekit's kernels for this op run on the CPU "
                              f"only (move the tensors with .cpu())")
-    ext = _ext if _ext is not None else _load()
+    ext = _EXT.module if _EXT.module is not None else _load()
     x2 = x if x.dim() == 2 else x.reshape(-1, in_features)
     if ext is None:
         _warn_unavailable()

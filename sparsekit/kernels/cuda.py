@@ -19,21 +19,16 @@ dispatcher never picks it: :class:`sparsekit.kernels.gpu_backends.CudaCsrBackend
 """
 from __future__ import annotations
 
-import importlib
-import threading
 from typing import Any, Optional
 
 import torch
 
+from sparsekit.kernels.extension import LazyExtension
 from sparsekit.kernels.triton_csr import GpuCSRWeight, check_csr_args
 
 __all__ = ["available", "cuda_csr_linear", "unavailable_reason"]
 
 _EXTENSION = "sparsekit._C_cuda"
-_lock = threading.Lock()
-_ext: Any = None
-_ext_tried = False
-_reason: str | None = None
 
 
 def _describe_load_error(exc: BaseException) -> str:
@@ -48,30 +43,19 @@ def _describe_load_error(exc: BaseException) -> str:
             f"against the installed torch {torch.__version__}: reinstall with `pip install --no-build-isolation -e .`")
 
 
+_EXT = LazyExtension(_EXTENSION, _describe_load_error)
+
+
 def _load() -> Any:
-    """The extension module, or None (then ``_reason`` says why). Tried once per process."""
-    global _ext, _ext_tried, _reason
-    if not _ext_tried:
-        with _lock:
-            if not _ext_tried:
-                try:
-                    mod = importlib.import_module(_EXTENSION)
-                    built_for = getattr(mod, "TORCH_VERSION", None)
-                    if built_for is not None and built_for != torch.__version__.split("+")[0]:
-                        raise ImportError(f"built for torch {built_for}")
-                    _ext = mod
-                except Exception as exc:  # ImportError, OSError (undefined symbol, missing libcudart), ...
-                    _reason = _describe_load_error(exc)
-                _ext_tried = True
-    return _ext
+    """The extension module, or None (then ``unavailable_reason()`` says why). Tried once per process."""
+    return _EXT.load()
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: AVAILABLE / UNAVAILABLE_REASON load the extension on first access
     if name == "AVAILABLE":
         return _load() is not None
     if name == "UNAVAILABLE_REASON":
-        _load()
-        return _reason
+        return _EXT.reason
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -82,8 +66,7 @@ def available() -> bool:
 
 def unavailable_reason() -> str | None:
     """Why the CUDA kernel is unavailable, or None if it is available."""
-    _load()
-    return _reason
+    return _EXT.reason
 
 
 @torch.library.custom_op("sparsekit::cuda_csr_linear", mutates_args=())
@@ -101,9 +84,9 @@ def _cuda_csr_linear_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.T
 def _cuda_csr_linear_cuda(x, row_ptr, col_idx, values, row_order, in_features, out_features, bias=None):
     op = "sparsekit::cuda_csr_linear"
     check_csr_args(op, x, row_ptr, col_idx, values, row_order, in_features, out_features, bias)
-    ext = _ext if _ext is not None else _load()
+    ext = _EXT.module if _EXT.module is not None else _load()
     if ext is None:
-        raise RuntimeError(f"{op}: {_reason}")
+        raise RuntimeError(f"{op}: {_EXT.reason}")
     x2 = x.reshape(-1, in_features)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
