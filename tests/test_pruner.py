@@ -137,3 +137,12 @@ def test_score_init_setting_is_checked(tiny_model_dir):
     assert config.score_init == 0.5
     with pytest.raises(ValueError, match="score_init must be a number or 'magnitude'"):
         PruneConfig(model=str(tiny_model_dir), score_init="big").validate()
+
+
+def test_movement_starts_from_magnitude_scores_by_default():
+    """Constant-0 scores make TopK's first masks an arbitrary tie-break (at a short budget hard movement then
+    collapsed to chance, benchmarks/results/diagnostics_movement_collapse.json); the default starts from |W|."""
+    from sparsekit.prune.recipes import get_recipe
+
+    assert get_recipe("movement").score_init == "magnitude"
+    assert get_recipe("smp-s").score_init == 0.0  # SMP keeps the paper's constant init
