@@ -13,40 +13,7 @@ The ops ``torch.ops.sparsekit.csr_linear`` / ``bsr_linear`` are declared in :mod
 ``available()`` says whether the C++ kernels are built (if not, the ops fall back to the reference), and
 ``isa()`` which code path runs here (``SPARSEKIT_ISA=avx512|avx2|scalar`` forces one).
 """
-from sparsekit.kernels import reference
-from sparsekit.kernels.cpu import (
-    ISA_ENV,
-    PackedBSR,
-    PackedCSR,
-    PackedWeight,
-    available,
-    bsr_linear,
-    choose_chunk,
-    csr_linear,
-    force_isa,
-    isa,
-    pack_bsr,
-    pack_csr,
-    parallel_threads,
-    supported_isas,
-    unavailable_reason,
-)
+from sparsekit.kernels import cpu, reference
+from sparsekit.kernels.cpu import *  # noqa: F403  (the CPU kernels' public API, listed once in cpu.__all__)
 
-__all__ = [
-    "ISA_ENV",
-    "PackedBSR",
-    "PackedCSR",
-    "PackedWeight",
-    "available",
-    "bsr_linear",
-    "choose_chunk",
-    "csr_linear",
-    "force_isa",
-    "isa",
-    "pack_bsr",
-    "pack_csr",
-    "parallel_threads",
-    "reference",
-    "supported_isas",
-    "unavailable_reason",
-]
+__all__ = [*cpu.__all__, "reference"]

@@ -94,22 +94,13 @@ def _describe_load_error(exc: BaseException) -> str:
 _EXT = LazyExtension(_EXTENSION, _describe_load_error)
 
 
-def _load() -> Any:
-    """The extension module, or None (then ``unavailable_reason()`` says why). Tried once per process."""
-    return _EXT.load()
-
-
-def __getattr__(name: str) -> Any:  # PEP 562: AVAILABLE / UNAVAILABLE_REASON load the extension on first access
-    if name == "AVAILABLE":
-        return _load() is not None
-    if name == "UNAVAILABLE_REASON":
-        return _EXT.reason
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __getattr__(name: str) -> Any:  # AVAILABLE / UNAVAILABLE_REASON load the extension on first access
+    return _EXT.module_getattr(__name__, name)
 
 
 def available() -> bool:
     """Whether the C++ kernels are built and load (the ops fall back to the torch reference if not)."""
-    return _load() is not None
+    return _EXT.load() is not None
 
 
 def unavailable_reason() -> str | None:
@@ -133,7 +124,7 @@ _isa_cache: dict[Optional[str], str] = {}
 
 def supported_isas() -> tuple[str, ...]:
     """ISA paths this CPU can run, fastest first (empty if the extension is unavailable)."""
-    ext = _load()
+    ext = _EXT.load()
     return tuple(ext.supported_isas()) if ext is not None else ()
 
 
@@ -141,7 +132,7 @@ def parallel_threads(n: int | None = None) -> int:
     """How many distinct threads the kernels' parallel loop really runs on, over ``n`` work items (default:
     ``torch.get_num_threads()``). 1 with several torch threads means the extension was built without OpenMP and
     every kernel runs serially; 0 if the extension is unavailable."""
-    ext = _load()
+    ext = _EXT.load()
     if ext is None:
         return 0
     return int(ext.parallel_threads(torch.get_num_threads() if n is None else int(n)))
@@ -503,7 +494,7 @@ def _run(op: str, x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: to
         if t is not None and t.device.type != "cpu":
             raise ValueError(f"{op}: {name} is on {t.device}; sparsekit's kernels for this op run on the CPU "
                              f"only (move the tensors with .cpu())")
-    ext = _EXT.module if _EXT.module is not None else _load()
+    ext = _EXT.load()
     x2 = x if x.dim() == 2 else x.reshape(-1, in_features)
     if ext is None:
         _warn_unavailable()

@@ -46,22 +46,13 @@ def _describe_load_error(exc: BaseException) -> str:
 _EXT = LazyExtension(_EXTENSION, _describe_load_error)
 
 
-def _load() -> Any:
-    """The extension module, or None (then ``unavailable_reason()`` says why). Tried once per process."""
-    return _EXT.load()
-
-
-def __getattr__(name: str) -> Any:  # PEP 562: AVAILABLE / UNAVAILABLE_REASON load the extension on first access
-    if name == "AVAILABLE":
-        return _load() is not None
-    if name == "UNAVAILABLE_REASON":
-        return _EXT.reason
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __getattr__(name: str) -> Any:  # AVAILABLE / UNAVAILABLE_REASON load the extension on first access
+    return _EXT.module_getattr(__name__, name)
 
 
 def available() -> bool:
     """Whether the CUDA kernel is built and loads."""
-    return _load() is not None
+    return _EXT.load() is not None
 
 
 def unavailable_reason() -> str | None:
@@ -84,7 +75,7 @@ def _cuda_csr_linear_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.T
 def _cuda_csr_linear_cuda(x, row_ptr, col_idx, values, row_order, in_features, out_features, bias=None):
     op = "sparsekit::cuda_csr_linear"
     check_csr_args(op, x, row_ptr, col_idx, values, row_order, in_features, out_features, bias)
-    ext = _EXT.module if _EXT.module is not None else _load()
+    ext = _EXT.load()
     if ext is None:
         raise RuntimeError(f"{op}: {_EXT.reason}")
     x2 = x.reshape(-1, in_features)

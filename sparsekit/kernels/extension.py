@@ -50,6 +50,14 @@ class LazyExtension:
         self.load()
         return self._reason
 
+    def module_getattr(self, module: str, name: str) -> Any:
+        """PEP 562 ``__getattr__`` of the loading module: ``AVAILABLE`` / ``UNAVAILABLE_REASON``, loaded on access."""
+        if name == "AVAILABLE":
+            return self.load() is not None
+        if name == "UNAVAILABLE_REASON":
+            return self.reason
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
     def simulate_unavailable(self, reason: str) -> None:
         """Behave as if the import had failed with ``reason`` (tests of the fallback paths)."""
         self.module, self._reason, self._tried = None, reason, True
