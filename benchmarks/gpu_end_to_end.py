@@ -36,6 +36,8 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+from sparsekit.timing import measure_cuda  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -87,31 +89,7 @@ def timer(device):
         return statistics.median(times)
 
     def gpu(fn, repeats, graph=False):
-        for _ in range(3):
-            fn()
-        torch.cuda.synchronize()
-        if graph:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                fn()
-            torch.cuda.current_stream().wait_stream(stream)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                fn()
-            run = g.replay
-        else:
-            run = fn
-        run()
-        times = []
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            run()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        return statistics.median(times)
+        return measure_cuda([fn], repeats, graph, warmup=3)
 
     return cpu if device.type == "cpu" else gpu
 

@@ -34,6 +34,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from sparsekit.timing import measure_cuda  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = [(768, 768), (3072, 768), (768, 3072)]  # (out, in)
 
@@ -53,37 +55,8 @@ def parse_args(argv=None):
 # Timing
 # =============================================================================================
 def time_rotated(calls: list[Callable[[], object]], repeats: int, graph: bool) -> float:
-    """Median seconds per call of ``calls`` (one per weight / input copy), each batch running all of them once,
-    timed with CUDA events; ``graph``: the batch is captured once in a CUDA graph and replayed."""
-    for fn in calls:  # warm-up: autotuning, compilation, lazy initialisation
-        fn()
-    torch.cuda.synchronize()
-    if graph:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for fn in calls:
-                fn()
-        torch.cuda.current_stream().wait_stream(stream)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for fn in calls:
-                fn()
-        run = g.replay
-    else:
-        def run():
-            for fn in calls:
-                fn()
-    run()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3 / len(calls))
-    return statistics.median(times)
+    """Median seconds per call of ``calls`` (one per weight / input copy), CUDA events (sparsekit.timing)."""
+    return measure_cuda(calls, repeats, graph)
 
 
 def time_cpu(fn: Callable[[], object], repeats: int) -> float:

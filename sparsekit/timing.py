@@ -44,5 +44,42 @@ def measure_interleaved(fns: dict[str, Callable[[], object]], rounds: int = 2, *
     return best
 
 
+def measure_cuda(calls: list[Callable[[], object]], repeats: int, graph: bool = False, warmup: int = 1) -> float:
+    """Median seconds per call of ``calls`` on the current CUDA device, timed with CUDA events.
+
+    Each timed batch runs every callable once (e.g. one per weight copy, rotated so weights do not stay in L2);
+    ``graph``: the batch is captured once in a CUDA graph and replayed. ``warmup`` untimed batches first
+    (autotuning, compilation, lazy initialisation).
+    """
+    def batch():
+        for fn in calls:
+            fn()
+
+    for _ in range(warmup):
+        batch()
+    torch.cuda.synchronize()
+    run = batch
+    if graph:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            batch()
+        torch.cuda.current_stream().wait_stream(stream)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            batch()
+        run = g.replay
+    run()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3 / len(calls))
+    return statistics.median(times)
+
+
 def _no_sync() -> None:
     """CPU work is synchronous: nothing to wait for."""

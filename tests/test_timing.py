@@ -27,3 +27,18 @@ def test_measure_interleaved_alternates_and_keeps_the_best_round():
     assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
     assert best["a"]["median"] < 0.003  # the quiet second round is kept
     assert set(best) == {"a", "b"}
+
+
+def test_measure_cuda_times_every_call_of_the_batch():
+    import pytest
+    import torch
+
+    from sparsekit.timing import measure_cuda
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    x = torch.randn(1024, 1024, device="cuda")
+    calls = [lambda: x @ x, lambda: x @ x]
+    eager = measure_cuda(calls, repeats=5)
+    graph = measure_cuda(calls, repeats=5, graph=True)
+    assert eager > 0 and graph > 0
