@@ -29,14 +29,13 @@ if "--smoke" in sys.argv:  # the interpreter must be chosen before triton is fir
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from sparsekit.timing import measure_cuda  # noqa: E402
+from sparsekit.timing import measure, measure_cuda  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -80,13 +79,7 @@ def timer(device):
     """``time_fn(fn, repeats, graph)`` -> median seconds per call (CUDA events; CPU: perf_counter)."""
 
     def cpu(fn, repeats, graph=False):
-        fn()
-        times = []
-        for _ in range(max(3, repeats // 10)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        return measure(fn, warmup=1, repeats=max(3, repeats // 10))["median"]
 
     def gpu(fn, repeats, graph=False):
         return measure_cuda([fn], repeats, graph, warmup=3)

@@ -25,7 +25,6 @@ if "--smoke" in sys.argv:  # the interpreter must be chosen before triton is fir
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -34,7 +33,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from sparsekit.timing import measure_cuda  # noqa: E402
+from sparsekit.timing import measure, measure_cuda  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = [(768, 768), (3072, 768), (768, 3072)]  # (out, in)
@@ -60,13 +59,8 @@ def time_rotated(calls: list[Callable[[], object]], repeats: int, graph: bool) -
 
 
 def time_cpu(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(max(3, repeats // 10)):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of ``fn`` on the CPU (the --smoke mode: few runs, the interpreter is slow)."""
+    return measure(fn, warmup=1, repeats=max(3, repeats // 10))["median"]
 
 
 def copy_bandwidth() -> float:
