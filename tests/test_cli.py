@@ -95,7 +95,7 @@ def test_python_api_is_the_same_path(tiny_model_dir, tmp_path):
     result = sparsekit.prune(sparsekit.PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "run"),
                                                    keep=0.3, steps=2, train_samples=16, eval_samples=8,
                                                    batch_size=8, max_length=16, progress=False))
-    sparsekit.export(result.output_dir, tmp_path / "art")
+    sparsekit.export_model(result.output_dir, tmp_path / "art")
     model = sparsekit.load(tmp_path / "art")
     assert sparsekit.verify(tmp_path / "art")["ok"]
     preds = sparsekit.Predictor(model).predict(["great", ("a", "pair")][:1])

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sparsekit import kernels
-from sparsekit.export.formats import BSRFormat, CSRFormat, FormatError
+from sparsekit.formats import BSRFormat, CSRFormat, FormatError
 from sparsekit.kernels import cpu, reference
 
 needs_ext = pytest.mark.skipif(not kernels.available(), reason=f"C++ kernels not built: {kernels.unavailable_reason()}")

@@ -19,7 +19,7 @@ import torch
 
 pytest.importorskip("triton", reason="triton is not installed")
 
-from sparsekit.export.formats import BSRFormat, CSRFormat  # noqa: E402
+from sparsekit.formats import BSRFormat, CSRFormat  # noqa: E402
 from sparsekit.kernels import triton_bsr, triton_csr  # noqa: E402
 from sparsekit.kernels.triton_bsr import pack_triton_bsr, triton_bsr_linear  # noqa: E402
 from sparsekit.kernels.triton_csr import pack_gpu_csr, triton_csr_linear  # noqa: E402

@@ -29,11 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsekit.export.compact import CompactionReport, compact
-from sparsekit.export.formats import FORMATS, MatrixFormat, from_tensors, to_format
 from sparsekit.export.lowrank import choose_with_rank, recorded_ranks
 from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
 from sparsekit.files import file_sha256
+from sparsekit.formats import FORMATS, MatrixFormat, from_tensors, to_format
 from sparsekit.models import quiet_transformers
+from sparsekit.versions import library_versions
 
 ARTIFACT_FORMAT = "sparsekit-artifact"
 ARTIFACT_VERSION = 1
@@ -134,8 +135,6 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         the dev metrics of the exact and the lossy model are measured and reported.
     overwrite: replace an existing ``path``; without it an existing artifact is never touched.
     """
-    from sparsekit.prune.output import library_versions
-
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")

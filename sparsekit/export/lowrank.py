@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from sparsekit.export.formats import LowRankFormat, MatrixFormat, to_format
+from sparsekit.formats import LowRankFormat, MatrixFormat, to_format
 
 #: Largest relative error accepted for "the low-rank factors reproduce the matrix" (float32 rounding).
 EXACT_TOL = 1e-5
