@@ -74,7 +74,7 @@ def bench_layers(args) -> list[dict]:
             for sparsity in args.sparsity:
                 w = torch.randn(out_f, in_f, generator=g) * random_mask((out_f, in_f), sparsity, g)
                 b = torch.randn(out_f, generator=g)
-                packed = kernels.pack_csr(w)
+                packed = kernels.pack_cpu_csr(w)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
                     w_csr = w.to_sparse_csr()

@@ -25,9 +25,12 @@ __all__ = [
     "check",
     "check_compressed_rows",
     "check_finite",
+    "check_row_indices",
     "check_row_order",
+    "check_row_ptr",
     "check_shape",
     "check_stored_tensor",
+    "check_swizzled_rows",
     "check_vector",
     "dtype_name",
     "is_int",
@@ -90,9 +93,19 @@ def check_compressed_rows(ptr: torch.Tensor, idx: torch.Tensor, *, ncols: int, p
 
     ``ptr[0] == 0``, non-decreasing, ``ptr[-1] == count``; every ``idx`` in ``[0, ncols)``; strictly increasing
     within each row ``[ptr[r], ptr[r + 1])``. The caller checks dtypes and lengths first. Raises ``error``
-    naming the field (``where`` prefixes the message); returns ``ptr`` as int64.
+    naming the field (``where`` prefixes the message); returns ``ptr`` as int64. The two halves are
+    :func:`check_row_ptr` and :func:`check_row_indices`.
     """
-    count = idx.numel()
+    p = check_row_ptr(ptr, idx.numel(), ptr_name=ptr_name, count_what=count_what, error=error, where=where)
+    check_row_indices(p, idx, ncols=ncols, idx_name=idx_name, index_word=index_word, row_word=row_word, error=error,
+                      where=where)
+    return p
+
+
+def check_row_ptr(ptr: torch.Tensor, count: int, *, ptr_name: str = "row_ptr",
+                  count_what: str = "the number of values", error: type[ValueError] = FormatError,
+                  where: Optional[str] = None) -> torch.Tensor:
+    """``ptr[0] == 0``, non-decreasing, ``ptr[-1] == count``; returns ``ptr`` as int64."""
     p = ptr.to(torch.int64)
     rule = f"{ptr_name} must start at 0, be non-decreasing and end at {count}, {count_what}"
     check(int(p[0]) == 0, f"{ptr_name}[0] is {int(p[0])}, expected 0 ({rule})", error, where)
@@ -102,16 +115,24 @@ def check_compressed_rows(ptr: torch.Tensor, idx: torch.Tensor, *, ncols: int, p
         _fail(error, where, f"{ptr_name} is not monotone non-decreasing ({ptr_name}[{i}]={int(p[i])} > "
                             f"{ptr_name}[{i + 1}]={int(p[i + 1])})")
     check(int(p[-1]) == count, f"{ptr_name}[-1] is {int(p[-1])}, expected {count} ({rule})", error, where)
+    return p
+
+
+def check_row_indices(p: torch.Tensor, idx: torch.Tensor, *, ncols: int, idx_name: str = "col_idx",
+                      index_word: str = "column", row_word: str = "row", error: type[ValueError] = FormatError,
+                      where: Optional[str] = None) -> None:
+    """Every ``idx`` in ``[0, ncols)`` and strictly increasing within each row of the valid int64 pointers ``p``."""
+    count = idx.numel()
     if not count:
-        return p
+        return
     c = idx.to(torch.int64)
     lo, hi = int(c.min()), int(c.max())
     check(lo >= 0 and hi < ncols,
           f"{index_word} index out of range: {idx_name} spans [{lo}, {hi}], allowed [0, {ncols - 1}]", error, where)
     if count < 2:
-        return p
+        return
     starts = torch.zeros(count + 1, dtype=torch.bool, device=c.device)
-    starts[p[1:-1]] = True  # row starts; every ptr value is in [0, count] by now
+    starts[p[1:-1]] = True  # row starts; every pointer is in [0, count]
     step = c[1:] - c[:-1]
     bad = (step <= 0) & ~starts[1:count]
     if bool(bad.any()):
@@ -120,7 +141,6 @@ def check_compressed_rows(ptr: torch.Tensor, idx: torch.Tensor, *, ncols: int, p
         what = "duplicate" if int(step[k]) == 0 else "unsorted"
         _fail(error, where, f"{index_word} indices in {row_word} {r} are not strictly increasing ({what}: "
                             f"{idx_name}[{k}]={int(c[k])}, {idx_name}[{k + 1}]={int(c[k + 1])})")
-    return p
 
 
 def check_row_order(order: torch.Tensor, lengths: torch.Tensor, *, name: str = "row_order",
@@ -137,6 +157,26 @@ def check_row_order(order: torch.Tensor, lengths: torch.Tensor, *, name: str = "
     ordered = lengths[r]
     check(bool((ordered[1:] <= ordered[:-1]).all()),
           f"{name} does not list rows by non-increasing number of entries", error, where)
+
+
+def check_swizzled_rows(where: str, row_ptr: Any, col_idx: Any, row_order: Any, stored: tuple[str, torch.Tensor], *,
+                        nrows: int, ncols: int, index_dtypes: tuple[torch.dtype, ...], index_word: str = "column",
+                        count_what: str = "the number of values") -> None:
+    """A GPU kernel layout: compressed rows with a row order, all tensors on one device (:class:`KernelInputError`,
+    ``TypeError`` for dtypes). ``row_ptr`` int32 ``[nrows + 1]``, ``col_idx [count]`` of ``index_dtypes``,
+    ``row_order`` int32 ``[nrows]``; ``stored = (name, tensor)``: the values, one per entry / block along dim 0,
+    finite. The structure is :func:`check_compressed_rows`, the order :func:`check_row_order`."""
+    name, values = stored
+    check_vector(where, "row_ptr", row_ptr, (torch.int32,), nrows + 1)
+    check_vector(where, "col_idx", col_idx, index_dtypes, values.shape[0])
+    check_vector(where, "row_order", row_order, (torch.int32,), nrows)
+    devices = {t.device for t in (row_ptr, col_idx, values, row_order)}
+    check(len(devices) == 1, f"all tensors must be on one device, got {sorted(map(str, devices))}",
+          KernelInputError, where)
+    p = check_compressed_rows(row_ptr, col_idx, ncols=ncols, index_word=index_word, count_what=count_what,
+                              error=KernelInputError, where=where)
+    check_finite(values, name, KernelInputError, where)
+    check_row_order(row_order, p[1:] - p[:-1], error=KernelInputError, where=where)
 
 
 def check_finite(t: torch.Tensor, name: str, error: type[ValueError] = FormatError,
@@ -170,10 +210,10 @@ def check_vector(where: str, name: str, t: Any, dtypes: tuple[torch.dtype, ...],
         raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in dtypes:
         raise TypeError(f"{where}: {name} must be {' or '.join(str(d) for d in dtypes)}, got {t.dtype}")
-    check(t.dim() == 1 and t.layout == torch.strided and t.is_contiguous(),
-          f"{name} must be a 1-D contiguous tensor, got shape {list(t.shape)}", KernelInputError, where)
-    check(numel is None or t.numel() == numel, f"{name} has {t.numel()} elements, expected {numel}",
-          KernelInputError, where)
+    if t.dim() != 1 or t.layout != torch.strided or not t.is_contiguous():
+        raise KernelInputError(f"{where}: {name} must be a 1-D contiguous tensor, got shape {list(t.shape)}")
+    if numel is not None and t.numel() != numel:
+        raise KernelInputError(f"{where}: {name} has {t.numel()} elements, expected {numel}")
 
 
 def check_shape(shape: Any, error: type[ValueError] = FormatError, where: Optional[str] = None) -> tuple[int, int]:

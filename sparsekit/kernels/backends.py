@@ -5,13 +5,13 @@ import torch
 from torch import nn
 
 from sparsekit.backends import Backend, LayerSpec
-from sparsekit.kernels import cpu
+from sparsekit.kernels import cpu, cpu_layout
 
 
 class PackedLinear(nn.Module):
     """``x Wᵀ + b`` through a packed C++ kernel; the weight is packed once, here."""
 
-    def __init__(self, packed: cpu.PackedWeight, bias: torch.Tensor | None, op) -> None:
+    def __init__(self, packed: cpu_layout.CpuPackedWeight, bias: torch.Tensor | None, op) -> None:
         super().__init__()
         self.packed, self.op = packed, op
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous().clone())
@@ -45,7 +45,7 @@ class CpuCsrBackend(_CpuKernelBackend):
     description = "sparsekit C++ CSR kernel (column-chunked, broadcast-FMA over token tiles)"
 
     def build(self, weight, bias):
-        return PackedLinear(cpu.pack_csr(weight.detach().float()), bias, cpu.csr_linear)
+        return PackedLinear(cpu_layout.pack_cpu_csr(weight.detach().float()), bias, cpu.csr_linear)
 
 
 class CpuBsrBackend(_CpuKernelBackend):
@@ -53,7 +53,7 @@ class CpuBsrBackend(_CpuKernelBackend):
     description = "sparsekit C++ block-sparse kernel, 4x1 blocks"
 
     def build(self, weight, bias):
-        return PackedLinear(cpu.pack_bsr(weight.detach().float(), block=(4, 1)), bias, cpu.bsr_linear)
+        return PackedLinear(cpu_layout.pack_cpu_bsr(weight.detach().float(), block=(4, 1)), bias, cpu.bsr_linear)
 
 
 def cpu_backends() -> list[Backend]:

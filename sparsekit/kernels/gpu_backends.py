@@ -71,7 +71,7 @@ class TritonBsrBackend(Backend):
     min_capability = (7, 5)
 
     def __init__(self, block: int = 32, max_block_density: float = 0.5) -> None:
-        from sparsekit.kernels.triton_bsr import BLOCK_SIZES
+        from sparsekit.kernels.gpu_bsr_layout import BLOCK_SIZES
 
         if block not in BLOCK_SIZES:
             raise ValueError(f"block must be one of {BLOCK_SIZES}, got {block}")
@@ -89,9 +89,10 @@ class TritonBsrBackend(Backend):
         return reasons
 
     def build(self, weight, bias):
-        from sparsekit.kernels.triton_bsr import pack_triton_bsr, triton_bsr_linear
+        from sparsekit.kernels.gpu_bsr_layout import pack_gpu_bsr
+        from sparsekit.kernels.triton_bsr import triton_bsr_linear
 
-        packed = pack_triton_bsr(weight, block=(self.block, self.block), dtype=weight.dtype)
+        packed = pack_gpu_bsr(weight, block=(self.block, self.block), dtype=weight.dtype)
         if packed.block_density > self.max_block_density:
             raise ValueError(f"block density {packed.block_density:.2f} > {self.max_block_density} with "
                              f"{self.block}x{self.block} blocks: the sparsity is not block-structured")
@@ -113,7 +114,8 @@ class TritonCsrBackend(Backend):
         return reasons
 
     def build(self, weight, bias):
-        from sparsekit.kernels.triton_csr import pack_gpu_csr, triton_csr_linear
+        from sparsekit.kernels.gpu_csr_layout import pack_gpu_csr
+        from sparsekit.kernels.triton_csr import triton_csr_linear
 
         return KernelLinear(pack_gpu_csr(weight, dtype=weight.dtype), bias, triton_csr_linear)
 
@@ -139,7 +141,7 @@ class CudaCsrBackend(Backend):
 
     def build(self, weight, bias):
         from sparsekit.kernels.cuda import cuda_csr_linear
-        from sparsekit.kernels.triton_csr import pack_gpu_csr
+        from sparsekit.kernels.gpu_csr_layout import pack_gpu_csr
 
         return KernelLinear(pack_gpu_csr(weight, dtype=weight.dtype), bias, cuda_csr_linear)
 
