@@ -129,7 +129,7 @@ def test_bsr_from_bsr_format_and_reference():
     assert packed.nblocks == fmt.nblocks
     x, bias = torch.randn(5, 96), torch.randn(64)
     ref = reference.triton_bsr_linear(x, packed.row_ptr, packed.col_idx, packed.blocks_t, packed.row_order, 96,
-                                          64, bias)
+                                      64, bias)
     torch.testing.assert_close(ref, x @ w.T + bias, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(triton_bsr_linear(x, packed, bias), ref, rtol=1e-5, atol=1e-5)
     bf16 = pack_gpu_bsr(fmt, dtype=torch.bfloat16)
@@ -166,11 +166,11 @@ def test_bsr_bad_inputs(monkeypatch):
     bad[0] = 99
     with pytest.raises(ValueError, match="col_idx spans"):
         GpuBSRWeight(shape=packed.shape, block=packed.block, row_ptr=packed.row_ptr, col_idx=bad,
-                                   blocks_t=packed.blocks_t, row_order=packed.row_order)
+                     blocks_t=packed.blocks_t, row_order=packed.row_order)
     with pytest.raises(ValueError, match="not a permutation"):
         GpuBSRWeight(shape=packed.shape, block=packed.block, row_ptr=packed.row_ptr,
-                                   col_idx=packed.col_idx, blocks_t=packed.blocks_t,
-                                   row_order=torch.zeros_like(packed.row_order))
+                     col_idx=packed.col_idx, blocks_t=packed.blocks_t,
+                     row_order=torch.zeros_like(packed.row_order))
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
         triton_bsr_linear(torch.randn(3, 80), packed)
@@ -215,7 +215,7 @@ def test_csr_edge_cases(case):
         ref = x.reshape(-1, inp).double() @ w.double().T + bias.double()
         torch.testing.assert_close(y.reshape(-1, w.shape[0]).double(), ref, rtol=1e-5, atol=1e-5)
         ref_fn = reference.triton_csr_linear(x, packed.row_ptr, packed.col_idx, packed.values, packed.row_order,
-                                                 inp, w.shape[0], bias)
+                                             inp, w.shape[0], bias)
         torch.testing.assert_close(ref_fn.double(), ref.reshape(ref_fn.shape), rtol=1e-5, atol=1e-5)
 
 
@@ -232,12 +232,12 @@ def test_csr_bad_inputs(monkeypatch):
         triton_csr_linear(torch.randn(2, 40), w)
     with pytest.raises(TypeError, match="must be torch.int16"):
         GpuCSRWeight(shape=packed.shape, row_ptr=packed.row_ptr, col_idx=packed.col_idx.int(),
-                                values=packed.values, row_order=packed.row_order)
+                     values=packed.values, row_order=packed.row_order)
     bad = packed.row_ptr.clone()
     bad[-1] += 1
     with pytest.raises(ValueError, match="row_ptr must start at 0"):
         GpuCSRWeight(shape=packed.shape, row_ptr=bad, col_idx=packed.col_idx, values=packed.values,
-                                row_order=packed.row_order)
+                     row_order=packed.row_order)
     with pytest.raises(TypeError, match="dtype must be one of"):
         pack_gpu_csr(w, dtype=torch.int8)
     monkeypatch.delenv("TRITON_INTERPRET")

@@ -104,7 +104,7 @@ class LowRankFormat(MatrixFormat):
         check_finite(self.v, "v")
         re = self.relative_error
         check(re is None or (isinstance(re, (int, float)) and not isinstance(re, bool) and re >= 0
-                              and math.isfinite(re)),
+                             and math.isfinite(re)),
               f"relative_error must be a finite number >= 0 or None, got {re!r}")
         check(isinstance(self.method, str) and bool(self.method),
               f"method must be a non-empty string, got {self.method!r}")

@@ -184,7 +184,8 @@ def _check_x_bias(op: str, x: Any, bias: Any, in_features: int, out_features: in
         if bias.dtype != torch.float32:
             raise TypeError(f"{op}: bias must be float32, got {bias.dtype}")
         if bias.dim() != 1 or bias.shape[0] != out_features:
-            raise KernelInputError(f"{op}: bias must have shape [{out_features}] (out_features), got {list(bias.shape)}")
+            raise KernelInputError(f"{op}: bias must have shape [{out_features}] (out_features), "
+                                   f"got {list(bias.shape)}")
 
 
 def _check_op_args(op: str, x: Any, ptr: Any, col: Any, val: Any, in_features: int, out_features: int,
@@ -205,7 +206,7 @@ def _check_op_args(op: str, x: Any, ptr: Any, col: Any, val: Any, in_features: i
     nch = -(-in_features // chunk)
     if ptr.shape[0] != nch * ng + 1 or val.shape[0] != col.shape[0] * group_rows:
         raise KernelInputError(f"{op}: packed tensors do not match in_features={in_features}, "
-                         f"out_features={out_features}, group_rows={group_rows}, chunk={chunk}")
+                               f"out_features={out_features}, group_rows={group_rows}, chunk={chunk}")
 
 
 def _run(op: str, x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, in_features: int,
@@ -221,7 +222,7 @@ def _run(op: str, x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: to
     for name, t in tensors:
         if t is not None and t.device.type != "cpu":
             raise KernelInputError(f"{op}: {name} is on {t.device}; sparsekit's kernels for this op run on the CPU "
-                             f"only (move the tensors with .cpu())")
+                                   f"only (move the tensors with .cpu())")
     ext = _EXT.load()
     x2 = x if x.dim() == 2 else x.reshape(-1, in_features)
     if ext is None:

@@ -276,4 +276,4 @@ def pack_cpu_bsr(weight: Any, *, block: tuple[int, int] = (4, 1), chunk: int | N
     density = g.numel() * R / (out * inp) if out * inp else 0.0
     Kc = check_chunk(chunk) if chunk is not None else choose_chunk(density)
     return CpuBSRWeight(shape=(out, inp), group_rows=R, chunk=Kc, block=(br, bc),
-                     **_group_pack(out, inp, R, Kc, g, c, vals))
+                        **_group_pack(out, inp, R, Kc, g, c, vals))

@@ -26,6 +26,7 @@ import torch
 from sparsekit.formats.validate import KernelInputError
 from sparsekit.kernels.extension import LazyExtension, describe_load_error
 from sparsekit.kernels.gpu_csr_layout import GpuCSRWeight, check_gpu_csr_args
+from sparsekit.kernels.triton_runtime import fake_linear, token_rows
 
 __all__ = ["available", "cuda_csr_linear", "unavailable_reason"]
 
@@ -68,18 +69,11 @@ def _cuda_csr_linear_cuda(x, row_ptr, col_idx, values, row_order, in_features, o
     ext = _EXT.load()
     if ext is None:
         raise RuntimeError(f"{op}: {_EXT.reason}")
-    x2 = x.reshape(-1, in_features)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
-    y = ext.linear(x2, row_ptr, col_idx, values, row_order, in_features, out_features, bias)
+    y = ext.linear(token_rows(x, in_features), row_ptr, col_idx, values, row_order, in_features, out_features, bias)
     return y.reshape(*x.shape[:-1], out_features)
 
 
-@_cuda_csr_linear_op.register_fake
-def _cuda_csr_linear_fake(x, row_ptr, col_idx, values, row_order, in_features, out_features, bias=None):
-    check_gpu_csr_args("sparsekit::cuda_csr_linear", x, row_ptr, col_idx, values, row_order, in_features,
-                   out_features, bias)
-    return x.new_empty((*x.shape[:-1], out_features))
+_cuda_csr_linear_op.register_fake(fake_linear("sparsekit::cuda_csr_linear", check_gpu_csr_args))
 
 
 def cuda_csr_linear(x: torch.Tensor, packed: GpuCSRWeight, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -96,5 +90,4 @@ def cuda_csr_linear(x: torch.Tensor, packed: GpuCSRWeight, bias: Optional[torch.
     if not isinstance(packed, GpuCSRWeight):
         raise TypeError(f"packed must be a GpuCSRWeight (use pack_gpu_csr), got {type(packed).__name__}")
     out, inp = packed.shape
-    return torch.ops.sparsekit.cuda_csr_linear(x, packed.row_ptr, packed.col_idx, packed.values, packed.row_order,
-                                               inp, out, bias)
+    return torch.ops.sparsekit.cuda_csr_linear(x, *packed.op_tensors(), inp, out, bias)

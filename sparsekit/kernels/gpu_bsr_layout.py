@@ -95,7 +95,11 @@ class GpuBSRWeight:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.row_ptr, self.col_idx, self.blocks_t, self.row_order))
+        return sum(t.numel() * t.element_size() for t in self.op_tensors())
+
+    def op_tensors(self) -> tuple[torch.Tensor, ...]:
+        """``(row_ptr, col_idx, blocks_t, row_order)``: the op's tensor arguments, in their order."""
+        return self.row_ptr, self.col_idx, self.blocks_t, self.row_order
 
     def to_dense(self) -> torch.Tensor:
         """The represented weight, float32 ``[out, in]``, on the weight's device."""

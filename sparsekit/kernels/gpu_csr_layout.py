@@ -78,7 +78,11 @@ class GpuCSRWeight:
     @property
     def nbytes(self) -> int:
         """Bytes the kernels read for the weight: values, indices, row pointers and the row order."""
-        return sum(t.numel() * t.element_size() for t in (self.row_ptr, self.col_idx, self.values, self.row_order))
+        return sum(t.numel() * t.element_size() for t in self.op_tensors())
+
+    def op_tensors(self) -> tuple[torch.Tensor, ...]:
+        """``(row_ptr, col_idx, values, row_order)``: the ops' tensor arguments, in their order."""
+        return self.row_ptr, self.col_idx, self.values, self.row_order
 
     def to_dense(self) -> torch.Tensor:
         """The represented weight, float32 ``[out, in]``, on the weight's device."""

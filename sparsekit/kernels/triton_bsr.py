@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from sparsekit.kernels.gpu_bsr_layout import GpuBSRWeight, check_gpu_bsr_args
-from sparsekit.kernels.triton_runtime import launch_mode, lazy_kernel, tl, triton
+from sparsekit.kernels.triton_runtime import fake_linear, launch_mode, lazy_kernel, tl, token_rows, triton
 
 __all__ = ["triton_bsr_linear"]
 
@@ -101,9 +101,7 @@ def _triton_bsr_linear_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch
     check_gpu_bsr_args(op, x, row_ptr, col_idx, blocks_t, row_order, in_features, out_features, bias)
     interpret = launch_mode(op, {"x": x, "row_ptr": row_ptr, "col_idx": col_idx, "blocks_t": blocks_t,
                                  "row_order": row_order, "bias": bias})
-    x2 = x.reshape(-1, in_features)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
+    x2 = token_rows(x, in_features)
     m = x2.shape[0]
     y = torch.empty(m, out_features, dtype=x.dtype, device=x.device)
     _, bc, br = blocks_t.shape
@@ -123,11 +121,7 @@ def _triton_bsr_linear_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch
     return y.reshape(*x.shape[:-1], out_features)
 
 
-@_triton_bsr_linear_op.register_fake
-def _triton_bsr_linear_fake(x, row_ptr, col_idx, blocks_t, row_order, in_features, out_features, bias=None):
-    check_gpu_bsr_args("sparsekit::triton_bsr_linear", x, row_ptr, col_idx, blocks_t, row_order, in_features,
-                    out_features, bias)
-    return x.new_empty((*x.shape[:-1], out_features))
+_triton_bsr_linear_op.register_fake(fake_linear("sparsekit::triton_bsr_linear", check_gpu_bsr_args))
 
 
 def triton_bsr_linear(x: torch.Tensor, packed: GpuBSRWeight, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -136,7 +130,7 @@ def triton_bsr_linear(x: torch.Tensor, packed: GpuBSRWeight, bias: Optional[torc
     Args:
         x: ``[..., in]``, the packed weight's dtype (bf16 / fp16 / fp32) and device (CUDA, or CPU under
             ``TRITON_INTERPRET=1``); any leading dimensions (tokens).
-        packed: from :func:`pack_gpu_bsr`.
+        packed: from :func:`sparsekit.kernels.gpu_bsr_layout.pack_gpu_bsr`.
         bias: ``[out]`` of x's dtype or float32, or None; added in float32.
     Returns:
         ``[..., out]`` of x's dtype (float32 accumulation).
@@ -144,5 +138,4 @@ def triton_bsr_linear(x: torch.Tensor, packed: GpuBSRWeight, bias: Optional[torc
     if not isinstance(packed, GpuBSRWeight):
         raise TypeError(f"packed must be a GpuBSRWeight (use pack_gpu_bsr), got {type(packed).__name__}")
     out, inp = packed.shape
-    return torch.ops.sparsekit.triton_bsr_linear(x, packed.row_ptr, packed.col_idx, packed.blocks_t,
-                                                 packed.row_order, inp, out, bias)
+    return torch.ops.sparsekit.triton_bsr_linear(x, *packed.op_tensors(), inp, out, bias)

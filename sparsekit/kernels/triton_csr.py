@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 
 from sparsekit.kernels.gpu_csr_layout import GpuCSRWeight, check_gpu_csr_args
-from sparsekit.kernels.triton_runtime import launch_mode, lazy_kernel, tl, triton
+from sparsekit.kernels.triton_runtime import fake_linear, launch_mode, lazy_kernel, tl, token_rows, triton
 
 __all__ = ["triton_csr_linear"]
 
@@ -103,9 +103,7 @@ def _triton_csr_linear_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch
     check_gpu_csr_args(op, x, row_ptr, col_idx, values, row_order, in_features, out_features, bias)
     interpret = launch_mode(op, {"x": x, "row_ptr": row_ptr, "col_idx": col_idx, "values": values,
                                  "row_order": row_order, "bias": bias})
-    x2 = x.reshape(-1, in_features)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
+    x2 = token_rows(x, in_features)
     m = x2.shape[0]
     y = torch.empty(m, out_features, dtype=x.dtype, device=x.device)
     if m and out_features:
@@ -125,11 +123,7 @@ def _triton_csr_linear_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch
     return y.reshape(*x.shape[:-1], out_features)
 
 
-@_triton_csr_linear_op.register_fake
-def _triton_csr_linear_fake(x, row_ptr, col_idx, values, row_order, in_features, out_features, bias=None):
-    check_gpu_csr_args("sparsekit::triton_csr_linear", x, row_ptr, col_idx, values, row_order, in_features,
-                   out_features, bias)
-    return x.new_empty((*x.shape[:-1], out_features))
+_triton_csr_linear_op.register_fake(fake_linear("sparsekit::triton_csr_linear", check_gpu_csr_args))
 
 
 def triton_csr_linear(x: torch.Tensor, packed: GpuCSRWeight, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -138,7 +132,7 @@ def triton_csr_linear(x: torch.Tensor, packed: GpuCSRWeight, bias: Optional[torc
     Args:
         x: ``[..., in]``, the packed weight's dtype (bf16 / fp16 / fp32) and device (CUDA, or CPU under
             ``TRITON_INTERPRET=1``); meant for 1-16 tokens in the leading dimensions (any count works).
-        packed: from :func:`pack_gpu_csr`.
+        packed: from :func:`sparsekit.kernels.gpu_csr_layout.pack_gpu_csr`.
         bias: ``[out]`` of x's dtype or float32, or None; added in float32.
     Returns:
         ``[..., out]`` of x's dtype (float32 accumulation).
@@ -146,5 +140,4 @@ def triton_csr_linear(x: torch.Tensor, packed: GpuCSRWeight, bias: Optional[torc
     if not isinstance(packed, GpuCSRWeight):
         raise TypeError(f"packed must be a GpuCSRWeight (use pack_gpu_csr), got {type(packed).__name__}")
     out, inp = packed.shape
-    return torch.ops.sparsekit.triton_csr_linear(x, packed.row_ptr, packed.col_idx, packed.values,
-                                                 packed.row_order, inp, out, bias)
+    return torch.ops.sparsekit.triton_csr_linear(x, *packed.op_tensors(), inp, out, bias)

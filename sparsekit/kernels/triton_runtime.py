@@ -1,5 +1,6 @@
 """What both Triton kernels (:mod:`~sparsekit.kernels.triton_bsr`, :mod:`~sparsekit.kernels.triton_csr`) share:
-Triton's availability, the interpreter mode, lazy ``triton.jit``, where a launch runs, and the activation check.
+Triton's availability, the interpreter mode, lazy ``triton.jit``, where a launch runs; and what every GPU op
+(the CUDA one too) shares: the activation check, the token rows, the fake implementation.
 
 Where the kernels run: CUDA tensors (compiled, autotuned), or CPU tensors under the Triton interpreter
 (``TRITON_INTERPRET=1`` set before ``triton`` is first imported, as Triton's own library functions are built at
@@ -28,10 +29,12 @@ __all__ = [
     "DTYPES",
     "check_activation",
     "check_dtype",
+    "fake_linear",
     "interpreter_ready",
     "interpreting",
     "launch_mode",
     "lazy_kernel",
+    "token_rows",
     "tl",
     "triton",
     "triton_available",
@@ -147,3 +150,20 @@ def check_activation(op: str, x: Any, bias: Any, in_features: int, out_features:
         if bias.dim() != 1 or bias.shape[0] != out_features:
             raise KernelInputError(f"{op}: bias must have shape [{out_features}] (out_features), "
                                    f"got {list(bias.shape)}")
+
+
+def token_rows(x: torch.Tensor, in_features: int) -> torch.Tensor:
+    """``x [..., in]`` as ``[tokens, in]`` with unit column stride (a view unless the last dimension is strided)."""
+    x2 = x.reshape(-1, in_features)
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def fake_linear(op: str, check_args: Callable[..., None]) -> Callable[..., torch.Tensor]:
+    """The fake implementation of a GPU op ``op(x, row_ptr, col_idx, stored, row_order, in_features,
+    out_features, bias)``: ``check_args`` (no data access), then an empty ``[..., out]`` like ``x``."""
+
+    def fake(x, row_ptr, col_idx, stored, row_order, in_features, out_features, bias=None):
+        check_args(op, x, row_ptr, col_idx, stored, row_order, in_features, out_features, bias)
+        return x.new_empty((*x.shape[:-1], out_features))
+
+    return fake
