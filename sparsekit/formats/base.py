@@ -43,7 +43,7 @@ from __future__ import annotations
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -57,7 +57,8 @@ from sparsekit.formats.validate import (
     is_int,
 )
 
-__all__ = ["FORMATS", "FORMAT_VERSION", "VALUE_DTYPES", "MatrixFormat", "from_tensors", "prepare_weight", "to_format"]
+__all__ = ["FORMATS", "FORMAT_VERSION", "VALUE_DTYPES", "MatrixFormat", "density_of", "from_tensors", "nbytes_of",
+           "prepare_weight", "to_format"]
 
 #: Version of the layouts below, stored as ``meta()["format_version"]``. Bump on any layout change.
 FORMAT_VERSION = 1
@@ -68,6 +69,17 @@ _VALUE_DTYPE_BY_NAME = {dtype_name(d): d for d in VALUE_DTYPES}
 
 #: kind -> format class; every :class:`MatrixFormat` subclass with a ``kind`` registers itself here.
 FORMATS: dict[str, type[MatrixFormat]] = {}
+
+
+def density_of(nnz: int, shape: tuple[int, int]) -> float:
+    """``nnz / (out * in)`` of a matrix of ``shape``; 0.0 for a matrix with no elements."""
+    out, inp = shape
+    return nnz / (out * inp) if out * inp else 0.0
+
+
+def nbytes_of(tensors: Iterable[torch.Tensor]) -> int:
+    """Exact number of bytes of ``tensors``."""
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def check_value_dtype(value_dtype: Any) -> torch.dtype:
@@ -181,13 +193,12 @@ class MatrixFormat(ABC):
     @property
     def density(self) -> float:
         """``nnz / (out * in)``; 0.0 for a matrix with no elements."""
-        out, inp = self.shape
-        return self.nnz / (out * inp) if out * inp else 0.0
+        return density_of(self.nnz, self.shape)
 
     @property
     def nbytes(self) -> int:
         """Exact number of bytes of all tensors in ``tensors()``."""
-        return sum(t.numel() * t.element_size() for t in self.tensors().values())
+        return nbytes_of(self.tensors().values())
 
     def count_nonzero(self) -> int:
         """Number of non-zero entries of the represented matrix."""

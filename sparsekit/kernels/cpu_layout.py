@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from sparsekit.formats.base import density_of, nbytes_of
 from sparsekit.formats.bsr import BSRFormat
 from sparsekit.formats.csr import CSRFormat
 from sparsekit.formats.validate import (
@@ -148,12 +149,11 @@ class CpuPackedWeight:
 
     @property
     def density(self) -> float:
-        out, inp = self.shape
-        return self.nnz / (out * inp) if out * inp else 0.0
+        return density_of(self.nnz, self.shape)
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tensors().values())
+        return nbytes_of(self.tensors().values())
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"ptr": self.ptr, "col": self.col, "val": self.val}

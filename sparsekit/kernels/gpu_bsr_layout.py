@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
+from sparsekit.formats.base import nbytes_of
 from sparsekit.formats.bsr import BSRFormat
 from sparsekit.formats.csr import length_order
 from sparsekit.formats.validate import INT32_MAX, KernelInputError, check_swizzled_rows, check_vector
@@ -95,7 +96,7 @@ class GpuBSRWeight:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.op_tensors())
+        return nbytes_of(self.op_tensors())
 
     def op_tensors(self) -> tuple[torch.Tensor, ...]:
         """``(row_ptr, col_idx, blocks_t, row_order)``: the op's tensor arguments, in their order."""

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
+from sparsekit.formats.base import density_of, nbytes_of
 from sparsekit.formats.csr import CSRFormat, csr_index_dtype, length_order
 from sparsekit.formats.validate import INT32_MAX, KernelInputError, check_swizzled_rows, check_vector
 from sparsekit.kernels.reference import gpu_csr_to_dense
@@ -72,13 +73,12 @@ class GpuCSRWeight:
 
     @property
     def density(self) -> float:
-        out, inp = self.shape
-        return self.nnz / (out * inp) if out * inp else 0.0
+        return density_of(self.nnz, self.shape)
 
     @property
     def nbytes(self) -> int:
         """Bytes the kernels read for the weight: values, indices, row pointers and the row order."""
-        return sum(t.numel() * t.element_size() for t in self.op_tensors())
+        return nbytes_of(self.op_tensors())
 
     def op_tensors(self) -> tuple[torch.Tensor, ...]:
         """``(row_ptr, col_idx, values, row_order)``: the ops' tensor arguments, in their order."""

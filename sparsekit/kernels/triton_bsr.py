@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from sparsekit.kernels.gpu_bsr_layout import GpuBSRWeight, check_gpu_bsr_args
-from sparsekit.kernels.triton_runtime import fake_linear, launch_mode, lazy_kernel, tl, token_rows, triton
+from sparsekit.kernels.triton_runtime import fake_linear, launch, lazy_kernel, tl, triton
 
 __all__ = ["triton_bsr_linear"]
 
@@ -99,11 +99,9 @@ def _triton_bsr_linear_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch
                           bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     op = "sparsekit::triton_bsr_linear"
     check_gpu_bsr_args(op, x, row_ptr, col_idx, blocks_t, row_order, in_features, out_features, bias)
-    interpret = launch_mode(op, {"x": x, "row_ptr": row_ptr, "col_idx": col_idx, "blocks_t": blocks_t,
-                                 "row_order": row_order, "bias": bias})
-    x2 = token_rows(x, in_features)
+    interpret, x2, y = launch(op, x, {"row_ptr": row_ptr, "col_idx": col_idx, "blocks_t": blocks_t,
+                                      "row_order": row_order, "bias": bias}, in_features, out_features)
     m = x2.shape[0]
-    y = torch.empty(m, out_features, dtype=x.dtype, device=x.device)
     _, bc, br = blocks_t.shape
     nbr = row_order.numel()
     if m and nbr:

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 
 from sparsekit.kernels.gpu_csr_layout import GpuCSRWeight, check_gpu_csr_args
-from sparsekit.kernels.triton_runtime import fake_linear, launch_mode, lazy_kernel, tl, token_rows, triton
+from sparsekit.kernels.triton_runtime import fake_linear, launch, lazy_kernel, tl, triton
 
 __all__ = ["triton_csr_linear"]
 
@@ -101,11 +101,9 @@ def _triton_csr_linear_op(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch
                           bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     op = "sparsekit::triton_csr_linear"
     check_gpu_csr_args(op, x, row_ptr, col_idx, values, row_order, in_features, out_features, bias)
-    interpret = launch_mode(op, {"x": x, "row_ptr": row_ptr, "col_idx": col_idx, "values": values,
-                                 "row_order": row_order, "bias": bias})
-    x2 = token_rows(x, in_features)
+    interpret, x2, y = launch(op, x, {"row_ptr": row_ptr, "col_idx": col_idx, "values": values,
+                                      "row_order": row_order, "bias": bias}, in_features, out_features)
     m = x2.shape[0]
-    y = torch.empty(m, out_features, dtype=x.dtype, device=x.device)
     if m and out_features:
         block_t = min(MAX_BLOCK_T, triton.next_power_of_2(m))
         mean_len = values.numel() // max(out_features, 1)

@@ -32,6 +32,7 @@ __all__ = [
     "fake_linear",
     "interpreter_ready",
     "interpreting",
+    "launch",
     "launch_mode",
     "lazy_kernel",
     "token_rows",
@@ -124,6 +125,15 @@ def launch_mode(op: str, tensors: dict[str, Optional[torch.Tensor]]) -> bool:
         return True
     raise KernelInputError(f"{op}: the Triton kernels run on CUDA tensors (or on CPU tensors under the Triton "
                            f"interpreter, TRITON_INTERPRET=1); the tensors are on {device}")
+
+
+def launch(op: str, x: torch.Tensor, tensors: dict[str, Optional[torch.Tensor]], in_features: int,
+           out_features: int) -> tuple[bool, torch.Tensor, torch.Tensor]:
+    """Before a Triton launch: ``(interpret, x2, y)`` with :func:`launch_mode` over ``x`` and ``tensors``,
+    ``x2 = token_rows(x)`` ``[tokens, in]`` and the output ``y`` ``[tokens, out]`` (empty, x's dtype)."""
+    interpret = launch_mode(op, {"x": x, **tensors})
+    x2 = token_rows(x, in_features)
+    return interpret, x2, torch.empty(x2.shape[0], out_features, dtype=x.dtype, device=x.device)
 
 
 def check_dtype(dtype: Any) -> torch.dtype:
