@@ -40,7 +40,6 @@ module (:mod:`~sparsekit.formats.dense`, ``csr``, ``bsr``, ``lowrank``) and regi
 packed layouts are in :mod:`sparsekit.formats.validate`.
 """
 from __future__ import annotations
-from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -57,8 +56,8 @@ from sparsekit.formats.validate import (
     is_int,
 )
 
-__all__ = ["FORMATS", "FORMAT_VERSION", "VALUE_DTYPES", "MatrixFormat", "density_of", "from_tensors", "nbytes_of",
-           "prepare_weight", "to_format"]
+__all__ = ["FORMATS", "FORMAT_VERSION", "VALUE_DTYPES", "MatrixFormat", "as_x", "check_value_dtype", "density_of",
+           "from_tensors", "nbytes_of", "prepare_weight", "to_format"]
 
 #: Version of the layouts below, stored as ``meta()["format_version"]``. Bump on any layout change.
 FORMAT_VERSION = 1

@@ -35,10 +35,6 @@ def length_order(lengths: torch.Tensor) -> torch.Tensor:
     return torch.sort(lengths, descending=True, stable=True).indices.to(torch.int32)
 
 
-def csr_index_dtype(in_features: int) -> torch.dtype:
-    return torch.int16 if in_features <= INT16_MAX_COLS else torch.int32
-
-
 @dataclass(frozen=True, eq=False, repr=False)
 class CSRFormat(MatrixFormat):
     """Compressed sparse rows over ``W [out, in]``.
