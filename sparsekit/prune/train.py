@@ -29,12 +29,16 @@ from sparsekit.evaluate import evaluate
 from sparsekit.files import file_sha256
 from sparsekit.models import head_parameter_names, load_classifier, load_tokenizer, resolve_model_source
 from sparsekit.prune import report as report_mod
+from sparsekit.prune.abp import AbPExtension
+from sparsekit.prune.cap import CAPExtension, parse_modules
 from sparsekit.prune.config import PruneConfig
 from sparsekit.prune.extensions import Extension, TrainContext
+from sparsekit.prune.lpaf import LPAFExtension
 from sparsekit.prune.output import library_versions, save_pruned
 from sparsekit.prune.pruner import MASKINGS, Pruner
 from sparsekit.prune.recipes import Recipe, get_recipe
 from sparsekit.prune.schedule import CubicSchedule, cubic_ramp
+from sparsekit.prune.structured import StructuredSMPExtension, structure_stats
 
 CHECKPOINT_DIR = "checkpoints"
 LAMBDA_RAMPS = ("whole-run", "follow-threshold", "constant", "adaptive")
@@ -138,27 +142,15 @@ class TrainState:
 
 def build_extensions(config: PruneConfig, recipe: Recipe) -> list[Extension]:
     """The training-loop extensions of this run: the method's own (recipe.extension) and CAP if asked for."""
-    from sparsekit.prune.abp import AbPExtension
-    from sparsekit.prune.cap import CAPExtension, parse_modules
-    from sparsekit.prune.lpaf import LPAFExtension
-    from sparsekit.prune.structured import StructuredSMPExtension
-
     extensions: list[Extension] = []
     if recipe.extension == "abp":
-        extensions.append(AbPExtension(config.abp_gamma, config.abp_gamma_schedule, config.abp_t_forward,
-                                       config.abp_t_backward))
+        extensions.append(AbPExtension.from_options(config))
     elif recipe.extension == "lpaf":
-        extensions.append(LPAFExtension(config.lpaf_init, config.lpaf_rank, config.lpaf_mixed_rank,
-                                        config.lpaf_factorize_at, config.lpaf_als_iters, config.lpaf_theseus_p))
+        extensions.append(LPAFExtension.from_options(config))
     elif recipe.extension == "structured":
-        extensions.append(StructuredSMPExtension(config.struct_coupling, config.struct_head_coupling,
-                                                 config.struct_lambda))
-    modules = parse_modules(config.cap)
-    if modules:
-        extensions.append(CAPExtension(
-            modules, config.cap_weight, config.cap_label_weight, config.cap_temperature, config.cap_extra_negatives,
-            config.cap_max_snapshots, config.cap_snapshot_every, config.cap_representation, config.cap_normalizer,
-            torch.float16 if config.cap_fp16_banks else torch.float32))
+        extensions.append(StructuredSMPExtension.from_options(config))
+    if parse_modules(config.cap):
+        extensions.append(CAPExtension.from_options(config))
     return extensions
 
 
@@ -452,8 +444,6 @@ def prune(config: PruneConfig) -> PruneResult:
         }
         report = report_mod.to_json(stats)
         if masking:
-            from sparsekit.prune.structured import structure_stats
-
             report["structure"] = structure_stats(model, masks)
         report.update({e.name: e.report(ctx, masks) for e in extensions})
         save_pruned(out, model, tokenizer, masks, recipe_record, metrics, report)
