@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import typer
+from rich.markup import escape
 
 
 @functools.cache
@@ -51,7 +52,8 @@ def config_option(config_cls: type, name: str, default: Any = MISSING) -> Any:
         value = _choices_enum(f.name.title(), meta["choices"])(value)
     elif value is not None and meta["path"]:
         value = Path(value)
-    return typer.Option(value, *meta["flags"], help=meta["help"], rich_help_panel=meta["panel"])
+    # escape: typer renders help as rich markup, which would swallow "[method default]" as a style tag.
+    return typer.Option(value, *meta["flags"], help=escape(meta["help"]), rich_help_panel=meta["panel"])
 
 
 def _config_value(value: Any) -> Any:
