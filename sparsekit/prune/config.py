@@ -69,14 +69,11 @@ class TrainSettings:
 # class's own, which gives to_dict() its historical key order (TrainSettings, abp, cap, lpaf, struct, control).
 @dataclass
 class PruneConfig(StructuredOptions, LPAFOptions, CAPOptions, AbPOptions, TrainSettings):
-    """Settings of one run: TrainSettings, the method option groups, and checkpoint / output-directory control.
-
-    ``stop_after`` ends this invocation after that many steps as if interrupted (e.g. to fit a job time
-    limit); ``resume`` continues from the last checkpoint.
-    """
+    """Settings of one run: TrainSettings, the method option groups, then checkpointing and output-directory
+    control. Each field's help is declared with it (``option``)."""
 
     save_every: int = option(500, "Checkpoint every this many steps.", panel=TRAIN)
-    stop_after: int | None = option(None, "Stop after this many steps (resume later).", panel=TRAIN)
+    stop_after: int | None = option(None, "Stop after this many steps, as if interrupted (resume later).", panel=TRAIN)
     resume: bool = option(False, "Continue the run in --output-dir from its last checkpoint.", flags=("--resume",))
     overwrite: bool = option(False, "Replace an existing --output-dir.", flags=("--overwrite",))
     progress: bool = option(True, "Show progress bars.", flags=("--progress/--no-progress",))
@@ -111,10 +108,12 @@ class PruneConfig(StructuredOptions, LPAFOptions, CAPOptions, AbPOptions, TrainS
             raise ValueError("choose either resume (continue the run in output_dir) or overwrite (replace it)")
 
     def to_dict(self) -> dict:
+        """Every setting by field name (the ``config`` of recipe.json)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "PruneConfig":
+        """The config saved by to_dict(); ValueError naming unknown fields."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
