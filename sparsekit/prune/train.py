@@ -11,7 +11,6 @@ scores, optimizer, LR scheduler, RNG states, pruner state, step) are written eve
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import sys
@@ -26,17 +25,18 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sparsekit.data import EncodedDataset, get_task, load_split, make_collate, resolve_data_root, split_path
 from sparsekit.evaluate import evaluate
-from sparsekit.files import file_sha256
+from sparsekit.files import file_sha256, remove_owned_output
 from sparsekit.models import head_parameter_names, load_classifier, load_tokenizer, resolve_model_source
 from sparsekit.prune import report as report_mod
 from sparsekit.prune.config import PruneConfig
 from sparsekit.prune.extensions import Extension, TrainContext
-from sparsekit.prune.output import library_versions, save_pruned
+from sparsekit.prune import checkpoints
+from sparsekit.prune.output import RUN_OUTPUT_NAMES, library_versions, save_pruned
 from sparsekit.prune.pruner import MASKINGS, Pruner
 from sparsekit.prune.recipes import Recipe, get_recipe
 from sparsekit.prune.schedule import CubicSchedule, cubic_ramp
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = checkpoints.CHECKPOINT_DIR
 LAMBDA_RAMPS = ("whole-run", "follow-threshold", "constant", "adaptive")
 DONE_FILE = "metrics.json"
 
@@ -171,7 +171,7 @@ def _prepare_output_dir(config: PruneConfig) -> Path:
             if (out / DONE_FILE).exists():
                 raise FileExistsError(f"{out} holds a finished run; nothing to resume (use --overwrite to redo it)")
         elif config.overwrite:
-            shutil.rmtree(out)
+            remove_owned_output(out, RUN_OUTPUT_NAMES, "sparsekit pruning run")
         else:
             raise FileExistsError(
                 f"{out} already exists and is not empty; pass --resume to continue that run, --overwrite to "
@@ -180,31 +180,6 @@ def _prepare_output_dir(config: PruneConfig) -> Path:
         raise FileNotFoundError(f"nothing to resume: {out} does not exist or is empty")
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-#: Settings that may differ between a run and its resumption (they do not change what is computed).
-_RESUME_FREE = {"resume", "overwrite", "progress", "stop_after", "save_every"}
-
-
-def _check_resumed_config(out: Path, config: PruneConfig) -> None:
-    """Record the run's settings; on resume, refuse settings that differ from the interrupted run's."""
-    path = out / CHECKPOINT_DIR / "run_config.json"
-    current = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
-    if config.resume and path.is_file():
-        saved = json.loads(path.read_text())
-        diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
-        if diff:
-            detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"--resume with settings that differ from the interrupted run ({detail}); "
-                             f"resume with the same settings, or start a new run")
-    elif not config.resume:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(current, indent=2) + "\n")
-
-
-def _latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return ckpts[-1] if ckpts else None
 
 
 def _param_groups(model: nn.Module, pruner: Pruner | None, recipe: Recipe, config: PruneConfig) -> list[dict]:
@@ -276,7 +251,7 @@ def prune(config: PruneConfig) -> PruneResult:
     source = resolve_model_source(config.model)
     teacher_source = resolve_model_source(config.teacher) if config.teacher else None
     out = _prepare_output_dir(config)
-    _check_resumed_config(out, config)
+    run_record = checkpoints.run_record(config.to_dict())
 
     accelerator = Accelerator()
     set_seed(config.seed)
@@ -299,7 +274,10 @@ def prune(config: PruneConfig) -> PruneResult:
                            config.batch_size)
     collate = make_collate(tokenizer, task.is_regression)
     loader = DataLoader(IndexedDataset(train_set), batch_size=config.batch_size, sampler=sampler, drop_last=False,
-                        collate_fn=CollateWithIds(collate))
+                        collate_fn=CollateWithIds(collate),
+                        # The loader draws its per-iterator seed from this generator, not the global RNG: a run
+                        # resumed mid-epoch then replays the exact random stream (dropout) of an uninterrupted one.
+                        generator=torch.Generator().manual_seed(config.seed))
     steps_per_epoch = math.ceil(len(train_set) / (config.batch_size * accelerator.num_processes))
     total = config.steps or max(1, math.ceil(config.epochs * steps_per_epoch))
 
@@ -328,11 +306,7 @@ def prune(config: PruneConfig) -> PruneResult:
     accelerator.register_for_checkpointing(state)
     resumed_from = None
     if config.resume:
-        ckpt = _latest_checkpoint(out)
-        if ckpt is None:
-            raise FileNotFoundError(f"{out} has no checkpoint to resume from ({out / CHECKPOINT_DIR}/step-*)")
-        accelerator.load_state(str(ckpt))
-        resumed_from = str(ckpt)
+        resumed_from = str(checkpoints.resume(accelerator, out, run_record))
     trainable = [p for g in groups for p in g["params"]]
     ctx.optimizer, ctx.scheduler, ctx.trainable = optimizer, scheduler, trainable
     ctx.model = accelerator.unwrap_model(model)
@@ -401,13 +375,13 @@ def prune(config: PruneConfig) -> PruneResult:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", keep=f"{keep_t:.3f}", lam=f"{lam:.3g}", refresh=False)
             if step % config.save_every == 0 and step < total and all(e.checkpointable for e in extensions):
-                _save_checkpoint(accelerator, out, step)
+                checkpoints.save_checkpoint(accelerator, out, step, run_record)
             if step >= stop or finished_early:
                 break
     bar.close()
     train_seconds = time.perf_counter() - run_start
     if step < total and not finished_early:
-        _save_checkpoint(accelerator, out, step)
+        checkpoints.save_checkpoint(accelerator, out, step, run_record)
         if main:
             print(f"stopped after step {step}/{total}; continue with --resume (checkpoint in {out / CHECKPOINT_DIR})",
                   file=sys.stderr)
@@ -459,13 +433,3 @@ def prune(config: PruneConfig) -> PruneResult:
         save_pruned(out, model, tokenizer, masks, recipe_record, metrics, report)
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     return PruneResult(out, metrics, stats, density, train_seconds, step)
-
-
-def _save_checkpoint(accelerator, out: Path, step: int, keep_last: int = 2) -> None:
-    ckpt_root = out / CHECKPOINT_DIR
-    accelerator.save_state(str(ckpt_root / f"step-{step}"))
-    if accelerator.is_main_process:
-        old = sorted(ckpt_root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep_last]
-        for path in old:
-            shutil.rmtree(path, ignore_errors=True)
-        (ckpt_root / "latest.json").write_text(json.dumps({"step": step}) + "\n")
