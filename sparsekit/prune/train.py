@@ -11,7 +11,6 @@ scores, optimizer, LR scheduler, RNG states, pruner state, step) are written eve
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import sys
@@ -28,22 +27,23 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from sparsekit.data import (EncodedDataset, TaskSpec, get_task, load_split, make_collate, resolve_data_root,
                             split_path)
 from sparsekit.evaluate import evaluate
-from sparsekit.files import file_sha256
+from sparsekit.files import file_sha256, remove_owned_output
 from sparsekit.models import head_parameter_names, load_classifier, load_tokenizer, resolve_model_source
+from sparsekit.prune import checkpoints
 from sparsekit.prune import report as report_mod
 from sparsekit.prune.abp import AbPExtension
 from sparsekit.prune.cap import CAPExtension, parse_modules
 from sparsekit.prune.config import PruneConfig
 from sparsekit.prune.extensions import Extension, TrainContext
 from sparsekit.prune.lpaf import LPAFExtension
-from sparsekit.prune.output import save_pruned
+from sparsekit.prune.output import RUN_OUTPUT_NAMES, save_pruned
 from sparsekit.prune.pruner import MASKINGS, Pruner
 from sparsekit.prune.recipes import Recipe, get_recipe
 from sparsekit.prune.schedule import CubicSchedule, cubic_ramp
 from sparsekit.prune.structured import StructuredSMPExtension, structure_stats
 from sparsekit.versions import library_versions
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = checkpoints.CHECKPOINT_DIR
 LAMBDA_RAMPS = ("whole-run", "follow-threshold", "constant", "adaptive")
 DONE_FILE = "metrics.json"
 
@@ -166,7 +166,7 @@ def _prepare_output_dir(config: PruneConfig) -> Path:
             if (out / DONE_FILE).exists():
                 raise FileExistsError(f"{out} holds a finished run; nothing to resume (use --overwrite to redo it)")
         elif config.overwrite:
-            shutil.rmtree(out)
+            remove_owned_output(out, RUN_OUTPUT_NAMES, "sparsekit pruning run")
         else:
             raise FileExistsError(
                 f"{out} already exists and is not empty; pass --resume to continue that run, --overwrite to "
@@ -175,31 +175,6 @@ def _prepare_output_dir(config: PruneConfig) -> Path:
         raise FileNotFoundError(f"nothing to resume: {out} does not exist or is empty")
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-#: Settings that may differ between a run and its resumption (they do not change what is computed).
-_RESUME_FREE = {"resume", "overwrite", "progress", "stop_after", "save_every"}
-
-
-def _check_resumed_config(out: Path, config: PruneConfig) -> None:
-    """Record the run's settings; on resume, refuse settings that differ from the interrupted run's."""
-    path = out / CHECKPOINT_DIR / "run_config.json"
-    current = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
-    if config.resume and path.is_file():
-        saved = json.loads(path.read_text())
-        diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
-        if diff:
-            detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"--resume with settings that differ from the interrupted run ({detail}); "
-                             f"resume with the same settings, or start a new run")
-    elif not config.resume:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(current, indent=2) + "\n")
-
-
-def _latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return ckpts[-1] if ckpts else None
 
 
 def _param_groups(model: nn.Module, pruner: Pruner | None, recipe: Recipe, config: PruneConfig) -> list[dict]:
@@ -241,7 +216,8 @@ def _kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, i
 class RunPlan:
     """A run's settings checked and resolved against its recipe (every "method default" filled in).
 
-    extensions: the run's extension objects, not yet set up; out: the prepared output directory.
+    extensions: the run's extension objects, not yet set up; out: the prepared output directory;
+    run_record: the settings every checkpoint records and a resume must match (checkpoints.run_record).
     """
 
     config: PruneConfig
@@ -259,6 +235,7 @@ class RunPlan:
     source: Path | str
     teacher_source: Path | str | None
     out: Path
+    run_record: dict
 
 
 @dataclass
@@ -337,11 +314,11 @@ def _resolve(config: PruneConfig) -> RunPlan:
     smp_temperature = config.smp_temperature or (4.0 if config.keep >= 0.7 else 1.0)
     score_init = recipe.score_init if config.score_init is None else config.score_init
     out = _prepare_output_dir(config)
-    _check_resumed_config(out, config)
     return RunPlan(config=config, recipe=recipe, task=task, masking=masking, lam_final=lam_final,
                    lambda_ramp=lambda_ramp, warmup=warmup, cooldown=cooldown, smp_temperature=smp_temperature,
                    score_init=score_init, extensions=extensions, data_root=data_root, source=source,
-                   teacher_source=teacher_source, out=out)
+                   teacher_source=teacher_source, out=out,
+                   run_record=checkpoints.run_record(config.to_dict()))
 
 
 def _build(plan: RunPlan) -> RunSetup:
@@ -369,7 +346,10 @@ def _build(plan: RunPlan) -> RunSetup:
                            config.batch_size)
     collate = make_collate(tokenizer, task.is_regression)
     loader = DataLoader(IndexedDataset(train_set), batch_size=config.batch_size, sampler=sampler, drop_last=False,
-                        collate_fn=CollateWithIds(collate))
+                        collate_fn=CollateWithIds(collate),
+                        # The loader draws its per-iterator seed from this generator, not the global RNG: a run
+                        # resumed mid-epoch then replays the exact random stream (dropout) of an uninterrupted one.
+                        generator=torch.Generator().manual_seed(config.seed))
     steps_per_epoch = math.ceil(len(train_set) / (config.batch_size * accelerator.num_processes))
     total = config.steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     keep_schedule = CubicSchedule.from_fractions(total, config.keep if plan.masking else 1.0, plan.warmup,
@@ -392,7 +372,7 @@ def _build(plan: RunPlan) -> RunSetup:
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     state = TrainState(pruner, plan.lam_final if plan.lambda_ramp == "adaptive" else 0.0, extensions)
     accelerator.register_for_checkpointing(state)
-    resumed_from = _load_last_checkpoint(accelerator, plan.out) if config.resume else None
+    resumed_from = str(checkpoints.resume(accelerator, plan.out, plan.run_record)) if config.resume else None
     ctx.optimizer, ctx.scheduler = optimizer, scheduler
     ctx.trainable = [p for g in groups for p in g["params"]]
     ctx.model = accelerator.unwrap_model(model)
@@ -414,15 +394,6 @@ def _optimizer(groups: list[dict], lr_warmup: float, total: int) -> tuple[torch.
                 for g in groups for p in g["params"])
     optimizer = torch.optim.AdamW(groups, eps=1e-8, weight_decay=0.0, fused=fused or None)
     return optimizer, get_linear_schedule_with_warmup(optimizer, round(lr_warmup * total), total)
-
-
-def _load_last_checkpoint(accelerator, out: Path) -> str:
-    """Load the run's last checkpoint into everything registered with ``accelerator``; return its path."""
-    ckpt = _latest_checkpoint(out)
-    if ckpt is None:
-        raise FileNotFoundError(f"{out} has no checkpoint to resume from ({out / CHECKPOINT_DIR}/step-*)")
-    accelerator.load_state(str(ckpt))
-    return str(ckpt)
 
 
 def _regularizer_lambda(plan: RunPlan, run: RunSetup, step: int) -> float:
@@ -505,7 +476,7 @@ def _train(plan: RunPlan, run: RunSetup) -> LoopEnd:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", keep=f"{keep_t:.3f}", lam=f"{lam:.3g}", refresh=False)
             if step % config.save_every == 0 and step < total and all(e.checkpointable for e in extensions):
-                _save_checkpoint(accelerator, plan.out, step)
+                checkpoints.save_checkpoint(accelerator, plan.out, step, plan.run_record)
             if step >= stop or finished_early:
                 break
     bar.close()
@@ -514,7 +485,7 @@ def _train(plan: RunPlan, run: RunSetup) -> LoopEnd:
 
 def _interrupt(plan: RunPlan, run: RunSetup, end: LoopEnd) -> PruneResult:
     """A run stopped before its end (``stop_after``): checkpoint it for ``resume``; no metrics."""
-    _save_checkpoint(run.accelerator, plan.out, end.step)
+    checkpoints.save_checkpoint(run.accelerator, plan.out, end.step, plan.run_record)
     if run.accelerator.is_main_process:
         print(f"stopped after step {end.step}/{run.ctx.total}; continue with --resume (checkpoint in "
               f"{plan.out / CHECKPOINT_DIR})", file=sys.stderr)
@@ -576,13 +547,3 @@ def _recipe_record(plan: RunPlan, run: RunSetup, end: LoopEnd) -> dict:
         "num_processes": run.accelerator.num_processes,
         "extensions": {e.name: e.record() for e in plan.extensions},
     }
-
-
-def _save_checkpoint(accelerator, out: Path, step: int, keep_last: int = 2) -> None:
-    ckpt_root = out / CHECKPOINT_DIR
-    accelerator.save_state(str(ckpt_root / f"step-{step}"))
-    if accelerator.is_main_process:
-        old = sorted(ckpt_root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep_last]
-        for path in old:
-            shutil.rmtree(path, ignore_errors=True)
-        (ckpt_root / "latest.json").write_text(json.dumps({"step": step}) + "\n")
