@@ -24,7 +24,7 @@ from sparsekit.evaluate import evaluate
 from sparsekit.export.compact import compact
 from sparsekit.models import load_classifier, prunable_matrices
 from sparsekit.prune import load_pruned
-from sparsekit.prune.output import library_versions
+from sparsekit.versions import library_versions
 from sparsekit.timing import measure
 
 RESULTS = Path(__file__).parent / "results"

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsekit.architectures import architecture_for
+
 
 @dataclass(frozen=True)
 class LayerShape:
@@ -205,7 +207,7 @@ class CompactForSequenceClassification(nn.Module):
 
         self.config = config
         self.shapes = list(shapes)
-        head_dim = config.hidden_size // config.num_attention_heads
+        head_dim = architecture_for(config).head_dim(config)
         self.embeddings = embeddings
         with warnings.catch_warnings():  # removed FFNs / heads give 0-size Linears; their init is a no-op
             warnings.filterwarnings("ignore", message="Initializing zero-element tensors")

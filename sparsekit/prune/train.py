@@ -31,10 +31,11 @@ from sparsekit.models import head_parameter_names, load_classifier, load_tokeniz
 from sparsekit.prune import report as report_mod
 from sparsekit.prune.config import PruneConfig
 from sparsekit.prune.extensions import Extension, TrainContext
-from sparsekit.prune.output import library_versions, save_pruned
+from sparsekit.prune.output import save_pruned
 from sparsekit.prune.pruner import MASKINGS, Pruner
 from sparsekit.prune.recipes import Recipe, get_recipe
 from sparsekit.prune.schedule import CubicSchedule, cubic_ramp
+from sparsekit.versions import library_versions
 
 CHECKPOINT_DIR = "checkpoints"
 LAMBDA_RAMPS = ("whole-run", "follow-threshold", "constant", "adaptive")
