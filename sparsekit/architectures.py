@@ -79,6 +79,10 @@ class Architecture:
     def _type_of_suffix(self) -> dict[str, str]:
         return {m.suffix: m.type for m in self.matrices}
 
+    @cached_property
+    def _suffix_of_type(self) -> dict[str, str]:
+        return {m.type: m.suffix for m in self.matrices}
+
     def match(self, name: str) -> tuple[int, str] | None:
         """``(layer index, matrix type)`` if ``name`` is one of this family's encoder matrices, else None."""
         found = self.pattern.search(name)
@@ -104,6 +108,11 @@ class Architecture:
         """The matrices of one layer by type, in MATRIX_TYPES order."""
         return {m.type: layer.get_submodule(m.suffix) for m in self.matrices}
 
+    def set_layer_linear(self, layer: nn.Module, matrix_type: str, module: nn.Module) -> None:
+        """Put ``module`` in ``layer`` at the place of the matrix ``matrix_type``."""
+        parent, _, child = self._suffix_of_type[matrix_type].rpartition(".")
+        setattr(layer.get_submodule(parent) if parent else layer, child, module)
+
     def layer_norms(self, layer: nn.Module) -> tuple[nn.Module, nn.Module]:
         """The LayerNorms after attention and after the FFN of one layer."""
         return layer.get_submodule(self.norms[0]), layer.get_submodule(self.norms[1])
@@ -128,6 +137,8 @@ COMPACT = Architecture(
 
 #: The Hugging Face families sparsekit loads, prunes and compacts.
 ARCHITECTURES = (BERT,)
+#: Every layout whose matrices ``encoder_linears`` finds.
+ALL_ARCHITECTURES = ARCHITECTURES + (COMPACT,)
 
 
 def supported_model_types() -> tuple[str, ...]:
@@ -154,7 +165,7 @@ def match_name(name: str, architectures=ARCHITECTURES) -> tuple[int, str] | None
     return None
 
 
-def encoder_linears(model: nn.Module, architectures=ARCHITECTURES + (COMPACT,)) -> list[tuple[str, int, str, nn.Module]]:
+def encoder_linears(model: nn.Module, architectures=ALL_ARCHITECTURES) -> list[tuple[str, int, str, nn.Module]]:
     """``(module name, layer index, matrix type, module)`` of every encoder matrix, by (layer, MATRIX_TYPES order).
 
     Works for Hugging Face models of every entry of ARCHITECTURES and for compacted models (COMPACT); the
