@@ -8,7 +8,7 @@ FFN-in, FFN-out). An Architecture says, for one model family, where those matric
 - ``matrices``: one Matrix per module of a layer, its ``suffix`` below the layer and the matrix types
   its rows hold, in row order;
 - ``norms``: the LayerNorms after attention and after the FFN (post-LayerNorm layers);
-- which config fields give the head count, hidden size and FFN width;
+- which config fields give the head count and hidden size (the FFN width is the FFN-in module's row count);
 - ``compaction``: which exact-compaction rules of export/compact.py hold for it (COMPACTION_RULES).
 
 ARCHITECTURES lists the Hugging Face families sparsekit loads and prunes; COMPACT describes sparsekit's own
@@ -17,11 +17,15 @@ compacted model (export/modeling.py), so ``encoder_linears`` finds the matrices 
 Adding a family is one new entry in ARCHITECTURES. DistilBERT, for example, is
 ``layers="transformer.layer"`` with suffixes ``attention.q_lin`` / ``k_lin`` / ``v_lin`` / ``out_lin``,
 ``ffn.lin1`` / ``ffn.lin2``, norms ``sa_layer_norm`` / ``output_layer_norm`` and config fields ``n_heads`` /
-``dim`` / ``hidden_dim``. A *fused* module is one Matrix whose ``types`` lists several matrix types: its
-rows are those types' rows stacked in that order, in equal parts (ModernBERT's ``attn.Wqkv`` is
-``Matrix("attn.Wqkv", ("query", "key", "value"))``; its GLU ``mlp.Wi`` stacks the FFN-in rows and the gate
-rows). ``encoder_linears`` reports a fused module once, under its joined type name (``"query+key+value"``);
-code that needs one logical matrix takes its slice of rows. All present entries are unfused.
+``dim``. DeBERTa-v2 is ``attention.self.query_proj`` ... with ``compaction`` leaving out ``"qk-dims"`` (its
+relative-position terms read Q and K rows), so compact() refuses it until that rule has a variant.
+
+A *fused* module is one Matrix whose ``types`` lists several matrix types: its rows are those types' rows
+stacked in that order, in equal parts. ModernBERT's ``attn.Wqkv`` is ``Matrix("attn.Wqkv", ("query", "key",
+"value"))``; its GLU ``mlp.Wi`` stacks FFN-in rows on gate rows, ``Matrix("mlp.Wi", ("ffn_in", "ffn_gate"))``
+with ``ffn_gate`` added to MATRIX_TYPES. ``encoder_linears`` reports a fused module once, under its joined
+type name (``"query+key+value"``); code that needs one logical matrix takes its slice of rows. All entries
+here are unfused.
 """
 from __future__ import annotations
 
@@ -66,7 +70,6 @@ class Architecture:
     norms: tuple[str, str]
     heads_field: str = "num_attention_heads"
     hidden_field: str = "hidden_size"
-    ffn_field: str = "intermediate_size"
     compaction: tuple[str, ...] = ()
 
     @cached_property
@@ -93,12 +96,8 @@ class Architecture:
         return int(getattr(config, self.heads_field))
 
     def head_dim(self, config) -> int:
-        """Dimensions per head: hidden size / heads."""
+        """Dimensions per head: hidden size / heads (before compaction; compacted heads have their own widths)."""
         return int(getattr(config, self.hidden_field)) // self.heads(config)
-
-    def ffn_width(self, config) -> int:
-        """FFN neurons per layer of the original model."""
-        return int(getattr(config, self.ffn_field))
 
     def layer_modules(self, base_model: nn.Module) -> list[nn.Module]:
         """The encoder layers of a base model (``model.base_model``), in order."""

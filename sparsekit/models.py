@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sparsekit.architectures import (ARCHITECTURES, MATRIX_SHORT, MATRIX_TYPES, architecture_for,  # noqa: F401
-                                     encoder_linears, match_name, supported_model_types)
+from sparsekit.architectures import ARCHITECTURES, architecture_for, encoder_linears, match_name, supported_model_types
+from sparsekit.architectures import MATRIX_SHORT, MATRIX_TYPES  # noqa: F401  (their home is architectures.py)
 from sparsekit.errors import ModelError
 
 # Every Hugging Face call in this process stays offline.
