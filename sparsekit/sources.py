@@ -18,12 +18,14 @@ from pathlib import Path
 from torch import nn
 
 from sparsekit.errors import ModelError
+from sparsekit.export.artifact import MANIFEST
+from sparsekit.prune.output import RECIPE_FILE
 
 ARTIFACT, RUN, CHECKPOINT, RANDOM = "artifact", "run", "checkpoint", "random"
 KINDS = (ARTIFACT, RUN, RANDOM, CHECKPOINT)
 
 #: The file that marks each kind of directory.
-MARKERS = {ARTIFACT: "manifest.json", RUN: "recipe.json", CHECKPOINT: "config.json"}
+MARKERS = {ARTIFACT: MANIFEST, RUN: RECIPE_FILE, CHECKPOINT: "config.json"}
 
 
 def directory_kind(path: str | os.PathLike) -> str | None:
@@ -70,14 +72,13 @@ class Opened:
     model: the artifact's compacted model (``sparsekit.load``), the run's masked model (``load_pruned``), or
         a Hugging Face sequence classifier; eval mode, CPU.
     tokenizer: its tokenizer (None when not asked for). recipe: the pruning recipe (a run's, or the one an
-        artifact records), or None. pruned: the run's PrunedModel (masks, metrics, report), else None.
+        artifact records), or None.
     """
 
     kind: str
     model: nn.Module
     tokenizer: object
     recipe: dict | None
-    pruned: object = None
 
 
 def open_trained(path: str | os.PathLike) -> Opened:
@@ -91,7 +92,7 @@ def open_trained(path: str | os.PathLike) -> Opened:
     from sparsekit.prune.output import load_pruned
 
     pruned = load_pruned(path)
-    return Opened(RUN, pruned.model, pruned.tokenizer, pruned.recipe, pruned)
+    return Opened(RUN, pruned.model, pruned.tokenizer, pruned.recipe)
 
 
 def open_source(source: str | os.PathLike, *, num_labels: int | None = None, seed: int = 0,
