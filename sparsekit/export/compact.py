@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
 from sparsekit.architectures import COMPACTION_RULES, Architecture, architecture_for
 from sparsekit.errors import ModelError
+from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
 
 
 @dataclass
@@ -81,7 +81,7 @@ class CompactionReport:
                             "nnz_after": sum(m.nnz_after for m in self.matrices)}}
 
 
-def _bert_parts(model: nn.Module) -> tuple[object, Architecture, nn.Module, list[nn.Module]]:
+def _encoder_parts(model: nn.Module) -> tuple[object, Architecture, nn.Module, list[nn.Module]]:
     """(config, architecture, base model, list of encoder layers) of a BERT-family classifier, with clear errors."""
     config = getattr(model, "config", None)
     if config is None:
@@ -203,7 +203,7 @@ def compact(model: nn.Module, min_row_weights: int = 0) -> tuple[CompactForSeque
 
     if min_row_weights < 0:
         raise ValueError(f"min_row_weights must be >= 0, got {min_row_weights}")
-    config, arch, base, layers = _bert_parts(model)
+    config, arch, base, layers = _encoder_parts(model)
     act = ACT2FN[config.hidden_act]
     results = [_compact_layer(i, arch.layer_linears(layer), arch.heads(config), arch.head_dim(config), act,
                               min_row_weights) for i, layer in enumerate(layers)]
