@@ -13,8 +13,6 @@ Layout of ``<output_dir>/``:
 from __future__ import annotations
 
 import json
-import platform
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,19 +50,6 @@ class PrunedModel:
     recipe: dict
     metrics: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries a run depends on."""
-    import accelerate
-    import numpy
-    import transformers
-
-    import sparsekit
-
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
-            "numpy": numpy.__version__, "sparsekit": sparsekit.__version__}
 
 
 def write_json(path: Path, data: dict) -> None:

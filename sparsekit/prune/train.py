@@ -36,11 +36,12 @@ from sparsekit.prune.cap import CAPExtension, parse_modules
 from sparsekit.prune.config import PruneConfig
 from sparsekit.prune.extensions import Extension, TrainContext
 from sparsekit.prune.lpaf import LPAFExtension
-from sparsekit.prune.output import RUN_OUTPUT_NAMES, library_versions, save_pruned
+from sparsekit.prune.output import RUN_OUTPUT_NAMES, save_pruned
 from sparsekit.prune.pruner import MASKINGS, Pruner
 from sparsekit.prune.recipes import Recipe, get_recipe
 from sparsekit.prune.schedule import CubicSchedule, cubic_ramp
 from sparsekit.prune.structured import StructuredSMPExtension, structure_stats
+from sparsekit.versions import library_versions
 
 CHECKPOINT_DIR = checkpoints.CHECKPOINT_DIR
 LAMBDA_RAMPS = ("whole-run", "follow-threshold", "constant", "adaptive")
