@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from sparsekit import kernels
 from sparsekit.compiler import compile as sparse_compile
+from sparsekit.data.inputs import random_inputs
 from sparsekit.machine import header
 from sparsekit.models import load_classifier, prunable_matrices
 from sparsekit.timing import measure_interleaved
@@ -102,10 +103,7 @@ def bench_layers(args) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------ end to end
 def model_inputs(batch: int, seq: int) -> dict:
-    g = torch.Generator().manual_seed(1)
-    return {"input_ids": torch.randint(1000, 20000, (batch, seq), generator=g),
-            "attention_mask": torch.ones(batch, seq, dtype=torch.long),
-            "token_type_ids": torch.zeros(batch, seq, dtype=torch.long)}
+    return random_inputs(batch, seq, 20000, seed=1)  # ids 1000..19999
 
 
 def masked_bert_base(sparsity: float, seed: int = 0):

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sparsekit.cli_options import config_command, config_option
+from sparsekit.errors import format_error
 from sparsekit.prune.config import PruneConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -22,7 +23,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}")
+    err.print(f"[bold red]error:[/] {format_error(exc)}")
     raise typer.Exit(code=2)
 
 
@@ -140,17 +141,11 @@ def evaluate(
     """Evaluate a saved pruning run or artifact on a GLUE dev set."""
     from sparsekit.data import EncodedDataset, get_task, load_split
     from sparsekit.evaluate import evaluate as run_eval
-    from sparsekit.export.artifact import MANIFEST
-    from sparsekit.export.artifact import load as load_artifact
-    from sparsekit.prune import load_pruned
+    from sparsekit.sources import open_trained
 
     try:
-        if (path / MANIFEST).is_file():
-            model = load_artifact(path)
-            tokenizer, recipe = model.tokenizer, model.manifest.get("recipe") or {}
-        else:
-            pruned = load_pruned(path)
-            model, tokenizer, recipe = pruned.model, pruned.tokenizer, pruned.recipe
+        opened = open_trained(path)
+        model, tokenizer, recipe = opened.model, opened.tokenizer, opened.recipe or {}
         task_name = task or recipe.get("data", {}).get("task")
         if task_name is None:
             raise ValueError(f"{path} does not record its task; pass --task")
@@ -178,13 +173,14 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Per-layer report: sparsity of a pruning run, or compaction / formats of an artifact."""
-    from sparsekit.export.artifact import MANIFEST, REPORT
+    from sparsekit.export.artifact import REPORT
     from sparsekit.export.report import render_export_table, summary_lines
     from sparsekit.models import prunable_matrices
     from sparsekit.prune import load_pruned
     from sparsekit.prune.report import matrix_stats, render_table, to_json
+    from sparsekit.sources import ARTIFACT, directory_kind
 
-    if (path / MANIFEST).is_file():
+    if directory_kind(path) == ARTIFACT:
         try:
             data = json.loads((path / REPORT).read_text())
         except (OSError, json.JSONDecodeError) as exc:

@@ -8,7 +8,6 @@ compiled model is never slower than dense on a layer (up to timing noise). Retur
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -68,16 +67,12 @@ def default_backends() -> list[Backend]:
     return backends + gpu_backends()
 
 
-_COMPACT_LINEAR = re.compile(r"(^|\.)layers\.\d+\.(attention\.(query|key|value)|attn_out|ffn_in|ffn_out)$")
-
-
 def _linears(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The encoder Linears: the six matrices of every layer of a Hugging Face or a compacted model."""
+    from sparsekit.architectures import encoder_linears
     from sparsekit.export.artifact import FormatLinear
-    from sparsekit.models import is_prunable_name
 
-    return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, (nn.Linear, FormatLinear)) and (is_prunable_name(name) or _COMPACT_LINEAR.search(name))]
+    return [(name, m) for name, _, _, m in encoder_linears(model) if isinstance(m, (nn.Linear, FormatLinear))]
 
 
 def _dense_weight(module) -> torch.Tensor:

@@ -28,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsekit.architectures import MATRIX_TYPES
+from sparsekit.data.inputs import build_inputs
+from sparsekit.errors import SparsekitError
 from sparsekit.export.compact import CompactionReport, compact
 from sparsekit.export.lowrank import choose_with_rank, recorded_ranks
 from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
@@ -39,12 +42,11 @@ from sparsekit.versions import library_versions
 ARTIFACT_FORMAT = "sparsekit-artifact"
 ARTIFACT_VERSION = 1
 MANIFEST, WEIGHTS, SAMPLES, REPORT = "manifest.json", "model.safetensors", "samples.json", "report.json"
-MATRICES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 DEFAULT_SAMPLES = ("a charming and often affecting journey.", "unflinchingly bleak and desperate",
                    "the acting is fine but the story goes nowhere.", "one of the best films of the year!")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(SparsekitError, ValueError):
     """An artifact that cannot be loaded: missing, corrupt, tampered, or from another format version."""
 
 
@@ -95,29 +97,23 @@ def _choose_format(weight: torch.Tensor, formats: str, **kw) -> MatrixFormat:
 
 def _load_source(source):
     """(model, tokenizer, recipe) from a pruning output dir, a HF checkpoint dir, a PrunedModel, or a pair."""
-    from sparsekit.prune.output import PrunedModel, load_pruned
+    from sparsekit.prune.output import PrunedModel
+    from sparsekit.sources import CHECKPOINT, RUN, directory_kind, open_source
 
     if isinstance(source, PrunedModel):
         return source.model, source.tokenizer, source.recipe
     if isinstance(source, tuple) and len(source) == 2:
         return source[0], source[1], None
-    path = Path(source)
-    if (path / "recipe.json").is_file():
-        pruned = load_pruned(path)
-        return pruned.model, pruned.tokenizer, pruned.recipe
-    if (path / "config.json").is_file():
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        with quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
-        return model, AutoTokenizer.from_pretrained(str(path)), None
-    raise FileNotFoundError(f"{path} is neither a sparsekit pruning output nor a Hugging Face checkpoint directory")
+    if directory_kind(source) not in (RUN, CHECKPOINT):
+        raise FileNotFoundError(f"{source} is neither a sparsekit pruning output nor a Hugging Face checkpoint "
+                                f"directory")
+    opened = open_source(source)
+    return opened.model, opened.tokenizer, opened.recipe
 
 
 @torch.no_grad()
 def _logits(model, tokenizer, texts, max_length: int = 128) -> torch.Tensor:
-    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    return model(**batch).logits.float()
+    return model(**build_inputs(tokenizer, texts, max_length)).logits.float()
 
 
 def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: int = 0,
@@ -301,7 +297,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CompactForSequ
         expected = {"query": (sum(shape.qk_widths), hidden), "key": (sum(shape.qk_widths), hidden),
                     "value": (sum(shape.v_widths), hidden), "attn_out": (hidden, sum(shape.v_widths)),
                     "ffn_in": (shape.ffn, hidden), "ffn_out": (hidden, shape.ffn)}
-        for name in MATRICES:
+        for name in MATRIX_TYPES:
             prefix = f"layers.{i}.{name}."
             fmt_meta = meta["matrices"].get(name)
             if fmt_meta is None:

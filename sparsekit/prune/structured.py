@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sparsekit.architectures import architecture_for
 from sparsekit.prune.extensions import Extension, TrainContext
 from sparsekit.prune.options import METHODS, option
 
@@ -109,7 +110,7 @@ def structure_stats(model, masks: dict[str, torch.Tensor]) -> dict:
     layers: dict[int, dict[str, str]] = defaultdict(dict)
     for m in prunable_matrices(model):
         layers[m.layer][m.type] = m.name
-    heads = model.config.num_attention_heads
+    heads = architecture_for(model.config).heads(model.config)
     hidden = model.config.hidden_size
     per_layer, tot = [], defaultdict(int)
     for li in sorted(layers):
@@ -167,7 +168,7 @@ class StructuredSMPExtension(Extension):
         pruner = ctx.pruner
         if pruner is None or pruner.masking not in ("smp-s", "local"):
             raise ValueError("structure-aware SMP couples TopK scores: use masking smp-s or local")
-        self.heads = ctx.model.config.num_attention_heads
+        self.heads = architecture_for(ctx.model.config).heads(ctx.model.config)
         by_layer: dict[int, dict] = defaultdict(dict)
         for m in pruner.matrices:
             by_layer[m.layer][m.type] = pruner.modules[m.name]
