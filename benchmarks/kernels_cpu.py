@@ -187,16 +187,19 @@ def bench_minilm(args) -> list[dict]:
 
 
 def bench_profile(args) -> dict:
-    from sparsekit.kernels.backends import PackedLinear
+    from sparsekit.backends import PackedLinear
+    from sparsekit.kernels.cpu_layout import CpuPackedWeight
 
     model = masked_bert_base(0.9)
     sparse_compile(model, tokens=args.seq, verbose=False)
     x = model_inputs(1, args.seq)
     # The kernels' eager fast path calls the extension directly (not through the dispatcher), so the profiler
-    # would not see them: label them for this measurement only.
+    # would not see them: label the layers on CPU kernels for this measurement only.
     plain_forward = PackedLinear.forward
 
     def labelled_forward(self, inp):
+        if not isinstance(self.packed, CpuPackedWeight):
+            return plain_forward(self, inp)
         with torch.profiler.record_function(f"sparsekit::{self.packed.kind}_linear"):
             return plain_forward(self, inp)
 

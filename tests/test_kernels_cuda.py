@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsekit.backends import LayerSpec
-from sparsekit.kernels import cuda as cuda_kernels
-from sparsekit.kernels.gpu_backends import (
+from sparsekit.backends import (
     CudaCsrBackend,
+    LayerSpec,
     Semi24Backend,
     TritonBsrBackend,
     TritonCsrBackend,
-    gpu_backends,
+    default_backends,
     is_2_4_sparse,
 )
+from sparsekit.kernels import cuda as cuda_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "csrc" / "spmm_cuda"
@@ -69,7 +69,7 @@ def test_binding_and_sources_are_separate():
 @pytest.mark.skipif(HAS_CUDA, reason="checks the reasons given where there is no CUDA device")
 def test_reasons_without_cuda_device():
     spec = LayerSpec(3072, 768, 0.05, torch.device("cpu"), torch.bfloat16)
-    for backend in gpu_backends():
+    for backend in [b for b in default_backends() if b.devices == ("cuda",)]:
         reasons = backend.not_supported_reasons(spec)
         assert any("no CUDA device" in r for r in reasons), (backend.name, reasons)
 
@@ -104,7 +104,6 @@ def test_default_backends_include_gpu_and_compile_still_runs_on_cpu(tiny_model_d
     from conftest import random_sparse_classifier
 
     from sparsekit.compiler import compile as sk_compile
-    from sparsekit.compiler import default_backends
 
     names = [b.name for b in default_backends()]
     assert names[0] == "dense"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sparsekit.backends import TorchSparseLinear
+from sparsekit.backends import TorchSparseBackend
 from sparsekit.errors import format_error
 from sparsekit.models import prunable_matrices, set_submodule
 
@@ -62,7 +62,7 @@ def torch_sparse(model: nn.Module) -> Variant:
         sparse = copy.deepcopy(model)
         for m in prunable_matrices(sparse):
             linear = sparse.get_submodule(m.name)
-            set_submodule(sparse, m.name, TorchSparseLinear(linear.weight, linear.bias))
+            set_submodule(sparse, m.name, TorchSparseBackend().build(linear.weight, linear.bias))
     except (RuntimeError, ValueError) as exc:
         return Variant("torch-sparse", "failed", reason=describe_error(exc))
     return Variant("torch-sparse", run=_logits(sparse), setup_s=time.perf_counter() - start)
