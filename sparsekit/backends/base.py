@@ -83,7 +83,7 @@ class Backend:
         return reasons + self.extra_reasons(spec)
 
     def build(self, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
-        """A module computing ``x Wᵀ + b`` for x ``[..., in]`` from a dense ``weight [out, in]`` and ``bias [out]``."""
+        """A module computing ``x Wᵀ + b`` for x ``[..., in]`` from a dense ``weight [out, in]``, ``bias [out]``."""
         raise NotImplementedError
 
     def _device_reasons(self, spec: LayerSpec) -> list[str]:
