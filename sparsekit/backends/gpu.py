@@ -30,7 +30,7 @@ class TritonBsrBackend(_GpuKernelBackend):
     max_density_why = "at least as many blocks stored, dense tensor cores are faster"  # block density >= density
 
     def __init__(self, block: int = 32, max_block_density: float = 0.5) -> None:
-        from sparsekit.kernels.triton_bsr import BLOCK_SIZES
+        from sparsekit.kernels.gpu_bsr_layout import BLOCK_SIZES
 
         if block not in BLOCK_SIZES:
             raise ValueError(f"block must be one of {BLOCK_SIZES}, got {block}")

@@ -15,7 +15,7 @@ Op (declared here, once, with a fake implementation; its CUDA kernel registered 
 The extension is built by ``setup.py`` only where CUDA is usable (a CUDA build of torch with a toolkit, or a
 visible GPU), and loaded on first use. If it is missing or fails to load, ``import sparsekit`` still works,
 ``AVAILABLE`` is False and ``UNAVAILABLE_REASON`` says why; the op then raises with that reason (the
-dispatcher never picks it: :class:`sparsekit.kernels.gpu_backends.CudaCsrBackend` reports the reason).
+dispatcher never picks it: :class:`sparsekit.backends.gpu.CudaCsrBackend` reports the reason).
 """
 from __future__ import annotations
 
