@@ -33,6 +33,13 @@ MAIN_JOB = dict(method="smp-s", keep=0.1, task="sst2", model="minilm", train_sam
                 batch_size=32, max_length=64)
 
 
+def _data_label(config) -> str:
+    """The GLUE task, the train file's name or the dataset a run used (for titles)."""
+    from sparsekit.data.source import DataSource
+
+    return DataSource.from_config(config).label
+
+
 def _run_prune(config, export_to: Path | None = None) -> None:
     """Prune, print the per-layer table and the summary; with ``export_to``, also export + verify an artifact."""
     from sparsekit.prune import prune
@@ -45,7 +52,7 @@ def _run_prune(config, export_to: Path | None = None) -> None:
         _fail(exc)
     if not result.metrics:  # stopped early on purpose (--stop-after)
         return
-    console.print(render_table(result.stats, title=f"Per-layer sparsity ({config.method}, {config.task})"))
+    console.print(render_table(result.stats, title=f"Per-layer sparsity ({config.method}, {_data_label(config)})"))
     extra = []
     if export_to is not None:
         from sparsekit.export.artifact import export, verify
@@ -68,7 +75,7 @@ def _print_summary(config, result, wall: float, extra: list[tuple[str, str]] = (
     table.add_column(style="bold")
     table.add_column()
     table.add_row("method", f"{config.method} (target {100 * m['target_keep']:.1f}% of encoder weights remaining)")
-    table.add_row("model / task", f"{config.model} / {config.task}")
+    table.add_row("model / data", f"{config.model} / {_data_label(config)}")
     table.add_row("remaining weights", f"{100 * result.density:.2f}% of the prunable encoder matrices")
     for key, value in m.items():
         if key in ("accuracy", "f1", "matthews", "pearson", "spearman"):
@@ -120,7 +127,7 @@ def run(
                               log=lambda msg: console.print(f"[bold]{msg}[/]"))
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(exc)
-    console.print(render_table(result.stats, title=f"Per-layer sparsity ({config.method}, {config.task})"))
+    console.print(render_table(result.stats, title=f"Per-layer sparsity ({config.method}, {_data_label(config)})"))
     table = Table(title="sparsekit main job", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -132,25 +139,39 @@ def run(
 @app.command()
 def evaluate(
     path: Path = typer.Argument(..., help="A pruning output directory or an exported artifact."),
-    task: Optional[str] = typer.Option(None, help="GLUE task [default: the run's task]."),
+    task: Optional[str] = typer.Option(None, help="GLUE task [default: the run's data]."),
     data_dir: Optional[Path] = typer.Option(None, help="GLUE data root."),
     split: str = typer.Option("dev", help="dev (or dev_mismatched for MNLI)."),
+    validation_file: Optional[Path] = typer.Option(
+        None, help="Evaluate on this labelled file (CSV, TSV, JSON, JSON Lines, Parquet) instead of a GLUE split."),
+    text_column: Optional[str] = typer.Option(None, help="Text column of --validation-file [the run's]."),
+    text_pair_column: Optional[str] = typer.Option(None, help="Second text column of --validation-file [the run's]."),
+    label_column: Optional[str] = typer.Option(None, help="Label column of --validation-file [the run's]."),
     batch_size: int = typer.Option(128),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
-    """Evaluate a saved pruning run or artifact on a GLUE dev set."""
+    """Evaluate a saved pruning run or artifact on a GLUE dev set, or on your own labelled file."""
     from sparsekit.data import EncodedDataset, get_task, load_split
+    from sparsekit.data.source import load_evaluation_file, spec_from_description
     from sparsekit.evaluate import evaluate as run_eval
     from sparsekit.sources import open_trained
 
     try:
         opened = open_trained(path)
         model, tokenizer, recipe = opened.model, opened.tokenizer, opened.recipe or {}
-        task_name = task or recipe.get("data", {}).get("task")
-        if task_name is None:
-            raise ValueError(f"{path} does not record its task; pass --task")
-        spec = get_task(task_name)
-        examples = load_split(spec, split, data_dir)
+        spec = get_task(task) if task else spec_from_description(recipe.get("data"))
+        if spec is None:
+            raise ValueError(f"{path} does not record its data; pass --task (and --validation-file for your own "
+                             f"data)")
+        if validation_file is not None:
+            examples = load_evaluation_file(spec, validation_file, text_column, text_pair_column, label_column)
+            where = str(validation_file)
+        else:
+            if not spec.is_glue:
+                raise ValueError(f"{path} was trained on your own data ({spec.display_name}); pass "
+                                 f"--validation-file to evaluate it")
+            examples = load_split(spec, split, data_dir)
+            where = f"{spec.display_name} {split}"
         max_length = recipe.get("config", {}).get("max_length", 128)
         metrics = run_eval(model, EncodedDataset(examples, tokenizer, max_length, spec.is_regression),
                            tokenizer, spec, batch_size, progress=True)
@@ -159,7 +180,7 @@ def evaluate(
     if as_json:
         print(json.dumps(metrics, indent=2))
         return
-    table = Table(title=f"{path} on {spec.display_name} {split}")
+    table = Table(title=f"{path} on {where}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():

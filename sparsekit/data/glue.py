@@ -11,6 +11,7 @@ import functools
 import math
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -50,6 +51,11 @@ class TaskSpec:
     def shipped(self) -> bool:
         """True when at least one split of this task is shipped in the shared data directory."""
         return bool(self.shipped_splits)
+
+    @property
+    def is_glue(self) -> bool:
+        """True for a GLUE task, whose splits are files under the GLUE data root (False for the user's data)."""
+        return bool(self.splits)
 
     @property
     def is_pair(self) -> bool:
@@ -403,7 +409,9 @@ def _read_examples(spec: TaskSpec, path: str, mtime_ns: int, size: int) -> tuple
     return tuple(examples)
 
 
-def _subset(examples: tuple[Example, ...], limit: int, seed: int) -> list[Example]:
+def seeded_subset(examples: Sequence[Example], limit: int, seed: int) -> list[Example]:
+    """A seeded random subset of ``limit`` examples, in their original order (all of them when there are
+    no more than ``limit``). Subsets for the same seed are nested as ``limit`` grows."""
     if limit >= len(examples):
         return list(examples)
     # A seeded permutation, cut at `limit`: subsets for the same seed are nested as limit grows.
@@ -434,4 +442,4 @@ def load_split(
     examples = _read_examples(spec, str(path), stat.st_mtime_ns, stat.st_size)
     if limit is None:
         return list(examples)
-    return _subset(examples, limit, seed)
+    return seeded_subset(examples, limit, seed)

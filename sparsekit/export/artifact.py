@@ -3,8 +3,9 @@
 Layout of an artifact directory:
 
 - ``manifest.json``: artifact format and version, the model config, per-layer head / FFN widths and
-  the format (and its meta) of every matrix, the pruning recipe, the compaction summary, library
-  versions, and sha256 checksums of the two data files;
+  the format (and its meta) of every matrix, the pruning recipe, ``data`` (what the model was trained on:
+  source, text columns, label names, metrics; ``sparsekit.data.source.describe``), the compaction summary,
+  library versions, and sha256 checksums of the two data files;
 - ``model.safetensors``: every tensor (embeddings, LayerNorms, biases, pooler, head, and each
   matrix's format tensors named ``layers.{i}.{matrix}.{tensor}``);
 - ``samples.json``: sample texts with the logits the exported model gave for them;
@@ -30,6 +31,7 @@ from torch import nn
 
 from sparsekit.architectures import MATRIX_TYPES
 from sparsekit.data.inputs import build_inputs
+from sparsekit.data.source import recorded_description
 from sparsekit.errors import SparsekitError
 from sparsekit.export.compact import CompactionReport, compact
 from sparsekit.export.lowrank import choose_with_rank, recorded_ranks
@@ -191,7 +193,7 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         manifest = {
             "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": compacted.config.to_dict(), "head_uses_pooler": compacted.head_uses_pooler,
-            "layers": layer_meta, "recipe": recipe, "compaction": summary,
+            "layers": layer_meta, "recipe": recipe, "data": recorded_description(recipe), "compaction": summary,
             "lossy": {"min_row_weights": min_row_weights, "rows_zeroed": report.lossy_rows_zeroed,
                       "weights_dropped": report.lossy_weights_dropped},
             "export": {"formats": formats, "value_dtype": str(value_dtype).replace("torch.", "")},

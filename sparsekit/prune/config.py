@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from sparsekit.data.source import METRIC_CHOICES, DataSource
 from sparsekit.prune.abp import AbPOptions
 from sparsekit.prune.cap import CAPOptions, parse_modules
 from sparsekit.prune.lpaf import LPAFOptions
@@ -31,11 +32,26 @@ class TrainSettings:
 
     method: str = option("smp-s", "Pruning method.", panel=PRUNING, choices=tuple(RECIPES))
     keep: float = option(0.1, "Remaining fraction of encoder weights at the end (0.1 = 10%).", panel=PRUNING)
-    task: str = option("sst2", "GLUE task: sst2, mrpc, rte, stsb, cola, qnli, mnli, qqp.", panel=DATA)
+    task: str | None = option(None, "GLUE task: sst2, mrpc, rte, stsb, cola, qnli, mnli, qqp [default: sst2 "
+                                    "unless --train-file or --dataset gives your own data].", panel=DATA)
     model: str = option("minilm", "'minilm' (shipped), a local checkpoint dir, or random:<shape>.", panel=DATA)
     output_dir: str = option("runs/sst2-smp-s", "Where to write the run.", flags=("--output-dir", "-o"), path=True)
     data_dir: str | None = option(None, "GLUE data root [default: ../shared/data/glue or $SPARSEKIT_DATA_DIR].",
                                   panel=DATA, path=True)
+    train_file: str | None = option(None, "Your own train data: a CSV, TSV, JSON, JSON Lines or Parquet file.",
+                                    panel=DATA, path=True)
+    validation_file: str | None = option(None, "Your own validation data (same columns as --train-file).",
+                                         panel=DATA, path=True)
+    dataset: str | None = option(None, "A Hugging Face dataset (hub name, from the cache) or a save_to_disk "
+                                       "directory, with train and validation splits.", panel=DATA)
+    dataset_config: str | None = option(None, "The --dataset's configuration name.", panel=DATA)
+    text_column: str | None = option(None, "Text column of your data [sentence1+sentence2, sentence or text].",
+                                     panel=DATA)
+    text_pair_column: str | None = option(None, "Second text column, for sentence pairs.", panel=DATA)
+    label_column: str | None = option(None, "Label column of your data [label]: class names or numbers, or "
+                                            "floats for regression.", panel=DATA)
+    metric: str | None = option(None, "Metric on your data [accuracy; pearson+spearman for regression].",
+                                panel=DATA, choices=METRIC_CHOICES)
     train_samples: int | None = option(None, "Train on a fixed, seeded subset of this many examples.", panel=DATA)
     eval_samples: int | None = option(None, "Evaluate on a seeded subset of the dev set.", panel=DATA)
     steps: int | None = option(None, "Optimisation steps [default: --epochs passes].", panel=TRAIN)
@@ -104,6 +120,9 @@ class PruneConfig(StructuredOptions, LPAFOptions, CAPOptions, AbPOptions, TrainS
         modules = parse_modules(self.cap)  # ValueError for an unknown module
         if "fic" in modules and not self.teacher:
             raise ValueError("the CAP module fic contrasts with a fine-tuned teacher: pass teacher (--teacher DIR)")
+        DataSource.from_config(self).check()  # DataError (a ValueError) for contradicting data options
+        if self.task is None and not (self.train_file or self.validation_file or self.dataset):
+            self.task = "sst2"
         if self.resume and self.overwrite:
             raise ValueError("choose either resume (continue the run in output_dir) or overwrite (replace it)")
 

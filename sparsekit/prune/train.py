@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sparsekit.data import (EncodedDataset, TaskSpec, get_task, load_split, make_collate, resolve_data_root,
-                            split_path)
+from sparsekit.data import EncodedDataset, TaskSpec, make_collate
+from sparsekit.data.source import DataSource, LoadedData, load_data
 from sparsekit.evaluate import evaluate
-from sparsekit.files import file_sha256, remove_owned_output
+from sparsekit.files import remove_owned_output
 from sparsekit.models import head_parameter_names, load_classifier, load_tokenizer, resolve_model_source
 from sparsekit.prune import checkpoints
 from sparsekit.prune import report as report_mod
@@ -231,7 +231,7 @@ class RunPlan:
     smp_temperature: float
     score_init: float | str
     extensions: list[Extension]
-    data_root: Path
+    data: LoadedData
     source: Path | str
     teacher_source: Path | str | None
     out: Path
@@ -291,7 +291,6 @@ def _resolve(config: PruneConfig) -> RunPlan:
     """
     config.validate()
     recipe = get_recipe(config.method)
-    task = get_task(config.task)
     masking = config.masking or recipe.masking
     if recipe.masking is None and config.masking:
         raise ValueError("finetune trains a dense model; --masking does not apply")
@@ -308,15 +307,16 @@ def _resolve(config: PruneConfig) -> RunPlan:
             recipe.extension == "structured" and masking == "local"):
         raise ValueError(f"{recipe.name} needs its own masking ({recipe.masking}); drop --masking {masking}")
     extensions = build_extensions(config, recipe)  # ValueError for bad extension settings
-    data_root = resolve_data_root(config.data_dir)
     source = resolve_model_source(config.model)
     teacher_source = resolve_model_source(config.teacher) if config.teacher else None
     smp_temperature = config.smp_temperature or (4.0 if config.keep >= 0.7 else 1.0)
     score_init = recipe.score_init if config.score_init is None else config.score_init
+    # The data is read and checked whole before the output directory is touched.
+    data = load_data(DataSource.from_config(config), config.train_samples, config.eval_samples, config.seed)
     out = _prepare_output_dir(config)
-    return RunPlan(config=config, recipe=recipe, task=task, masking=masking, lam_final=lam_final,
+    return RunPlan(config=config, recipe=recipe, task=data.spec, masking=masking, lam_final=lam_final,
                    lambda_ramp=lambda_ramp, warmup=warmup, cooldown=cooldown, smp_temperature=smp_temperature,
-                   score_init=score_init, extensions=extensions, data_root=data_root, source=source,
+                   score_init=score_init, extensions=extensions, data=data, source=source,
                    teacher_source=teacher_source, out=out,
                    run_record=checkpoints.run_record(config.to_dict()))
 
@@ -338,10 +338,8 @@ def _build(plan: RunPlan) -> RunSetup:
     pruner = Pruner(model, plan.masking, score_init=plan.score_init, smp_temperature=plan.smp_temperature) \
         if plan.masking else None
 
-    train_examples = load_split(task, "train", plan.data_root, limit=config.train_samples, seed=config.seed)
-    dev_examples = load_split(task, "dev", plan.data_root, limit=config.eval_samples, seed=config.seed)
-    train_set = EncodedDataset(train_examples, tokenizer, config.max_length, task.is_regression)
-    dev_set = EncodedDataset(dev_examples, tokenizer, config.max_length, task.is_regression)
+    train_set = EncodedDataset(plan.data.train, tokenizer, config.max_length, task.is_regression)
+    dev_set = EncodedDataset(plan.data.dev, tokenizer, config.max_length, task.is_regression)
     sampler = EpochSampler(len(train_set), config.seed, [len(ids) for ids in train_set.input_ids],
                            config.batch_size)
     collate = make_collate(tokenizer, task.is_regression)
@@ -529,7 +527,7 @@ def _finalise(plan: RunPlan, run: RunSetup, end: LoopEnd) -> PruneResult:
 
 def _recipe_record(plan: RunPlan, run: RunSetup, end: LoopEnd) -> dict:
     """recipe.json: the method, every setting as given and as resolved, the data files, model and versions."""
-    task, data_root, ctx = plan.task, plan.data_root, run.ctx
+    ctx = run.ctx
     return {
         "method": plan.recipe.name, "description": plan.recipe.description, "masking": plan.masking,
         "config": plan.config.to_dict(), "steps": ctx.total, "steps_done": end.step,
@@ -538,10 +536,7 @@ def _recipe_record(plan: RunPlan, run: RunSetup, end: LoopEnd) -> dict:
                      "lambda_ramp": plan.lambda_ramp, "smp_temperature": plan.smp_temperature,
                      "score_init": plan.score_init,
                      "learning_rates": {g["name"]: g["lr"] for g in run.groups}},
-        "data": {"task": task.name, "root": str(data_root), "train_examples": len(ctx.train_set),
-                 "dev_examples": len(run.dev_set), "files": {
-                     split: {"path": str(p), "sha256": file_sha256(p)}
-                     for split in ("train", "dev") for p in [split_path(task, split, data_root)]}},
+        "data": plan.data.record,
         "model": {"source": str(plan.source), "teacher": str(plan.teacher_source) if plan.teacher_source else None},
         "versions": library_versions(), "command": sys.argv, "resumed_from": run.resumed_from,
         "num_processes": run.accelerator.num_processes,

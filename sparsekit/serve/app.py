@@ -53,15 +53,17 @@ class ModelInfo:
 
 
 def describe_model(predictor, name: str | None = None, task: str | None = None, compile_report=None) -> ModelInfo:
-    """ModelInfo of a Predictor; the task comes from ``task`` or the artifact's recipe (ValueError if unknown)."""
+    """ModelInfo of a Predictor; the task comes from ``task`` or the data the artifact records (ValueError if
+    ``task`` is unknown)."""
     from sparsekit.data import get_task
+    from sparsekit.data.source import recorded_description, spec_from_description
 
     model = getattr(predictor, "model", None)
     manifest = getattr(model, "manifest", None) or {}
-    task = task or ((manifest.get("recipe") or {}).get("data") or {}).get("task")
+    spec = get_task(task) if task else spec_from_description(
+        manifest.get("data") or recorded_description(manifest.get("recipe")))
     input_kind = None
-    if task is not None:
-        spec = get_task(task)
+    if spec is not None:
         task, input_kind = spec.name, "pair" if spec.is_pair else "single"
     regression = bool(getattr(predictor, "regression", False))
     num_labels = getattr(getattr(model, "config", None), "num_labels", 0)
