@@ -92,7 +92,8 @@ def _print_summary(config, result, wall: float, extra: list[tuple[str, str]] = (
 @app.command()
 @config_command(PruneConfig)
 def prune(config: PruneConfig) -> None:
-    """Prune (or fine-tune) a model on a GLUE task and save a directory that reloads in one call."""
+    """Prune (or fine-tune) a model on a GLUE task or your own data and save a directory that reloads in one
+    call."""
     _run_prune(config)
 
 

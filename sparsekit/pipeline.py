@@ -68,7 +68,8 @@ def run_main_job(config: MainJobConfig, log=print) -> MainJobResult:
     Raises what the steps raise for bad input (ValueError, FileNotFoundError, FileExistsError).
     """
     from sparsekit.compiler import compile as sparse_compile
-    from sparsekit.data import EncodedDataset, get_task, load_split, resolve_data_root
+    from sparsekit.data import EncodedDataset
+    from sparsekit.data.source import DataSource, load_data
     from sparsekit.evaluate import evaluate
     from sparsekit.export.artifact import export, load, verify
     from sparsekit.machine import header
@@ -78,7 +79,7 @@ def run_main_job(config: MainJobConfig, log=print) -> MainJobResult:
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
-    log(f"[1/5] pruning {pc.model} on {pc.task} with {pc.method} to {100 * pc.keep:g}% remaining")
+    log(f"[1/5] pruning {pc.model} on {DataSource.from_config(pc).label} with {pc.method} to {100 * pc.keep:g}% remaining")
     t0 = time.perf_counter()
     result = prune(pc)
     timings["prune_s"] = time.perf_counter() - t0
@@ -101,9 +102,9 @@ def run_main_job(config: MainJobConfig, log=print) -> MainJobResult:
         backends[c.backend] = backends.get(c.backend, 0) + 1
 
     log("[4/5] evaluating the compiled artifact on the dev set")
-    task = get_task(pc.task)
-    dev = load_split(task, "dev", resolve_data_root(pc.data_dir), limit=pc.eval_samples, seed=pc.seed)
-    dev_set = EncodedDataset(dev, artifact.tokenizer, pc.max_length, task.is_regression)
+    data = load_data(DataSource.from_config(pc), pc.train_samples, pc.eval_samples, pc.seed)
+    task = data.spec
+    dev_set = EncodedDataset(data.dev, artifact.tokenizer, pc.max_length, task.is_regression)
     compiled_metrics = evaluate(artifact, dev_set, artifact.tokenizer, task)
 
     log(f"[5/5] latency: masked dense vs compiled artifact, batch {list(config.batches)} x {config.seq} tokens")

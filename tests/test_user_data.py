@@ -227,6 +227,11 @@ def test_user_data_through_export_evaluate_predict_and_serve(tiny_model_dir, tmp
     assert set(metrics) >= {"f1", "eval_samples"} and metrics["eval_samples"] == 3
     result = runner.invoke(app, ["evaluate", str(tmp_path / "art")])
     assert result.exit_code == 2 and "--validation-file" in result.output
+    from sparsekit.bench import BenchConfig, run_bench
+
+    bench = run_bench(BenchConfig(str(tmp_path / "art"), tmp_path / "bench", batch=[2], seq=[8], threads=[1],
+                                  repeats=2, rounds=1, min_seconds=0.0, warmup=1, compile_repeats=1))
+    assert bench.data["configs"][0]["variants"]["sparsekit"]["status"] == "ok"
     bad = _write(pd.DataFrame({"text": ["fine"], "label": ["meh"]}), tmp_path / "bad.csv")
     result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--validation-file", str(bad)])
     assert result.exit_code == 2 and "'meh' is not one the model was trained on" in result.output

@@ -1,4 +1,5 @@
-"""GLUE data: task specs, TSV loading, tokenization with dynamic padding, and metrics."""
+"""Data: GLUE task specs and TSV loading, the user's own files and datasets (source.py), tokenization with
+dynamic padding, and metrics."""
 
 from __future__ import annotations
 

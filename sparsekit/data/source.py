@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -447,8 +447,6 @@ def _metrics(metric: str | None, regression: bool, names: tuple[str, ...] | None
 
 
 def _with_columns(spec: TaskSpec, texts: tuple[str, ...], label: str) -> TaskSpec:
-    from dataclasses import replace
-
     return replace(spec, text_fields=texts, label_field=label, columns=None)
 
 
