@@ -45,17 +45,31 @@ def _load(train, dev, **kw):
     return load_data(DataSource(train_file=train, validation_file=dev, **kw))
 
 
-@pytest.fixture(scope="module")
-def sst2_csv(tmp_path_factory):
-    """SST-2 train and dev written as CSV by the README's one-liner (pandas, from GLUE's TSV)."""
-    out = tmp_path_factory.mktemp("sst2csv")
-    root = default_data_root()
+def _sst2_as_csv(out, names: bool) -> list[str]:
+    """SST-2 train and dev written as CSV files as the README's one-liner does (pandas, from GLUE's TSV), with
+    the class names of the README (``names``) or GLUE's ids."""
     paths = []
     for split in ("train", "dev"):
-        frame = pd.read_csv(root / "SST-2" / f"{split}.tsv", sep="\t", quoting=3, keep_default_na=False)
+        frame = pd.read_csv(default_data_root() / "SST-2" / f"{split}.tsv", sep="\t", quoting=3,
+                            keep_default_na=False)
+        if names:
+            frame = frame.assign(label=lambda d: d.label.map({0: "negative", 1: "positive"}))
         frame.to_csv(out / f"sst2_{split}.csv", index=False)
         paths.append(str(out / f"sst2_{split}.csv"))
     return paths
+
+
+@pytest.fixture(scope="module")
+def sst2_csv(tmp_path_factory):
+    return _sst2_as_csv(tmp_path_factory.mktemp("sst2csv"), names=False)
+
+
+def test_the_readme_csv_holds_exactly_the_glue_examples(tmp_path):
+    from sparsekit.data import load_split
+
+    data = _load(*_sst2_as_csv(tmp_path, names=True))
+    assert data.train == load_split("sst2", "train") and data.dev == load_split("sst2", "dev")
+    assert data.spec.label_names == ("negative", "positive")
 
 
 # ------------------------------------------------------------------------------------------------ loading
