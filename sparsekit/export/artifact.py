@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -384,7 +385,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CompactForSequ
             bias = own.pop("bias")
             try:
                 fmt = from_tensors(meta_layer["matrices"][name], own, name=f"layer {i} {name}")
-            except ValueError as exc:  # FormatError: the format's own validation
+            except (ValueError, TypeError) as exc:  # FormatError: the format's own validation
                 raise ArtifactError(f"{path}: {exc}") from None
             if tuple(fmt.shape) != expected[name]:
                 raise ArtifactError(f"{path}: layer {i} {name} has shape {tuple(fmt.shape)}; the manifest's widths "
@@ -421,9 +422,9 @@ def _read_samples(path: Path, manifest: dict) -> tuple[list[str], torch.Tensor, 
             and len(texts) == len(logits) == len(names) <= MAX_SAMPLES
             and all(isinstance(t, str) for t in texts)
             and all(isinstance(row, list) and len(row) == labels
-                    and all(type(x) in (int, float) for x in row) for row in logits)):
+                    and all(type(x) in (int, float) and math.isfinite(x) for x in row) for row in logits)):
         raise ArtifactError(f"{path / SAMPLES} must hold equally many texts, labels and logit rows of {labels} "
-                            f"numbers; the artifact is corrupt")
+                            f"finite numbers; the artifact is corrupt")
     return texts, torch.tensor(logits, dtype=torch.float32).reshape(len(texts), labels), names
 
 

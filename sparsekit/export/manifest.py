@@ -170,6 +170,15 @@ def check_manifest(manifest: dict, where: str, required_files: tuple[str, ...]) 
         expected = matrix_shapes(hidden, sum(qk), sum(v), ffn)
         for name in MATRICES:
             meta = c.type(matrices[name], f"layers[{i}].matrices.{name}", dict)
+            for key, value in meta.items():  # the formats check the meaning; here only the JSON types
+                field = f"layers[{i}].matrices.{name}.{key}"
+                if key in ("kind", "value_dtype", "index_dtype", "method"):
+                    c.type(value, field, str)
+                elif isinstance(value, list):
+                    for x in value:
+                        c.int(x, field, 0, 1 << 31)
+                else:
+                    c.type(value, field, int, float, bool, type(None))
             if meta.get("shape") != list(expected[name]):
                 c.fail(f"layers[{i}].matrices.{name}.shape is {meta.get('shape')!r}; the widths require "
                        f"{list(expected[name])}")
