@@ -356,7 +356,8 @@ class _Worker:
         self.proc = subprocess.Popen([sys.executable, __file__, str(pristine)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=limits,
                                      text=True, bufsize=1)
-        self.readline(300)  # "ready" once the pristine baseline is computed
+        if (self.readline(300) or "").strip() != "ready":  # sent once the pristine baseline is computed
+            raise RuntimeError(f"the fuzz worker did not start: {self.stop()}")
 
     def readline(self, timeout: float) -> str | None:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
