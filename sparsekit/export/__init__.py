@@ -3,6 +3,8 @@
 - :mod:`sparsekit.export.compact`: function-preserving removal of empty rows / columns / heads, bias folding.
 - :mod:`sparsekit.export.formats`: dense / CSR / BSR / low-rank layouts that the kernels consume.
 - :mod:`sparsekit.export.artifact`: ``export`` / ``load`` / ``verify`` of an artifact directory.
+- :mod:`sparsekit.export.manifest` / :mod:`sparsekit.export.safeio`: the manifest's schema and digest, and
+  reading an artifact's untrusted files safely (the loader's defences, see the README's threat model).
 
 The package itself is callable: ``sparsekit.export(model, path, ...)`` is ``artifact.export``, while
 ``sparsekit.export.formats`` etc. stay importable (a function of the same name would shadow them).
@@ -10,8 +12,9 @@ The package itself is callable: ``sparsekit.export(model, path, ...)`` is ``arti
 import sys
 import types
 
-from sparsekit.export.artifact import ArtifactError, ExportResult, FormatLinear, export, load, verify
+from sparsekit.export.artifact import ExportResult, FormatLinear, export, load, verify
 from sparsekit.export.compact import CompactionReport, compact
+from sparsekit.export.errors import ArtifactError
 from sparsekit.export.formats import (
     FORMAT_VERSION,
     FORMATS,

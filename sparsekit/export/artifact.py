@@ -35,13 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsekit.export.compact import CompactionReport, compact
-from sparsekit.export.formats import FORMATS, MatrixFormat, from_tensors, to_format
 from sparsekit.export.errors import ArtifactError
+from sparsekit.export.formats import FORMATS, MatrixFormat, from_tensors, to_format
 from sparsekit.export.lowrank import choose_with_rank, recorded_ranks
 from sparsekit.export.manifest import (DIGEST_KEY, canonical_digest, check_digest, check_header, check_manifest,
-                                       check_tensors, check_values)
+                                       check_tensors, check_values, matrix_shapes)
 from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
-from sparsekit.export.safeio import file_digest, read_bytes, read_json, safetensors_header
+from sparsekit.export.safeio import file_digest, parse_json, read_bytes, read_json, safetensors_header
 from sparsekit.files import file_sha256
 from sparsekit.models import quiet_transformers
 
@@ -301,10 +301,14 @@ def _hf_config(manifest: dict, path: Path, **overrides):
     """The transformers config of the manifest (schema-checked) with ``overrides``; ArtifactError if refused."""
     from transformers import AutoConfig
 
+    try:
+        from huggingface_hub.errors import StrictDataclassError  # transformers 5 type-checks config fields
+    except ImportError:  # older huggingface_hub: no such checks
+        StrictDataclassError = TypeError
     cfg = {**manifest["config"], **overrides}
     try:
         return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError, StrictDataclassError) as exc:
         raise ArtifactError(f"{path / MANIFEST}: transformers refuses the config ({exc}); re-export the "
                             f"artifact") from None
 
@@ -376,9 +380,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CompactForSequ
     model = CompactForSequenceClassification(config, shapes, modules["embeddings"], modules["pooler"],
                                              modules["classifier"], manifest["head_uses_pooler"])
     for i, (layer, shape, meta_layer) in enumerate(zip(model.layers, shapes, manifest["layers"])):
-        expected = {"query": (sum(shape.qk_widths), hidden), "key": (sum(shape.qk_widths), hidden),
-                    "value": (sum(shape.v_widths), hidden), "attn_out": (hidden, sum(shape.v_widths)),
-                    "ffn_in": (shape.ffn, hidden), "ffn_out": (hidden, shape.ffn)}
+        expected = matrix_shapes(hidden, sum(shape.qk_widths), sum(shape.v_widths), shape.ffn)
         for name in MATRICES:
             prefix = f"layers.{i}.{name}."
             own = {k[len(prefix):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(prefix)]}
@@ -411,8 +413,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CompactForSequ
 
 def _read_samples(path: Path, manifest: dict) -> tuple[list[str], torch.Tensor, list]:
     """The recorded sample texts, their float32 logits ``[n, num_labels]`` and labels, schema-checked."""
-    from sparsekit.export.safeio import parse_json
-
     data = parse_json(_read_verified(path, SAMPLES, manifest, MAX_SAMPLES_BYTES), str(path / SAMPLES))
     labels = len(manifest["config"]["id2label"])
     texts = data.get("texts") if isinstance(data, dict) else None

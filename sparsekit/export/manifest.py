@@ -113,10 +113,13 @@ def check_manifest(manifest: dict, where: str, required_files: tuple[str, ...]) 
     from transformers.activations import ACT2FN
 
     if not isinstance(cfg.get("hidden_act"), str) or cfg["hidden_act"] not in ACT2FN:
-        c.fail(f"config.hidden_act must name an activation ({', '.join(sorted(ACT2FN))}), got {cfg.get('hidden_act')!r}")
+        c.fail(f"config.hidden_act must name an activation ({', '.join(sorted(ACT2FN))}), "
+               f"got {cfg.get('hidden_act')!r}")
     c.number(cfg.get("layer_norm_eps"), "config.layer_norm_eps", 0, 1, lo_open=True)
     for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
         c.number(cfg.get(key), f"config.{key}", 0, 1)
+    if "initializer_range" in cfg:  # the skeleton's (discarded) random init still draws with it
+        c.number(cfg["initializer_range"], "config.initializer_range", 0, 1)
     if cfg.get("classifier_dropout") is not None:
         c.number(cfg["classifier_dropout"], "config.classifier_dropout", 0, 1)
     pad = cfg.get("pad_token_id")
