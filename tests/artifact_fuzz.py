@@ -265,8 +265,9 @@ def _random_manifest(rng: random.Random, sign: bool, delete: bool):
             parent = parent[k]
         if delete and isinstance(parent, dict):
             parent.pop(target[-1])
-        else:
-            parent[target[-1]] = rng.choice(_HOSTILE)
+        else:  # a value that differs from the old one in JSON (writing the same value would be no mutation)
+            old = json.dumps(parent[target[-1]])
+            parent[target[-1]] = rng.choice([v for v in _HOSTILE if json.dumps(v) != old])
         _write_manifest(path, manifest, sign)
     return mutate
 
