@@ -28,6 +28,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -354,8 +355,9 @@ class _Worker:
 
         env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "HF_HUB_OFFLINE": "1",
                "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: chatty libraries can never block the worker
         self.proc = subprocess.Popen([sys.executable, __file__, str(pristine)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=limits,
+                                     stdout=subprocess.PIPE, stderr=self.stderr, env=env, preexec_fn=limits,
                                      text=True, bufsize=1)
         if (self.readline(300) or "").strip() != "ready":  # sent once the pristine baseline is computed
             raise RuntimeError(f"the fuzz worker did not start: {self.stop()}")
@@ -365,9 +367,13 @@ class _Worker:
         return self.proc.stdout.readline() if ready else None
 
     def stop(self) -> str:
+        """Kill the worker; the tail of its stderr."""
         self.proc.kill()
         self.proc.wait()
-        return self.proc.stderr.read()[-2000:]
+        self.stderr.seek(0)
+        tail = self.stderr.read()[-2000:].decode(errors="replace")
+        self.stderr.close()
+        return tail
 
 
 def run_cases(pristine: Path, cases: list[dict], timeout_s: float = 60, memory_bytes: int = 3 << 30) -> list[dict]:
@@ -461,11 +467,13 @@ def worker_main(pristine: str) -> None:
 
     from sparsekit.export.artifact import load
 
+    results = os.fdopen(os.dup(1), "w")  # the protocol's own channel; whatever libraries print goes to stderr
+    os.dup2(2, 1)
     torch.set_num_threads(1)
     baseline = _answers(load(pristine))
-    print("ready", flush=True)
+    print("ready", file=results, flush=True)
     for line in sys.stdin:
-        print(json.dumps(_one(Path(line.strip()), Path(pristine), baseline)), flush=True)
+        print(json.dumps(_one(Path(line.strip()), Path(pristine), baseline)), file=results, flush=True)
 
 
 if __name__ == "__main__":
