@@ -4,7 +4,7 @@
 // (sparsekit/kernels/cpu.py, torch.library.custom_op + register_fake); their CPU implementation calls
 // linear() below. User-facing validation with ValueError / TypeError messages happens in Python; the
 // checks here are O(1) per call (dtypes, sizes, the ends of ptr). The monotonicity of ptr and the column
-// ranges are validated once, at pack time (sparsekit.kernels.pack_csr / pack_bsr), and trusted here.
+// ranges are validated once, at pack time (sparsekit.kernels.cpu_layout.pack_cpu_csr / pack_cpu_bsr), and trusted here.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 #if __has_include(<torch/headeronly/version.h>)

@@ -34,21 +34,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsekit.architectures import MATRIX_TYPES
+from sparsekit.data.inputs import build_inputs
 from sparsekit.export.compact import CompactionReport, compact
 from sparsekit.export.errors import ArtifactError
-from sparsekit.export.formats import FORMATS, MatrixFormat, from_tensors, to_format
 from sparsekit.export.lowrank import choose_with_rank, recorded_ranks
 from sparsekit.export.manifest import (DIGEST_KEY, canonical_digest, check_digest, check_header, check_manifest,
                                        check_tensors, check_values, matrix_shapes)
 from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
 from sparsekit.export.safeio import file_digest, parse_json, read_bytes, read_json, safetensors_header
 from sparsekit.files import file_sha256
+from sparsekit.formats import FORMATS, MatrixFormat, from_tensors, to_format
 from sparsekit.models import quiet_transformers
+from sparsekit.versions import library_versions
 
 ARTIFACT_FORMAT = "sparsekit-artifact"
 ARTIFACT_VERSION = 1
 MANIFEST, WEIGHTS, SAMPLES, REPORT = "manifest.json", "model.safetensors", "samples.json", "report.json"
-MATRICES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 DEFAULT_SAMPLES = ("a charming and often affecting journey.", "unflinchingly bleak and desperate",
                    "the acting is fine but the story goes nowhere.", "one of the best films of the year!")
 #: Byte caps per file: far above any BERT-family artifact, far below what could exhaust a host.
@@ -104,29 +106,23 @@ def _choose_format(weight: torch.Tensor, formats: str, **kw) -> MatrixFormat:
 
 def _load_source(source):
     """(model, tokenizer, recipe) from a pruning output dir, a HF checkpoint dir, a PrunedModel, or a pair."""
-    from sparsekit.prune.output import PrunedModel, load_pruned
+    from sparsekit.prune.output import PrunedModel
+    from sparsekit.sources import CHECKPOINT, RUN, directory_kind, open_source
 
     if isinstance(source, PrunedModel):
         return source.model, source.tokenizer, source.recipe
     if isinstance(source, tuple) and len(source) == 2:
         return source[0], source[1], None
-    path = Path(source)
-    if (path / "recipe.json").is_file():
-        pruned = load_pruned(path)
-        return pruned.model, pruned.tokenizer, pruned.recipe
-    if (path / "config.json").is_file():
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        with quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
-        return model, AutoTokenizer.from_pretrained(str(path)), None
-    raise FileNotFoundError(f"{path} is neither a sparsekit pruning output nor a Hugging Face checkpoint directory")
+    if directory_kind(source) not in (RUN, CHECKPOINT):
+        raise FileNotFoundError(f"{source} is neither a sparsekit pruning output nor a Hugging Face checkpoint "
+                                f"directory")
+    opened = open_source(source)
+    return opened.model, opened.tokenizer, opened.recipe
 
 
 @torch.no_grad()
 def _logits(model, tokenizer, texts, max_length: int = 128) -> torch.Tensor:
-    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    return model(**batch).logits.float()
+    return model(**build_inputs(tokenizer, texts, max_length)).logits.float()
 
 
 def _labels(config, logits: torch.Tensor) -> list:
@@ -152,8 +148,6 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         the dev metrics of the exact and the lossy model are measured and reported.
     overwrite: replace an existing ``path``; without it an existing artifact is never touched.
     """
-    from sparsekit.prune.output import library_versions
-
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
@@ -364,7 +358,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CompactForSequ
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"{path / WEIGHTS} cannot be read ({exc}); the artifact is corrupt") from exc
     hidden = manifest["config"]["hidden_size"]
-    plain = [*base, *(f"layers.{i}.{n}.bias" for i in range(len(manifest["layers"])) for n in MATRICES),
+    plain = [*base, *(f"layers.{i}.{n}.bias" for i in range(len(manifest["layers"])) for n in MATRIX_TYPES),
              *(f"layers.{i}.{norm}.{p}" for i in range(len(manifest["layers"])) for norm in ("attn_norm", "ffn_norm")
                for p in ("weight", "bias"))]
     check_values(tensors, plain, str(path / WEIGHTS))
@@ -378,7 +372,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CompactForSequ
                                              modules["classifier"], manifest["head_uses_pooler"])
     for i, (layer, shape, meta_layer) in enumerate(zip(model.layers, shapes, manifest["layers"])):
         expected = matrix_shapes(hidden, sum(shape.qk_widths), sum(shape.v_widths), shape.ffn)
-        for name in MATRICES:
+        for name in MATRIX_TYPES:
             prefix = f"layers.{i}.{name}."
             own = {k[len(prefix):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(prefix)]}
             bias = own.pop("bias")

@@ -16,6 +16,7 @@ import math
 import re
 from typing import Any
 
+from sparsekit.architectures import MATRIX_TYPES
 from sparsekit.export.errors import ArtifactError
 from sparsekit.export.safeio import check_name
 
@@ -90,7 +91,6 @@ def check_digest(manifest: dict, where: str) -> None:
 
 def check_manifest(manifest: dict, where: str, required_files: tuple[str, ...]) -> None:
     """Schema-check every field of a manifest whose header and digest were checked (see module docstring)."""
-    from sparsekit.export.artifact import MATRICES
     from sparsekit.models import SUPPORTED_MODEL_TYPES
 
     c = _Check(where)
@@ -168,10 +168,10 @@ def check_manifest(manifest: dict, where: str, required_files: tuple[str, ...]) 
             c.int(w, f"layers[{i}].v_widths[{j}]", 1, head_dim)
         ffn = c.int(layer["ffn"], f"layers[{i}].ffn", 0, ffn_max)
         matrices = c.type(layer["matrices"], f"layers[{i}].matrices", dict)
-        if set(matrices) != set(MATRICES):
-            c.fail(f"layers[{i}].matrices must have exactly {', '.join(MATRICES)}")
+        if set(matrices) != set(MATRIX_TYPES):
+            c.fail(f"layers[{i}].matrices must have exactly {', '.join(MATRIX_TYPES)}")
         expected = matrix_shapes(hidden, sum(qk), sum(v), ffn)
-        for name in MATRICES:
+        for name in MATRIX_TYPES:
             meta = c.type(matrices[name], f"layers[{i}].matrices.{name}", dict)
             for key, value in meta.items():  # the formats check the meaning; here only the JSON types
                 field = f"layers[{i}].matrices.{name}.{key}"
@@ -230,13 +230,11 @@ def check_tensors(manifest: dict, header: dict[str, tuple[str, tuple[int, ...]]]
     Every non-format tensor must be float32 of its expected shape and each bias as wide as the manifest's
     widths, so the model built from the manifest allocates nothing the file does not hold.
     """
-    from sparsekit.export.artifact import MATRICES
-
     expected = dict(base)
     hidden = manifest["config"]["hidden_size"]
     for i, layer in enumerate(manifest["layers"]):
         shapes = matrix_shapes(hidden, sum(layer["qk_widths"]), sum(layer["v_widths"]), layer["ffn"])
-        for name in MATRICES:
+        for name in MATRIX_TYPES:
             expected[f"layers.{i}.{name}.bias"] = (shapes[name][0],)
         for norm in ("attn_norm", "ffn_norm"):
             expected[f"layers.{i}.{norm}.weight"] = expected[f"layers.{i}.{norm}.bias"] = (hidden,)

@@ -11,6 +11,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from sparsekit.errors import format_error
 from sparsekit.serve.batcher import BatcherClosed, MicroBatcher, Overloaded, check_settings
 from sparsekit.serve.validation import Limits, RequestError, parse_texts
 
@@ -142,7 +143,7 @@ def create_app(predictor, *, name: str | None = None, task: str | None = None, c
         except BatcherClosed as exc:
             raise HTTPException(503, str(exc)) from None
         except Exception as exc:  # the model failed on this request; logged by the batcher
-            raise HTTPException(500, f"model error: {type(exc).__name__}: {exc}") from None
+            raise HTTPException(500, f"model error: {format_error(exc, with_type=True)}") from None
         predictions = [PredictionOut(label=p.label, score=p.score, scores=p.scores) for p in results]
         return PredictResponse(predictions=predictions, latency_ms=1e3 * (time.perf_counter() - started),
                                model=info.name)
