@@ -313,7 +313,8 @@ def test_cli_serve(artifact, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "--log-level" in result.output
 
     served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: served.update(
+        app=server.config.app, port=server.config.port, host=server.config.host, log_level=server.config.log_level))
     result = runner.invoke(cli, ["serve", str(artifact), "--port", "8123", "--tokens", "8", "--max-texts", "3",
                                  "--log-level", "warning"])
     assert result.exit_code == 0, result.output
