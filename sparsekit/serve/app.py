@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
 
 from sparsekit.serve.batcher import BatcherClosed, MicroBatcher, Overloaded, check_settings
 from sparsekit.serve.validation import Limits, RequestError, parse_texts
@@ -142,6 +143,8 @@ def create_app(predictor, *, name: str | None = None, task: str | None = None, c
         except asyncio.TimeoutError:
             raise HTTPException(408, f"the request body did not arrive within {read_timeout_s:g} s",
                                 headers={"Connection": "close"}) from None
+        except ClientDisconnect:  # nobody is left to read the answer; it only keeps the log free of tracebacks
+            raise HTTPException(400, "the client disconnected before sending the whole body") from None
         try:
             texts, kind = parse_texts(body, limits)
         except RequestError as exc:
@@ -207,9 +210,10 @@ async def drain(app: FastAPI) -> None:
     """Shut ``app`` (from create_app) down: refuse new requests (503), give queued ones the app's
     ``shutdown_timeout_s`` to finish, answer the rest 503. Returns when done; safe to call again or
     concurrently (a later call waits no longer than the first one's deadline)."""
-    batcher = getattr(app.state, "batcher", None)
+    state = getattr(app, "state", None)
+    batcher = getattr(state, "batcher", None)
     if batcher is not None:
-        await asyncio.to_thread(batcher.close, app.state.shutdown_timeout_s)
+        await asyncio.to_thread(batcher.close, state.shutdown_timeout_s)
 
 
 def _is_json(content_type: str) -> bool:

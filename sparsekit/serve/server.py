@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import FrameType
@@ -45,7 +46,7 @@ def build_app(path: str | Path, *, compile: bool = True, tokens: int = 128, thre
 
 
 class ServeError(RuntimeError):
-    """The server could not start (e.g. its address is in use); the reason was logged just before."""
+    """The server could not start, e.g. its address is in use."""
 
 
 def run(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", access_log: bool = True,
@@ -68,13 +69,26 @@ def run(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                             http=TimedH11Protocol.with_read_timeout(read_timeout),
                             timeout_keep_alive=timeout_keep_alive_s, timeout_graceful_shutdown=backstop)
+    _check_bindable(host, port)
     server = _DrainingServer(config, lambda: drain(app))
     try:
         server.run()
     except SystemExit:  # uvicorn's way to give up at startup, after logging why
         if server.started:
             raise
-        raise ServeError(f"the server did not start on {host}:{port} (see the error above)") from None
+        raise ServeError(f"the server did not start on {host}:{port}; see the log above") from None
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Raise ServeError if ``host:port`` cannot be listened on (uvicorn would log it and exit)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+            probe.bind(address)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 class _DrainingServer(uvicorn.Server):
