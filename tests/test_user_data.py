@@ -241,6 +241,18 @@ def test_user_data_through_export_evaluate_predict_and_serve(tiny_model_dir, tmp
     assert set(metrics) >= {"f1", "eval_samples"} and metrics["eval_samples"] == 3
     result = runner.invoke(app, ["evaluate", str(tmp_path / "art")])
     assert result.exit_code == 2 and "--validation-file" in result.output
+    import shutil
+
+    from artifact_forge import rewrite_manifest
+    from sparsekit.export.errors import ArtifactError
+
+    forged = shutil.copytree(tmp_path / "art", tmp_path / "forged")
+    rewrite_manifest(forged, lambda m: m["data"].update(label_names=["neg", "pos", "meh"]))
+    with pytest.raises(ArtifactError, match="data.label_names"):
+        load(forged)
+    rewrite_manifest(forged, lambda m: m.pop("data"))  # artifacts exported before `data` existed still load
+    assert load(forged).manifest.get("data") is None
+
     from sparsekit.bench import BenchConfig, run_bench
 
     bench = run_bench(BenchConfig(str(tmp_path / "art"), tmp_path / "bench", batch=[2], seq=[8], threads=[1],
