@@ -79,7 +79,8 @@ def run_main_job(config: MainJobConfig, log=print) -> MainJobResult:
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
-    log(f"[1/5] pruning {pc.model} on {DataSource.from_config(pc).label} with {pc.method} to {100 * pc.keep:g}% remaining")
+    log(f"[1/5] pruning {pc.model} on {DataSource.from_config(pc).label} with {pc.method} to "
+        f"{100 * pc.keep:g}% remaining")
     t0 = time.perf_counter()
     result = prune(pc)
     timings["prune_s"] = time.perf_counter() - t0

@@ -188,9 +188,10 @@ def load_evaluation_file(spec: TaskSpec, path: str | Path, text_column: str | No
     """The examples of one labelled file (CSV, TSV, JSON, JSON Lines, Parquet) for a model trained for ``spec``:
     the spec's text and label columns unless given, labels mapped to the model's ids. DataError for bad data,
     including labels the model was not trained on."""
+    if text_pair_column and not text_column:
+        raise DataError("--text-pair-column needs --text-column (the first text of each pair)")
     table = _read_file(path, "--validation-file")
-    texts = (text_column, text_pair_column) if text_column else spec.text_fields
-    texts = tuple(c for c in texts if c)
+    texts = tuple(c for c in (text_column, text_pair_column) if c) if text_column else spec.text_fields
     label = label_column or spec.label_field
     if len(texts) != len(spec.text_fields):
         raise DataError(f"the model was trained on {len(spec.text_fields)} text column(s) "

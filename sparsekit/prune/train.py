@@ -216,7 +216,8 @@ def _kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, i
 class RunPlan:
     """A run's settings checked and resolved against its recipe (every "method default" filled in).
 
-    extensions: the run's extension objects, not yet set up; out: the prepared output directory;
+    extensions: the run's extension objects, not yet set up; data: the train / validation examples, read and
+    checked (data/source.py), with their record for recipe.json; out: the prepared output directory;
     run_record: the settings every checkpoint records and a resume must match (checkpoints.run_record).
     """
 
