@@ -268,3 +268,23 @@ def test_a_glue_model_evaluates_on_a_file(tiny_model_dir, tmp_path, sst2_csv):
     examples = load_evaluation_file(spec, sst2_csv[1])
     assert len(examples) == 872 and examples[0].label in (0, 1)
     assert spec_from_description({"task": "sst2"}) is spec
+
+
+def test_sentence_pair_regression_on_user_data(tiny_model_dir, tmp_path):
+    from sparsekit.export import export, load
+    from sparsekit.export.predict import Predictor
+    from sparsekit.serve.app import describe_model
+
+    pairs = pd.DataFrame({"question": ["is it good", "a bad film", "the best", "not funny", "i love it", "boring"],
+                          "answer": ["yes", "no", "great story", "boring", "love", "the worst"],
+                          "score": [4.5, 1.0, 5.0, 0.5, 4.0, 2.5]})
+    train, dev = _files(tmp_path, ".jsonl", pairs, pairs)
+    result = prune(PruneConfig(**TINY_RUN, model=str(tiny_model_dir), output_dir=str(tmp_path / "run"),
+                               train_file=train, validation_file=dev, text_column="question",
+                               text_pair_column="answer", label_column="score", metric="spearman"))
+    assert "spearman" in result.metrics and "pearson" not in result.metrics
+    export(tmp_path / "run", tmp_path / "art")
+    model = load(tmp_path / "art")
+    assert model.manifest["data"]["is_regression"] and model.manifest["data"]["label_names"] is None
+    info = describe_model(Predictor(model))
+    assert info.input_kind == "pair" and info.regression
