@@ -51,7 +51,8 @@
 // one vectorised pass over ptr (ptr[0] == 0, non-decreasing, ptr[-1] == nent) and one over col (max offset
 // < Kc in chunks 0..nchunks-2, < in - (nchunks-1)*Kc in the last chunk, whose entries are the tail
 // [ptr[(nchunks-1)*ngroups], nent) of col), split between threads for large weights. Nothing else is
-// needed for memory safety: val is read at e*R+i for the entries e < nent, x at columns < in.
+// needed for memory safety: val is read at e*R+i for the entries e < nent, x at columns < in. (Tensors that
+// another thread modifies in place while a call runs are a data race the check cannot cover.)
 #pragma once
 
 #include <cstdint>
