@@ -35,7 +35,7 @@ import torch
 import sparsekit
 from sparsekit.prune import PruneConfig, prune
 from sparsekit.machine import machine_info
-from sparsekit.prune.output import library_versions
+from sparsekit.versions import library_versions
 
 METHODS = ("smp-s", "smp-l", "soft-movement", "movement", "magnitude")
 NEW_METHODS = ("smp-struct", "abp", "lpaf") + tuple(f"{prefix}-{base}" for prefix in ("cap", "kd")

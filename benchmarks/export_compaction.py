@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 from sparsekit.data import EncodedDataset, get_task, load_split
+from sparsekit.data.inputs import build_inputs, random_inputs
 from sparsekit.evaluate import evaluate
 from sparsekit.export.compact import compact
 from sparsekit.models import load_classifier, prunable_matrices
 from sparsekit.prune import load_pruned
-from sparsekit.prune.output import library_versions
+from sparsekit.versions import library_versions
 from sparsekit.timing import measure
 
 RESULTS = Path(__file__).parent / "results"
@@ -48,10 +49,7 @@ def model_bytes(model) -> int:
 
 
 def latency(dense, compacted, batch: int, seq: int, repeats: int) -> dict:
-    g = torch.Generator().manual_seed(0)
-    x = {"input_ids": torch.randint(1000, 20000, (batch, seq), generator=g),
-         "attention_mask": torch.ones(batch, seq, dtype=torch.long),
-         "token_type_ids": torch.zeros(batch, seq, dtype=torch.long)}
+    x = random_inputs(batch, seq, 20000)  # ids 1000..19999, seed 0
     out = {}
     # Interleave the two so drifts of the machine affect both alike.
     for _ in range(2):
@@ -68,7 +66,7 @@ def latency(dense, compacted, batch: int, seq: int, repeats: int) -> dict:
 def max_logit_error(dense, compacted, tokenizer) -> float:
     texts = ["a charming and often affecting journey .", "unflinchingly bleak and desperate",
              "the acting is fine but the story goes nowhere ."]
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    batch = build_inputs(tokenizer, texts)
     with torch.no_grad():
         return float((dense(**batch).logits - compacted(**batch).logits).abs().max())
 

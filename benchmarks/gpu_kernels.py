@@ -101,8 +101,10 @@ def rel_err(y, ref) -> float:
 def run_case(kind, out, inp, tokens, sparsity, block, dtype, device, args, gen, copy_bw, compiled_dense):
     """One (kernel family, shape, tokens, sparsity, block) point: every provider's time, checked first."""
     from sparsekit.kernels import cuda as cuda_kernels
-    from sparsekit.kernels.triton_bsr import pack_triton_bsr, triton_bsr_linear
-    from sparsekit.kernels.triton_csr import pack_gpu_csr, triton_csr_linear
+    from sparsekit.kernels.gpu_bsr_layout import pack_gpu_bsr
+    from sparsekit.kernels.gpu_csr_layout import pack_gpu_csr
+    from sparsekit.kernels.triton_bsr import triton_bsr_linear
+    from sparsekit.kernels.triton_csr import triton_csr_linear
 
     smoke = device.type == "cpu"
     make = (lambda: block_sparse_weight(out, inp, block, sparsity, dtype, device, gen)) if kind == "bsr" else \
@@ -114,7 +116,7 @@ def run_case(kind, out, inp, tokens, sparsity, block, dtype, device, args, gen, 
     bias = torch.randn(out, device=device, dtype=dtype)
     providers: dict[str, list[Callable[[], object]]] = {}
     if kind == "bsr":
-        packed = [pack_triton_bsr(w, block=(block, block)) for w in weights]
+        packed = [pack_gpu_bsr(w, block=(block, block)) for w in weights]
         providers["sparsekit-triton-bsr"] = [lambda x=x, p=p: triton_bsr_linear(x, p, bias) for x, p in zip(xs, packed)]
         nbytes = packed[0].nbytes
     else:

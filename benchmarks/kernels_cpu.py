@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from sparsekit import kernels
 from sparsekit.compiler import compile as sparse_compile
+from sparsekit.data.inputs import random_inputs
 from sparsekit.machine import header
 from sparsekit.models import load_classifier, prunable_matrices
 from sparsekit.timing import measure_interleaved
@@ -74,7 +75,7 @@ def bench_layers(args) -> list[dict]:
             for sparsity in args.sparsity:
                 w = torch.randn(out_f, in_f, generator=g) * random_mask((out_f, in_f), sparsity, g)
                 b = torch.randn(out_f, generator=g)
-                packed = kernels.pack_csr(w)
+                packed = kernels.pack_cpu_csr(w)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
                     w_csr = w.to_sparse_csr()
@@ -102,10 +103,7 @@ def bench_layers(args) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------ end to end
 def model_inputs(batch: int, seq: int) -> dict:
-    g = torch.Generator().manual_seed(1)
-    return {"input_ids": torch.randint(1000, 20000, (batch, seq), generator=g),
-            "attention_mask": torch.ones(batch, seq, dtype=torch.long),
-            "token_type_ids": torch.zeros(batch, seq, dtype=torch.long)}
+    return random_inputs(batch, seq, 20000, seed=1)  # ids 1000..19999
 
 
 def masked_bert_base(sparsity: float, seed: int = 0):
@@ -189,16 +187,19 @@ def bench_minilm(args) -> list[dict]:
 
 
 def bench_profile(args) -> dict:
-    from sparsekit.kernels.backends import PackedLinear
+    from sparsekit.backends import PackedLinear
+    from sparsekit.kernels.cpu_layout import CpuPackedWeight
 
     model = masked_bert_base(0.9)
     sparse_compile(model, tokens=args.seq, verbose=False)
     x = model_inputs(1, args.seq)
     # The kernels' eager fast path calls the extension directly (not through the dispatcher), so the profiler
-    # would not see them: label them for this measurement only.
+    # would not see them: label the layers on CPU kernels for this measurement only.
     plain_forward = PackedLinear.forward
 
     def labelled_forward(self, inp):
+        if not isinstance(self.packed, CpuPackedWeight):
+            return plain_forward(self, inp)
         with torch.profiler.record_function(f"sparsekit::{self.packed.kind}_linear"):
             return plain_forward(self, inp)
 

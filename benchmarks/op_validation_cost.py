@@ -53,14 +53,14 @@ def bench_at(args, threads: int) -> list[dict]:
     rows = []
     g = torch.Generator().manual_seed(0)
     isa = kernels.isa()
-    empty = kernels.pack_csr(torch.zeros(1, 1))
+    empty = kernels.pack_cpu_csr(torch.zeros(1, 1))
     empty_args = (empty.ptr, empty.col, empty.val, 1, 1, 1, empty.chunk, isa)
     for kind in ("csr", "bsr"):
         for out_f, in_f in SHAPES:
             for sparsity in args.sparsity:
                 w = _weight(out_f, in_f, sparsity, kind, g)
                 b = torch.randn(out_f, generator=g)
-                p = kernels.pack_csr(w) if kind == "csr" else kernels.pack_bsr(w, block=(4, 1))
+                p = kernels.pack_cpu_csr(w) if kind == "csr" else kernels.pack_cpu_bsr(w, block=(4, 1))
                 op = kernels.csr_linear if kind == "csr" else kernels.bsr_linear
                 vargs = (p.ptr, p.col, p.val, in_f, out_f, p.group_rows, p.chunk, isa)
                 for tokens in args.tokens:

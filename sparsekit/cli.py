@@ -12,32 +12,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sparsekit.cli_options import config_command, config_option
+from sparsekit.errors import format_error
+from sparsekit.prune.config import PruneConfig
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Prune BERT-style models for a task, export them compact, and run them fast.")
 console = Console(stderr=False)
 err = Console(stderr=True, soft_wrap=True)
 
-TRAIN = "Training"
-PRUNING = "Pruning"
-METHODS = "Method options (abp, CAP, lpaf, smp-struct)"
-DATA = "Data and model"
-
-
-class Method(str, Enum):
-    smp_s = "smp-s"
-    smp_l = "smp-l"
-    movement = "movement"
-    soft_movement = "soft-movement"
-    magnitude = "magnitude"
-    l0 = "l0"
-    smp_struct = "smp-struct"
-    abp = "abp"
-    lpaf = "lpaf"
-    finetune = "finetune"
-
 
 def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}")
+    err.print(f"[bold red]error:[/] {format_error(exc)}")
     raise typer.Exit(code=2)
 
 
@@ -97,122 +83,15 @@ def _print_summary(config, result, wall: float, extra: list[tuple[str, str]] = (
 
 
 @app.command()
-def prune(
-    method: Method = typer.Option(Method.smp_s, help="Pruning method.", rich_help_panel=PRUNING),
-    keep: float = typer.Option(0.1, help="Remaining fraction of encoder weights at the end (0.1 = 10%).",
-                               rich_help_panel=PRUNING),
-    task: str = typer.Option("sst2", help="GLUE task: sst2, mrpc, rte, stsb, cola, qnli, mnli, qqp.",
-                             rich_help_panel=DATA),
-    model: str = typer.Option("minilm", help="'minilm' (shipped), a local checkpoint dir, or random:<shape>.",
-                              rich_help_panel=DATA),
-    output_dir: Path = typer.Option(Path("runs/sst2-smp-s"), "--output-dir", "-o", help="Where to write the run."),
-    data_dir: Optional[Path] = typer.Option(None, help="GLUE data root [default: ../shared/data/glue or "
-                                                       "$SPARSEKIT_DATA_DIR].", rich_help_panel=DATA),
-    train_samples: Optional[int] = typer.Option(None, help="Train on a fixed, seeded subset of this many examples.",
-                                                rich_help_panel=DATA),
-    eval_samples: Optional[int] = typer.Option(None, help="Evaluate on a seeded subset of the dev set.",
-                                               rich_help_panel=DATA),
-    steps: Optional[int] = typer.Option(None, help="Optimisation steps [default: --epochs passes].",
-                                        rich_help_panel=TRAIN),
-    epochs: float = typer.Option(1.0, help="Passes over the training set when --steps is not given.",
-                                 rich_help_panel=TRAIN),
-    batch_size: int = typer.Option(32, rich_help_panel=TRAIN),
-    max_length: int = typer.Option(128, help="Truncate inputs to this many tokens.", rich_help_panel=TRAIN),
-    seed: int = typer.Option(42, rich_help_panel=TRAIN),
-    weight_lr: Optional[float] = typer.Option(None, help="LR of encoder weights [method default].",
-                                              rich_help_panel=TRAIN),
-    score_lr: Optional[float] = typer.Option(None, help="LR of mask scores [method default].",
-                                             rich_help_panel=TRAIN),
-    head_lr: Optional[float] = typer.Option(None, help="LR of the new task head [method default].",
-                                            rich_help_panel=TRAIN),
-    lr_warmup: float = typer.Option(0.0, help="Fraction of steps of linear LR warm-up.", rich_help_panel=TRAIN),
-    regularizer_lambda: Optional[float] = typer.Option(None, help="Final lambda of the score regulariser.",
-                                                       rich_help_panel=PRUNING),
-    lambda_ramp: Optional[str] = typer.Option(None, help="whole-run | follow-threshold | constant | adaptive.",
-                                              rich_help_panel=PRUNING),
-    warmup: Optional[float] = typer.Option(None, help="Fraction of steps before pruning starts.",
-                                           rich_help_panel=PRUNING),
-    cooldown: Optional[float] = typer.Option(None, help="Fraction of final steps at the target keep ratio.",
-                                             rich_help_panel=PRUNING),
-    smp_temperature: Optional[float] = typer.Option(None, help="SMP-S temperature p [4 if keep>=0.7 else 1].",
-                                                    rich_help_panel=PRUNING),
-    score_init: Optional[str] = typer.Option(None, help="Initial scores: a number, or 'magnitude' (|W| / mean|W|, "
-                                                        "first mask = magnitude mask) [the method's].",
-                                             rich_help_panel=PRUNING),
-    masking: Optional[str] = typer.Option(None, help="Override the masking: local, smp-s, global, sigmoid, "
-                                                     "magnitude, l0.", rich_help_panel=PRUNING),
-    teacher: Optional[str] = typer.Option(None, help="Fine-tuned model dir for knowledge distillation.",
-                                          rich_help_panel=TRAIN),
-    kd_alpha: float = typer.Option(0.5, help="Weight of the distillation loss.", rich_help_panel=TRAIN),
-    kd_temperature: float = typer.Option(2.0, rich_help_panel=TRAIN),
-    save_every: int = typer.Option(500, help="Checkpoint every this many steps.", rich_help_panel=TRAIN),
-    stop_after: Optional[int] = typer.Option(None, help="Stop after this many steps (resume later).",
-                                             rich_help_panel=TRAIN),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output-dir."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    abp_gamma: Optional[float] = typer.Option(None, help="AbP drift per step [init mean / (0.6 * steps)].",
-                                              rich_help_panel=METHODS),
-    abp_gamma_schedule: str = typer.Option("constant", help="AbP drift: constant | follow-lr (UNVERIFIED).",
-                                           rich_help_panel=METHODS),
-    abp_t_forward: float = typer.Option(1e5, help="AbP forward temperature t_l.", rich_help_panel=METHODS),
-    abp_t_backward: float = typer.Option(1.0, help="AbP backward (surrogate) temperature t_s.",
-                                         rich_help_panel=METHODS),
-    cap: Optional[str] = typer.Option(None, help="CAP contrastive modules on top of the method, e.g. prc,snc,fic "
-                                                 "(fic needs --teacher).", rich_help_panel=METHODS),
-    cap_weight: float = typer.Option(0.1, help="CAP instance-term weight w_u.", rich_help_panel=METHODS),
-    cap_label_weight: float = typer.Option(10.0, help="CAP label-term weight w_s.", rich_help_panel=METHODS),
-    cap_temperature: float = typer.Option(0.1, help="CAP contrastive temperature.", rich_help_panel=METHODS),
-    cap_extra_negatives: int = typer.Option(4096, help="CAP random extra bank vectors per step.",
-                                            rich_help_panel=METHODS),
-    cap_max_snapshots: int = typer.Option(4, help="CAP: most snapshots kept in the SnC bank (bounded memory).",
-                                          rich_help_panel=METHODS),
-    cap_snapshot_every: Optional[int] = typer.Option(None, help="CAP: snapshot every N steps [every epoch].",
-                                                     rich_help_panel=METHODS),
-    cap_representation: Optional[str] = typer.Option(None, help="CAP: pooler | cls | mean [pooler if present].",
-                                                     rich_help_panel=METHODS),
-    cap_normalizer: str = typer.Option("code", help="CAP loss normaliser: code (official) | mean.",
-                                       rich_help_panel=METHODS),
-    lpaf_init: str = typer.Option("score-weighted", help="LPAF factor init: score-weighted | masked-als | svd "
-                                                         "(UNVERIFIED).", rich_help_panel=METHODS),
-    lpaf_rank: str = typer.Option("uniform", help="LPAF rank policy: uniform | energy (UNVERIFIED).",
-                                  rich_help_panel=METHODS),
-    lpaf_mixed_rank: str = typer.Option("theseus", help="LPAF mixed-rank fine-tuning: theseus | nested-dropout | "
-                                                        "none (UNVERIFIED).", rich_help_panel=METHODS),
-    lpaf_factorize_at: float = typer.Option(0.5, help="LPAF: fraction of the run at which to factorise.",
-                                            rich_help_panel=METHODS),
-    struct_coupling: float = typer.Option(2.0, help="smp-struct: row/column group score coupling.",
-                                          rich_help_panel=METHODS),
-    struct_head_coupling: float = typer.Option(1.0, help="smp-struct: head score coupling.",
-                                               rich_help_panel=METHODS),
-    struct_lambda: float = typer.Option(0.0, help="smp-struct: group-lasso regulariser weight.",
-                                        rich_help_panel=METHODS),
-) -> None:
+@config_command(PruneConfig)
+def prune(config: PruneConfig) -> None:
     """Prune (or fine-tune) a model on a GLUE task and save a directory that reloads in one call."""
-    from sparsekit.prune import PruneConfig
-
-    config = PruneConfig(
-        method=method.value, keep=keep, task=task, model=model, output_dir=str(output_dir),
-        data_dir=str(data_dir) if data_dir else None, train_samples=train_samples, eval_samples=eval_samples,
-        steps=steps, epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed, weight_lr=weight_lr,
-        score_lr=score_lr, head_lr=head_lr, lr_warmup=lr_warmup, regularizer_lambda=regularizer_lambda,
-        lambda_ramp=lambda_ramp, warmup=warmup, cooldown=cooldown, smp_temperature=smp_temperature,
-        score_init=score_init,
-        masking=masking, teacher=teacher, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
-        save_every=save_every, stop_after=stop_after, resume=resume, overwrite=overwrite, progress=progress,
-        abp_gamma=abp_gamma, abp_gamma_schedule=abp_gamma_schedule, abp_t_forward=abp_t_forward,
-        abp_t_backward=abp_t_backward, cap=cap, cap_weight=cap_weight, cap_label_weight=cap_label_weight,
-        cap_temperature=cap_temperature, cap_extra_negatives=cap_extra_negatives, cap_max_snapshots=cap_max_snapshots,
-        cap_snapshot_every=cap_snapshot_every, cap_representation=cap_representation, cap_normalizer=cap_normalizer,
-        lpaf_init=lpaf_init, lpaf_rank=lpaf_rank, lpaf_mixed_rank=lpaf_mixed_rank,
-        lpaf_factorize_at=lpaf_factorize_at, struct_coupling=struct_coupling,
-        struct_head_coupling=struct_head_coupling, struct_lambda=struct_lambda)
     _run_prune(config)
 
 
 @app.command()
 def run(
-    output_dir: Path = typer.Option(Path("runs/main-job"), "--output-dir", "-o", help="Where to write the run."),
+    output_dir: Path = config_option(PruneConfig, "output_dir", default="runs/main-job"),
     data_dir: Optional[Path] = typer.Option(None, help="GLUE data root [default: ../shared/data/glue]."),
     steps: int = typer.Option(MAIN_JOB["steps"], help="Optimisation steps (more = better masks, longer)."),
     train_samples: Optional[int] = typer.Option(MAIN_JOB["train_samples"],
@@ -223,13 +102,12 @@ def run(
     batch: list[int] = typer.Option([1, 8], "--batch", help="Batch sizes of the latency comparison (repeatable)."),
     seq: int = typer.Option(128, help="Sequence length of the latency comparison (and of compile's timing)."),
     latency_seconds: float = typer.Option(2.0, help="Timed seconds per model and batch size."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output-dir."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    overwrite: bool = config_option(PruneConfig, "overwrite"),
+    progress: bool = config_option(PruneConfig, "progress"),
 ) -> None:
     """The main job: SMP-S prune the shipped MiniLM on SST-2, export it compact, compile, evaluate and time it
     against dense (~10 min on 2 CPU cores). More --steps (and --train-samples unset) give a better model."""
     from sparsekit.pipeline import MainJobConfig, run_main_job, summary_rows
-    from sparsekit.prune import PruneConfig
     from sparsekit.prune.report import render_table
 
     if dense_baseline_steps < 0 or seq < 1 or any(b < 1 for b in batch):
@@ -263,17 +141,11 @@ def evaluate(
     """Evaluate a saved pruning run or artifact on a GLUE dev set."""
     from sparsekit.data import EncodedDataset, get_task, load_split
     from sparsekit.evaluate import evaluate as run_eval
-    from sparsekit.export.artifact import MANIFEST
-    from sparsekit.export.artifact import load as load_artifact
-    from sparsekit.prune import load_pruned
+    from sparsekit.sources import open_trained
 
     try:
-        if (path / MANIFEST).is_file():
-            model = load_artifact(path)
-            tokenizer, recipe = model.tokenizer, model.manifest.get("recipe") or {}
-        else:
-            pruned = load_pruned(path)
-            model, tokenizer, recipe = pruned.model, pruned.tokenizer, pruned.recipe
+        opened = open_trained(path)
+        model, tokenizer, recipe = opened.model, opened.tokenizer, opened.recipe or {}
         task_name = task or recipe.get("data", {}).get("task")
         if task_name is None:
             raise ValueError(f"{path} does not record its task; pass --task")
@@ -301,13 +173,14 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Per-layer report: sparsity of a pruning run, or compaction / formats of an artifact."""
-    from sparsekit.export.artifact import MANIFEST, REPORT
+    from sparsekit.export.artifact import REPORT
     from sparsekit.export.report import render_export_table, summary_lines
     from sparsekit.models import prunable_matrices
     from sparsekit.prune import load_pruned
     from sparsekit.prune.report import matrix_stats, render_table, to_json
+    from sparsekit.sources import ARTIFACT, directory_kind
 
-    if (path / MANIFEST).is_file():
+    if directory_kind(path) == ARTIFACT:
         try:
             data = json.loads((path / REPORT).read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -441,22 +314,35 @@ def serve(
     max_body_bytes: int = typer.Option(1 << 20, min=1, help="Largest request body."),
     max_length: Optional[int] = typer.Option(None, min=1, help="Truncate inputs to this many tokens "
                                                                "(default: the artifact's, or 128)."),
+    timeout_keep_alive: float = typer.Option(5.0, help="Seconds before an idle connection (also a new one that "
+                                                       "sends nothing) is closed."),
+    timeout_read: float = typer.Option(10.0, help="Seconds a client has to send a request's headers, and again "
+                                                  "its body; a stalled one gets 408."),
+    timeout_shutdown: float = typer.Option(30.0, min=0, help="On SIGTERM / Ctrl-C: seconds queued requests get to "
+                                                             "finish; the rest get 503, then the server exits 0."),
     log_level: str = typer.Option("info", help="critical, error, warning, info or debug."),
 ) -> None:
     """Serve an artifact over HTTP: POST /predict (batched), GET /health, GET /info."""
-    from sparsekit.serve import build_app
+    from sparsekit.serve import ServeError, build_app
     from sparsekit.serve import run as run_server
 
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         _fail(ValueError(f"--log-level must be critical, error, warning, info or debug, got {log_level!r}"))
+    for flag, seconds in (("--timeout-keep-alive", timeout_keep_alive), ("--timeout-read", timeout_read)):
+        if not seconds > 0:
+            _fail(ValueError(f"{flag} must be > 0 seconds, got {seconds:g}"))
     try:
         web = build_app(path, compile=compile_model, tokens=tokens, threads=threads, max_length=max_length,
                         max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, max_texts_per_request=max_texts,
-                        max_text_chars=max_text_chars, max_body_bytes=max_body_bytes)
+                        max_text_chars=max_text_chars, max_body_bytes=max_body_bytes, read_timeout_s=timeout_read,
+                        shutdown_timeout_s=timeout_shutdown)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     console.print(f"serving {path} at http://{host}:{port}: POST /predict, GET /health, GET /info (Ctrl-C stops)")
-    run_server(web, host=host, port=port, log_level=log_level)
+    try:
+        run_server(web, host=host, port=port, log_level=log_level, timeout_keep_alive_s=timeout_keep_alive)
+    except ServeError as exc:
+        _fail(exc)
 
 
 @app.command()

@@ -1,20 +1,20 @@
 """``sparsekit.compile(model)``: run every Linear of a pruned or exported model on the fastest backend.
 
 For each Linear (``nn.Linear`` or the exporter's ``FormatLinear``) the backends that can run it (see
-backends.py) are timed on this machine, for this layer's shape and the given token count, against
-dense ``F.linear``; the fastest is kept. A backend must beat dense by ``min_gain`` to be chosen, so the
-compiled model is never slower than dense on a layer (up to timing noise). Returns a CompileReport
-(printed as a table) with the shape, density, chosen backend, why, and the measured speedup per layer.
+``sparsekit.backends``) are built and timed on this machine, for this layer's shape and the given token count,
+against dense ``F.linear``; ``sparsekit.backends.choose`` keeps the fastest. A backend must beat dense by
+``min_gain`` to be chosen, so the compiled model is never slower than dense on a layer (up to timing noise).
+Returns a CompileReport (printed as a table) with the shape, density, chosen backend, why, and the measured
+speedup per layer.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from sparsekit.backends import Backend, DenseBackend, LayerSpec, TorchSparseBackend
+from sparsekit.backends import Backend, LayerSpec, choose, registry
 from sparsekit.timing import measure
 
 
@@ -54,30 +54,14 @@ class CompileReport:
         return table
 
 
-def default_backends() -> list[Backend]:
-    """Every backend this installation has, dense first (CPU and GPU kernels; each says where it cannot run)."""
-    backends: list[Backend] = [DenseBackend(), TorchSparseBackend()]
-    try:
-        from sparsekit.kernels.backends import cpu_backends
-    except ImportError:
-        pass
-    else:
-        backends += cpu_backends()
-    from sparsekit.kernels.gpu_backends import gpu_backends
-
-    return backends + gpu_backends()
-
-
-_COMPACT_LINEAR = re.compile(r"(^|\.)layers\.\d+\.(attention\.(query|key|value)|attn_out|ffn_in|ffn_out)$")
 
 
 def _linears(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The encoder Linears: the six matrices of every layer of a Hugging Face or a compacted model."""
+    from sparsekit.architectures import encoder_linears
     from sparsekit.export.artifact import FormatLinear
-    from sparsekit.models import is_prunable_name
 
-    return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, (nn.Linear, FormatLinear)) and (is_prunable_name(name) or _COMPACT_LINEAR.search(name))]
+    return [(name, m) for name, _, _, m in encoder_linears(model) if isinstance(m, (nn.Linear, FormatLinear))]
 
 
 def _dense_weight(module) -> torch.Tensor:
@@ -93,6 +77,37 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
+def _build(backends: list[Backend], spec: LayerSpec, weight: torch.Tensor,
+           bias: torch.Tensor | None) -> tuple[dict[str, nn.Module], dict[str, list[str]]]:
+    """``(built, rejected)``: the module of every backend that can run the layer, the reasons of the others."""
+    built, rejected = {}, {}
+    for backend in backends:
+        reasons = backend.not_supported_reasons(spec)
+        if reasons:
+            rejected[backend.name] = reasons
+            continue
+        try:
+            built[backend.name] = backend.build(weight, bias)
+        except (RuntimeError, ValueError) as exc:
+            rejected[backend.name] = [f"build failed: {exc}"]
+    return built, rejected
+
+
+def _time(built: dict[str, nn.Module], spec: LayerSpec, tokens: int, warmup: int,
+          repeats: int) -> dict[str, float]:
+    """Median ms of each built module on random activations ``[tokens, in]`` of the layer's device and dtype."""
+    x = torch.randn(tokens, spec.in_features, device=spec.device, dtype=spec.dtype)
+    return {name: 1e3 * measure(lambda m=m: m(x), warmup, repeats)["median"] for name, m in built.items()}
+
+
+def _swap(model: nn.Module, name: str, module: nn.Module, built: dict[str, nn.Module], best: str) -> None:
+    """Put the chosen module in place of layer ``name``; a FormatLinear left dense runs as dense F.linear."""
+    if best != "dense":
+        _set(model, name, built[best])
+    elif not isinstance(module, nn.Linear):
+        _set(model, name, built["dense"])
+
+
 @torch.no_grad()
 def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None = None, min_gain: float = 1.03,
             warmup: int = 3, repeats: int = 15, verbose: bool = True, force: str | None = None) -> CompileReport:
@@ -104,11 +119,12 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
         debugging; it is still timed against dense for the report, and layers it cannot run stay dense).
     Returns the CompileReport; prints its table when ``verbose``.
     """
-    backends = backends or default_backends()
+    backends = backends or registry.default_backends()
     if not any(b.name == "dense" for b in backends):
         raise ValueError("the backends must include 'dense', the fallback every layer can use")
     if force is not None and not any(b.name == force for b in backends):
         raise ValueError(f"unknown backend {force!r}; available: {', '.join(b.name for b in backends)}")
+    candidates = [b for b in backends if force is None or b.name in ("dense", force)]
     if hasattr(model, "pad_layout"):  # a compacted model: no gathers for ragged heads (zero rows cost kernels nothing)
         model.pad_layout()
     choices = []
@@ -116,38 +132,10 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
         weight = _dense_weight(module)
         bias = None if module.bias is None else module.bias.detach()
         spec = LayerSpec.of(weight)
-        x = torch.randn(tokens, spec.in_features, device=spec.device, dtype=spec.dtype)
-        timings, rejected, built = {}, {}, {}
-        for backend in backends:
-            if force is not None and backend.name not in ("dense", force):
-                continue
-            reasons = backend.not_supported_reasons(spec)
-            if reasons:
-                rejected[backend.name] = reasons
-                continue
-            try:
-                built[backend.name] = backend.build(weight, bias)
-            except (RuntimeError, ValueError) as exc:
-                rejected[backend.name] = [f"build failed: {exc}"]
-                continue
-            timings[backend.name] = 1e3 * measure(lambda m=built[backend.name], x=x: m(x), warmup, repeats)["median"]
-        best = min(timings, key=timings.get)
-        speedup = timings["dense"] / timings[best]
-        if force is not None:
-            best = force if force in built else "dense"
-            speedup = timings["dense"] / timings[best]
-            why = f"forced ({force})" if best == force else f"{force} cannot run it: {'; '.join(rejected[force])}"
-        elif best != "dense" and speedup < min_gain:
-            why = f"{best} only {speedup:.2f}x, below the {min_gain:.2f}x threshold"
-            best, speedup = "dense", 1.0
-        elif best == "dense":
-            why = "no sparse backend was faster" if len(timings) > 1 else "no sparse backend can run it"
-        else:
-            why = f"fastest of {len(timings)} measured"
-        if best != "dense":
-            _set(model, name, built[best])
-        elif not isinstance(module, nn.Linear):  # a FormatLinear: run it as dense F.linear
-            _set(model, name, built["dense"])
+        built, rejected = _build(candidates, spec, weight, bias)
+        timings = _time(built, spec, tokens, warmup, repeats)
+        best, speedup, why = choose(timings, rejected, min_gain, force)
+        _swap(model, name, module, built, best)
         choices.append(LayerChoice(name, tuple(weight.shape), spec.density, best, why, speedup, timings, rejected))
     report = CompileReport(choices, tokens, torch.get_num_threads())
     if verbose:

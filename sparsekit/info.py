@@ -4,7 +4,7 @@ A doctor command in the spirit of ``python -m xformers.info``: the C++ CPU kerne
 chosen and the ones this CPU supports; does OpenMP really run the kernels on several threads), CUDA and
 its extension, Triton, the compilers torch.compile and the extensions need, ONNX Runtime (an optional
 bench baseline), threads, CPU flags and GPU, library versions. Every backend of
-``sparsekit.compiler.default_backends()`` is asked, through its own ``not_supported_reasons``, whether it
+``sparsekit.backends.registry.default_backends()`` is asked, through its own ``not_supported_reasons``, whether it
 can run a representative layer (BERT-base FFN-in at 10% density: CPU float32, and CUDA bfloat16 when a GPU
 is present), so backends added later appear here without changes.
 """
@@ -139,11 +139,11 @@ def representative_specs() -> dict:
 def backends_info() -> list[dict]:
     """Each backend of ``default_backends()``: name, description, and per representative layer whether it can run
     it (``reasons`` empty) or why not."""
-    from sparsekit.compiler import default_backends
+    from sparsekit.backends import registry
 
     specs = representative_specs()
     out = []
-    for backend in default_backends():
+    for backend in registry.default_backends():
         checks = {}
         for label, spec in specs.items():
             try:

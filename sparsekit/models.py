@@ -15,26 +15,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sparsekit.architectures import ARCHITECTURES, architecture_for, encoder_linears, match_name, supported_model_types
+from sparsekit.architectures import MATRIX_SHORT, MATRIX_TYPES  # noqa: F401  (their home is architectures.py)
+from sparsekit.errors import ModelError
+
 # Every Hugging Face call in this process stays offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 #: Model types whose encoder uses BERT's module layout (``encoder.layer.N.attention.self.query`` ...).
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
-
-#: The six prunable matrix types of a BERT layer, in the order the spec lists them.
-MATRIX_TYPES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
-MATRIX_SHORT = {"query": "Q", "key": "K", "value": "V", "attn_out": "O", "ffn_in": "FFN-in", "ffn_out": "FFN-out"}
-
-_SUFFIX_TO_TYPE = {
-    "attention.self.query": "query",
-    "attention.self.key": "key",
-    "attention.self.value": "value",
-    "attention.output.dense": "attn_out",
-    "intermediate.dense": "ffn_in",
-    "output.dense": "ffn_out",
-}
-_PRUNABLE_RE = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.(" + "|".join(re.escape(s) for s in _SUFFIX_TO_TYPE) + r")$")
+SUPPORTED_MODEL_TYPES = supported_model_types()
 
 DEFAULT_MODEL = "minilm"
 RANDOM_CONFIGS = {
@@ -45,10 +35,6 @@ RANDOM_CONFIGS = {
     # Small enough for unit tests.
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
 }
-
-
-class ModelError(ValueError):
-    """A model name, path or architecture sparsekit cannot use; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -103,13 +89,8 @@ def resolve_model_source(name_or_path: str | os.PathLike) -> str | Path:
 
 
 def check_supported(config) -> None:
-    """Raise ModelError unless ``config.model_type`` has BERT's encoder layout."""
-    model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelError(
-            f"model type {model_type!r} is not supported; sparsekit prunes BERT-family encoders "
-            f"({', '.join(SUPPORTED_MODEL_TYPES)})"
-        )
+    """Raise ModelError unless ``config.model_type`` is one of the families in architectures.ARCHITECTURES."""
+    architecture_for(config)
 
 
 def load_tokenizer(source: str | Path):
@@ -157,8 +138,8 @@ def quiet_transformers():
 
 
 def is_prunable_name(name: str) -> bool:
-    """Whether a module name is one of the six encoder matrices of a BERT-family layer."""
-    return _PRUNABLE_RE.search(name) is not None
+    """Whether a module name is one of the six encoder matrices of a supported Hugging Face layer."""
+    return match_name(name) is not None
 
 
 def prunable_matrices(model: nn.Module) -> list[PrunableMatrix]:
@@ -166,17 +147,14 @@ def prunable_matrices(model: nn.Module) -> list[PrunableMatrix]:
 
     Raises ModelError if the model has none (not a BERT-family encoder).
     """
-    found = []
-    for name, module in model.named_modules():
-        match = _PRUNABLE_RE.search(name)
-        if match and isinstance(module, nn.Linear):
-            found.append(PrunableMatrix(name, int(match.group(1)), _SUFFIX_TO_TYPE[match.group(2)]))
+    found = [PrunableMatrix(name, layer, kind) for name, layer, kind, module in encoder_linears(model, ARCHITECTURES)
+             if isinstance(module, nn.Linear)]
     if not found:
         raise ModelError(
             f"{type(model).__name__} has no BERT-style encoder Linears (encoder.layer.N.attention.self.query, ...); "
             f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
-    return sorted(found, key=lambda m: (m.layer, MATRIX_TYPES.index(m.type)))
+    return found
 
 
 def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from sparsekit.data.inputs import random_inputs
 from sparsekit.timing import measure_interleaved
 
 
@@ -50,18 +51,10 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _inputs(batch: int, seq: int, vocab: int) -> dict:
-    g = torch.Generator().manual_seed(0)
-    low, high = min(1000, vocab // 2), min(vocab, 20000)  # ordinary word pieces, not special tokens
-    return {"input_ids": torch.randint(low, high, (batch, seq), generator=g),
-            "attention_mask": torch.ones(batch, seq, dtype=torch.long),
-            "token_type_ids": torch.zeros(batch, seq, dtype=torch.long)}
-
-
 def compare_latency(models: dict, batch: int, seq: int, vocab: int, min_seconds: float) -> dict:
     """Median latency (ms) and spread of each model on ``batch x seq`` random tokens, interleaved in 2 rounds,
     best round kept; ``speedup`` of every model over the first one."""
-    x = _inputs(batch, seq, vocab)
+    x = random_inputs(batch, seq, vocab, max_id=20000)
     best = measure_interleaved({name: (lambda m=model: m(**x)) for name, model in models.items()}, rounds=2,
                                warmup=3, repeats=10, min_seconds=min_seconds / 2)
     base = next(iter(best.values()))["median"]

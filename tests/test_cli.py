@@ -95,7 +95,7 @@ def test_python_api_is_the_same_path(tiny_model_dir, tmp_path):
     result = sparsekit.prune(sparsekit.PruneConfig(model=str(tiny_model_dir), output_dir=str(tmp_path / "run"),
                                                    keep=0.3, steps=2, train_samples=16, eval_samples=8,
                                                    batch_size=8, max_length=16, progress=False))
-    sparsekit.export(result.output_dir, tmp_path / "art")
+    sparsekit.export_model(result.output_dir, tmp_path / "art")
     model = sparsekit.load(tmp_path / "art")
     assert sparsekit.verify(tmp_path / "art")["ok"]
     preds = sparsekit.Predictor(model).predict(["great", ("a", "pair")][:1])
@@ -129,3 +129,23 @@ def test_main_job_command_runs_end_to_end(tiny_model_dir, tmp_path, monkeypatch)
 def test_main_job_refuses_bad_options(tmp_path):
     result = runner.invoke(app, ["run", "-o", str(tmp_path / "main"), "--dense-baseline-steps", "-1"])
     assert result.exit_code == 2 and "--dense-baseline-steps" in result.output
+
+
+def test_prune_options_are_the_config_fields(monkeypatch):
+    """`sparsekit prune` offers every CLI field of PruneConfig and hands the parsed values over unchanged."""
+    from dataclasses import fields
+
+    from sparsekit import cli
+    from sparsekit.prune import PruneConfig
+
+    seen = []
+    monkeypatch.setattr(cli, "_run_prune", seen.append)
+    result = runner.invoke(app, ["prune", "--method", "abp", "--abp-gamma", "0.2", "-o", "out", "--data-dir", "d",
+                                 "--score-init", "magnitude", "--no-progress", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert seen == [PruneConfig(method="abp", abp_gamma=0.2, output_dir="out", data_dir="d", score_init="magnitude",
+                                progress=False, resume=True)]
+    help_text = runner.invoke(app, ["prune", "--help"], terminal_width=200).output
+    for field in fields(PruneConfig):
+        if field.metadata["cli"]:
+            assert f"--{field.name.replace('_', '-')}" in help_text, field.name

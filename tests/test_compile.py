@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 
-from sparsekit.backends import Backend, DenseLinear, LayerSpec
+from sparsekit.backends import Backend, DenseBackend, LayerSpec
 from sparsekit.compiler import compile as sk_compile
 from sparsekit.export.artifact import export, load
 from conftest import random_sparse_classifier
@@ -48,7 +48,7 @@ class _SlowBackend(Backend):
     name = "slow"
 
     def build(self, weight, bias):
-        inner = DenseLinear(weight, bias)
+        inner = DenseBackend().build(weight, bias)
 
         class Slow(torch.nn.Module):
             def forward(self, x):
@@ -60,14 +60,12 @@ class _SlowBackend(Backend):
 class _NeverBackend(Backend):
     name = "never"
 
-    def not_supported_reasons(self, spec: LayerSpec):
+    def extra_reasons(self, spec: LayerSpec):
         return ["needs a GPU"]
 
 
 def test_dense_fallback_and_reasons(sparse_tiny):
     import copy
-
-    from sparsekit.backends import DenseBackend
 
     model = copy.deepcopy(sparse_tiny[0])
     report = sk_compile(model, tokens=4, backends=[DenseBackend(), _SlowBackend(), _NeverBackend()], repeats=3,

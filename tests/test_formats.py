@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from sparsekit.export.formats import (
+from sparsekit.formats import (
     FORMAT_VERSION,
     FORMATS,
     INT16_MAX_COLS,

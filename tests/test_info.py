@@ -8,8 +8,8 @@ import types
 import torch
 from typer.testing import CliRunner
 
-from sparsekit import compiler, info
-from sparsekit.backends import Backend
+from sparsekit import info
+from sparsekit.backends import Backend, registry
 from sparsekit.cli import app
 from sparsekit.kernels import cpu
 
@@ -22,7 +22,7 @@ def test_info_table():
     for text in ("C++ CPU kernels", "CUDA extension", "Triton", "C++ compiler", "ONNX Runtime",
                  "Backends of sparsekit.compile", "Machine and versions"):
         assert text in result.output, text
-    for backend in compiler.default_backends():
+    for backend in registry.default_backends():
         assert backend.name in result.output
 
 
@@ -43,7 +43,7 @@ def test_info_json_matches_the_kernels_module():
         assert k["reason"] == cpu.unavailable_reason()
     assert data["cuda"]["available"] == torch.cuda.is_available()
     names = [b["name"] for b in data["backends"]]
-    assert names == [b.name for b in compiler.default_backends()]
+    assert names == [b.name for b in registry.default_backends()]
     dense = data["backends"][0]
     assert dense["name"] == "dense" and all(check["usable"] for check in dense["layers"].values())
     torch_sparse = next(b for b in data["backends"] if b["name"] == "torch-sparse")
@@ -65,13 +65,13 @@ class _FutureBackend(Backend):
     name = "future-gpu"
     description = "a backend added after info.py was written"
 
-    def not_supported_reasons(self, spec):
+    def extra_reasons(self, spec):
         return [] if spec.device.type == "cuda" else [f"CUDA only (layer is on {spec.device.type})"]
 
 
 def test_new_backends_and_a_cuda_extension_show_up(monkeypatch):
-    default = compiler.default_backends
-    monkeypatch.setattr(compiler, "default_backends", lambda: default() + [_FutureBackend()])
+    default = registry.default_backends
+    monkeypatch.setattr(registry, "default_backends", lambda: default() + [_FutureBackend()])
     ext = types.ModuleType("sparsekit.kernels.cuda")
     ext.__spec__ = importlib.machinery.ModuleSpec("sparsekit.kernels.cuda", None)
     ext.available = lambda: False

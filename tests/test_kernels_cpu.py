@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sparsekit import kernels
-from sparsekit.export.formats import BSRFormat, CSRFormat, FormatError
+from sparsekit.formats import BSRFormat, CSRFormat, FormatError
 from sparsekit.kernels import cpu, reference
 
 needs_ext = pytest.mark.skipif(not kernels.available(), reason=f"C++ kernels not built: {kernels.unavailable_reason()}")
@@ -72,7 +72,7 @@ CASES = [  # (out, in, density, empty_rows)
 def test_csr_matches_dense(isa, out, inp, density, empty_rows, monkeypatch):
     monkeypatch.setenv(kernels.ISA_ENV, isa)
     w = sparse_weight(out, inp, density, empty_rows=empty_rows)
-    packed = kernels.pack_csr(w)
+    packed = kernels.pack_cpu_csr(w)
     assert kernels.isa() == isa
     for m in (1, 3, 127, 129):
         x = torch.randn(m, inp)
@@ -86,7 +86,7 @@ def test_csr_matches_dense(isa, out, inp, density, empty_rows, monkeypatch):
 def test_csr_chunks(isa, chunk, monkeypatch):
     monkeypatch.setenv(kernels.ISA_ENV, isa)
     w = sparse_weight(45, 261, 0.2, seed=chunk)
-    packed = kernels.pack_csr(w, chunk=chunk)
+    packed = kernels.pack_cpu_csr(w, chunk=chunk)
     assert packed.chunk == chunk
     for m in (2, 17, 200):
         x = torch.randn(m, 261)
@@ -99,7 +99,7 @@ def test_csr_chunks(isa, chunk, monkeypatch):
 def test_csr_bert_ffn_shape(isa, monkeypatch):
     monkeypatch.setenv(kernels.ISA_ENV, isa)
     w = sparse_weight(768, 3072, 0.1, seed=1)
-    packed = kernels.pack_csr(w)
+    packed = kernels.pack_cpu_csr(w)
     x = torch.randn(129, 3072)
     bias = torch.randn(768)
     assert_matches(kernels.csr_linear(x, packed, bias), dense_ref(x, w, bias), 3072)
@@ -121,7 +121,7 @@ def test_bsr_matches_dense(isa, block, monkeypatch):
     mask = keep.repeat_interleave(br, 0).repeat_interleave(bc, 1)[:out, :inp]
     w = torch.randn(out, inp, generator=g) * mask
     fmt = BSRFormat.pack(w, block=block)
-    packed = kernels.pack_bsr(fmt)
+    packed = kernels.pack_cpu_bsr(fmt)
     assert packed.group_rows == (4 if br % 4 == 0 else 2 if br % 2 == 0 else 1)
     for m in (1, 3, 127, 129):
         x = torch.randn(m, inp)
@@ -135,7 +135,7 @@ def test_bsr_edge_matrices(isa, monkeypatch):
     monkeypatch.setenv(kernels.ISA_ENV, isa)
     for out, inp, density in [(0, 5, 1.0), (9, 6, 0.0), (9, 6, 1.0), (1, 1, 1.0)]:
         w = sparse_weight(out, inp, density)
-        packed = kernels.pack_bsr(w, block=(4, 1))
+        packed = kernels.pack_cpu_bsr(w, block=(4, 1))
         for m in (1, 3, 129):
             x = torch.randn(m, inp)
             bias = torch.randn(out)
@@ -147,25 +147,25 @@ def test_nd_input_and_layouts():
     w = sparse_weight(24, 40, 0.3)
     bias = torch.randn(24)
     x = torch.randn(2, 5, 40)
-    y = kernels.csr_linear(x, kernels.pack_csr(w), bias)
+    y = kernels.csr_linear(x, kernels.pack_cpu_csr(w), bias)
     assert y.shape == (2, 5, 24)
     assert_matches(y, dense_ref(x.reshape(-1, 40), w, bias).reshape(2, 5, 24), 40)
-    yb = kernels.bsr_linear(x, kernels.pack_bsr(w, block=(4, 2)), bias)
+    yb = kernels.bsr_linear(x, kernels.pack_cpu_bsr(w, block=(4, 2)), bias)
     assert_matches(yb, y, 40)
     xt = torch.randn(40, 33).T  # non-contiguous [33, 40]
-    assert_matches(kernels.csr_linear(xt, kernels.pack_csr(w), bias), dense_ref(xt, w, bias), 40)
+    assert_matches(kernels.csr_linear(xt, kernels.pack_cpu_csr(w), bias), dense_ref(xt, w, bias), 40)
     xs = torch.randn(33, 80)[:, ::2]  # strided columns
-    assert_matches(kernels.csr_linear(xs, kernels.pack_csr(w), None), dense_ref(xs, w, None), 40)
-    empty = kernels.csr_linear(torch.randn(0, 40), kernels.pack_csr(w), bias)
+    assert_matches(kernels.csr_linear(xs, kernels.pack_cpu_csr(w), None), dense_ref(xs, w, None), 40)
+    empty = kernels.csr_linear(torch.randn(0, 40), kernels.pack_cpu_csr(w), bias)
     assert empty.shape == (0, 24)
-    assert kernels.csr_linear(torch.randn(3, 4, 0, 40), kernels.pack_csr(w)).shape == (3, 4, 0, 24)
+    assert kernels.csr_linear(torch.randn(3, 4, 0, 40), kernels.pack_cpu_csr(w)).shape == (3, 4, 0, 24)
 
 
 @needs_ext
 def test_zero_in_features():
     w = torch.zeros(6, 0)
     bias = torch.randn(6)
-    y = kernels.csr_linear(torch.randn(4, 0), kernels.pack_csr(w), bias)
+    y = kernels.csr_linear(torch.randn(4, 0), kernels.pack_cpu_csr(w), bias)
     torch.testing.assert_close(y, bias.expand(4, 6))
 
 
@@ -175,9 +175,9 @@ def test_bf16_weights():
     fmt = CSRFormat.pack(w, value_dtype=torch.bfloat16)
     x = torch.randn(20, 50)
     w_bf16 = w.to(torch.bfloat16).float()
-    assert_matches(kernels.csr_linear(x, kernels.pack_csr(fmt)), dense_ref(x, w_bf16, None), 50)
+    assert_matches(kernels.csr_linear(x, kernels.pack_cpu_csr(fmt)), dense_ref(x, w_bf16, None), 50)
     bfmt = BSRFormat.pack(w, block=(2, 2), value_dtype=torch.bfloat16)
-    assert_matches(kernels.bsr_linear(x, kernels.pack_bsr(bfmt)), dense_ref(x, w_bf16, None), 50)
+    assert_matches(kernels.bsr_linear(x, kernels.pack_cpu_bsr(bfmt)), dense_ref(x, w_bf16, None), 50)
 
 
 @needs_ext
@@ -185,7 +185,7 @@ def test_bf16_weights():
 def test_thread_counts_agree(isa, threads, monkeypatch):
     monkeypatch.setenv(kernels.ISA_ENV, isa)
     w = sparse_weight(300, 200, 0.2)
-    packed, bpacked = kernels.pack_csr(w), kernels.pack_bsr(w, block=(4, 1))
+    packed, bpacked = kernels.pack_cpu_csr(w), kernels.pack_cpu_bsr(w, block=(4, 1))
     bias = torch.randn(300)
     for m in (1, 2, 64, 129):
         x = torch.randn(m, 200)
@@ -204,8 +204,8 @@ def test_thread_counts_agree(isa, threads, monkeypatch):
 # =============================================================================================
 def test_pack_layout_and_reference():
     w = sparse_weight(37, 300, 0.1, empty_rows=True)
-    for packed in (kernels.pack_csr(w), kernels.pack_csr(w, chunk=7), kernels.pack_bsr(w, block=(4, 3)),
-                   kernels.pack_bsr(w, block=(2, 1))):
+    for packed in (kernels.pack_cpu_csr(w), kernels.pack_cpu_csr(w, chunk=7), kernels.pack_cpu_bsr(w, block=(4, 3)),
+                   kernels.pack_cpu_bsr(w, block=(2, 1))):
         assert torch.equal(packed.to_dense(), w)
         assert packed.ptr.dtype == torch.int32 and packed.col.dtype == torch.uint8
         assert packed.val.dtype == torch.float32
@@ -215,7 +215,7 @@ def test_pack_layout_and_reference():
         ref = (reference.csr_linear(*args, packed.chunk, b) if packed.kind == "csr"
                else reference.bsr_linear(*args, packed.group_rows, packed.chunk, b))
         assert_matches(ref, dense_ref(x, w, b), 300)
-    packed = kernels.pack_csr(w)
+    packed = kernels.pack_cpu_csr(w)
     assert packed.nnz == int(w.count_nonzero()) and packed.nbytes == 4 * packed.ptr.numel() + 5 * packed.nent
     assert kernels.choose_chunk(0.5) == 64 and kernels.choose_chunk(0.2) == 128 and kernels.choose_chunk(0.1) == 256
 
@@ -223,44 +223,44 @@ def test_pack_layout_and_reference():
 def test_pack_rejects_bad_input():
     w = sparse_weight(8, 10, 0.5)
     with pytest.raises(TypeError, match="CSRFormat or a dense"):
-        kernels.pack_csr("not a weight")
+        kernels.pack_cpu_csr("not a weight")
     with pytest.raises(TypeError, match="BSRFormat or a dense"):
-        kernels.pack_bsr(CSRFormat.pack(w))
+        kernels.pack_cpu_bsr(CSRFormat.pack(w))
     with pytest.raises(ValueError, match="chunk must be in"):
-        kernels.pack_csr(w, chunk=300)
+        kernels.pack_cpu_csr(w, chunk=300)
     with pytest.raises(TypeError, match="chunk must be an int"):
-        kernels.pack_csr(w, chunk=2.0)
+        kernels.pack_cpu_csr(w, chunk=2.0)
     # a CSRFormat corrupted after construction: re-validated at pack time
     fmt = CSRFormat.pack(w)
     object.__setattr__(fmt, "col_idx", fmt.col_idx.to(torch.int64))
     with pytest.raises(FormatError, match="col_idx has dtype int64"):
-        kernels.pack_csr(fmt)
+        kernels.pack_cpu_csr(fmt)
     fmt = CSRFormat.pack(w)
     bad = fmt.col_idx.clone()
     bad[0] = 10
     object.__setattr__(fmt, "col_idx", bad)
     with pytest.raises(ValueError, match="out of range"):
-        kernels.pack_csr(fmt)
+        kernels.pack_cpu_csr(fmt)
     # packed tensors built by hand are validated too
-    good = kernels.pack_csr(w, chunk=4)
+    good = kernels.pack_cpu_csr(w, chunk=4)
     with pytest.raises(TypeError, match="ptr must be torch.int32"):
-        kernels.PackedCSR(shape=(8, 10), chunk=4, ptr=good.ptr.long(), col=good.col, val=good.val)
+        kernels.CpuCSRWeight(shape=(8, 10), chunk=4, ptr=good.ptr.long(), col=good.col, val=good.val)
     col = good.col.clone()
     col[-1] = 3  # the last chunk holds columns 8..9 only
     with pytest.raises(ValueError, match="column index out of range"):
-        kernels.PackedCSR(shape=(8, 10), chunk=4, ptr=good.ptr, col=col, val=good.val)
+        kernels.CpuCSRWeight(shape=(8, 10), chunk=4, ptr=good.ptr, col=col, val=good.val)
     ptr = good.ptr.clone()
     ptr[1], ptr[2] = ptr[2], ptr[1] - 1
     with pytest.raises(ValueError, match="non-decreasing|start at 0"):
-        kernels.PackedCSR(shape=(8, 10), chunk=4, ptr=ptr, col=good.col, val=good.val)
+        kernels.CpuCSRWeight(shape=(8, 10), chunk=4, ptr=ptr, col=good.col, val=good.val)
     with pytest.raises(ValueError, match="elements, expected"):
-        kernels.PackedCSR(shape=(8, 10), chunk=4, ptr=good.ptr, col=good.col, val=good.val[:-1])
+        kernels.CpuCSRWeight(shape=(8, 10), chunk=4, ptr=good.ptr, col=good.col, val=good.val[:-1])
 
 
 @needs_ext
 def test_bad_call_arguments(monkeypatch):
     w = sparse_weight(8, 10, 0.5)
-    packed = kernels.pack_csr(w)
+    packed = kernels.pack_cpu_csr(w)
     x = torch.randn(3, 10)
     with pytest.raises(TypeError, match="x must be float32, got torch.float64"):
         kernels.csr_linear(x.double(), packed)
@@ -270,9 +270,9 @@ def test_bad_call_arguments(monkeypatch):
         kernels.csr_linear(x, packed, torch.randn(9))
     with pytest.raises(TypeError, match="bias must be float32"):
         kernels.csr_linear(x, packed, torch.randn(8, dtype=torch.float64))
-    with pytest.raises(TypeError, match="PackedCSR"):
-        kernels.csr_linear(x, kernels.pack_bsr(w))
-    with pytest.raises(TypeError, match="PackedBSR"):
+    with pytest.raises(TypeError, match="CpuCSRWeight"):
+        kernels.csr_linear(x, kernels.pack_cpu_bsr(w))
+    with pytest.raises(TypeError, match="CpuBSRWeight"):
         kernels.bsr_linear(x, packed)
     with pytest.raises(ValueError, match="CPU only"):
         kernels.csr_linear(x.to("meta"), packed)
@@ -288,7 +288,7 @@ def test_bad_call_arguments(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @needs_ext
 def test_cuda_input_rejected():
-    packed = kernels.pack_csr(sparse_weight(8, 10, 0.5))
+    packed = kernels.pack_cpu_csr(sparse_weight(8, 10, 0.5))
     with pytest.raises(ValueError, match="CPU only"):
         kernels.csr_linear(torch.randn(3, 10, device="cuda"), packed)
 
@@ -310,7 +310,7 @@ def test_isa_selection():
 @needs_ext
 def test_opcheck():
     w = sparse_weight(20, 35, 0.3)
-    p, pb = kernels.pack_csr(w), kernels.pack_bsr(w, block=(4, 1))
+    p, pb = kernels.pack_cpu_csr(w), kernels.pack_cpu_bsr(w, block=(4, 1))
     for x, bias in [(torch.randn(5, 35), torch.randn(20)), (torch.randn(2, 3, 35), None), (torch.randn(1, 35), None)]:
         torch.library.opcheck(torch.ops.sparsekit.csr_linear.default,
                               (x, p.ptr, p.col, p.val, 35, 20, p.chunk, bias))
@@ -321,7 +321,7 @@ def test_opcheck():
 @needs_ext
 def test_torch_compile_fullgraph():
     w = sparse_weight(16, 24, 0.3)
-    p, pb, bias = kernels.pack_csr(w), kernels.pack_bsr(w, block=(4, 2)), torch.randn(16)
+    p, pb, bias = kernels.pack_cpu_csr(w), kernels.pack_cpu_bsr(w, block=(4, 2)), torch.randn(16)
 
     def f(x):
         return torch.relu(kernels.csr_linear(x, p, bias)) + kernels.bsr_linear(x, pb)
@@ -338,7 +338,7 @@ def test_torch_compile_fullgraph():
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inductor's own use of torch.jit
 def test_torch_compile_inductor():
     w = sparse_weight(16, 24, 0.3)
-    p, bias = kernels.pack_csr(w), torch.randn(16)
+    p, bias = kernels.pack_cpu_csr(w), torch.randn(16)
 
     def f(x):
         return torch.relu(kernels.csr_linear(x, p, bias)) * 2
@@ -352,7 +352,7 @@ def test_torch_compile_inductor():
 @needs_ext
 def test_vmap_over_x():
     w = sparse_weight(6, 5, 0.6)
-    p, pb, bias = kernels.pack_csr(w), kernels.pack_bsr(w, block=(2, 1)), torch.randn(6)
+    p, pb, bias = kernels.pack_cpu_csr(w), kernels.pack_cpu_bsr(w, block=(2, 1)), torch.randn(6)
     xs = torch.randn(3, 4, 5)
     assert_matches(torch.vmap(lambda x: kernels.csr_linear(x, p, bias))(xs), dense_ref(xs, w, bias), 5)
     ys = torch.vmap(lambda x: kernels.bsr_linear(x, pb, bias), in_dims=1)(xs)
@@ -377,8 +377,8 @@ def test_fallback_without_extension(monkeypatch):
     x, bias = torch.randn(4, 20), torch.randn(12)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        y = kernels.csr_linear(x, kernels.pack_csr(w), bias)
-        yb = kernels.bsr_linear(x, kernels.pack_bsr(w, block=(2, 2)), bias)
+        y = kernels.csr_linear(x, kernels.pack_cpu_csr(w), bias)
+        yb = kernels.bsr_linear(x, kernels.pack_cpu_bsr(w, block=(2, 2)), bias)
     assert len([c for c in caught if "simulated: not built" in str(c.message)]) == 1
     assert_matches(y, dense_ref(x, w, bias), 20)
     assert_matches(yb, dense_ref(x, w, bias), 20)

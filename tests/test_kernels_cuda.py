@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsekit.backends import LayerSpec
-from sparsekit.kernels import cuda as cuda_kernels
-from sparsekit.kernels.gpu_backends import (
+from sparsekit.backends import (
     CudaCsrBackend,
+    LayerSpec,
     Semi24Backend,
     TritonBsrBackend,
     TritonCsrBackend,
-    gpu_backends,
+    default_backends,
     is_2_4_sparse,
 )
+from sparsekit.kernels import cuda as cuda_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "csrc" / "spmm_cuda"
@@ -69,7 +69,7 @@ def test_binding_and_sources_are_separate():
 @pytest.mark.skipif(HAS_CUDA, reason="checks the reasons given where there is no CUDA device")
 def test_reasons_without_cuda_device():
     spec = LayerSpec(3072, 768, 0.05, torch.device("cpu"), torch.bfloat16)
-    for backend in gpu_backends():
+    for backend in [b for b in default_backends() if b.devices == ("cuda",)]:
         reasons = backend.not_supported_reasons(spec)
         assert any("no CUDA device" in r for r in reasons), (backend.name, reasons)
 
@@ -93,7 +93,7 @@ def test_cuda_extension_lazy_and_op_refuses_cpu():
         assert not cuda_kernels.available()
         assert "CPU-only" in cuda_kernels.unavailable_reason()
         assert cuda_kernels.AVAILABLE is False and cuda_kernels.UNAVAILABLE_REASON
-    from sparsekit.kernels.triton_csr import pack_gpu_csr
+    from sparsekit.kernels.gpu_csr_layout import pack_gpu_csr
 
     w = torch.randn(8, 16) * (torch.rand(8, 16) < 0.3)
     with pytest.raises(ValueError, match="runs on CUDA tensors only"):
@@ -104,7 +104,6 @@ def test_default_backends_include_gpu_and_compile_still_runs_on_cpu(tiny_model_d
     from conftest import random_sparse_classifier
 
     from sparsekit.compiler import compile as sk_compile
-    from sparsekit.compiler import default_backends
 
     names = [b.name for b in default_backends()]
     assert names[0] == "dense"
@@ -158,13 +157,14 @@ def _check(y, x, w, bias):
 @pytest.mark.parametrize("out,inp", [(3072, 768), (768, 3072), (40, 96), (1000, 777)])
 @pytest.mark.parametrize("block", [(16, 16), (32, 32), (64, 64), (32, 64)])
 def test_gpu_triton_bsr(dtype, out, inp, block):
-    from sparsekit.kernels.triton_bsr import pack_triton_bsr, triton_bsr_linear
+    from sparsekit.kernels.gpu_bsr_layout import pack_gpu_bsr
+    from sparsekit.kernels.triton_bsr import triton_bsr_linear
 
     if dtype == torch.bfloat16 and torch.cuda.get_device_capability() < (8, 0):
         pytest.skip("bfloat16 needs compute capability >= 8.0")
     w = _block_sparse(out, inp, block, 0.2, dtype)
     w[: block[0]] = 0  # an empty block row
-    packed = pack_triton_bsr(w, block=block)
+    packed = pack_gpu_bsr(w, block=block)
     for m in (1, 17, 128, 1000, 4096):
         x = torch.randn(m, inp, device="cuda", dtype=dtype)
         bias = torch.randn(out, device="cuda") if m % 2 == 0 else None
@@ -177,7 +177,8 @@ def test_gpu_triton_bsr(dtype, out, inp, block):
 @pytest.mark.parametrize("out,inp,density", [(768, 768, 0.05), (3072, 768, 0.1), (768, 3072, 0.3), (37, 33, 1.0),
                                              (5, 40000, 0.01)])
 def test_gpu_csr(kernel, dtype, out, inp, density):
-    from sparsekit.kernels.triton_csr import pack_gpu_csr, triton_csr_linear
+    from sparsekit.kernels.gpu_csr_layout import pack_gpu_csr
+    from sparsekit.kernels.triton_csr import triton_csr_linear
 
     if kernel == "cuda" and not cuda_kernels.available():
         pytest.skip(cuda_kernels.unavailable_reason())
@@ -199,7 +200,7 @@ def test_gpu_csr(kernel, dtype, out, inp, density):
 @needs_cuda
 @needs_ext
 def test_gpu_cuda_csr_opcheck():
-    from sparsekit.kernels.triton_csr import pack_gpu_csr
+    from sparsekit.kernels.gpu_csr_layout import pack_gpu_csr
 
     w = (torch.randn(64, 96, device="cuda") * (torch.rand(64, 96, device="cuda") < 0.2)).half()
     p = pack_gpu_csr(w)
@@ -210,10 +211,11 @@ def test_gpu_cuda_csr_opcheck():
 
 @needs_cuda
 def test_gpu_triton_ops_opcheck_and_compile():
-    from sparsekit.kernels.triton_bsr import pack_triton_bsr, triton_bsr_linear
+    from sparsekit.kernels.gpu_bsr_layout import pack_gpu_bsr
+    from sparsekit.kernels.triton_bsr import triton_bsr_linear
 
     w = _block_sparse(256, 512, (32, 32), 0.3, torch.bfloat16)
-    p = pack_triton_bsr(w, block=(32, 32))
+    p = pack_gpu_bsr(w, block=(32, 32))
     x, bias = torch.randn(64, 512, device="cuda", dtype=torch.bfloat16), torch.randn(256, device="cuda")
     torch.library.opcheck(torch.ops.sparsekit.triton_bsr_linear.default,
                           (x, p.row_ptr, p.col_idx, p.blocks_t, p.row_order, 512, 256, bias))

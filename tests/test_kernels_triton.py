@@ -1,4 +1,5 @@
-"""Triton BSR and CSR kernels (sparsekit.kernels.triton_bsr / triton_csr) under the Triton interpreter, on CPU.
+"""Triton BSR and CSR kernels (sparsekit.kernels.triton_bsr / triton_csr) and their GPU layouts under the Triton
+interpreter, on CPU.
 
 The interpreter needs ``TRITON_INTERPRET=1`` before ``triton`` is first imported (Triton builds its own library
 functions at import). So when this process did not start that way, every case here is skipped and
@@ -19,14 +20,16 @@ import torch
 
 pytest.importorskip("triton", reason="triton is not installed")
 
-from sparsekit.export.formats import BSRFormat, CSRFormat  # noqa: E402
-from sparsekit.kernels import triton_bsr, triton_csr  # noqa: E402
-from sparsekit.kernels.triton_bsr import pack_triton_bsr, triton_bsr_linear  # noqa: E402
-from sparsekit.kernels.triton_csr import pack_gpu_csr, triton_csr_linear  # noqa: E402
+from sparsekit.formats import BSRFormat, CSRFormat  # noqa: E402
+from sparsekit.kernels import reference, triton_runtime  # noqa: E402
+from sparsekit.kernels.gpu_bsr_layout import GpuBSRWeight, pack_gpu_bsr  # noqa: E402
+from sparsekit.kernels.gpu_csr_layout import GpuCSRWeight, pack_gpu_csr  # noqa: E402
+from sparsekit.kernels.triton_bsr import triton_bsr_linear  # noqa: E402
+from sparsekit.kernels.triton_csr import triton_csr_linear  # noqa: E402
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 #: Whether this process imported triton under the interpreter (else the cases run in a subprocess).
-READY = triton_bsr.interpreter_ready()
+READY = triton_runtime.interpreter_ready()
 DRIVER = "test_cases_under_interpreter"
 
 
@@ -83,7 +86,7 @@ def assert_close_to_ref(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias:
 @pytest.mark.parametrize("out,inp,block", [(48, 80, (16, 16)), (40, 96, (32, 16)), (70, 33, (16, 64))])
 def test_bsr_matches_dense(dtype, out, inp, block):
     w = block_sparse(out, inp, block, keep=0.5).to(dtype)
-    packed = pack_triton_bsr(w, block=block)
+    packed = pack_gpu_bsr(w, block=block)
     assert packed.dtype == dtype and packed.block == block
     torch.testing.assert_close(packed.to_dense(), w.float())
     for m in (1, 3, 17):
@@ -104,7 +107,7 @@ def test_bsr_edge_cases(case):
         w = torch.randn(out, inp)
     elif case == "no-rows":
         w = torch.zeros(0, inp)
-    packed = pack_triton_bsr(w, block=block)
+    packed = pack_gpu_bsr(w, block=block)
     if case == "empty-matrix":
         assert packed.nblocks == 0
     if case == "dense":
@@ -122,14 +125,14 @@ def test_bsr_edge_cases(case):
 def test_bsr_from_bsr_format_and_reference():
     w = block_sparse(64, 96, (32, 32), keep=0.5)
     fmt = BSRFormat.pack(w, block=(32, 32))
-    packed = pack_triton_bsr(fmt)
+    packed = pack_gpu_bsr(fmt)
     assert packed.nblocks == fmt.nblocks
     x, bias = torch.randn(5, 96), torch.randn(64)
-    ref = triton_bsr.reference_bsr_linear(x, packed.row_ptr, packed.col_idx, packed.blocks_t, packed.row_order, 96,
-                                          64, bias)
+    ref = reference.triton_bsr_linear(x, packed.row_ptr, packed.col_idx, packed.blocks_t, packed.row_order, 96,
+                                      64, bias)
     torch.testing.assert_close(ref, x @ w.T + bias, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(triton_bsr_linear(x, packed, bias), ref, rtol=1e-5, atol=1e-5)
-    bf16 = pack_triton_bsr(fmt, dtype=torch.bfloat16)
+    bf16 = pack_gpu_bsr(fmt, dtype=torch.bfloat16)
     assert bf16.dtype == torch.bfloat16 and bf16.blocks_t.shape == (fmt.nblocks, 32, 32)
     # Block rows come longest first.
     lengths = (packed.row_ptr[1:] - packed.row_ptr[:-1])[packed.row_order.long()]
@@ -138,36 +141,36 @@ def test_bsr_from_bsr_format_and_reference():
 
 def test_bsr_bad_inputs(monkeypatch):
     w = block_sparse(48, 80, (16, 16), keep=0.5)
-    packed = pack_triton_bsr(w, block=(16, 16))
+    packed = pack_gpu_bsr(w, block=(16, 16))
     with pytest.raises(ValueError, match="block must be two of"):
-        pack_triton_bsr(w, block=(8, 8))
+        pack_gpu_bsr(w, block=(8, 8))
     with pytest.raises(ValueError, match="is not two of"):
-        pack_triton_bsr(BSRFormat.pack(w, block=(4, 4)))
+        pack_gpu_bsr(BSRFormat.pack(w, block=(4, 4)))
     with pytest.raises(ValueError, match="2-D floating-point"):
-        pack_triton_bsr(torch.ones(5, dtype=torch.float32))
+        pack_gpu_bsr(torch.ones(5, dtype=torch.float32))
     with pytest.raises(TypeError, match="dtype must be one of"):
-        pack_triton_bsr(w, dtype=torch.float64)
+        pack_gpu_bsr(w, dtype=torch.float64)
     with pytest.raises(TypeError, match="expects a dense weight tensor or a BSRFormat"):
-        pack_triton_bsr([[1.0]])
+        pack_gpu_bsr([[1.0]])
     with pytest.raises(ValueError, match="NaN or inf"):
-        pack_triton_bsr(torch.full((16, 16), float("nan")))
+        pack_gpu_bsr(torch.full((16, 16), float("nan")))
     with pytest.raises(TypeError, match="x is torch.bfloat16 but the packed weight is torch.float32"):
         triton_bsr_linear(torch.randn(3, 80, dtype=torch.bfloat16), packed)
     with pytest.raises(ValueError, match=r"shape \[\.\.\., 80\]"):
         triton_bsr_linear(torch.randn(3, 81), packed)
     with pytest.raises(ValueError, match=r"bias must have shape \[48\]"):
         triton_bsr_linear(torch.randn(3, 80), packed, torch.randn(47))
-    with pytest.raises(TypeError, match="TritonBSRWeight"):
+    with pytest.raises(TypeError, match="GpuBSRWeight"):
         triton_bsr_linear(torch.randn(3, 80), w)
     bad = packed.col_idx.clone()
     bad[0] = 99
     with pytest.raises(ValueError, match="col_idx spans"):
-        triton_bsr.TritonBSRWeight(shape=packed.shape, block=packed.block, row_ptr=packed.row_ptr, col_idx=bad,
-                                   blocks_t=packed.blocks_t, row_order=packed.row_order)
+        GpuBSRWeight(shape=packed.shape, block=packed.block, row_ptr=packed.row_ptr, col_idx=bad,
+                     blocks_t=packed.blocks_t, row_order=packed.row_order)
     with pytest.raises(ValueError, match="not a permutation"):
-        triton_bsr.TritonBSRWeight(shape=packed.shape, block=packed.block, row_ptr=packed.row_ptr,
-                                   col_idx=packed.col_idx, blocks_t=packed.blocks_t,
-                                   row_order=torch.zeros_like(packed.row_order))
+        GpuBSRWeight(shape=packed.shape, block=packed.block, row_ptr=packed.row_ptr,
+                     col_idx=packed.col_idx, blocks_t=packed.blocks_t,
+                     row_order=torch.zeros_like(packed.row_order))
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
         triton_bsr_linear(torch.randn(3, 80), packed)
@@ -211,8 +214,8 @@ def test_csr_edge_cases(case):
     if y.numel():
         ref = x.reshape(-1, inp).double() @ w.double().T + bias.double()
         torch.testing.assert_close(y.reshape(-1, w.shape[0]).double(), ref, rtol=1e-5, atol=1e-5)
-        ref_fn = triton_csr.reference_csr_linear(x, packed.row_ptr, packed.col_idx, packed.values, packed.row_order,
-                                                 inp, w.shape[0], bias)
+        ref_fn = reference.triton_csr_linear(x, packed.row_ptr, packed.col_idx, packed.values, packed.row_order,
+                                             inp, w.shape[0], bias)
         torch.testing.assert_close(ref_fn.double(), ref.reshape(ref_fn.shape), rtol=1e-5, atol=1e-5)
 
 
@@ -228,13 +231,13 @@ def test_csr_bad_inputs(monkeypatch):
     with pytest.raises(TypeError, match="GpuCSRWeight"):
         triton_csr_linear(torch.randn(2, 40), w)
     with pytest.raises(TypeError, match="must be torch.int16"):
-        triton_csr.GpuCSRWeight(shape=packed.shape, row_ptr=packed.row_ptr, col_idx=packed.col_idx.int(),
-                                values=packed.values, row_order=packed.row_order)
+        GpuCSRWeight(shape=packed.shape, row_ptr=packed.row_ptr, col_idx=packed.col_idx.int(),
+                     values=packed.values, row_order=packed.row_order)
     bad = packed.row_ptr.clone()
     bad[-1] += 1
     with pytest.raises(ValueError, match="row_ptr must start at 0"):
-        triton_csr.GpuCSRWeight(shape=packed.shape, row_ptr=bad, col_idx=packed.col_idx, values=packed.values,
-                                row_order=packed.row_order)
+        GpuCSRWeight(shape=packed.shape, row_ptr=bad, col_idx=packed.col_idx, values=packed.values,
+                     row_order=packed.row_order)
     with pytest.raises(TypeError, match="dtype must be one of"):
         pack_gpu_csr(w, dtype=torch.int8)
     monkeypatch.delenv("TRITON_INTERPRET")
@@ -249,7 +252,7 @@ def test_opcheck_and_fake():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     w = block_sparse(32, 48, (16, 16), keep=0.5)
-    b = pack_triton_bsr(w, block=(16, 16))
+    b = pack_gpu_bsr(w, block=(16, 16))
     c = pack_gpu_csr(w)
     x, bias = torch.randn(3, 48), torch.randn(32)
     bsr_args = (x, b.row_ptr, b.col_idx, b.blocks_t, b.row_order, 48, 32, bias)
@@ -266,9 +269,9 @@ def test_opcheck_and_fake():
 
 def test_interpreter_mode_does_not_leak(monkeypatch):
     w = block_sparse(16, 16, (16, 16), keep=1.0)
-    triton_bsr_linear(torch.randn(1, 16), pack_triton_bsr(w, block=(16, 16)))
+    triton_bsr_linear(torch.randn(1, 16), pack_gpu_bsr(w, block=(16, 16)))
     assert os.environ["TRITON_INTERPRET"] == "1"
     monkeypatch.delenv("TRITON_INTERPRET")
-    with triton_bsr._interpret_env(True):
-        assert triton_bsr.interpreting()
+    with triton_runtime._interpret_env(True):
+        assert triton_runtime.interpreting()
     assert "TRITON_INTERPRET" not in os.environ

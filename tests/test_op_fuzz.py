@@ -37,7 +37,7 @@ def _random_weight(gen: torch.Generator, out: int, inp: int, density: float) -> 
 
 def _packed(gen: torch.Generator, kind: str, out: int, inp: int, chunk: int, block=(4, 1)):
     w = _random_weight(gen, out, inp, 0.3)
-    return kernels.pack_csr(w, chunk=chunk) if kind == "csr" else kernels.pack_bsr(w, block=block, chunk=chunk)
+    return kernels.pack_cpu_csr(w, chunk=chunk) if kind == "csr" else kernels.pack_cpu_bsr(w, block=block, chunk=chunk)
 
 
 def _args(p, x, bias=None) -> dict:
@@ -281,8 +281,8 @@ def test_nonfinite_x_propagates_only_through_stored_nonzero_weights(isa, m):
         x[1, 9] = float("inf")
     b = torch.randn(out, generator=gen)
     with kernels.force_isa(isa):
-        for packed in (kernels.pack_csr(w, chunk=32), kernels.pack_bsr(w, block=(4, 1), chunk=32),
-                       kernels.pack_bsr(w, block=(2, 1))):
+        for packed in (kernels.pack_cpu_csr(w, chunk=32), kernels.pack_cpu_bsr(w, block=(4, 1), chunk=32),
+                       kernels.pack_cpu_bsr(w, block=(2, 1))):
             y = kernels.csr_linear(x, packed, b) if packed.kind == "csr" else kernels.bsr_linear(x, packed, b)
             ref = reference.bsr_linear(x, packed.ptr, packed.col, packed.val, inp, out, packed.group_rows,
                                        packed.chunk, b)

@@ -1,6 +1,6 @@
 // sparsekit CPU sparse x dense kernels for Linear layers:  y = x @ W^T + b.
 //
-// W is sparse [out, in] and pre-packed once (Python: sparsekit.kernels.pack_csr / pack_bsr) into the
+// W is sparse [out, in] and pre-packed once (Python: sparsekit.kernels.cpu_layout.pack_cpu_csr / pack_cpu_bsr) into the
 // column-blocked "row-group" layout below; x is dense row-major [M, in] (M = tokens), y dense
 // row-major [M, out]. All arithmetic is fp32 (bf16 weights are widened at pack time).
 //

@@ -4,7 +4,7 @@
 // torch.library.custom_op + register_fake); its CUDA implementation calls linear() below. User-facing
 // validation with ValueError / TypeError messages happens in Python; the checks here are O(1) per call
 // (devices, dtypes, sizes, alignment). Pointer monotonicity and column ranges are validated once, at pack
-// time (sparsekit.kernels.triton_csr.pack_gpu_csr), and trusted here.
+// time (sparsekit.kernels.gpu_csr_layout.pack_gpu_csr), and trusted here.
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>

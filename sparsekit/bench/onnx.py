@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sparsekit.bench.variants import Inputs, Variant, describe_error, make_inputs
+from sparsekit.bench.variants import Inputs, Variant, describe_error
+from sparsekit.data.inputs import random_inputs
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -49,7 +50,7 @@ class OrtModel:
     def __init__(self, model: nn.Module, vocab_size: int) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="sparsekit-bench-onnx-")
         self.path = Path(self._tmp.name) / "model.onnx"
-        example = make_inputs(1, 8, vocab_size)
+        example = random_inputs(1, 8, vocab_size)
         axes = {name: {0: "batch", 1: "seq"} for name in INPUT_NAMES} | {"logits": {0: "batch"}}
         start = time.perf_counter()
         try:

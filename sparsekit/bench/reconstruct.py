@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sparsekit.architectures import architecture_for
 from sparsekit.models import ModelError, quiet_transformers
 
 
@@ -61,13 +62,14 @@ def dense_from_artifact(model: nn.Module) -> nn.Module:
     with quiet_transformers():
         dense = AutoModelForSequenceClassification.from_config(config).float().eval()
     base = dense.base_model
-    head_dim = config.hidden_size // config.num_attention_heads
+    arch = architecture_for(config)
+    head_dim = arch.head_dim(config)
     try:
         base.embeddings.load_state_dict(model.embeddings.state_dict())
         if model.pooler is not None:
             base.pooler.load_state_dict(model.pooler.state_dict())
         dense.classifier.load_state_dict(model.classifier.state_dict())
-        hf_layers = list(base.encoder.layer)
+        hf_layers = arch.layer_modules(base)
     except (AttributeError, RuntimeError) as exc:
         raise ModelError(f"cannot rebuild a dense {config.model_type} model from this artifact: {exc}") from exc
     for compact_layer, hf, shape in zip(model.layers, hf_layers, model.shapes):
@@ -75,13 +77,14 @@ def dense_from_artifact(model: nn.Module) -> nn.Module:
         qk = _head_rows(shape.qk_widths, head_dim)
         v = _head_rows(shape.v_widths, head_dim)
         ffn = torch.arange(shape.ffn)
-        att = hf.attention.self
-        _write(att.query, *lin["query"], rows=qk)
-        _write(att.key, *lin["key"], rows=qk)
-        _write(att.value, *lin["value"], rows=v)
-        _write(hf.attention.output.dense, *lin["attn_out"], cols=v)
-        _write(hf.intermediate.dense, *lin["ffn_in"], rows=ffn)
-        _write(hf.output.dense, *lin["ffn_out"], cols=ffn)
-        hf.attention.output.LayerNorm.load_state_dict(compact_layer.attn_norm.state_dict())
-        hf.output.LayerNorm.load_state_dict(compact_layer.ffn_norm.state_dict())
+        target = arch.layer_linears(hf)
+        _write(target["query"], *lin["query"], rows=qk)
+        _write(target["key"], *lin["key"], rows=qk)
+        _write(target["value"], *lin["value"], rows=v)
+        _write(target["attn_out"], *lin["attn_out"], cols=v)
+        _write(target["ffn_in"], *lin["ffn_in"], rows=ffn)
+        _write(target["ffn_out"], *lin["ffn_out"], cols=ffn)
+        attn_norm, ffn_norm = arch.layer_norms(hf)
+        attn_norm.load_state_dict(compact_layer.attn_norm.state_dict())
+        ffn_norm.load_state_dict(compact_layer.ffn_norm.state_dict())
     return dense.requires_grad_(False)

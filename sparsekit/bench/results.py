@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sparsekit.errors import SparsekitError
+
 SCHEMA_VERSION = 1
 KIND = "sparsekit-bench"
 FILES = {"json": "bench.json", "csv": "bench.csv", "png": "bench.png"}
@@ -43,7 +45,7 @@ LAYER_CSV_COLUMNS = ("model", "sparsity", "density", "batch", "seq", "threads", 
 CONFIG_KEYS = ("id", "model", "sparsity", "density", "batch", "seq", "threads", "tokens", "compile")
 
 
-class ResultFileError(ValueError):
+class ResultFileError(SparsekitError, ValueError):
     """A file that is not a sparsekit bench result of a schema this version reads."""
 
 

@@ -21,6 +21,7 @@ import torch
 from sparsekit.bench import onnx, results, variants
 from sparsekit.bench.config import VARIANT_DESCRIPTIONS, VARIANTS, BenchConfig
 from sparsekit.bench.subjects import Subject, check_model, load_subjects
+from sparsekit.data.inputs import random_inputs
 from sparsekit.timing import measure
 
 Log = Callable[[str], None]
@@ -144,7 +145,7 @@ def bench_subject(subject: Subject, config: BenchConfig, log: Log) -> list[dict]
                         current = dict(found, sparsekit=sk)
                         if ort_model is not None:
                             current["onnxruntime"] = ort_model.variant(threads)
-                        inputs = variants.make_inputs(batch, seq, subject.vocab_size, config.seed)
+                        inputs = random_inputs(batch, seq, subject.vocab_size, config.seed)
                         entry["variants"] = measure_variants(current, inputs, batch, seq, config)
                     entries.append(entry)
     finally:
@@ -178,7 +179,7 @@ def run_bench(config: BenchConfig, command: list[str] | None = None, log: Log | 
         for subject in load_subjects(config.model, config.sparsity, config.seed):
             models.append(subject.to_json())
             if subject.kind == "artifact":
-                inputs = variants.make_inputs(2, min(16, subject.max_positions), subject.vocab_size, config.seed)
+                inputs = random_inputs(2, min(16, subject.max_positions), subject.vocab_size, config.seed)
                 with torch.inference_mode():
                     diff = (subject.dense(**inputs).logits - subject.sparse(**inputs).logits).abs().max()
                 models[-1]["dense_reference"]["max_abs_diff"] = float(diff)

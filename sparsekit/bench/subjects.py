@@ -1,6 +1,6 @@
 """The models a benchmark times: what MODEL names, its dense reference, and the model sparsekit compiles.
 
-MODEL is one of
+MODEL is one of (sources.py tells them apart)
 
 - an **artifact** directory (``sparsekit export``): sparsekit's path is the artifact as ``sparsekit.load``
   returns it (compacted); the dense reference is the original-size model rebuilt from it (reconstruct.py);
@@ -12,17 +12,14 @@ MODEL is one of
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from sparsekit.models import ModelError, prunable_matrices
-
-KINDS = ("artifact", "run", "random", "checkpoint")
+from sparsekit.models import prunable_matrices
+from sparsekit.sources import ARTIFACT, RUN, kind_of, open_source
 
 
 @dataclass
@@ -53,34 +50,6 @@ class Subject:
                 "dense_reference": self.dense_reference}
 
 
-def classify(model: str) -> str:
-    """Which kind of MODEL this is (one of KINDS); FileNotFoundError / ModelError with a clear message if none."""
-    text = str(model)
-    if text.startswith("random:"):
-        return "random"
-    if text == "minilm":
-        return "checkpoint"
-    path = Path(text).expanduser()
-    if path.is_dir():
-        if (path / "manifest.json").is_file():
-            return "artifact"
-        if (path / "recipe.json").is_file():
-            return "run"
-        if (path / "config.json").is_file():
-            return "checkpoint"
-        raise ModelError(f"{path} is neither a sparsekit artifact (manifest.json), a pruning run (recipe.json) "
-                         f"nor a Hugging Face checkpoint (config.json)")
-    if path.exists():
-        raise ModelError(f"{path} is a file; MODEL is a directory (artifact, run, checkpoint) or random:<shape>")
-    if os.sep in text or text.startswith("."):
-        raise FileNotFoundError(f"{path} does not exist; MODEL is an artifact dir, a run dir, a checkpoint dir, "
-                                f"'minilm' or random:<shape>")
-    from sparsekit.models import resolve_model_source
-
-    resolve_model_source(text)  # raises ModelError with the hub-id / unknown-name explanation
-    return "checkpoint"
-
-
 def density(model: nn.Module) -> float:
     """Kept (non-zero) fraction of the six encoder matrices of a Hugging Face model."""
     kept = total = 0
@@ -109,10 +78,10 @@ def _limits(config) -> tuple[int, int]:
 
 
 def _check_sparsity(kind: str, model: str, sparsity: list[float] | None) -> None:
-    if kind in ("artifact", "run") and sparsity is not None:
+    if kind in (ARTIFACT, RUN) and sparsity is not None:
         raise ValueError(f"--sparsity applies to random and checkpoint models; {model} is a pruning "
-                         f"{'artifact' if kind == 'artifact' else 'run'} with its own masks")
-    if kind in ("random", "checkpoint") and sparsity is None:
+                         f"{kind} with its own masks")
+    if kind not in (ARTIFACT, RUN) and sparsity is None:
         raise ValueError(f"{model} has no masks: pass --sparsity (e.g. --sparsity 0.9 for 10% of the encoder "
                          f"weights kept, random unstructured masks)")
 
@@ -122,13 +91,13 @@ def load_subjects(model: str, sparsity: list[float] | None, seed: int = 0) -> It
 
     Call :func:`check_model` first to fail fast on bad input before any heavy work.
     """
-    kind = classify(model)
+    kind = kind_of(model)
     _check_sparsity(kind, model, sparsity)
-    if kind == "artifact":
+    opened = open_source(model, num_labels=2, seed=seed, tokenizer=False)
+    if kind == ARTIFACT:
         from sparsekit.bench.reconstruct import dense_from_artifact
-        from sparsekit.export.artifact import load
 
-        art = load(model)
+        art = opened.model
         dense = dense_from_artifact(art)
         vocab, positions = _limits(art.config)
         ref = {"how": "original-size dense model rebuilt from the artifact (bench/reconstruct.py): the compacted "
@@ -136,18 +105,13 @@ def load_subjects(model: str, sparsity: list[float] | None, seed: int = 0) -> It
                "compaction": art.manifest.get("compaction")}
         yield Subject(str(model), kind, str(model), None, density(dense), dense, art, vocab, positions, ref)
         return
-    if kind == "run":
-        from sparsekit.prune.output import load_pruned
-
-        pruned = load_pruned(model)
-        vocab, positions = _limits(pruned.model.config)
+    if kind == RUN:
+        vocab, positions = _limits(opened.model.config)
         ref = {"how": "the run's masked model (sparsekit.load_pruned): original size, pruned weights zero"}
-        yield Subject(str(model), kind, str(model), None, density(pruned.model), pruned.model, pruned.model,
+        yield Subject(str(model), kind, str(model), None, density(opened.model), opened.model, opened.model,
                       vocab, positions, ref)
         return
-    from sparsekit.models import load_classifier, resolve_model_source
-
-    base = load_classifier(resolve_model_source(model), num_labels=2, seed=seed).float().eval()
+    base = opened.model
     vocab, positions = _limits(base.config)
     for s in sparsity:
         masked = apply_random_masks(copy.deepcopy(base), s, seed).requires_grad_(False)
@@ -157,6 +121,6 @@ def load_subjects(model: str, sparsity: list[float] | None, seed: int = 0) -> It
 
 def check_model(model: str, sparsity: list[float] | None) -> str:
     """Validate MODEL and --sparsity without loading weights; returns the kind."""
-    kind = classify(model)
+    kind = kind_of(model)
     _check_sparsity(kind, model, sparsity)
     return kind

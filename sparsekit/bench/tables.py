@@ -1,11 +1,11 @@
 """Rich tables of a bench result document: one row per config x variant, or per encoder Linear (layer mode)."""
 from __future__ import annotations
 
-import re
-
 from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
+
+from sparsekit.architectures import ALL_ARCHITECTURES, MATRIX_SHORT, match_name
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -59,18 +59,10 @@ def notes(data: dict) -> list[str]:
     return lines
 
 
-_LAYER_TYPES = (("attention.self.query", "Q"), ("attention.self.key", "K"), ("attention.self.value", "V"),
-                ("attention.output.dense", "O"), ("intermediate.dense", "FFN-in"), ("output.dense", "FFN-out"),
-                ("attention.query", "Q"), ("attention.key", "K"), ("attention.value", "V"), ("attn_out", "O"),
-                ("ffn_in", "FFN-in"), ("ffn_out", "FFN-out"))
-_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers)\.(\d+)\.")
-
-
 def short_layer_name(name: str) -> str:
     """``bert.encoder.layer.3.intermediate.dense`` / ``layers.3.ffn_in`` -> ``L3 FFN-in`` (else the name)."""
-    match = _LAYER_INDEX.search(name)
-    kind = next((short for suffix, short in _LAYER_TYPES if name.endswith(suffix)), None)
-    return f"L{match.group(1)} {kind}" if match and kind else name
+    hit = match_name(name, ALL_ARCHITECTURES)
+    return f"L{hit[0]} {MATRIX_SHORT[hit[1]]}" if hit else name
 
 
 def layer_table(data: dict) -> Group:

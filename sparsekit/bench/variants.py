@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sparsekit.backends import TorchSparseLinear
+from sparsekit.backends import TorchSparseBackend
+from sparsekit.errors import format_error
 from sparsekit.models import prunable_matrices, set_submodule
 
 Inputs = dict[str, torch.Tensor]
@@ -35,18 +36,7 @@ class Variant:
 
 def describe_error(exc: BaseException) -> str:
     """``Type: first line of the message`` (at most 300 characters) for a result file."""
-    lines = str(exc).strip().splitlines()
-    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def make_inputs(batch: int, seq: int, vocab_size: int, seed: int = 0) -> Inputs:
-    """Random token ids ``[batch, seq]`` (no padding: every position attends), as a tokenizer would give."""
-    gen = torch.Generator().manual_seed(seed)
-    low = min(1000, vocab_size // 2)  # past the special tokens of a BERT vocab
-    return {"input_ids": torch.randint(low, vocab_size, (batch, seq), generator=gen),
-            "attention_mask": torch.ones(batch, seq, dtype=torch.long),
-            "token_type_ids": torch.zeros(batch, seq, dtype=torch.long)}
+    return format_error(exc, with_type=True, first_line=True, max_chars=300)
 
 
 def _logits(model: nn.Module) -> Callable[[Inputs], torch.Tensor]:
@@ -72,7 +62,7 @@ def torch_sparse(model: nn.Module) -> Variant:
         sparse = copy.deepcopy(model)
         for m in prunable_matrices(sparse):
             linear = sparse.get_submodule(m.name)
-            set_submodule(sparse, m.name, TorchSparseLinear(linear.weight, linear.bias))
+            set_submodule(sparse, m.name, TorchSparseBackend().build(linear.weight, linear.bias))
     except (RuntimeError, ValueError) as exc:
         return Variant("torch-sparse", "failed", reason=describe_error(exc))
     return Variant("torch-sparse", run=_logits(sparse), setup_s=time.perf_counter() - start)

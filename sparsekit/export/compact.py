@@ -29,8 +29,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from sparsekit.architectures import COMPACTION_RULES, Architecture, architecture_for
+from sparsekit.errors import ModelError
 from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
-from sparsekit.models import check_supported
 
 
 @dataclass
@@ -80,12 +81,16 @@ class CompactionReport:
                             "nnz_after": sum(m.nnz_after for m in self.matrices)}}
 
 
-def _bert_parts(model: nn.Module):
-    """(config, base model, list of encoder layers) of a BERT-family classifier, with clear errors."""
+def _encoder_parts(model: nn.Module) -> tuple[object, Architecture, nn.Module, list[nn.Module]]:
+    """(config, architecture, base model, list of encoder layers) of a BERT-family classifier, with clear errors."""
     config = getattr(model, "config", None)
     if config is None:
         raise ValueError("compact() expects a Hugging Face sequence classifier (a model with .config)")
-    check_supported(config)
+    arch = architecture_for(config)
+    missing = [rule for rule in COMPACTION_RULES if rule not in arch.compaction]
+    if missing:
+        raise ModelError(f"exact compaction of {config.model_type} models is not supported "
+                         f"(rules that do not hold: {', '.join(missing)})")
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"position_embedding_type {config.position_embedding_type!r} is not supported; "
                          f"only absolute position embeddings can be compacted")
@@ -93,7 +98,7 @@ def _bert_parts(model: nn.Module):
     if getattr(base.embeddings, "embeddings_project", None) is not None or hasattr(base, "embeddings_project"):
         raise ValueError("models with an embedding projection (ELECTRA with embedding_size != hidden_size) "
                          "are not supported by compaction yet")
-    return config, base, list(base.encoder.layer)
+    return config, arch, base, arch.layer_modules(base)
 
 
 def _drop_sparse_rows(weight: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int]:
@@ -117,10 +122,8 @@ class _LayerResult:
     lossy_weights: int
 
 
-def _compact_layer(li: int, layer, heads: int, head_dim: int, act, min_row_weights: int) -> _LayerResult:
-    att, out = layer.attention.self, layer.attention.output
-    linears = {"query": att.query, "key": att.key, "value": att.value, "attn_out": out.dense,
-               "ffn_in": layer.intermediate.dense, "ffn_out": layer.output.dense}
+def _compact_layer(li: int, linears: dict[str, nn.Module], heads: int, head_dim: int, act,
+                   min_row_weights: int) -> _LayerResult:
     W = {k: m.weight.detach().clone() for k, m in linears.items()}
     b = {k: m.bias.detach().clone() for k, m in linears.items()}
     nnz_before = {k: int((w != 0).sum()) for k, w in W.items()}
@@ -200,11 +203,10 @@ def compact(model: nn.Module, min_row_weights: int = 0) -> tuple[CompactForSeque
 
     if min_row_weights < 0:
         raise ValueError(f"min_row_weights must be >= 0, got {min_row_weights}")
-    config, base, layers = _bert_parts(model)
-    heads = config.num_attention_heads
+    config, arch, base, layers = _encoder_parts(model)
     act = ACT2FN[config.hidden_act]
-    results = [_compact_layer(i, layer, heads, config.hidden_size // heads, act, min_row_weights)
-               for i, layer in enumerate(layers)]
+    results = [_compact_layer(i, arch.layer_linears(layer), arch.heads(config), arch.head_dim(config), act,
+                              min_row_weights) for i, layer in enumerate(layers)]
 
     head_uses_pooler = config.model_type == "bert"
     compacted = CompactForSequenceClassification(
@@ -217,8 +219,9 @@ def compact(model: nn.Module, min_row_weights: int = 0) -> tuple[CompactForSeque
         for name, (w, b) in result.tensors.items():
             targets[name].weight.copy_(w)
             targets[name].bias.copy_(b)
-        layer.attn_norm.load_state_dict(old.attention.output.LayerNorm.state_dict())
-        layer.ffn_norm.load_state_dict(old.output.LayerNorm.state_dict())
+        attn_norm, ffn_norm = arch.layer_norms(old)
+        layer.attn_norm.load_state_dict(attn_norm.state_dict())
+        layer.ffn_norm.load_state_dict(ffn_norm.state_dict())
     notes = [f"layer {r.info['layer']}: {r.info['q_rows_not_removable']} empty Q rows with a non-zero bias kept "
              f"(not removable exactly)" for r in results if r.info["q_rows_not_removable"]]
     report = CompactionReport([c for r in results for c in r.changes], [r.info for r in results], notes,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from sparsekit.export.formats import LowRankFormat, MatrixFormat, to_format
+from sparsekit.formats import LowRankFormat, MatrixFormat, to_format
 
 #: Largest relative error accepted for "the low-rank factors reproduce the matrix" (float32 rounding).
 EXACT_TOL = 1e-5
@@ -18,20 +18,11 @@ EXACT_TOL = 1e-5
 
 def recorded_ranks(recipe: dict | None) -> dict[tuple[int, str], int]:
     """``{(layer, matrix type): rank}`` from a pruning recipe (empty for runs that are not LPAF)."""
-    from sparsekit.models import is_prunable_name
+    from sparsekit.architectures import match_name
 
     entries = ((recipe or {}).get("extensions") or {}).get("lpaf", {}).get("ranks", [])
-    suffix = {"attention.self.query": "query", "attention.self.key": "key", "attention.self.value": "value",
-              "attention.output.dense": "attn_out", "intermediate.dense": "ffn_in", "output.dense": "ffn_out"}
-    out = {}
-    for e in entries:
-        name = e["name"]
-        if not is_prunable_name(name):
-            continue
-        tail = name.split(".encoder.layer.", 1)[-1].split(".", 1)
-        layer, rest = int(tail[0]), tail[1]
-        out[(layer, suffix[rest])] = int(e["rank"])
-    return out
+    matched = ((match_name(e["name"]), int(e["rank"])) for e in entries)
+    return {where: rank for where, rank in matched if where is not None}
 
 
 def choose_with_rank(weight: torch.Tensor, rank: int, value_dtype: torch.dtype = torch.float32,

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsekit.architectures import COMPACT, architecture_for
+
 
 @dataclass(frozen=True)
 class LayerShape:
@@ -141,12 +143,11 @@ class CompactLayer(nn.Module):
 
     def linears(self) -> dict[str, nn.Module]:
         """The six matrices of this layer by type (query, key, value, attn_out, ffn_in, ffn_out)."""
-        return {"query": self.attention.query, "key": self.attention.key, "value": self.attention.value,
-                "attn_out": self.attn_out, "ffn_in": self.ffn_in, "ffn_out": self.ffn_out}
+        return COMPACT.layer_linears(self)
 
     def set_linear(self, name: str, module: nn.Module) -> None:
         """Replace the matrix ``name`` (a key of ``linears()``) by ``module``."""
-        setattr(self.attention if name in ("query", "key", "value") else self, name, module)
+        COMPACT.set_layer_linear(self, name, module)
 
     @torch.no_grad()
     def pad_layout(self, multiple: int = 16, head_multiple: int = 8) -> None:
@@ -205,7 +206,7 @@ class CompactForSequenceClassification(nn.Module):
 
         self.config = config
         self.shapes = list(shapes)
-        head_dim = config.hidden_size // config.num_attention_heads
+        head_dim = architecture_for(config).head_dim(config)
         self.embeddings = embeddings
         with warnings.catch_warnings():  # removed FFNs / heads give 0-size Linears; their init is a no-op
             warnings.filterwarnings("ignore", message="Initializing zero-element tensors")

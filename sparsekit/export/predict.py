@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sparsekit.data.inputs import build_inputs
+
 
 @dataclass
 class Prediction:
@@ -46,18 +48,7 @@ class Predictor:
         out = []
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start:start + self.batch_size])
-            if any(not isinstance(t, (str, tuple, list)) for t in chunk):
-                raise TypeError("each text must be a string or a (text_a, text_b) pair")
-            pairs = [t for t in chunk if not isinstance(t, str)]
-            if pairs and len(pairs) != len(chunk):
-                raise ValueError("mix of single texts and pairs in one request")
-            if pairs:
-                batch = self.tokenizer([a for a, _ in chunk], [b for _, b in chunk], padding=True, truncation=True,
-                                       max_length=self.max_length, return_tensors="pt")
-            else:
-                batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
-                                       return_tensors="pt")
-            logits = self.model(**batch).logits.float()
+            logits = self.model(**build_inputs(self.tokenizer, chunk, self.max_length)).logits.float()
             for text, row in zip(chunk, logits):
                 if self.regression:
                     out.append(Prediction(str(text), None, float(row[0]), [float(row[0])]))

@@ -2,7 +2,7 @@
 
 ``import sparsekit`` must work without the native kernels (a failed build, ``SPARSEKIT_SKIP_CPP=1``, a CPU-only
 torch for the CUDA one); the ops then fall back or say why. Both ``kernels/cpu.py`` and ``kernels/cuda.py`` load
-their extension through this class.
+their extension through this class, which also answers whether it is available and why not.
 """
 from __future__ import annotations
 
@@ -12,6 +12,19 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
+
+def describe_load_error(name: str, not_built: str) -> Callable[[BaseException], str]:
+    """The usual ``describe`` of :class:`LazyExtension`: ``not_built`` says why module ``name`` may be missing
+    (and what to do); any other import error asks for a rebuild against the installed torch."""
+
+    def describe(exc: BaseException) -> str:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == name:
+            return f"the extension {name} is not built ({not_built})"
+        return (f"the extension {name} failed to load ({type(exc).__name__}: {exc}); it must be built against the "
+                f"installed torch {torch.__version__}: reinstall with `pip install --no-build-isolation -e .`")
+
+    return describe
 
 
 class LazyExtension:
@@ -44,6 +57,10 @@ class LazyExtension:
                     self._tried = True
         return self.module
 
+    def available(self) -> bool:
+        """Whether the extension is built and loads."""
+        return self.load() is not None
+
     @property
     def reason(self) -> str | None:
         """Why the extension is unavailable, or None if it loads."""
@@ -53,7 +70,7 @@ class LazyExtension:
     def module_getattr(self, module: str, name: str) -> Any:
         """PEP 562 ``__getattr__`` of the loading module: ``AVAILABLE`` / ``UNAVAILABLE_REASON``, loaded on access."""
         if name == "AVAILABLE":
-            return self.load() is not None
+            return self.available()
         if name == "UNAVAILABLE_REASON":
             return self.reason
         raise AttributeError(f"module {module!r} has no attribute {name!r}")

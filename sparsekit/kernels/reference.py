@@ -1,11 +1,17 @@
 """Pure-torch references of the sparse Linear ops (the semantics every kernel is tested against).
 
-Each function takes exactly the arguments of the op of the same name (see :mod:`sparsekit.kernels.cpu`):
-the packed weight tensors (layout below), ``x [..., in]`` and an optional ``bias [out]``. They rebuild
-the dense weight and compute ``x @ W.T + bias`` in float32; no data-dependent Python loops. They also
-serve as the CPU implementation when the C++ extension is not built.
+Each ``*_linear`` function takes exactly the arguments of the op ``sparsekit::<name>`` of the same name: the
+packed weight tensors, ``x [..., in]`` and an optional ``bias [out]``. They rebuild the dense weight
+(``*_to_dense``) and compute ``x @ W.T + bias`` in float32; no data-dependent Python loops.
 
-Packed layout (shared by ``csr_linear`` with ``group_rows = 1`` and ``bsr_linear``), see also
+* ``csr_linear`` / ``bsr_linear``: the CPU ops (:mod:`sparsekit.kernels.cpu`), layout of
+  :mod:`sparsekit.kernels.cpu_layout` (below); also the CPU ops' fallback when the C++ extension is not built.
+* ``triton_csr_linear`` / ``cuda_csr_linear``: the GPU CSR layout of :mod:`sparsekit.kernels.gpu_csr_layout`.
+* ``triton_bsr_linear``: the GPU BSR layout of :mod:`sparsekit.kernels.gpu_bsr_layout`.
+
+The row order of the GPU layouts decides only which program computes a row, never the result.
+
+CPU packed layout (shared by ``csr_linear`` with ``group_rows = 1`` and ``bsr_linear``), see also
 ``csrc/spmm_cpu/spmm_cpu.h``:
 
 * ``R = group_rows`` (1, 2 or 4): ``ngroups = ceil(out / R)``; group ``g`` owns rows ``g*R .. g*R+R-1``
@@ -26,12 +32,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["bsr_linear", "csr_linear", "packed_to_dense"]
+__all__ = ["bsr_linear", "csr_linear", "cuda_csr_linear", "gpu_bsr_to_dense", "gpu_csr_to_dense", "packed_to_dense",
+           "triton_bsr_linear", "triton_csr_linear"]
 
 
 def packed_to_dense(ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, in_features: int,
                     out_features: int, group_rows: int, chunk: int) -> torch.Tensor:
-    """The dense float32 weight ``[out, in]`` represented by a packed weight."""
+    """The dense float32 weight ``[out, in]`` represented by a CPU packed weight."""
     R = int(group_rows)
     ngroups = -(-out_features // R)
     nchunks = -(-in_features // chunk) if in_features else 0
@@ -70,3 +77,45 @@ def bsr_linear(x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch
                out_features: int, group_rows: int, chunk: int, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Reference of ``sparsekit::bsr_linear``: ``x [..., in] -> [..., out]`` (float32)."""
     return _linear(x, packed_to_dense(ptr, col, val, in_features, out_features, group_rows, chunk), bias)
+
+
+def gpu_csr_to_dense(row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor, in_features: int,
+                     out_features: int) -> torch.Tensor:
+    """The dense float32 weight ``[out, in]`` of the GPU CSR layout, on the values' device."""
+    w = torch.zeros(out_features, in_features, dtype=torch.float32, device=values.device)
+    if values.numel():
+        p = row_ptr.to(torch.int64)
+        rows = torch.repeat_interleave(torch.arange(out_features, device=values.device), p[1:] - p[:-1])
+        w[rows, col_idx.to(torch.int64)] = values.to(torch.float32)
+    return w
+
+
+def gpu_bsr_to_dense(row_ptr: torch.Tensor, col_idx: torch.Tensor, blocks_t: torch.Tensor, in_features: int,
+                     out_features: int) -> torch.Tensor:
+    """The dense float32 weight ``[out, in]`` of the GPU BSR layout (transposed blocks), on the blocks' device."""
+    nb, bc, br = blocks_t.shape
+    nbr, nbc = -(-out_features // br), -(-in_features // bc)
+    tiles = torch.zeros(nbr, nbc, br, bc, dtype=torch.float32, device=blocks_t.device)
+    if nb:
+        p = row_ptr.to(torch.int64)
+        rows = torch.repeat_interleave(torch.arange(nbr, device=blocks_t.device), p[1:] - p[:-1])
+        tiles[rows, col_idx.to(torch.int64)] = blocks_t.to(torch.float32).transpose(1, 2)
+    return tiles.permute(0, 2, 1, 3).reshape(nbr * br, nbc * bc)[:out_features, :in_features]
+
+
+def triton_csr_linear(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
+                      row_order: torch.Tensor, in_features: int, out_features: int,
+                      bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference of ``sparsekit::triton_csr_linear``: ``x [..., in] -> [..., out]`` (float32)."""
+    return _linear(x, gpu_csr_to_dense(row_ptr, col_idx, values, in_features, out_features), bias)
+
+
+#: ``sparsekit::cuda_csr_linear`` takes the same arguments and computes the same as ``triton_csr_linear``.
+cuda_csr_linear = triton_csr_linear
+
+
+def triton_bsr_linear(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, blocks_t: torch.Tensor,
+                      row_order: torch.Tensor, in_features: int, out_features: int,
+                      bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference of ``sparsekit::triton_bsr_linear``: ``x [..., in] -> [..., out]`` (float32)."""
+    return _linear(x, gpu_bsr_to_dense(row_ptr, col_idx, blocks_t, in_features, out_features), bias)

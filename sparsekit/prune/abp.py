@@ -19,12 +19,25 @@ crossing point instead (a uniform shift back up), so the density is exactly ``ke
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from sparsekit.prune.binarizers import kept_count
 from sparsekit.prune.extensions import Extension, TrainContext
+from sparsekit.prune.options import METHODS, option
 
 ABP_GAMMA_SCHEDULES = ("constant", "follow-lr")
+
+
+@dataclass
+class AbPOptions:
+    """The abp_* settings of a run (method abp); PruneConfig inherits them as flat fields."""
+
+    abp_gamma: float | None = option(None, "AbP drift per step [init mean / (0.6 * steps)].", panel=METHODS)
+    abp_gamma_schedule: str = option("constant", "AbP drift: constant | follow-lr (UNVERIFIED).", panel=METHODS)
+    abp_t_forward: float = option(1e5, "AbP forward temperature t_l.", panel=METHODS)
+    abp_t_backward: float = option(1.0, "AbP backward (surrogate) temperature t_s.", panel=METHODS)
 
 
 def init_logits(scores: list[torch.Tensor], mean: float, std: float, seed: int) -> None:
@@ -83,6 +96,11 @@ class AbPExtension(Extension):
         self.stop_trim_shift: float | None = None
         self.ever_pruned: list[torch.Tensor] = []
         self.history: list[tuple[int, float]] = []
+
+    @classmethod
+    def from_options(cls, options: AbPOptions) -> "AbPExtension":
+        """The extension for a run's abp_* settings (a PruneConfig); ValueError for bad values."""
+        return cls(options.abp_gamma, options.abp_gamma_schedule, options.abp_t_forward, options.abp_t_backward)
 
     def setup(self, ctx: TrainContext) -> None:
         if ctx.pruner is None or ctx.pruner.masking != "abp":

@@ -17,16 +17,37 @@ documented alternative. Banks are encoded in eval mode without gradient and kept
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sparsekit.prune.extensions import Extension, TrainContext
+from sparsekit.prune.options import METHODS, option
 
 CAP_MODULES = ("prc", "snc", "fic")
 CAP_REPRESENTATIONS = ("pooler", "cls", "mean")
 CAP_NORMALIZERS = ("code", "mean")
 SELF_SCORE = -1e6  # the anchor's own detached copy (the official code's value)
+
+
+@dataclass
+class CAPOptions:
+    """The cap / cap_* settings of a run (CAP on top of any method); PruneConfig inherits them as flat fields."""
+
+    cap: str | None = option(None, "CAP contrastive modules on top of the method, e.g. prc,snc,fic (fic needs "
+                                   "--teacher).", panel=METHODS)
+    cap_weight: float = option(0.1, "CAP instance-term weight w_u.", panel=METHODS)
+    cap_label_weight: float = option(10.0, "CAP label-term weight w_s.", panel=METHODS)
+    cap_temperature: float = option(0.1, "CAP contrastive temperature.", panel=METHODS)
+    cap_extra_negatives: int = option(4096, "CAP random extra bank vectors per step.", panel=METHODS)
+    cap_max_snapshots: int = option(4, "CAP: most snapshots kept in the SnC bank (bounded memory).", panel=METHODS)
+    cap_snapshot_every: int | None = option(None, "CAP: snapshot every N steps [every epoch].", panel=METHODS)
+    cap_representation: str | None = option(None, "CAP: pooler | cls | mean [pooler if present].", panel=METHODS)
+    cap_normalizer: str = option("code", "CAP loss normaliser: code (official) | mean (per-anchor mean).",
+                                 panel=METHODS)
+    cap_fp16_banks: bool = option(False, "CAP: keep the memory banks in fp16 (half the memory).", cli=False)
 
 
 def parse_modules(spec: str | None) -> tuple[str, ...]:
@@ -166,6 +187,14 @@ class CAPExtension(Extension):
         self._hook = None
         self.last_terms: dict[str, float] = {}
         self.labels: torch.Tensor | None = None
+
+    @classmethod
+    def from_options(cls, options: CAPOptions) -> "CAPExtension":
+        """The extension for a run's cap / cap_* settings (a PruneConfig); ValueError for bad values."""
+        return cls(parse_modules(options.cap), options.cap_weight, options.cap_label_weight,
+                   options.cap_temperature, options.cap_extra_negatives, options.cap_max_snapshots,
+                   options.cap_snapshot_every, options.cap_representation, options.cap_normalizer,
+                   torch.float16 if options.cap_fp16_banks else torch.float32)
 
     # -- banks ----------------------------------------------------------------------------------
     def _encode(self, ctx: TrainContext, model: nn.Module) -> torch.Tensor:

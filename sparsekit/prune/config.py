@@ -1,96 +1,82 @@
-"""PruneConfig: every setting of a pruning (or fine-tuning) run, shared by the Python API and the CLI."""
+"""PruneConfig: every setting of a pruning (or fine-tuning) run, shared by the Python API and the CLI.
+
+Each setting is a dataclass field declared with ``option`` (options.py): its default, its help text and how
+``sparsekit prune`` offers it, in one place; the CLI command is generated from these fields. The settings of
+a method that plugs into the loop as an extension live next to that extension, in a small option group
+(AbPOptions in abp.py, CAPOptions in cap.py, LPAFOptions in lpaf.py, StructuredOptions in structured.py).
+
+PruneConfig *inherits* the groups instead of holding them as nested members, so a run's settings stay one
+flat namespace: ``PruneConfig(method="abp", abp_gamma=0.1)``, ``config.abp_gamma``, and ``to_dict()`` with
+the same flat keys, in the same order, as before the groups existed (the ``config`` of every saved
+recipe.json and the resume check's run_config.json), so old recipes load with ``from_dict`` unchanged.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from sparsekit.prune.abp import AbPOptions
+from sparsekit.prune.cap import CAPOptions, parse_modules
+from sparsekit.prune.lpaf import LPAFOptions
+from sparsekit.prune.options import DATA, PRUNING, TRAIN, option
+from sparsekit.prune.recipes import RECIPES
+from sparsekit.prune.structured import StructuredOptions
+
 
 @dataclass
-class PruneConfig:
-    """Settings of one run. ``None`` means "the method's default" (see recipes.py).
+class TrainSettings:
+    """What is trained and how: method, target, data, model, schedule, optimisation, distillation.
 
-    method: smp-s, smp-l, smp-struct, movement, soft-movement, magnitude, l0, abp, lpaf or finetune.
-    keep: remaining fraction of the encoder's prunable weights at the end (0.1 = 10% remaining).
-    task / data_dir: GLUE task name and data root (default: ../shared/data/glue or $SPARSEKIT_DATA_DIR).
-    model: "minilm" (shipped all-MiniLM-L6-v2), a local checkpoint directory, or "random:<shape>".
-    train_samples / eval_samples: fixed, seeded subsets of train / dev (None = all).
-    steps: optimisation steps (None = ``epochs`` passes over the training set).
-    warmup / cooldown: fractions of the run at keep = 1 (start) and keep = v_f (end).
-    lr_warmup: fraction of the run with a linear learning-rate warm-up (then linear decay to 0).
-    lambda_ramp: override how the regulariser's lambda reaches regularizer_lambda: "whole-run" (SMP code),
-        "follow-threshold" (movement paper: lambda_f * tau_t / tau_f), "constant", "adaptive".
-    masking: override the method's masking function ("local", "smp-s", "global", ...).
-    teacher: a fine-tuned model directory for knowledge distillation (T = kd_temperature, alpha = kd_alpha).
-    abp_*: Adapting-by-Pruning (method abp): drift gamma per step (None = init_mean / (0.6 * steps)), its
-        schedule ("constant", or the UNVERIFIED "follow-lr"), forward / backward temperatures t_l / t_s.
-    cap / cap_*: CAP contrastive losses on top of any method: modules "prc,snc,fic" (fic needs ``teacher``),
-        instance / label weights w_u / w_s, temperature, random extra examples per step, the snapshot bank's
-        cap and refresh interval (None = every epoch), representation (pooler / cls / mean; None = pooler if
-        the model has one), normaliser ("code" = the official code's, "mean" = per-anchor mean), fp16 banks.
-    lpaf_*: LPAF (method lpaf), all UNVERIFIED readings of the paper: factor initialisation (masked-als,
-        score-weighted, svd), rank policy (energy, uniform), mixed-rank fine-tuning (theseus, nested-dropout,
-        none), the fraction of the run at which matrices are factorised, ALS iterations, Theseus probability.
-    struct_*: structure-aware SMP (method smp-struct): group / head score coupling and group-lasso lambda.
-    save_every: checkpoint interval in steps (for resume); stop_after: end this invocation after that many
-        steps as if interrupted (e.g. to fit a job time limit); resume continues from the last checkpoint.
+    ``None`` means "the method's default" (see recipes.py).
     """
 
-    method: str = "smp-s"
-    keep: float = 0.1
-    task: str = "sst2"
-    model: str = "minilm"
-    output_dir: str = "runs/sst2-smp-s"
-    data_dir: str | None = None
-    train_samples: int | None = None
-    eval_samples: int | None = None
-    steps: int | None = None
-    epochs: float = 1.0
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    max_length: int = 128
-    seed: int = 42
-    weight_lr: float | None = None
-    score_lr: float | None = None
-    head_lr: float | None = None
-    regularizer_lambda: float | None = None
-    warmup: float | None = None
-    cooldown: float | None = None
-    lr_warmup: float = 0.0
-    smp_temperature: float | None = None
-    score_init: float | str | None = None  # None: the recipe's; a number, or "magnitude"
-    lambda_ramp: str | None = None
-    masking: str | None = None
-    teacher: str | None = None
-    kd_alpha: float = 0.5
-    kd_temperature: float = 2.0
-    grad_clip: float = 1.0
-    abp_gamma: float | None = None
-    abp_gamma_schedule: str = "constant"
-    abp_t_forward: float = 1e5
-    abp_t_backward: float = 1.0
-    cap: str | None = None
-    cap_weight: float = 0.1
-    cap_label_weight: float = 10.0
-    cap_temperature: float = 0.1
-    cap_extra_negatives: int = 4096
-    cap_max_snapshots: int = 4
-    cap_snapshot_every: int | None = None
-    cap_representation: str | None = None
-    cap_normalizer: str = "code"
-    cap_fp16_banks: bool = False
-    lpaf_init: str = "score-weighted"
-    lpaf_rank: str = "uniform"
-    lpaf_mixed_rank: str = "theseus"
-    lpaf_factorize_at: float = 0.5
-    lpaf_als_iters: int = 10
-    lpaf_theseus_p: float = 0.5
-    struct_coupling: float = 2.0
-    struct_head_coupling: float = 1.0
-    struct_lambda: float = 0.0
-    save_every: int = 500
-    stop_after: int | None = None
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
+    method: str = option("smp-s", "Pruning method.", panel=PRUNING, choices=tuple(RECIPES))
+    keep: float = option(0.1, "Remaining fraction of encoder weights at the end (0.1 = 10%).", panel=PRUNING)
+    task: str = option("sst2", "GLUE task: sst2, mrpc, rte, stsb, cola, qnli, mnli, qqp.", panel=DATA)
+    model: str = option("minilm", "'minilm' (shipped), a local checkpoint dir, or random:<shape>.", panel=DATA)
+    output_dir: str = option("runs/sst2-smp-s", "Where to write the run.", flags=("--output-dir", "-o"), path=True)
+    data_dir: str | None = option(None, "GLUE data root [default: ../shared/data/glue or $SPARSEKIT_DATA_DIR].",
+                                  panel=DATA, path=True)
+    train_samples: int | None = option(None, "Train on a fixed, seeded subset of this many examples.", panel=DATA)
+    eval_samples: int | None = option(None, "Evaluate on a seeded subset of the dev set.", panel=DATA)
+    steps: int | None = option(None, "Optimisation steps [default: --epochs passes].", panel=TRAIN)
+    epochs: float = option(1.0, "Passes over the training set when --steps is not given.", panel=TRAIN)
+    batch_size: int = option(32, "Training examples per step (and process).", panel=TRAIN)
+    eval_batch_size: int = option(128, "Examples per batch when evaluating (and encoding CAP's banks).", cli=False)
+    max_length: int = option(128, "Truncate inputs to this many tokens.", panel=TRAIN)
+    seed: int = option(42, "Random seed (new head, data subsets and order, dropout).", panel=TRAIN)
+    weight_lr: float | None = option(None, "LR of encoder weights [method default].", panel=TRAIN)
+    score_lr: float | None = option(None, "LR of mask scores [method default].", panel=TRAIN)
+    head_lr: float | None = option(None, "LR of the new task head [method default].", panel=TRAIN)
+    regularizer_lambda: float | None = option(None, "Final lambda of the score regulariser.", panel=PRUNING)
+    warmup: float | None = option(None, "Fraction of steps before pruning starts.", panel=PRUNING)
+    cooldown: float | None = option(None, "Fraction of final steps at the target keep ratio.", panel=PRUNING)
+    lr_warmup: float = option(0.0, "Fraction of steps of linear LR warm-up (then linear decay to 0).", panel=TRAIN)
+    smp_temperature: float | None = option(None, "SMP-S temperature p [4 if keep>=0.7 else 1].", panel=PRUNING)
+    score_init: float | str | None = option(None, "Initial scores: a number, or 'magnitude' (|W| / mean|W|, first "
+                                                  "mask = magnitude mask) [the method's].", panel=PRUNING)
+    lambda_ramp: str | None = option(None, "whole-run (SMP code) | follow-threshold (movement paper: lambda_f * "
+                                           "tau_t / tau_f) | constant | adaptive.", panel=PRUNING)
+    masking: str | None = option(None, "Override the masking: local, smp-s, global, sigmoid, magnitude, l0.",
+                                 panel=PRUNING)
+    teacher: str | None = option(None, "Fine-tuned model dir for knowledge distillation.", panel=TRAIN)
+    kd_alpha: float = option(0.5, "Weight of the distillation loss.", panel=TRAIN)
+    kd_temperature: float = option(2.0, "Distillation temperature T.", panel=TRAIN)
+    grad_clip: float = option(1.0, "Clip the gradient norm of the trained parameters to this (0: no clipping).",
+                              cli=False)
+
+
+# The bases are listed last-first: dataclasses collects fields from the last base to the first, then the
+# class's own, which gives to_dict() its historical key order (TrainSettings, abp, cap, lpaf, struct, control).
+@dataclass
+class PruneConfig(StructuredOptions, LPAFOptions, CAPOptions, AbPOptions, TrainSettings):
+    """Settings of one run: TrainSettings, the method option groups, then checkpointing and output-directory
+    control. Each field's help is declared with it (``option``)."""
+
+    save_every: int = option(500, "Checkpoint every this many steps.", panel=TRAIN)
+    stop_after: int | None = option(None, "Stop after this many steps, as if interrupted (resume later).", panel=TRAIN)
+    resume: bool = option(False, "Continue the run in --output-dir from its last checkpoint.", flags=("--resume",))
+    overwrite: bool = option(False, "Replace an existing --output-dir.", flags=("--overwrite",))
+    progress: bool = option(True, "Show progress bars.", flags=("--progress/--no-progress",))
 
     def validate(self) -> None:
         """Raise ValueError with a clear message for settings that cannot work."""
@@ -115,8 +101,6 @@ class PruneConfig:
                     self.score_init = float(self.score_init)
                 except ValueError:
                     raise ValueError(f"score_init must be a number or 'magnitude', got {self.score_init!r}") from None
-        from sparsekit.prune.cap import parse_modules
-
         modules = parse_modules(self.cap)  # ValueError for an unknown module
         if "fic" in modules and not self.teacher:
             raise ValueError("the CAP module fic contrasts with a fine-tuned teacher: pass teacher (--teacher DIR)")
@@ -124,10 +108,12 @@ class PruneConfig:
             raise ValueError("choose either resume (continue the run in output_dir) or overwrite (replace it)")
 
     def to_dict(self) -> dict:
+        """Every setting by field name (the ``config`` of recipe.json)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "PruneConfig":
+        """The config saved by to_dict(); ValueError naming unknown fields."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -31,6 +31,7 @@ Defaults: ``init="score-weighted"``, ``rank_policy="uniform"``, ``mixed_rank="th
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +39,27 @@ from torch import nn
 
 from sparsekit.models import set_submodule
 from sparsekit.prune.extensions import Extension, TrainContext
+from sparsekit.prune.options import METHODS, option
 
 LPAF_INITS = ("masked-als", "score-weighted", "svd")
 LPAF_RANK_POLICIES = ("energy", "uniform")
 LPAF_MIXED_RANK = ("theseus", "nested-dropout", "none")
+
+
+@dataclass
+class LPAFOptions:
+    """The lpaf_* settings of a run (method lpaf); PruneConfig inherits them as flat fields."""
+
+    lpaf_init: str = option("score-weighted", "LPAF factor init: score-weighted | masked-als | svd (UNVERIFIED).",
+                            panel=METHODS)
+    lpaf_rank: str = option("uniform", "LPAF rank policy: uniform | energy (UNVERIFIED).", panel=METHODS)
+    lpaf_mixed_rank: str = option("theseus", "LPAF mixed-rank fine-tuning: theseus | nested-dropout | none "
+                                             "(UNVERIFIED).", panel=METHODS)
+    lpaf_factorize_at: float = option(0.5, "LPAF: fraction of the run at which to factorise.", panel=METHODS)
+    lpaf_als_iters: int = option(10, "LPAF: alternating least-squares iterations of the masked-als init.",
+                                 cli=False)
+    lpaf_theseus_p: float = option(0.5, "LPAF: initial probability that a factorised layer uses its sparse "
+                                        "parent (theseus).", cli=False)
 
 
 def _check_rank(rank, shape) -> int:
@@ -192,6 +210,12 @@ class LPAFExtension(Extension):
         self.init_errors: dict[str, float] = {}
         self.init_kept_errors: dict[str, float] = {}
         self.shapes: dict[str, tuple[int, int]] = {}
+
+    @classmethod
+    def from_options(cls, options: LPAFOptions) -> "LPAFExtension":
+        """The extension for a run's lpaf_* settings (a PruneConfig); ValueError for bad values."""
+        return cls(options.lpaf_init, options.lpaf_rank, options.lpaf_mixed_rank, options.lpaf_factorize_at,
+                   options.lpaf_als_iters, options.lpaf_theseus_p)
 
     def setup(self, ctx: TrainContext) -> None:
         if ctx.pruner is None or ctx.pruner.masking not in ("local", "smp-s", "global"):

@@ -13,8 +13,6 @@ Layout of ``<output_dir>/``:
 from __future__ import annotations
 
 import json
-import platform
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,13 @@ from sparsekit.prune.masks import pack_masks, unpack_masks
 RECIPE_FILE, METRICS_FILE, REPORT_FILE = "recipe.json", "metrics.json", "report.json"
 MASKS_FILE, MASKS_INDEX_FILE = "masks.bin", "masks.json"
 FORMAT_VERSION = 1
+#: Every name sparsekit writes in a run directory (the Hugging Face checkpoint with its tokenizer files, the
+#: run's own files, checkpoints): ``--overwrite`` removes these and refuses a directory holding anything else.
+RUN_OUTPUT_NAMES = frozenset({
+    "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+    "model-*-of-*.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spm.model", "sentencepiece.bpe.model",
+    "tokenizer.model", MASKS_FILE, MASKS_INDEX_FILE, RECIPE_FILE, REPORT_FILE, METRICS_FILE, "checkpoints"})
 
 
 @dataclass
@@ -45,19 +50,6 @@ class PrunedModel:
     recipe: dict
     metrics: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries a run depends on."""
-    import accelerate
-    import numpy
-    import transformers
-
-    import sparsekit
-
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
-            "numpy": numpy.__version__, "sparsekit": sparsekit.__version__}
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -19,10 +19,22 @@ The remaining-weight budget and its per-layer reallocation are SMP-S's (Pruner, 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 
+from sparsekit.architectures import architecture_for
 from sparsekit.prune.extensions import Extension, TrainContext
+from sparsekit.prune.options import METHODS, option
+
+
+@dataclass
+class StructuredOptions:
+    """The struct_* settings of a run (method smp-struct); PruneConfig inherits them as flat fields."""
+
+    struct_coupling: float = option(2.0, "smp-struct: row/column group score coupling.", panel=METHODS)
+    struct_head_coupling: float = option(1.0, "smp-struct: head score coupling.", panel=METHODS)
+    struct_lambda: float = option(0.0, "smp-struct: group-lasso regulariser weight.", panel=METHODS)
 
 # (matrix type, axis of its group index): rows (dim 1 reduced) for Q, K, V, FFN-in; columns for O, FFN-out.
 GROUPS = {"ffn": (("ffn_in", 1), ("ffn_out", 0)), "vo": (("value", 1), ("attn_out", 0)),
@@ -98,7 +110,7 @@ def structure_stats(model, masks: dict[str, torch.Tensor]) -> dict:
     layers: dict[int, dict[str, str]] = defaultdict(dict)
     for m in prunable_matrices(model):
         layers[m.layer][m.type] = m.name
-    heads = model.config.num_attention_heads
+    heads = architecture_for(model.config).heads(model.config)
     hidden = model.config.hidden_size
     per_layer, tot = [], defaultdict(int)
     for li in sorted(layers):
@@ -147,11 +159,16 @@ class StructuredSMPExtension(Extension):
         self.heads = 0
         self._cache: dict = {}  # (layer index, grad enabled) -> effective scores; cleared every step
 
+    @classmethod
+    def from_options(cls, options: StructuredOptions) -> "StructuredSMPExtension":
+        """The extension for a run's struct_* settings (a PruneConfig); ValueError for bad values."""
+        return cls(options.struct_coupling, options.struct_head_coupling, options.struct_lambda)
+
     def setup(self, ctx: TrainContext) -> None:
         pruner = ctx.pruner
         if pruner is None or pruner.masking not in ("smp-s", "local"):
             raise ValueError("structure-aware SMP couples TopK scores: use masking smp-s or local")
-        self.heads = ctx.model.config.num_attention_heads
+        self.heads = architecture_for(ctx.model.config).heads(ctx.model.config)
         by_layer: dict[int, dict] = defaultdict(dict)
         for m in pruner.matrices:
             by_layer[m.layer][m.type] = pruner.modules[m.name]

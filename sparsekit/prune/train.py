@@ -11,32 +11,39 @@ scores, optimizer, LR scheduler, RNG states, pruner state, step) are written eve
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sparsekit.data import EncodedDataset, get_task, load_split, make_collate, resolve_data_root, split_path
+from sparsekit.data import (EncodedDataset, TaskSpec, get_task, load_split, make_collate, resolve_data_root,
+                            split_path)
 from sparsekit.evaluate import evaluate
-from sparsekit.files import file_sha256
+from sparsekit.files import file_sha256, remove_owned_output
 from sparsekit.models import head_parameter_names, load_classifier, load_tokenizer, resolve_model_source
+from sparsekit.prune import checkpoints
 from sparsekit.prune import report as report_mod
+from sparsekit.prune.abp import AbPExtension
+from sparsekit.prune.cap import CAPExtension, parse_modules
 from sparsekit.prune.config import PruneConfig
 from sparsekit.prune.extensions import Extension, TrainContext
-from sparsekit.prune.output import library_versions, save_pruned
+from sparsekit.prune.lpaf import LPAFExtension
+from sparsekit.prune.output import RUN_OUTPUT_NAMES, save_pruned
 from sparsekit.prune.pruner import MASKINGS, Pruner
 from sparsekit.prune.recipes import Recipe, get_recipe
 from sparsekit.prune.schedule import CubicSchedule, cubic_ramp
+from sparsekit.prune.structured import StructuredSMPExtension, structure_stats
+from sparsekit.versions import library_versions
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = checkpoints.CHECKPOINT_DIR
 LAMBDA_RAMPS = ("whole-run", "follow-threshold", "constant", "adaptive")
 DONE_FILE = "metrics.json"
 
@@ -138,27 +145,15 @@ class TrainState:
 
 def build_extensions(config: PruneConfig, recipe: Recipe) -> list[Extension]:
     """The training-loop extensions of this run: the method's own (recipe.extension) and CAP if asked for."""
-    from sparsekit.prune.abp import AbPExtension
-    from sparsekit.prune.cap import CAPExtension, parse_modules
-    from sparsekit.prune.lpaf import LPAFExtension
-    from sparsekit.prune.structured import StructuredSMPExtension
-
     extensions: list[Extension] = []
     if recipe.extension == "abp":
-        extensions.append(AbPExtension(config.abp_gamma, config.abp_gamma_schedule, config.abp_t_forward,
-                                       config.abp_t_backward))
+        extensions.append(AbPExtension.from_options(config))
     elif recipe.extension == "lpaf":
-        extensions.append(LPAFExtension(config.lpaf_init, config.lpaf_rank, config.lpaf_mixed_rank,
-                                        config.lpaf_factorize_at, config.lpaf_als_iters, config.lpaf_theseus_p))
+        extensions.append(LPAFExtension.from_options(config))
     elif recipe.extension == "structured":
-        extensions.append(StructuredSMPExtension(config.struct_coupling, config.struct_head_coupling,
-                                                 config.struct_lambda))
-    modules = parse_modules(config.cap)
-    if modules:
-        extensions.append(CAPExtension(
-            modules, config.cap_weight, config.cap_label_weight, config.cap_temperature, config.cap_extra_negatives,
-            config.cap_max_snapshots, config.cap_snapshot_every, config.cap_representation, config.cap_normalizer,
-            torch.float16 if config.cap_fp16_banks else torch.float32))
+        extensions.append(StructuredSMPExtension.from_options(config))
+    if parse_modules(config.cap):
+        extensions.append(CAPExtension.from_options(config))
     return extensions
 
 
@@ -171,7 +166,7 @@ def _prepare_output_dir(config: PruneConfig) -> Path:
             if (out / DONE_FILE).exists():
                 raise FileExistsError(f"{out} holds a finished run; nothing to resume (use --overwrite to redo it)")
         elif config.overwrite:
-            shutil.rmtree(out)
+            remove_owned_output(out, RUN_OUTPUT_NAMES, "sparsekit pruning run")
         else:
             raise FileExistsError(
                 f"{out} already exists and is not empty; pass --resume to continue that run, --overwrite to "
@@ -180,31 +175,6 @@ def _prepare_output_dir(config: PruneConfig) -> Path:
         raise FileNotFoundError(f"nothing to resume: {out} does not exist or is empty")
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-#: Settings that may differ between a run and its resumption (they do not change what is computed).
-_RESUME_FREE = {"resume", "overwrite", "progress", "stop_after", "save_every"}
-
-
-def _check_resumed_config(out: Path, config: PruneConfig) -> None:
-    """Record the run's settings; on resume, refuse settings that differ from the interrupted run's."""
-    path = out / CHECKPOINT_DIR / "run_config.json"
-    current = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
-    if config.resume and path.is_file():
-        saved = json.loads(path.read_text())
-        diff = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
-        if diff:
-            detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"--resume with settings that differ from the interrupted run ({detail}); "
-                             f"resume with the same settings, or start a new run")
-    elif not config.resume:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(current, indent=2) + "\n")
-
-
-def _latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return ckpts[-1] if ckpts else None
 
 
 def _param_groups(model: nn.Module, pruner: Pruner | None, recipe: Recipe, config: PruneConfig) -> list[dict]:
@@ -242,17 +212,83 @@ def _kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, i
                     reduction="batchmean") * temperature**2
 
 
+@dataclass
+class RunPlan:
+    """A run's settings checked and resolved against its recipe (every "method default" filled in).
+
+    extensions: the run's extension objects, not yet set up; out: the prepared output directory;
+    run_record: the settings every checkpoint records and a resume must match (checkpoints.run_record).
+    """
+
+    config: PruneConfig
+    recipe: Recipe
+    task: TaskSpec
+    masking: str | None
+    lam_final: float
+    lambda_ramp: str
+    warmup: float
+    cooldown: float
+    smp_temperature: float
+    score_init: float | str
+    extensions: list[Extension]
+    data_root: Path
+    source: Path | str
+    teacher_source: Path | str | None
+    out: Path
+    run_record: dict
+
+
+@dataclass
+class RunSetup:
+    """What a run trains with, built from its plan.
+
+    model: the Accelerate-prepared model the loop calls (``ctx.model`` is the unwrapped one); ctx holds the
+    pruner, teacher, training data, step budget, optimizer, LR scheduler and trainable parameters shared with
+    the extensions; groups: the AdamW parameter groups; resumed_from: the checkpoint loaded, if any.
+    """
+
+    accelerator: Any
+    tokenizer: Any
+    model: nn.Module
+    ctx: TrainContext
+    dev_set: EncodedDataset
+    sampler: EpochSampler
+    loader: DataLoader
+    keep_schedule: CubicSchedule
+    tau_schedule: CubicSchedule
+    groups: list[dict]
+    state: TrainState
+    resumed_from: str | None
+
+
+@dataclass
+class LoopEnd:
+    """Where the training loop stopped: after ``step`` steps, early if an extension ended the run."""
+
+    step: int
+    finished_early: bool
+    train_seconds: float
+
+
 def prune(config: PruneConfig) -> PruneResult:
     """Run one pruning (or fine-tuning) job described by ``config``; see PruneConfig for the settings.
 
     Writes the output directory (output.py) and returns a PruneResult. Raises ValueError /
     FileNotFoundError / FileExistsError with a clear message for bad settings, data or paths.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+    plan = _resolve(config)
+    run = _build(plan)
+    end = _train(plan, run)
+    if end.step < run.ctx.total and not end.finished_early:
+        return _interrupt(plan, run, end)
+    return _finalise(plan, run, end)
 
+
+def _resolve(config: PruneConfig) -> RunPlan:
+    """Check ``config`` against its recipe and resolve the method defaults, then prepare the output directory.
+
+    Every setting that cannot work is refused here, before any file is touched.
+    """
     config.validate()
     recipe = get_recipe(config.method)
     task = get_task(config.task)
@@ -267,159 +303,206 @@ def prune(config: PruneConfig) -> PruneResult:
         raise ValueError(f"unknown lambda ramp {lambda_ramp!r}; choose one of {', '.join(LAMBDA_RAMPS)}")
     warmup = recipe.warmup if config.warmup is None else config.warmup
     cooldown = recipe.cooldown if config.cooldown is None else config.cooldown
-    CubicSchedule.from_fractions(100, config.keep, warmup, cooldown)  # refuse bad fractions before touching files
+    CubicSchedule.from_fractions(100, config.keep, warmup, cooldown)  # ValueError for bad fractions
     if recipe.extension in ("abp", "lpaf", "structured") and masking != recipe.masking and not (
             recipe.extension == "structured" and masking == "local"):
         raise ValueError(f"{recipe.name} needs its own masking ({recipe.masking}); drop --masking {masking}")
-    extensions = build_extensions(config, recipe)  # ValueError for bad extension settings, before touching files
+    extensions = build_extensions(config, recipe)  # ValueError for bad extension settings
     data_root = resolve_data_root(config.data_dir)
     source = resolve_model_source(config.model)
     teacher_source = resolve_model_source(config.teacher) if config.teacher else None
+    smp_temperature = config.smp_temperature or (4.0 if config.keep >= 0.7 else 1.0)
+    score_init = recipe.score_init if config.score_init is None else config.score_init
     out = _prepare_output_dir(config)
-    _check_resumed_config(out, config)
+    return RunPlan(config=config, recipe=recipe, task=task, masking=masking, lam_final=lam_final,
+                   lambda_ramp=lambda_ramp, warmup=warmup, cooldown=cooldown, smp_temperature=smp_temperature,
+                   score_init=score_init, extensions=extensions, data_root=data_root, source=source,
+                   teacher_source=teacher_source, out=out,
+                   run_record=checkpoints.run_record(config.to_dict()))
 
+
+def _build(plan: RunPlan) -> RunSetup:
+    """Load the model, pruner, data and teacher; set up the extensions, the optimizer and the LR schedule,
+    prepare them with Accelerate and, for ``resume``, load the last checkpoint."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    config, task, extensions = plan.config, plan.task, plan.extensions
     accelerator = Accelerator()
     set_seed(config.seed)
-    main = accelerator.is_main_process
-    tokenizer = load_tokenizer(source)
-    model = load_classifier(source, task.num_labels, seed=config.seed)
+    tokenizer = load_tokenizer(plan.source)
+    model = load_classifier(plan.source, task.num_labels, seed=config.seed)
     if task.label_names:
         model.config.id2label = dict(enumerate(task.label_names))
         model.config.label2id = {n: i for i, n in enumerate(task.label_names)}
+    pruner = Pruner(model, plan.masking, score_init=plan.score_init, smp_temperature=plan.smp_temperature) \
+        if plan.masking else None
 
-    smp_temperature = config.smp_temperature or (4.0 if config.keep >= 0.7 else 1.0)
-    score_init = recipe.score_init if config.score_init is None else config.score_init
-    pruner = Pruner(model, masking, score_init=score_init, smp_temperature=smp_temperature) \
-        if masking else None
-    train_examples = load_split(task, "train", data_root, limit=config.train_samples, seed=config.seed)
-    dev_examples = load_split(task, "dev", data_root, limit=config.eval_samples, seed=config.seed)
+    train_examples = load_split(task, "train", plan.data_root, limit=config.train_samples, seed=config.seed)
+    dev_examples = load_split(task, "dev", plan.data_root, limit=config.eval_samples, seed=config.seed)
     train_set = EncodedDataset(train_examples, tokenizer, config.max_length, task.is_regression)
     dev_set = EncodedDataset(dev_examples, tokenizer, config.max_length, task.is_regression)
     sampler = EpochSampler(len(train_set), config.seed, [len(ids) for ids in train_set.input_ids],
                            config.batch_size)
     collate = make_collate(tokenizer, task.is_regression)
     loader = DataLoader(IndexedDataset(train_set), batch_size=config.batch_size, sampler=sampler, drop_last=False,
-                        collate_fn=CollateWithIds(collate))
+                        collate_fn=CollateWithIds(collate),
+                        # The loader draws its per-iterator seed from this generator, not the global RNG: a run
+                        # resumed mid-epoch then replays the exact random stream (dropout) of an uninterrupted one.
+                        generator=torch.Generator().manual_seed(config.seed))
     steps_per_epoch = math.ceil(len(train_set) / (config.batch_size * accelerator.num_processes))
     total = config.steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-
-    keep_schedule = CubicSchedule.from_fractions(total, config.keep if masking else 1.0, warmup, cooldown)
-    tau_schedule = CubicSchedule.from_fractions(total, recipe.soft_threshold, warmup, cooldown, initial=0.0)
+    keep_schedule = CubicSchedule.from_fractions(total, config.keep if plan.masking else 1.0, plan.warmup,
+                                                 plan.cooldown)
+    tau_schedule = CubicSchedule.from_fractions(total, plan.recipe.soft_threshold, plan.warmup, plan.cooldown,
+                                                initial=0.0)
 
     teacher = None
-    if teacher_source is not None:
-        teacher = load_classifier(teacher_source, task.num_labels).eval().requires_grad_(False)
+    if plan.teacher_source is not None:
+        teacher = load_classifier(plan.teacher_source, task.num_labels).eval().requires_grad_(False)
         teacher.to(accelerator.device)
-    ctx = TrainContext(model=model, pruner=pruner, config=config, recipe=recipe, task=task, train_set=train_set,
+    ctx = TrainContext(model=model, pruner=pruner, config=config, recipe=plan.recipe, task=task, train_set=train_set,
                        collate=collate, total=total, steps_per_epoch=steps_per_epoch, device=accelerator.device,
                        teacher=teacher)
     for ext in extensions:
         ext.setup(ctx)
-    groups = _param_groups(model, pruner, recipe, config)
+    groups = _param_groups(model, pruner, plan.recipe, config)
+    optimizer, scheduler = _optimizer(groups, config.lr_warmup, total)
+
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    state = TrainState(pruner, plan.lam_final if plan.lambda_ramp == "adaptive" else 0.0, extensions)
+    accelerator.register_for_checkpointing(state)
+    resumed_from = str(checkpoints.resume(accelerator, plan.out, plan.run_record)) if config.resume else None
+    ctx.optimizer, ctx.scheduler = optimizer, scheduler
+    ctx.trainable = [p for g in groups for p in g["params"]]
+    ctx.model = accelerator.unwrap_model(model)
+    for ext in extensions:
+        ext.after_prepare(ctx)
+    return RunSetup(accelerator=accelerator, tokenizer=tokenizer, model=model, ctx=ctx, dev_set=dev_set,
+                    sampler=sampler, loader=loader, keep_schedule=keep_schedule, tau_schedule=tau_schedule,
+                    groups=groups, state=state, resumed_from=resumed_from)
+
+
+def _optimizer(groups: list[dict], lr_warmup: float, total: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over ``groups`` (no weight decay) and its LR schedule: linear warm-up over ``lr_warmup * total``
+    steps, then linear decay to 0 at ``total``."""
+    from transformers import get_linear_schedule_with_warmup
+
     # The fused kernel computes the same AdamW update in one pass; on CPU the per-tensor default is slow for the
     # tens of millions of scores of an SMP run (fused was ~4x faster in an ad-hoc check). Only where it exists.
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16, torch.float16)
                 for g in groups for p in g["params"])
     optimizer = torch.optim.AdamW(groups, eps=1e-8, weight_decay=0.0, fused=fused or None)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.lr_warmup * total), total)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, round(lr_warmup * total), total)
 
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    state = TrainState(pruner, lam_final if lambda_ramp == "adaptive" else 0.0, extensions)
-    accelerator.register_for_checkpointing(state)
-    resumed_from = None
-    if config.resume:
-        ckpt = _latest_checkpoint(out)
-        if ckpt is None:
-            raise FileNotFoundError(f"{out} has no checkpoint to resume from ({out / CHECKPOINT_DIR}/step-*)")
-        accelerator.load_state(str(ckpt))
-        resumed_from = str(ckpt)
-    trainable = [p for g in groups for p in g["params"]]
-    ctx.optimizer, ctx.scheduler, ctx.trainable = optimizer, scheduler, trainable
-    ctx.model = accelerator.unwrap_model(model)
-    for ext in extensions:
-        ext.after_prepare(ctx)
 
-    def lambda_at(step: int, keep_t: float) -> float:
-        if lam_final == 0 or pruner is None:
-            return 0.0
-        if lambda_ramp == "whole-run":
-            return cubic_ramp(step, total, lam_final)
-        if lambda_ramp == "follow-threshold":
-            return lam_final * tau_schedule(step) / recipe.soft_threshold
-        if lambda_ramp == "adaptive":
-            return state.lam
-        return lam_final
+def _regularizer_lambda(plan: RunPlan, run: RunSetup, step: int) -> float:
+    """The regulariser's weight at ``step``: plan.lam_final reached along the run's lambda ramp."""
+    if plan.lam_final == 0 or run.ctx.pruner is None:
+        return 0.0
+    if plan.lambda_ramp == "whole-run":
+        return cubic_ramp(step, run.ctx.total, plan.lam_final)
+    if plan.lambda_ramp == "follow-threshold":
+        return plan.lam_final * run.tau_schedule(step) / plan.recipe.soft_threshold
+    if plan.lambda_ramp == "adaptive":
+        return run.state.lam
+    return plan.lam_final
 
+
+def _loss(plan: RunPlan, run: RunSetup, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Forward one batch; return (task loss, with distillation), (everything optimised) and lambda."""
+    ctx, config = run.ctx, plan.config
+    example_ids = batch.pop("example_ids")
+    labels = batch.pop("labels")
+    logits = run.model(**batch).logits
+    loss = _task_loss(logits, labels, plan.task.is_regression)
+    if ctx.teacher is not None:
+        with torch.no_grad():
+            t_logits = ctx.teacher(**batch).logits
+        kd = _kd_loss(logits, t_logits, config.kd_temperature, plan.task.is_regression)
+        loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
+    lam = _regularizer_lambda(plan, run, step)
+    total_loss = loss + lam * ctx.pruner.regularization() if lam else loss
+    for ext in plan.extensions:
+        extra = ext.extra_loss(ctx, step, example_ids, labels, logits)
+        if extra is not None:
+            total_loss = total_loss + extra
+    return loss, total_loss, lam
+
+
+def _adapt_lambda(state: TrainState, density: float, keep_t: float) -> None:
+    """Steer the adaptive lambda so the density tracks the keep schedule: more pruning pressure while too
+    dense, less while too sparse (sparsekit's answer to "final sparsity is an outcome")."""
+    state.lam = float(min(max(state.lam * math.exp(0.05 * math.log(max(density, 1e-6) / keep_t)), 1e-3), 1e6))
+
+
+def _train(plan: RunPlan, run: RunSetup) -> LoopEnd:
+    """The training loop: from the (resumed) step to the end, ``stop_after`` steps, or an extension's stop."""
+    from tqdm.auto import tqdm
+
+    config, ctx, state, accelerator = plan.config, run.ctx, run.state, run.accelerator
+    pruner, total, extensions = ctx.pruner, ctx.total, plan.extensions
+    show = accelerator.is_main_process and config.progress
     start_step, run_start = state.step, time.perf_counter()
-    bar = tqdm(total=total, initial=start_step, desc=f"{recipe.name} {task.display_name}", disable=not (
-        main and config.progress), dynamic_ncols=True, file=sys.stderr)
-    model.train()
+    bar = tqdm(total=total, initial=start_step, desc=f"{plan.recipe.name} {plan.task.display_name}",
+               disable=not show, dynamic_ncols=True, file=sys.stderr)
+    run.model.train()
     step = state.step
     stop = min(total, start_step + config.stop_after) if config.stop_after else total
     finished_early = False  # an extension ended the run (AbP reached its target sparsity)
     while step < stop and not finished_early:
-        epoch, offset = divmod(step, steps_per_epoch)
-        sampler.use_epoch(epoch)
-        batches = accelerator.skip_first_batches(loader, offset) if offset else loader
+        epoch, offset = divmod(step, ctx.steps_per_epoch)
+        run.sampler.use_epoch(epoch)
+        batches = accelerator.skip_first_batches(run.loader, offset) if offset else run.loader
         for batch in batches:
-            keep_t, tau_t = keep_schedule(step), tau_schedule(step)
+            keep_t, tau_t = run.keep_schedule(step), run.tau_schedule(step)
             if pruner:
                 pruner.update(keep_t, step, threshold=tau_t)
             for ext in extensions:
                 ext.before_step(ctx, step)
-            example_ids = batch.pop("example_ids")
-            labels = batch.pop("labels")
-            logits = model(**batch).logits
-            loss = _task_loss(logits, labels, task.is_regression)
-            if teacher is not None:
-                with torch.no_grad():
-                    t_logits = teacher(**batch).logits
-                kd = _kd_loss(logits, t_logits, config.kd_temperature, task.is_regression)
-                loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
-            lam = lambda_at(step, keep_t)
-            total_loss = loss + lam * pruner.regularization() if lam else loss
-            for ext in extensions:
-                extra = ext.extra_loss(ctx, step, example_ids, labels, logits)
-                if extra is not None:
-                    total_loss = total_loss + extra
+            loss, total_loss, lam = _loss(plan, run, batch, step)
             accelerator.backward(total_loss)
             if config.grad_clip:
                 accelerator.clip_grad_norm_(ctx.trainable, config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            ctx.optimizer.step()
+            ctx.scheduler.step()
+            ctx.optimizer.zero_grad(set_to_none=True)
             step += 1
             state.step = step
             finished_early = any([ext.after_step(ctx, step) for ext in extensions])  # every hook runs
-            if lambda_ramp == "adaptive" and pruner:
-                # Steer lambda so the density tracks the keep schedule: more pruning pressure while too
-                # dense, less while too sparse (sparsekit's answer to "final sparsity is an outcome").
-                density = pruner.density()
-                state.lam = float(min(max(state.lam * math.exp(0.05 * math.log(max(density, 1e-6) / keep_t)),
-                                          1e-3), 1e6))
-            if main and config.progress:
+            if plan.lambda_ramp == "adaptive" and pruner:
+                _adapt_lambda(state, pruner.density(), keep_t)
+            if show:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", keep=f"{keep_t:.3f}", lam=f"{lam:.3g}", refresh=False)
             if step % config.save_every == 0 and step < total and all(e.checkpointable for e in extensions):
-                _save_checkpoint(accelerator, out, step)
+                checkpoints.save_checkpoint(accelerator, plan.out, step, plan.run_record)
             if step >= stop or finished_early:
                 break
     bar.close()
-    train_seconds = time.perf_counter() - run_start
-    if step < total and not finished_early:
-        _save_checkpoint(accelerator, out, step)
-        if main:
-            print(f"stopped after step {step}/{total}; continue with --resume (checkpoint in {out / CHECKPOINT_DIR})",
-                  file=sys.stderr)
-        return PruneResult(out, {}, [], float("nan"), train_seconds, step)
+    return LoopEnd(step, finished_early, time.perf_counter() - run_start)
 
+
+def _interrupt(plan: RunPlan, run: RunSetup, end: LoopEnd) -> PruneResult:
+    """A run stopped before its end (``stop_after``): checkpoint it for ``resume``; no metrics."""
+    checkpoints.save_checkpoint(run.accelerator, plan.out, end.step, plan.run_record)
+    if run.accelerator.is_main_process:
+        print(f"stopped after step {end.step}/{run.ctx.total}; continue with --resume (checkpoint in "
+              f"{plan.out / CHECKPOINT_DIR})", file=sys.stderr)
+    return PruneResult(plan.out, {}, [], float("nan"), end.train_seconds, end.step)
+
+
+def _finalise(plan: RunPlan, run: RunSetup, end: LoopEnd) -> PruneResult:
+    """Fix the final masks, evaluate on the dev set, and save the output directory (without checkpoints)."""
+    config, ctx, accelerator, pruner = plan.config, run.ctx, run.accelerator, run.ctx.pruner
+    main = accelerator.is_main_process
     accelerator.wait_for_everyone()
-    model = accelerator.unwrap_model(model)
-    for ext in extensions:
+    model = accelerator.unwrap_model(run.model)
+    for ext in plan.extensions:
         ext.before_finalize(ctx)
     if pruner:
-        pruner.update(config.keep, total, threshold=recipe.soft_threshold, final=True)
-        owner = [e for e in extensions if e.owns_finalize]
+        pruner.update(config.keep, ctx.total, threshold=plan.recipe.soft_threshold, final=True)
+        owner = [e for e in plan.extensions if e.owns_finalize]
         masks = owner[0].finalize(ctx) if owner else pruner.finalize()
         matrices = pruner.matrices
     else:
@@ -429,43 +512,38 @@ def prune(config: PruneConfig) -> PruneResult:
         masks = {m.name: model.get_submodule(m.name).weight.detach() != 0 for m in matrices}
     stats = report_mod.matrix_stats(matrices, masks)
     summary = report_mod.summary(stats)
-    density = next((d for d in (e.density() for e in extensions) if d is not None), summary["density"])
-    metrics = evaluate(model, dev_set, tokenizer, task, config.eval_batch_size, progress=main and config.progress)
-    metrics.update(train_seconds=train_seconds, steps=step, density=density,
-                   target_keep=config.keep if masking else 1.0)
+    density = next((d for d in (e.density() for e in plan.extensions) if d is not None), summary["density"])
+    metrics = evaluate(model, run.dev_set, run.tokenizer, plan.task, config.eval_batch_size,
+                       progress=main and config.progress)
+    metrics.update(train_seconds=end.train_seconds, steps=end.step, density=density,
+                   target_keep=config.keep if plan.masking else 1.0)
     if main:
-        recipe_record = {
-            "method": recipe.name, "description": recipe.description, "masking": masking,
-            "config": config.to_dict(), "steps": total, "steps_done": step, "steps_per_epoch": steps_per_epoch,
-            "resolved": {"warmup": warmup, "cooldown": cooldown, "regularizer_lambda": lam_final,
-                         "lambda_ramp": lambda_ramp, "smp_temperature": smp_temperature,
-                         "score_init": score_init,
-                         "learning_rates": {g["name"]: g["lr"] for g in groups}},
-            "data": {"task": task.name, "root": str(data_root), "train_examples": len(train_set),
-                     "dev_examples": len(dev_set), "files": {
-                         split: {"path": str(p), "sha256": file_sha256(p)}
-                         for split in ("train", "dev") for p in [split_path(task, split, data_root)]}},
-            "model": {"source": str(source), "teacher": str(teacher_source) if teacher_source else None},
-            "versions": library_versions(), "command": sys.argv, "resumed_from": resumed_from,
-            "num_processes": accelerator.num_processes,
-            "extensions": {e.name: e.record() for e in extensions},
-        }
         report = report_mod.to_json(stats)
-        if masking:
-            from sparsekit.prune.structured import structure_stats
-
+        if plan.masking:
             report["structure"] = structure_stats(model, masks)
-        report.update({e.name: e.report(ctx, masks) for e in extensions})
-        save_pruned(out, model, tokenizer, masks, recipe_record, metrics, report)
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    return PruneResult(out, metrics, stats, density, train_seconds, step)
+        report.update({e.name: e.report(ctx, masks) for e in plan.extensions})
+        save_pruned(plan.out, model, run.tokenizer, masks, _recipe_record(plan, run, end), metrics, report)
+        shutil.rmtree(plan.out / CHECKPOINT_DIR, ignore_errors=True)
+    return PruneResult(plan.out, metrics, stats, density, end.train_seconds, end.step)
 
 
-def _save_checkpoint(accelerator, out: Path, step: int, keep_last: int = 2) -> None:
-    ckpt_root = out / CHECKPOINT_DIR
-    accelerator.save_state(str(ckpt_root / f"step-{step}"))
-    if accelerator.is_main_process:
-        old = sorted(ckpt_root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep_last]
-        for path in old:
-            shutil.rmtree(path, ignore_errors=True)
-        (ckpt_root / "latest.json").write_text(json.dumps({"step": step}) + "\n")
+def _recipe_record(plan: RunPlan, run: RunSetup, end: LoopEnd) -> dict:
+    """recipe.json: the method, every setting as given and as resolved, the data files, model and versions."""
+    task, data_root, ctx = plan.task, plan.data_root, run.ctx
+    return {
+        "method": plan.recipe.name, "description": plan.recipe.description, "masking": plan.masking,
+        "config": plan.config.to_dict(), "steps": ctx.total, "steps_done": end.step,
+        "steps_per_epoch": ctx.steps_per_epoch,
+        "resolved": {"warmup": plan.warmup, "cooldown": plan.cooldown, "regularizer_lambda": plan.lam_final,
+                     "lambda_ramp": plan.lambda_ramp, "smp_temperature": plan.smp_temperature,
+                     "score_init": plan.score_init,
+                     "learning_rates": {g["name"]: g["lr"] for g in run.groups}},
+        "data": {"task": task.name, "root": str(data_root), "train_examples": len(ctx.train_set),
+                 "dev_examples": len(run.dev_set), "files": {
+                     split: {"path": str(p), "sha256": file_sha256(p)}
+                     for split in ("train", "dev") for p in [split_path(task, split, data_root)]}},
+        "model": {"source": str(plan.source), "teacher": str(plan.teacher_source) if plan.teacher_source else None},
+        "versions": library_versions(), "command": sys.argv, "resumed_from": run.resumed_from,
+        "num_processes": run.accelerator.num_processes,
+        "extensions": {e.name: e.record() for e in plan.extensions},
+    }
