@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsekit.architectures import MATRIX_TYPES
+from sparsekit.architectures import MATRIX_TYPES, architecture_for
 from sparsekit.data.inputs import build_inputs
 from sparsekit.errors import SparsekitError
 from sparsekit.export.compact import CompactionReport, compact
@@ -53,20 +53,20 @@ class ArtifactError(SparsekitError, ValueError):
 class FormatLinear(nn.Module):
     """``y = x Wᵀ + b`` with W held in a MatrixFormat (the reference path: W is densified once, lazily).
 
-    ``fmt``: the stored matrix ``[out, in]``; ``bias``: float32 ``[out]``. Sparse kernels replace this
+    ``fmt``: the stored matrix ``[out, in]``; ``bias``: float32 ``[out]`` or None. Sparse kernels replace this
     module's computation later (``sparsekit.compile``); its ``fmt`` is what they consume.
     """
 
-    def __init__(self, fmt: MatrixFormat, bias: torch.Tensor) -> None:
+    def __init__(self, fmt: MatrixFormat, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.fmt = fmt
         self.out_features, self.in_features = fmt.shape
-        self.register_buffer("bias", bias.detach().float().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self._dense: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._dense is None:
-            self._dense = self.fmt.to_dense().to(self.bias.device)
+            self._dense = self.fmt.to_dense().to(x.device)
         return F.linear(x, self._dense, self.bias)
 
     def extra_repr(self) -> str:
@@ -138,6 +138,14 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         raise ValueError(f"unknown format {formats!r}; choose auto or one of {', '.join(FORMATS)}")
     model, tokenizer, recipe = _load_source(source)
     model = model.float().eval()
+    if not architecture_for(model.config).compacts:  # keeps its structure: export/module_artifact.py
+        from sparsekit.export.module_artifact import export_modules
+
+        pack_kw = {"value_dtype": value_dtype, **({"block": block} if formats == "bsr" else {}),
+                   **({"rank": rank, "tol": tol} if formats == "lowrank" else {})}
+        return export_modules(model, tokenizer, recipe, path, formats=formats, min_row_weights=min_row_weights,
+                              pack_kw=pack_kw, samples=samples, task=task, data_dir=data_dir,
+                              eval_samples=eval_samples)
     compacted, report = compact(model, min_row_weights=min_row_weights)
     evaluation = None
     if task is not None:
@@ -263,8 +271,9 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> CompactForSequenceClassification:
-    """Load an artifact in one call: the compacted model (eval mode) with ``.tokenizer`` and ``.manifest``.
+def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Load an artifact in one call: the compacted model (or, for a structure-preserving artifact, the Hugging Face
+    model with FormatLinear matrices; eval mode) with ``.tokenizer`` and ``.manifest``.
 
     Raises FileNotFoundError for a missing directory and ArtifactError (a ValueError) for anything
     corrupt, truncated, tampered or from another artifact version.
@@ -279,6 +288,13 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CompactForSequ
         tensors = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"{path / WEIGHTS} cannot be read ({exc}); the artifact is corrupt") from exc
+    from sparsekit.export.module_artifact import is_module_layout, load_modules
+
+    if is_module_layout(manifest):  # a structure-preserving artifact (export/module_artifact.py)
+        model = load_modules(path, manifest, tensors)
+        model.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model.manifest = manifest
+        return model.to(device).eval().requires_grad_(False)
     cfg = dict(manifest["config"])
     config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     shapes = [LayerShape.from_dict(layer) for layer in manifest["layers"]]
