@@ -32,7 +32,8 @@ class TrainSettings:
     method: str = option("smp-s", "Pruning method.", panel=PRUNING, choices=tuple(RECIPES))
     keep: float = option(0.1, "Remaining fraction of encoder weights at the end (0.1 = 10%).", panel=PRUNING)
     task: str = option("sst2", "GLUE task: sst2, mrpc, rte, stsb, cola, qnli, mnli, qqp.", panel=DATA)
-    model: str = option("minilm", "'minilm' (shipped), a local checkpoint dir, or random:<shape>.", panel=DATA)
+    model: str = option("minilm", "'minilm' (shipped), a local checkpoint dir, a hub id, or "
+                                  "random:<arch>[-<shape>].", panel=DATA)
     output_dir: str = option("runs/sst2-smp-s", "Where to write the run.", flags=("--output-dir", "-o"), path=True)
     data_dir: str | None = option(None, "GLUE data root [default: ../shared/data/glue or $SPARSEKIT_DATA_DIR].",
                                   panel=DATA, path=True)

@@ -1,0 +1,114 @@
+"""Every architecture end to end on random tiny configs: prune a few steps -> export -> load -> compile ->
+logits equal to the masked dense model; predict, serve's predictor and verify on each artifact."""
+import json
+
+import pytest
+import torch
+
+from sparsekit.architectures import COMPACTION_RULES, MODERNBERT, architecture_for
+from sparsekit.backends.runner import PackedLinear
+from sparsekit.compiler import compile
+from sparsekit.data.inputs import build_inputs
+from sparsekit.export.artifact import ArtifactError, FormatLinear, export, load, verify
+from sparsekit.export.predict import Predictor
+from sparsekit.models import load_classifier, prunable_matrices
+from sparsekit.prune.config import PruneConfig
+from sparsekit.prune.output import load_pruned
+from sparsekit.prune.train import prune
+
+ARCHS = ("distilbert-tiny", "deberta-v2-tiny", "modernbert-tiny")
+TEXTS = ["a charming and often affecting journey.", "the story goes nowhere, boring and bad",
+         ("a good film", "it is good")]
+
+
+def _prune(name: str, out, method: str = "smp-s") -> None:
+    prune(PruneConfig(model=f"random:{name}", method=method, keep=0.1, steps=3, train_samples=32, eval_samples=16,
+                      batch_size=8, max_length=24, progress=False, output_dir=str(out)))
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def pruned_and_exported(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    _prune(request.param, root / "run")
+    result = export(root / "run", root / "artifact")
+    return request.param, root / "run", root / "artifact", result
+
+
+def test_prune_export_load_compile_equals_masked_dense(pruned_and_exported):
+    name, run, artifact, result = pruned_and_exported
+    pruned = load_pruned(run)
+    assert 0.05 < sum(int(m.sum()) for m in pruned.masks.values()) / sum(m.numel() for m in pruned.masks.values()) < 0.2
+    model = load(artifact)
+    assert type(model).__name__ == type(pruned.model).__name__  # the Hugging Face class, structure kept
+    assert all(isinstance(model.get_submodule(m.name), FormatLinear) for m in prunable_matrices(pruned.model))
+    inputs = build_inputs(pruned.tokenizer, TEXTS[:2], 32)
+    with torch.no_grad():
+        expected = pruned.model(**inputs).logits
+        assert torch.allclose(model(**inputs).logits, expected, atol=1e-4)
+        report = compile(model, tokens=32, warmup=1, repeats=2, verbose=False, force="csr-cpu")
+        assert {c.backend for c in report.layers} == {"csr-cpu"}  # the kernels run every architecture's matrices
+        assert len(report.layers) == len(prunable_matrices(pruned.model))
+        assert all(isinstance(model.get_submodule(c.name), PackedLinear) for c in report.layers)
+        assert torch.allclose(model(**inputs).logits, expected, atol=1e-4)
+    assert verify(artifact)["ok"]
+
+
+def test_manifest_and_report_say_what_was_kept_and_why(pruned_and_exported):
+    name, _, artifact, result = pruned_and_exported
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    arch = architecture_for(load_pruned(pruned_and_exported[1]).model.config)
+    assert manifest["layout"] == "modules" and manifest["architecture"] == arch.name
+    assert set(manifest["skipped_rules"]) == set(COMPACTION_RULES) - set(arch.compaction)
+    assert all(why for why in manifest["skipped_rules"].values())
+    assert {m["format"]["kind"] for m in manifest["modules"]} <= {"csr", "dense"}
+    report = json.loads((artifact / "report.json").read_text())
+    assert report["skipped_rules"] == manifest["skipped_rules"]
+    assert any("skipped" in note for note in result.report.notes)
+    assert all(m["before"] == m["after"] for m in report["compaction"]["matrices"])
+
+
+def test_predict_on_each_artifact(pruned_and_exported):
+    _, _, artifact, _ = pruned_and_exported
+    predictor = Predictor.from_artifact(artifact)
+    predictions = predictor.predict(TEXTS[:2]) + predictor.predict(TEXTS[2:])
+    assert len(predictions) == 3 and all(p.label in ("negative", "positive") for p in predictions)
+    assert all(abs(sum(p.scores) - 1) < 1e-5 for p in predictions)
+
+
+def test_modules_artifact_refuses_tampering(pruned_and_exported, tmp_path):
+    import shutil
+
+    _, _, artifact, _ = pruned_and_exported
+    copy = tmp_path / "a"
+    shutil.copytree(artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["modules"] = manifest["modules"][1:]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="lists the modules"):
+        load(copy)
+
+
+def test_structure_aware_smp_on_fused_modules(tmp_path):
+    """smp-struct splits ModernBERT's fused Wqkv / GLU Wi into their logical matrices by row slices."""
+    _prune("modernbert-tiny", tmp_path / "run", method="smp-struct")
+    pruned = load_pruned(tmp_path / "run")
+    assert any(MODERNBERT.match(name) == (0, "ffn_in+ffn_gate") for name in pruned.masks)
+    assert 0.05 < json.loads((tmp_path / "run" / "metrics.json").read_text())["density"] < 0.2
+
+
+@pytest.mark.parametrize("name", ["random:distilbert-tiny", "random:modernbert-tiny"])
+def test_every_masking_finds_the_matrices(name):
+    from sparsekit.prune.pruner import MASKINGS, Pruner
+
+    for masking in MASKINGS:
+        model = load_classifier(name, 2)
+        pruner = Pruner(model, masking, score_init=2.0 if masking == "l0" else 0.0)
+        pruner.update(0.5, threshold=0.5)
+        model(**build_inputs_for(model))
+        assert len(pruner.finalize()) == len(prunable_matrices(model))
+
+
+def build_inputs_for(model):
+    from sparsekit.models import load_tokenizer
+
+    return build_inputs(load_tokenizer("random:tiny"), TEXTS[:2], 16)
