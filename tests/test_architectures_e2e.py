@@ -53,6 +53,18 @@ def test_prune_export_load_compile_equals_masked_dense(pruned_and_exported):
     assert verify(artifact)["ok"]
 
 
+def test_bench_rebuilds_the_masked_dense_model(pruned_and_exported):
+    from sparsekit.bench.reconstruct import dense_from_artifact
+
+    _, run, artifact, _ = pruned_and_exported
+    pruned = load_pruned(run)
+    dense = dense_from_artifact(load(artifact))
+    assert all(isinstance(dense.get_submodule(m.name), torch.nn.Linear) for m in prunable_matrices(pruned.model))
+    inputs = build_inputs(pruned.tokenizer, TEXTS[:2], 32)
+    with torch.no_grad():
+        assert torch.allclose(dense(**inputs).logits, pruned.model(**inputs).logits, atol=1e-5)
+
+
 def test_manifest_and_report_say_what_was_kept_and_why(pruned_and_exported):
     name, _, artifact, result = pruned_and_exported
     manifest = json.loads((artifact / "manifest.json").read_text())
@@ -112,3 +124,16 @@ def build_inputs_for(model):
     from sparsekit.models import load_tokenizer
 
     return build_inputs(load_tokenizer("random:tiny"), TEXTS[:2], 16)
+
+
+def test_serve_and_info_on_each_artifact(pruned_and_exported):
+    from fastapi.testclient import TestClient
+
+    from sparsekit.serve import create_app
+
+    _, _, artifact, _ = pruned_and_exported
+    predictor = Predictor.from_artifact(artifact)
+    with TestClient(create_app(predictor, name="arch")) as client:
+        response = client.post("/predict", json={"texts": TEXTS[:2]})
+        assert response.status_code == 200, response.text
+        assert [p["label"] for p in response.json()["predictions"]] == [p.label for p in predictor.predict(TEXTS[:2])]

@@ -96,10 +96,8 @@ def export_modules(model: nn.Module, tokenizer, recipe: dict | None, path: Path,
         bytes_dense += weight.numel() * 4
         bytes_exported += fmt.nbytes
         tensors.update({f"{name}.{k}": v for k, v in fmt.tensors().items()})
-    formatted = {m["name"] for m in modules}
-    for key, value in exported.state_dict().items():
-        if key.rpartition(".")[0] not in formatted or key.endswith(".bias"):
-            tensors[key] = value.detach().cpu().clone()  # clone: tied tensors are stored once each
+    for key, value in exported.state_dict().items():  # a FormatLinear's state is its bias (its format is above)
+        tensors[key] = value.detach().cpu().clone()  # clone: safetensors refuses tensors that share memory
     report = _report(arch, model.config, changes, (min_row_weights, lossy_rows, lossy_weights))
     evaluation = None
     if task is not None:
@@ -108,7 +106,9 @@ def export_modules(model: nn.Module, tokenizer, recipe: dict | None, path: Path,
     texts = list(samples or art.DEFAULT_SAMPLES)
     expected = art._logits(exported.eval(), tokenizer, texts)
     skipped = arch.skipped_rules()
-    report_json = {"compaction": report.to_json(), "formats": [{"matrix": k, "format": v} for k, v in chosen.items()],
+    formats_report = [{"matrix": f"layers.{m['layer']}.{m['matrix']}", "module": m["name"],
+                       "format": m["format"]["kind"]} for m in modules]
+    report_json = {"compaction": report.to_json(), "formats": formats_report,
                    "skipped_rules": skipped, "evaluation": evaluation,
                    "bytes": {"encoder_matrices_dense_fp32_before": bytes_dense,
                              "encoder_matrices_compact_dense_fp32": bytes_dense,
@@ -197,3 +197,20 @@ def load_modules(path: Path, manifest: dict, tensors: dict[str, torch.Tensor]) -
         raise ArtifactError(f"{path}: tensors do not match the model (missing {missing[:5]}, unexpected "
                             f"{unexpected[:5]}); the artifact was modified")
     return model
+
+
+@torch.no_grad()
+def dense_from_modules(model: nn.Module) -> nn.Module:
+    """A copy of a loaded structure-preserving artifact with every FormatLinear back as a dense ``nn.Linear``
+    (the masked dense model it was exported from; eval, float32, CPU)."""
+    from sparsekit.export.artifact import FormatLinear
+
+    dense = copy.deepcopy(model).cpu().float()
+    for name, module in list(dense.named_modules()):
+        if isinstance(module, FormatLinear):
+            linear = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+            linear.weight.copy_(module.fmt.to_dense().float())
+            if module.bias is not None:
+                linear.bias.copy_(module.bias)
+            set_submodule(dense, name, linear)
+    return dense.eval().requires_grad_(False)
