@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=["distilbert-base", "modernbert-base"],
                         help="random:<arch>-<shape> names (models.random_model_names)")
-    parser.add_argument("--keep", type=float, default=0.1, help="fraction of the encoder weights kept (0.1 = 90%% sparse)")
+    parser.add_argument("--keep", type=float, default=0.1,
+                        help="fraction of the encoder weights kept (0.1 = 90%% sparse)")
     parser.add_argument("--prune-steps", type=int, default=10,
                         help="magnitude-pruning steps on SST-2; 0 = random unstructured masks")
     parser.add_argument("--batch", type=int, default=1)
