@@ -233,8 +233,10 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 def head_parameter_names(model: nn.Module) -> list[str]:
     """Names of the task-head parameters that are new for the task (not part of the pre-trained encoder).
 
-    For BERT this is ``classifier.*``; for RoBERTa-style heads ``classifier.dense`` / ``classifier.out_proj``.
-    The pooler is part of the pre-trained checkpoint and is not listed.
+    Every parameter outside the base model: BERT's ``classifier.*``, RoBERTa's ``classifier.dense`` /
+    ``classifier.out_proj``, DistilBERT's ``pre_classifier`` and ``classifier``, DeBERTa's ``pooler.dense``
+    (its pooler is new for the task), ModernBERT's ``head.*`` and ``classifier``. BERT's pooler is part of
+    the pre-trained checkpoint (``bert.pooler``) and is not listed.
     """
     prefix = getattr(model, "base_model_prefix", "")
-    return [n for n, _ in model.named_parameters() if not n.startswith(prefix + ".") and n.startswith("classifier")]
+    return [n for n, _ in model.named_parameters() if not n.startswith(prefix + ".")]

@@ -63,3 +63,13 @@ def test_random_names():
         assert resolve_model_source(f"random:{name}") == f"random:{name}"
     with pytest.raises(ModelError, match="unknown random model shape"):
         random_config("distilbert-huge")
+
+
+def test_head_parameters_are_everything_outside_the_encoder():
+    from sparsekit.models import head_parameter_names, load_classifier
+
+    heads = {name: {n.rsplit(".", 1)[0] for n in head_parameter_names(load_classifier(f"random:{name}", 2))}
+             for name in ("tiny", "distilbert-tiny", "deberta-v2-tiny", "modernbert-tiny")}
+    assert heads == {"tiny": {"classifier"}, "distilbert-tiny": {"pre_classifier", "classifier"},
+                     "deberta-v2-tiny": {"pooler.dense", "classifier"},
+                     "modernbert-tiny": {"head.dense", "head.norm", "classifier"}}
