@@ -87,16 +87,68 @@ def test_predict_on_each_artifact(pruned_and_exported):
     assert all(abs(sum(p.scores) - 1) < 1e-5 for p in predictions)
 
 
-def test_modules_artifact_refuses_tampering(pruned_and_exported, tmp_path):
+def _drop_first_module(m):
+    m["modules"] = m["modules"][1:]
+
+
+def _list_first_module_twice(m):
+    m["modules"].append(m["modules"][0])
+
+
+def _mislabel_first_module(m):
+    m["modules"][0]["matrix"] = "ffn_out"  # the first module is the Q of layer 0 (or the fused QKV)
+
+
+def _unknown_layout(m):
+    m["layout"] = "graph"
+
+
+def _no_skipped_reasons(m):
+    m["skipped_rules"] = {}
+
+
+def _wrong_shape(m):
+    m["modules"][0]["format"]["shape"] = [1, 1]
+
+
+def _remote_code(m):
+    m["config"]["auto_map"] = {"AutoModel": "x.Y"}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_drop_first_module, "lists the modules"), (_list_first_module_twice, "listed twice"),
+    (_mislabel_first_module, "is not the"), (_unknown_layout, "layout must be"),
+    (_no_skipped_reasons, "skipped_rules"), (_wrong_shape, "shape"), (_remote_code, "never code"),
+])
+def test_modules_manifest_schema_refuses_forgeries(pruned_and_exported, tmp_path, edit, message):
     import shutil
+
+    from artifact_forge import rewrite_manifest
 
     _, _, artifact, _ = pruned_and_exported
     copy = tmp_path / "a"
     shutil.copytree(artifact, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["modules"] = manifest["modules"][1:]
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match="lists the modules"):
+    rewrite_manifest(copy, edit)
+    with pytest.raises(ArtifactError, match=message):
+        load(copy)
+
+
+def test_modules_weights_are_checked_before_use(pruned_and_exported, tmp_path):
+    import shutil
+
+    from artifact_forge import rewrite_tensors
+
+    _, _, artifact, _ = pruned_and_exported
+    copy = tmp_path / "a"
+    shutil.copytree(artifact, copy)
+    name = next(k for k in json.loads((artifact / "manifest.json").read_text())["modules"])["name"]
+
+    def edit(tensors):
+        key = next(k for k in tensors if "embeddings" in k and k.endswith("weight"))
+        tensors[key] = tensors[key][:1].contiguous()
+        tensors.pop(next(k for k in tensors if k.startswith(name + ".")))
+    rewrite_tensors(copy, edit)
+    with pytest.raises(ArtifactError, match="the config requires F32"):
         load(copy)
 
 

@@ -3,10 +3,10 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from sparsekit.export.artifact import ArtifactError, export, load, verify
+from artifact_forge import resign, rewrite_manifest, rewrite_tensors
 from conftest import random_sparse_classifier
+from sparsekit.export.artifact import ArtifactError, export, load, verify
 from sparsekit.models import load_tokenizer
 
 TEXTS = ["the film is great", "a boring story", "not good , not bad"]
@@ -63,23 +63,6 @@ def artifact(pruned_tiny, tmp_path):
     return tmp_path / "art"
 
 
-def _rewrite_manifest(path, edit):
-    manifest = json.loads((path / "manifest.json").read_text())
-    edit(manifest)
-    (path / "manifest.json").write_text(json.dumps(manifest))
-
-
-def _rewrite_tensors(path, edit):
-    """Change tensors and re-sign the checksum, so only the deeper validation can catch it."""
-    import hashlib
-
-    tensors = load_file(str(path / "model.safetensors"))
-    edit(tensors)
-    save_file(tensors, str(path / "model.safetensors"))
-    digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
-    _rewrite_manifest(path, lambda m: m["checksums"].__setitem__("model.safetensors", digest))
-
-
 def test_bad_checksum(artifact):
     data = bytearray((artifact / "model.safetensors").read_bytes())
     data[-5] ^= 0xFF
@@ -91,7 +74,7 @@ def test_bad_checksum(artifact):
 def test_truncated_weights(artifact):
     data = (artifact / "model.safetensors").read_bytes()
     (artifact / "model.safetensors").write_bytes(data[: len(data) // 2])
-    _rewrite_manifest(artifact, lambda m: m.pop("checksums"))
+    resign(artifact, ["model.safetensors"])
     with pytest.raises(ArtifactError, match="corrupt"):
         load(artifact)
 
@@ -99,32 +82,31 @@ def test_truncated_weights(artifact):
 def test_out_of_range_column_index(artifact):
     def edit(t):
         t["layers.0.query.col_idx"][0] = 10_000
-    _rewrite_tensors(artifact, edit)
+    rewrite_tensors(artifact, edit)
     with pytest.raises(ValueError, match="range|column"):
         load(artifact)
 
 
 def test_shapes_disagree_with_manifest(artifact):
-    _rewrite_manifest(artifact, lambda m: m["layers"][1].__setitem__("ffn", m["layers"][1]["ffn"] - 1))
-    _rewrite_manifest(artifact, lambda m: m.pop("checksums"))
+    rewrite_manifest(artifact, lambda m: m["layers"][1].__setitem__("ffn", m["layers"][1]["ffn"] - 1))
     with pytest.raises(ArtifactError, match="shape"):
         load(artifact)
 
 
 def test_unknown_versions(artifact):
-    _rewrite_manifest(artifact, lambda m: m.__setitem__("version", 99))
+    rewrite_manifest(artifact, lambda m: m.__setitem__("version", 99))
     with pytest.raises(ArtifactError, match="version 99"):
         load(artifact)
 
 
 def test_unknown_matrix_format_version(artifact):
-    _rewrite_manifest(artifact, lambda m: m["layers"][0]["matrices"]["key"].__setitem__("format_version", 7))
+    rewrite_manifest(artifact, lambda m: m["layers"][0]["matrices"]["key"].__setitem__("format_version", 7))
     with pytest.raises(ValueError, match="version"):
         load(artifact)
 
 
 def test_extra_tensor_is_refused(artifact):
-    _rewrite_tensors(artifact, lambda t: t.__setitem__("intruder", torch.zeros(3)))
+    rewrite_tensors(artifact, lambda t: t.__setitem__("intruder", torch.zeros(3)))
     with pytest.raises(ArtifactError, match="unexpected"):
         load(artifact)
 
@@ -153,3 +135,63 @@ def test_roberta_family_exports_and_reloads(tmp_path):
     loaded = load(tmp_path / "art")
     assert loaded.pooler is None and loaded.manifest["config"]["model_type"] == "roberta"
     torch.testing.assert_close(_logits(loaded, loaded.tokenizer), _logits(model, tokenizer), rtol=0, atol=1e-5)
+
+
+def test_integrity_covers_manifest_and_every_file(artifact):
+    """Unsigned edits of the manifest, a missing checksums block and a changed tokenizer are all refused."""
+    rewrite_manifest(artifact, lambda m: m["config"].__setitem__("hidden_act", "relu"), sign=False)
+    with pytest.raises(ArtifactError, match="own checksum"):
+        load(artifact)
+    rewrite_manifest(artifact, lambda m: (m["config"].__setitem__("hidden_act", "gelu"), m.pop("checksums")))
+    with pytest.raises(ArtifactError, match="no checksums"):
+        load(artifact)
+
+
+def test_tokenizer_is_covered_and_must_load(artifact):
+    (artifact / "tokenizer.json").write_text("{}")
+    with pytest.raises(ArtifactError, match="tokenizer.json does not match its checksum"):
+        load(artifact)
+    resign(artifact)  # a forger: the garbage tokenizer is signed, but it still has to load with the recorded size
+    with pytest.raises(ArtifactError, match="tokenizer"):
+        load(artifact)
+    (artifact / "tokenizer.json").unlink()
+    with pytest.raises(ArtifactError, match="tokenizer.json is missing"):
+        load(artifact)
+
+
+def test_relabelled_config_is_noticed_by_verify(artifact):
+    rewrite_manifest(artifact, lambda m: m["config"].update(id2label={"0": "LABEL_1", "1": "LABEL_0"},
+                                                            label2id={"LABEL_1": 0, "LABEL_0": 1}))
+    result = verify(artifact)
+    assert not result["ok"] and result["label_mismatches"] == result["samples"] and result["max_abs_error"] == 0
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m["config"].__setitem__("num_attention_heads", -12), "num_attention_heads"),
+    (lambda m: m.__setitem__("version", True), "version"),
+    (lambda m: m["layers"][0]["qk_widths"].__setitem__(0, "8"), "qk_widths"),
+    (lambda m: m["layers"][0].__setitem__("ffn", 63.9), "ffn"),
+    (lambda m: m["checksums"].__setitem__("/dev/zero", "0" * 64), "plain file name"),
+    (lambda m: m["checksums"].__setitem__("../../etc/passwd", "0" * 64), "plain file name"),
+    (lambda m: m["config"].__setitem__("vocab_size", 10_000_000), "word_embeddings"),
+    (lambda m: m["layers"][0].__setitem__("ffn", 10_000_000), "ffn"),
+])
+def test_hostile_manifest_fields(artifact, edit, match):
+    rewrite_manifest(artifact, edit)
+    with pytest.raises(ArtifactError, match=match):
+        load(artifact)
+
+
+@pytest.mark.parametrize("name, value", [("embeddings.LayerNorm.weight", float("nan")),
+                                         ("layers.0.query.bias", float("inf")),
+                                         ("embeddings.word_embeddings.weight", float("-inf"))])
+def test_non_finite_tensors_refused(artifact, name, value):
+    rewrite_tensors(artifact, lambda t: t[name].view(-1).__setitem__(0, value))
+    with pytest.raises(ArtifactError, match="NaN/inf"):
+        load(artifact)
+
+
+def test_integer_tensor_refused(artifact):
+    rewrite_tensors(artifact, lambda t: t.__setitem__("classifier.bias", t["classifier.bias"].to(torch.int32)))
+    with pytest.raises(ArtifactError, match="F32"):
+        load(artifact)

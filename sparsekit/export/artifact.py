@@ -4,19 +4,25 @@ Layout of an artifact directory:
 
 - ``manifest.json``: artifact format and version, the model config, per-layer head / FFN widths and
   the format (and its meta) of every matrix, the pruning recipe, the compaction summary, library
-  versions, and sha256 checksums of the two data files;
+  versions, the tokenizer's files and length, sha256 checksums of every other file, and
+  ``manifest_sha256``, the checksum of the manifest's own canonical content;
 - ``model.safetensors``: every tensor (embeddings, LayerNorms, biases, pooler, head, and each
   matrix's format tensors named ``layers.{i}.{matrix}.{tensor}``);
 - ``samples.json``: sample texts with the logits the exported model gave for them;
 - ``report.json``: the compaction report and per-matrix formats / bytes;
 - the tokenizer files.
 
-Loading checks the version, the checksums, every format's indices and every shape against the
-manifest, and refuses anything inconsistent with a ValueError that says what is wrong.
+Loading treats the directory as untrusted data (see manifest.py and safeio.py): it checks the version,
+the manifest's schema and its own checksum, every file's checksum, every tensor's shape and dtype in the
+weights header against the manifest before anything is allocated, every format's indices, that every
+stored float is finite, and that the tokenizer loads from the artifact's own files. Anything inconsistent
+is refused with an ArtifactError (a ValueError) that says what is wrong.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -30,10 +36,13 @@ from torch import nn
 
 from sparsekit.architectures import MATRIX_TYPES, architecture_for
 from sparsekit.data.inputs import build_inputs
-from sparsekit.errors import SparsekitError
 from sparsekit.export.compact import CompactionReport, compact
+from sparsekit.export.errors import ArtifactError
 from sparsekit.export.lowrank import choose_with_rank, recorded_ranks
+from sparsekit.export.manifest import (DIGEST_KEY, canonical_digest, check_digest, check_header, check_manifest,
+                                       check_tensors, check_values, matrix_shapes)
 from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
+from sparsekit.export.safeio import file_digest, parse_json, read_bytes, read_json, safetensors_header
 from sparsekit.files import file_sha256
 from sparsekit.formats import FORMATS, MatrixFormat, from_tensors, to_format
 from sparsekit.models import quiet_transformers
@@ -44,10 +53,10 @@ ARTIFACT_VERSION = 1
 MANIFEST, WEIGHTS, SAMPLES, REPORT = "manifest.json", "model.safetensors", "samples.json", "report.json"
 DEFAULT_SAMPLES = ("a charming and often affecting journey.", "unflinchingly bleak and desperate",
                    "the acting is fine but the story goes nowhere.", "one of the best films of the year!")
-
-
-class ArtifactError(SparsekitError, ValueError):
-    """An artifact that cannot be loaded: missing, corrupt, tampered, or from another format version."""
+#: Byte caps per file: far above any BERT-family artifact, far below what could exhaust a host.
+MAX_MANIFEST_BYTES, MAX_SAMPLES_BYTES, MAX_TOKENIZER_BYTES = 16 << 20, 16 << 20, 256 << 20
+MAX_FILE_BYTES = 64 << 30
+MAX_SAMPLES = 10_000
 
 
 class FormatLinear(nn.Module):
@@ -116,6 +125,14 @@ def _logits(model, tokenizer, texts, max_length: int = 128) -> torch.Tensor:
     return model(**build_inputs(tokenizer, texts, max_length)).logits.float()
 
 
+def _labels(config, logits: torch.Tensor) -> list:
+    """The label name each row of ``logits`` predicts (None per row for regression), as ``config`` names them."""
+    if logits.shape[-1] == 1:
+        return [None] * len(logits)
+    names = {int(k): v for k, v in config.id2label.items()}
+    return [names.get(int(i), int(i)) for i in logits.argmax(-1)]
+
+
 def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: int = 0,
            value_dtype: torch.dtype = torch.float32, block: tuple[int, int] = (32, 32), rank: int | None = None,
            tol: float | None = None, samples: list[str] | None = None, overwrite: bool = False,
@@ -178,42 +195,59 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
     expected = _logits(compacted, tokenizer, texts)
     orig_dense_bytes = sum(m.before[0] * m.before[1] for m in report.matrices) * 4
 
+    summary = report.to_json()["summary"]
+    formats_report = [{"matrix": k, "format": v} for k, v in chosen.items()]
+    report_json = {"compaction": report.to_json(), "formats": formats_report, "evaluation": evaluation,
+                   "bytes": {"encoder_matrices_dense_fp32_before": orig_dense_bytes,
+                             "encoder_matrices_compact_dense_fp32": bytes_dense,
+                             "encoder_matrices_exported": bytes_exported}}
+    manifest = {
+        "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": compacted.config.to_dict(), "head_uses_pooler": compacted.head_uses_pooler,
+        "layers": layer_meta, "recipe": recipe, "compaction": summary,
+        "lossy": {"min_row_weights": min_row_weights, "rows_zeroed": report.lossy_rows_zeroed,
+                  "weights_dropped": report.lossy_weights_dropped},
+        "export": {"formats": formats, "value_dtype": str(value_dtype).replace("torch.", "")},
+    }
+    write_artifact(path, tensors, {"texts": texts, "logits": expected.tolist(),
+                                   "labels": _labels(compacted.config, expected)}, tokenizer, report_json, manifest)
+    return ExportResult(path, report, orig_dense_bytes, bytes_exported, chosen, evaluation)
+
+
+def write_artifact(path: Path, tensors: dict[str, torch.Tensor], samples: dict, tokenizer, report: dict,
+                   manifest: dict) -> None:
+    """Write an artifact directory atomically: the files into a temporary sibling, then one rename.
+
+    ``manifest``: every field but ``versions``, ``tokenizer``, ``checksums`` and the manifest's own digest,
+    which are added here (checksums of every file written). An existing ``path`` is replaced only once the
+    new artifact is complete (the caller decided ``overwrite``).
+    """
+    from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))  # same filesystem: atomic rename
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700; give the artifact normal directory permissions
     try:
-        from safetensors.torch import save_file
-
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS))
-        (tmp / SAMPLES).write_text(json.dumps({"texts": texts, "logits": expected.tolist()}, indent=2) + "\n")
+        (tmp / SAMPLES).write_text(json.dumps(samples, indent=2) + "\n")
+        before = set(os.listdir(tmp))
         tokenizer.save_pretrained(tmp)
-        summary = report.to_json()["summary"]
-        formats_report = [{"matrix": k, "format": v} for k, v in chosen.items()]
-        (tmp / REPORT).write_text(json.dumps({
-            "compaction": report.to_json(), "formats": formats_report, "evaluation": evaluation,
-            "bytes": {"encoder_matrices_dense_fp32_before": orig_dense_bytes,
-                      "encoder_matrices_compact_dense_fp32": bytes_dense,
-                      "encoder_matrices_exported": bytes_exported}}, indent=2) + "\n")
-        manifest = {
-            "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "config": compacted.config.to_dict(), "head_uses_pooler": compacted.head_uses_pooler,
-            "layers": layer_meta, "recipe": recipe, "compaction": summary,
-            "lossy": {"min_row_weights": min_row_weights, "rows_zeroed": report.lossy_rows_zeroed,
-                      "weights_dropped": report.lossy_weights_dropped},
-            "export": {"formats": formats, "value_dtype": str(value_dtype).replace("torch.", "")},
-            "versions": library_versions(),
-            "checksums": {WEIGHTS: file_sha256(tmp / WEIGHTS), SAMPLES: file_sha256(tmp / SAMPLES)},
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        tokenizer_files = sorted(n for n in set(os.listdir(tmp)) - before if (tmp / n).is_file())
+        (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        manifest = {**manifest, "versions": library_versions(),
+                    "tokenizer": {"files": tokenizer_files, "length": len(tokenizer)},
+                    "checksums": {n: file_sha256(tmp / n) for n in sorted(os.listdir(tmp)) if (tmp / n).is_file()}}
+        manifest = json.loads(json.dumps(manifest, default=str))  # the content a reader will see
+        manifest[DIGEST_KEY] = canonical_digest(manifest)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if path.exists():  # overwrite=True: replace only after the new artifact is complete
             shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(path, report, orig_dense_bytes, bytes_exported, chosen, evaluation)
 
 
 def _state_tensors(compacted: CompactForSequenceClassification) -> dict[str, torch.Tensor]:
@@ -250,25 +284,72 @@ def _evaluate_exact_vs_lossy(model, compacted_lossy, tokenizer, task, data_dir, 
 
 
 def _read_manifest(path: Path) -> dict:
+    """The schema-checked manifest of the artifact at ``path``, after every listed file matched its checksum."""
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a directory; pass an artifact written by `sparsekit export`")
-    for name in (MANIFEST, WEIGHTS, SAMPLES):
-        if not (path / name).is_file():
-            raise ArtifactError(f"{path} has no {name}: not a complete sparsekit artifact (export it again)")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path / MANIFEST} is not valid JSON: the artifact is corrupt") from exc
-    if manifest.get("format") != ARTIFACT_FORMAT:
-        raise ArtifactError(f"{path} is not a sparsekit artifact (manifest format {manifest.get('format')!r})")
-    if manifest.get("version") != ARTIFACT_VERSION:
-        raise ArtifactError(f"{path} has artifact version {manifest.get('version')!r}; this sparsekit reads "
-                            f"version {ARTIFACT_VERSION}. Re-export it with this version")
-    for name, expected in manifest.get("checksums", {}).items():
-        if file_sha256(path / name) != expected:
+    manifest = read_json(path, MANIFEST, MAX_MANIFEST_BYTES)
+    check_header(manifest, str(path), ARTIFACT_FORMAT, ARTIFACT_VERSION)
+    check_digest(manifest, str(path / MANIFEST))
+    check_manifest(manifest, str(path / MANIFEST), (WEIGHTS, SAMPLES, REPORT))
+    for name, expected in manifest["checksums"].items():
+        if file_digest(path, name, MAX_FILE_BYTES) != expected:
             raise ArtifactError(f"{path / name} does not match its checksum in the manifest: the file was "
                                 f"modified or truncated; re-export the artifact")
     return manifest
+
+
+def _read_verified(path: Path, name: str, manifest: dict, max_bytes: int) -> bytes:
+    """The bytes of a listed file, checked against its checksum (the bytes used are the bytes checked)."""
+    data = read_bytes(path, name, max_bytes)
+    if hashlib.sha256(data).hexdigest() != manifest["checksums"][name]:
+        raise ArtifactError(f"{path / name} does not match its checksum in the manifest: the file was modified "
+                            f"or truncated; re-export the artifact")
+    return data
+
+
+def _hf_config(manifest: dict, path: Path, **overrides):
+    """The transformers config of the manifest (schema-checked) with ``overrides``; ArtifactError if refused."""
+    from transformers import AutoConfig
+
+    try:
+        from huggingface_hub.errors import StrictDataclassError  # transformers 5 type-checks config fields
+    except ImportError:  # older huggingface_hub: no such checks
+        StrictDataclassError = TypeError
+    cfg = {**manifest["config"], **overrides}
+    try:
+        return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    except (TypeError, ValueError, KeyError, AttributeError, StrictDataclassError) as exc:
+        raise ArtifactError(f"{path / MANIFEST}: transformers refuses the config ({exc}); re-export the "
+                            f"artifact") from None
+
+
+def _base_modules(skeleton, head_uses_pooler: bool) -> dict[str, nn.Module]:
+    """The non-encoder modules of a classifier by tensor-name prefix (embeddings, pooler, classifier)."""
+    base = skeleton.base_model
+    return {"embeddings": base.embeddings, "pooler": base.pooler if head_uses_pooler else None,
+            "classifier": skeleton.classifier}
+
+
+def _load_tokenizer(path: Path, manifest: dict):
+    """The tokenizer from exactly the artifact's checksummed tokenizer files (copied aside, so nothing else is
+    read), checked to have the recorded length; ArtifactError if it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    files = manifest["tokenizer"]["files"]
+    with tempfile.TemporaryDirectory(prefix="sparsekit-tokenizer-") as tmp:
+        for name in files:
+            (Path(tmp) / name).write_bytes(_read_verified(path, name, manifest, MAX_TOKENIZER_BYTES))
+        try:
+            with quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(tmp, local_files_only=True, trust_remote_code=False)
+        except Exception as exc:  # tokenizers raises its own Exception types for corrupt files
+            raise ArtifactError(f"{path}: the tokenizer cannot be loaded from {', '.join(files)} "
+                                f"({type(exc).__name__}: {exc}); re-export the artifact") from None
+    tokenizer.name_or_path = str(path)
+    if len(tokenizer) != manifest["tokenizer"]["length"]:
+        raise ArtifactError(f"{path}: the tokenizer has {len(tokenizer)} tokens, the manifest records "
+                            f"{manifest['tokenizer']['length']}; the tokenizer files are not the exported ones")
+    return tokenizer
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
@@ -276,54 +357,58 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     model with FormatLinear matrices; eval mode) with ``.tokenizer`` and ``.manifest``.
 
     Raises FileNotFoundError for a missing directory and ArtifactError (a ValueError) for anything
-    corrupt, truncated, tampered or from another artifact version.
+    corrupt, truncated, tampered or from another artifact version. Nothing is allocated before the
+    sizes in the manifest are checked against the tensors in the weights file's header.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     path = Path(path)
     manifest = _read_manifest(path)
+    header = safetensors_header(path, WEIGHTS, MAX_FILE_BYTES)
+    from sparsekit.export.module_artifact import is_module_layout, load_modules
+
+    if is_module_layout(manifest):  # the structure was kept (export/module_artifact.py)
+        model = load_modules(path, manifest, header)
+        model.tokenizer = _load_tokenizer(path, manifest)
+        model.manifest = manifest
+        return model.to(device).eval().requires_grad_(False)
+    skeleton_config = _hf_config(manifest, path, num_hidden_layers=0)
+    with torch.device("meta"), quiet_transformers():  # shapes only: nothing is allocated
+        meta = AutoModelForSequenceClassification.from_config(skeleton_config)
+    base = {f"{prefix}.{k}": tuple(v.shape) for prefix, module in _base_modules(meta, manifest["head_uses_pooler"])
+            .items() if module is not None for k, v in module.state_dict().items()}
+    check_tensors(manifest, header, base, str(path / WEIGHTS))
     try:
         tensors = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"{path / WEIGHTS} cannot be read ({exc}); the artifact is corrupt") from exc
-    from sparsekit.export.module_artifact import is_module_layout, load_modules
-
-    if is_module_layout(manifest):  # a structure-preserving artifact (export/module_artifact.py)
-        model = load_modules(path, manifest, tensors)
-        model.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model.manifest = manifest
-        return model.to(device).eval().requires_grad_(False)
-    cfg = dict(manifest["config"])
-    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    hidden = manifest["config"]["hidden_size"]
+    plain = [*base, *(f"layers.{i}.{n}.bias" for i in range(len(manifest["layers"])) for n in MATRIX_TYPES),
+             *(f"layers.{i}.{norm}.{p}" for i in range(len(manifest["layers"])) for norm in ("attn_norm", "ffn_norm")
+               for p in ("weight", "bias"))]
+    check_values(tensors, plain, str(path / WEIGHTS))
+    config = _hf_config(manifest, path)
     shapes = [LayerShape.from_dict(layer) for layer in manifest["layers"]]
-    if len(shapes) != config.num_hidden_layers:
-        raise ArtifactError(f"{path}: manifest lists {len(shapes)} layers, the config {config.num_hidden_layers}")
     # The skeleton provides the embeddings, pooler and head classes; no encoder layers are built.
     with quiet_transformers():
-        skeleton = AutoModelForSequenceClassification.from_config(
-            AutoConfig.for_model(config.model_type, **{**cfg, "num_hidden_layers": 0}))
-    base = skeleton.base_model
-    model = CompactForSequenceClassification(config, shapes, base.embeddings,
-                                             base.pooler if manifest["head_uses_pooler"] else None,
-                                             skeleton.classifier, manifest["head_uses_pooler"])
-    hidden = config.hidden_size
-    for i, (layer, shape, meta) in enumerate(zip(model.layers, shapes, manifest["layers"])):
-        expected = {"query": (sum(shape.qk_widths), hidden), "key": (sum(shape.qk_widths), hidden),
-                    "value": (sum(shape.v_widths), hidden), "attn_out": (hidden, sum(shape.v_widths)),
-                    "ffn_in": (shape.ffn, hidden), "ffn_out": (hidden, shape.ffn)}
+        skeleton = AutoModelForSequenceClassification.from_config(skeleton_config)
+    modules = _base_modules(skeleton, manifest["head_uses_pooler"])
+    model = CompactForSequenceClassification(config, shapes, modules["embeddings"], modules["pooler"],
+                                             modules["classifier"], manifest["head_uses_pooler"])
+    for i, (layer, shape, meta_layer) in enumerate(zip(model.layers, shapes, manifest["layers"])):
+        expected = matrix_shapes(hidden, sum(shape.qk_widths), sum(shape.v_widths), shape.ffn)
         for name in MATRIX_TYPES:
             prefix = f"layers.{i}.{name}."
-            fmt_meta = meta["matrices"].get(name)
-            if fmt_meta is None:
-                raise ArtifactError(f"{path}: manifest has no format for layer {i} {name}")
             own = {k[len(prefix):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(prefix)]}
-            bias = own.pop("bias", None)
-            fmt = from_tensors(fmt_meta, own, name=f"layer {i} {name}")
-            if tuple(fmt.shape) != expected[name] or bias is None or tuple(bias.shape) != (expected[name][0],):
-                raise ArtifactError(f"{path}: layer {i} {name} has shape {tuple(fmt.shape)} (bias "
-                                    f"{None if bias is None else tuple(bias.shape)}); the manifest's widths "
+            bias = own.pop("bias")
+            try:
+                fmt = from_tensors(meta_layer["matrices"][name], own, name=f"layer {i} {name}")
+            except (ValueError, TypeError) as exc:  # FormatError: the format's own validation
+                raise ArtifactError(f"{path}: {exc}") from None
+            if tuple(fmt.shape) != expected[name]:
+                raise ArtifactError(f"{path}: layer {i} {name} has shape {tuple(fmt.shape)}; the manifest's widths "
                                     f"require {expected[name]}")
             layer.set_linear(name, FormatLinear(fmt, bias))
     rest = {"embeddings": model.embeddings, "pooler": model.pooler, "classifier": model.classifier}
@@ -339,19 +424,43 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
             raise ArtifactError(f"{path}: tensors of {prefix} do not match the model: {exc}") from exc
     if tensors:
         raise ArtifactError(f"{path}: unexpected tensors {sorted(tensors)[:5]}; the artifact was modified")
-    model.tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model.tokenizer = _load_tokenizer(path, manifest)
     model.manifest = manifest
     return model.to(device).eval().requires_grad_(False)
 
 
+def _read_samples(path: Path, manifest: dict) -> tuple[list[str], torch.Tensor, list]:
+    """The recorded sample texts, their float32 logits ``[n, num_labels]`` and labels, schema-checked."""
+    data = parse_json(_read_verified(path, SAMPLES, manifest, MAX_SAMPLES_BYTES), str(path / SAMPLES))
+    labels = len(manifest["config"]["id2label"])
+    texts = data.get("texts") if isinstance(data, dict) else None
+    logits = data.get("logits") if isinstance(data, dict) else None
+    names = data.get("labels") if isinstance(data, dict) else None
+    if not (isinstance(texts, list) and isinstance(logits, list) and isinstance(names, list)
+            and len(texts) == len(logits) == len(names) <= MAX_SAMPLES
+            and all(isinstance(t, str) for t in texts)
+            and all(isinstance(row, list) and len(row) == labels
+                    and all(type(x) in (int, float) and math.isfinite(x) for x in row) for row in logits)):
+        raise ArtifactError(f"{path / SAMPLES} must hold equally many texts, labels and logit rows of {labels} "
+                            f"finite numbers; the artifact is corrupt")
+    return texts, torch.tensor(logits, dtype=torch.float32).reshape(len(texts), labels), names
+
+
 def verify(path: str | Path, atol: float = 1e-4) -> dict:
-    """Re-run the artifact's samples; returns ``{"max_abs_error", "samples", "ok", "atol"}``."""
+    """Re-run the artifact's samples; returns ``{"max_abs_error", "label_mismatches", "samples", "ok", "atol"}``.
+
+    ok: every logit within ``atol`` of the recorded one and every predicted label name the recorded one
+    (so a relabelled config is noticed too).
+    """
     model = load(path)
-    data = json.loads((Path(path) / SAMPLES).read_text())
-    expected = torch.tensor(data["logits"], dtype=torch.float32)
-    got = _logits(model, model.tokenizer, data["texts"])
+    texts, expected, names = _read_samples(Path(path), model.manifest)
+    got = _logits(model, model.tokenizer, texts) if texts else expected
     if got.shape != expected.shape:
         raise ArtifactError(f"{path}: samples give logits of shape {tuple(got.shape)}, "
                             f"expected {tuple(expected.shape)}")
     err = float((got - expected).abs().max()) if got.numel() else 0.0
-    return {"max_abs_error": err, "samples": len(data["texts"]), "ok": err <= atol, "atol": atol}
+    if err != err:  # NaN: a recorded or computed logit is not a number
+        err = float("inf")
+    mismatches = sum(a != b for a, b in zip(_labels(model.config, got), names)) if texts else 0
+    return {"max_abs_error": err, "label_mismatches": mismatches, "samples": len(texts),
+            "ok": err <= atol and mismatches == 0, "atol": atol}

@@ -18,10 +18,6 @@ every prunable module and loads the other tensors strictly; ``sparsekit.compile`
 from __future__ import annotations
 
 import copy
-import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,13 +27,14 @@ from torch import nn
 from sparsekit.architectures import ARCHITECTURES, Architecture, architecture_for, encoder_linears
 from sparsekit.errors import ModelError
 from sparsekit.export.compact import CompactionReport, MatrixChange, _drop_sparse_rows
-from sparsekit.files import file_sha256
+from sparsekit.export.manifest import MODULE_LAYOUT
 from sparsekit.formats import from_tensors
 from sparsekit.models import quiet_transformers, set_submodule
-from sparsekit.versions import library_versions
 
 #: The manifest's ``layout`` of a structure-preserving artifact (a compact one has no ``layout``).
-LAYOUT = "modules"
+LAYOUT = MODULE_LAYOUT
+#: safetensors' header names of the dtypes a model's state may hold.
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.int64: "I64", torch.bool: "BOOL"}
 
 
 def is_module_layout(manifest: dict) -> bool:
@@ -119,83 +116,72 @@ def export_modules(model: nn.Module, tokenizer, recipe: dict | None, path: Path,
         "skipped_rules": skipped, "recipe": recipe, "compaction": report.to_json()["summary"],
         "lossy": {"min_row_weights": min_row_weights, "rows_zeroed": lossy_rows, "weights_dropped": lossy_weights},
         "export": {"formats": formats, "value_dtype": str(pack_kw["value_dtype"]).replace("torch.", "")},
-        "versions": library_versions(),
     }
-    _write(path, tensors, {"texts": texts, "logits": expected.tolist()}, tokenizer, report_json, manifest)
+    samples_json = {"texts": texts, "logits": expected.tolist(), "labels": art._labels(model.config, expected)}
+    art.write_artifact(path, tensors, samples_json, tokenizer, report_json, manifest)
     return art.ExportResult(path, report, bytes_dense, bytes_exported, chosen, evaluation)
 
 
-def _write(path: Path, tensors: dict, samples: dict, tokenizer, report: dict, manifest: dict) -> None:
-    """Write the artifact's files into a temporary sibling directory, then rename it to ``path`` (atomic)."""
-    from safetensors.torch import save_file
-
-    from sparsekit.export.artifact import MANIFEST, REPORT, SAMPLES, WEIGHTS
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS))
-        (tmp / SAMPLES).write_text(json.dumps(samples, indent=2) + "\n")
-        tokenizer.save_pretrained(tmp)
-        (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n")
-        manifest["checksums"] = {WEIGHTS: file_sha256(tmp / WEIGHTS), SAMPLES: file_sha256(tmp / SAMPLES)}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def load_modules(path: Path, manifest: dict, tensors: dict[str, torch.Tensor]) -> nn.Module:
+def load_modules(path: Path, manifest: dict, header: dict[str, tuple[str, tuple[int, ...]]]) -> nn.Module:
     """The Hugging Face model of a structure-preserving artifact, with a FormatLinear at every prunable module.
 
-    ``tensors``: the artifact's ``model.safetensors`` (consumed). ArtifactError for anything inconsistent.
+    ``manifest``: schema-checked (export/manifest.py); ``header``: the weights file's tensor dtypes and shapes
+    (safeio.safetensors_header). Every plain tensor (all but the formats') is checked against the shapes of the
+    model the config describes, built on the meta device, before anything is allocated. ArtifactError for
+    anything inconsistent.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
 
-    from sparsekit.export.artifact import ArtifactError, FormatLinear
+    from sparsekit.export.artifact import WEIGHTS, ArtifactError, FormatLinear, _hf_config
+    from sparsekit.export.manifest import check_values
 
-    cfg = dict(manifest["config"])
+    config = _hf_config(manifest, path)
+    with torch.device("meta"), quiet_transformers():  # shapes only: nothing is allocated
+        meta = AutoModelForSequenceClassification.from_config(config)
+    prunable = {name: (layer, mtype, tuple(module.weight.shape))
+                for name, layer, mtype, module in _prunable(meta)}
+    listed = {m["name"]: m for m in manifest["modules"]}
+    if set(listed) != set(prunable):
+        raise ArtifactError(f"{path}: the manifest lists the modules {sorted(set(listed) - set(prunable))[:3]} "
+                            f"(and lacks {sorted(set(prunable) - set(listed))[:3]}) that the config's model does "
+                            f"not have; the artifact was modified")
+    plain = {k: (_SAFETENSORS_DTYPES.get(v.dtype, str(v.dtype)), tuple(v.shape)) for k, v in meta.state_dict().items()
+             if k.rpartition(".")[0] not in prunable or k.endswith(".bias")}
+    for name, (layer, mtype, shape) in prunable.items():
+        entry = listed[name]
+        if (entry["layer"], entry["matrix"], tuple(entry["format"].get("shape", ()))) != (layer, mtype, shape):
+            raise ArtifactError(f"{path}: {name} is listed as layer {entry['layer']} {entry['matrix']} of shape "
+                                f"{entry['format'].get('shape')}; the config's model has layer {layer} {mtype} "
+                                f"of shape {list(shape)}")
+    for name, (dtype, shape) in plain.items():
+        if name not in header:
+            raise ArtifactError(f"{path / WEIGHTS} has no tensor {name!r}; the artifact is incomplete")
+        if header[name] != (dtype, shape):
+            raise ArtifactError(f"{path / WEIGHTS}: tensor {name!r} is {header[name][0]} {list(header[name][1])}; "
+                                f"the config requires {dtype} {list(shape)}")
     try:
-        config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-        arch = architecture_for(config)
-    except (KeyError, ValueError) as exc:
-        raise ArtifactError(f"{path}: the manifest's config cannot be used: {exc}") from exc
-    if manifest.get("architecture") != arch.name:
-        raise ArtifactError(f"{path}: manifest architecture {manifest.get('architecture')!r} does not match the "
-                            f"config's model type ({arch.name})")
+        tensors = load_file(str(path / WEIGHTS))
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"{path / WEIGHTS} cannot be read ({exc}); the artifact is corrupt") from exc
+    check_values(tensors, [k for k, (dtype, _) in plain.items() if dtype == "F32"], str(path / WEIGHTS))
     with quiet_transformers():
         model = AutoModelForSequenceClassification.from_config(config)
-    expected = {name: (layer, mtype, module) for name, layer, mtype, module in _prunable(model)}
-    listed = {m.get("name"): m for m in manifest.get("modules", [])}
-    if set(listed) != set(expected):
-        raise ArtifactError(f"{path}: the manifest lists the modules {sorted(listed)[:4]}..., the config's model has "
-                            f"{sorted(expected)[:4]}...; the artifact was modified")
-    for name, (layer, mtype, linear) in expected.items():
-        entry = listed[name]
-        if (entry.get("layer"), entry.get("matrix")) != (layer, mtype):
-            raise ArtifactError(f"{path}: {name} is listed as layer {entry.get('layer')} {entry.get('matrix')}, "
-                                f"expected layer {layer} {mtype}")
-        prefix = name + "."
-        own = {k[len(prefix):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(prefix)]}
-        bias = own.pop("bias", None)
-        fmt = from_tensors(entry["format"], own, name=name)
-        want_bias = None if linear.bias is None else tuple(linear.bias.shape)
-        if tuple(fmt.shape) != tuple(linear.weight.shape) or (None if bias is None else tuple(bias.shape)) != want_bias:
-            raise ArtifactError(f"{path}: {name} has shape {tuple(fmt.shape)} (bias "
-                                f"{None if bias is None else tuple(bias.shape)}); the config requires "
-                                f"{tuple(linear.weight.shape)} (bias {want_bias})")
+    for name in prunable:
+        prefix = name + "."  # the bias stays in ``tensors``: load_state_dict below sets it again
+        own = {k[len(prefix):]: tensors.pop(k) for k in [k for k in tensors
+                                                         if k.startswith(prefix) and k != prefix + "bias"]}
+        bias = tensors.get(prefix + "bias")
+        try:
+            fmt = from_tensors(listed[name]["format"], own, name=name)
+        except (ValueError, TypeError) as exc:  # FormatError: the format's own validation
+            raise ArtifactError(f"{path}: {exc}") from None
         set_submodule(model, name, FormatLinear(fmt, bias))
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    missing = [k for k in missing if k.rpartition(".")[0] not in expected]
-    if missing or unexpected:
-        raise ArtifactError(f"{path}: tensors do not match the model (missing {missing[:5]}, unexpected "
-                            f"{unexpected[:5]}); the artifact was modified")
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{path}: tensors do not match the model: {exc}") from None
     return model
 
 
