@@ -189,3 +189,12 @@ def test_serve_and_info_on_each_artifact(pruned_and_exported):
         response = client.post("/predict", json={"texts": TEXTS[:2]})
         assert response.status_code == 200, response.text
         assert [p["label"] for p in response.json()["predictions"]] == [p.label for p in predictor.predict(TEXTS[:2])]
+
+
+def test_cap_and_distillation_without_a_pooler(tmp_path):
+    """CAP's contrastive modules and the teacher run on a family with no pooler (its [CLS] state is used)."""
+    prune(PruneConfig(model="random:modernbert-tiny", method="smp-s", keep=0.3, steps=2, train_samples=32,
+                      eval_samples=16, batch_size=8, max_length=24, progress=False, output_dir=str(tmp_path / "run"),
+                      cap="prc,snc,fic", teacher="random:modernbert-tiny"))
+    recipe = json.loads((tmp_path / "run" / "recipe.json").read_text())
+    assert recipe["model"]["source"] == "random:modernbert-tiny" and "cap" in recipe["extensions"]
