@@ -314,22 +314,35 @@ def serve(
     max_body_bytes: int = typer.Option(1 << 20, min=1, help="Largest request body."),
     max_length: Optional[int] = typer.Option(None, min=1, help="Truncate inputs to this many tokens "
                                                                "(default: the artifact's, or 128)."),
+    timeout_keep_alive: float = typer.Option(5.0, help="Seconds before an idle connection (also a new one that "
+                                                       "sends nothing) is closed."),
+    timeout_read: float = typer.Option(10.0, help="Seconds a client has to send a request's headers, and again "
+                                                  "its body; a stalled one gets 408."),
+    timeout_shutdown: float = typer.Option(30.0, min=0, help="On SIGTERM / Ctrl-C: seconds queued requests get to "
+                                                             "finish; the rest get 503, then the server exits 0."),
     log_level: str = typer.Option("info", help="critical, error, warning, info or debug."),
 ) -> None:
     """Serve an artifact over HTTP: POST /predict (batched), GET /health, GET /info."""
-    from sparsekit.serve import build_app
+    from sparsekit.serve import ServeError, build_app
     from sparsekit.serve import run as run_server
 
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         _fail(ValueError(f"--log-level must be critical, error, warning, info or debug, got {log_level!r}"))
+    for flag, seconds in (("--timeout-keep-alive", timeout_keep_alive), ("--timeout-read", timeout_read)):
+        if not seconds > 0:
+            _fail(ValueError(f"{flag} must be > 0 seconds, got {seconds:g}"))
     try:
         web = build_app(path, compile=compile_model, tokens=tokens, threads=threads, max_length=max_length,
                         max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, max_texts_per_request=max_texts,
-                        max_text_chars=max_text_chars, max_body_bytes=max_body_bytes)
+                        max_text_chars=max_text_chars, max_body_bytes=max_body_bytes, read_timeout_s=timeout_read,
+                        shutdown_timeout_s=timeout_shutdown)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     console.print(f"serving {path} at http://{host}:{port}: POST /predict, GET /health, GET /info (Ctrl-C stops)")
-    run_server(web, host=host, port=port, log_level=log_level)
+    try:
+        run_server(web, host=host, port=port, log_level=log_level, timeout_keep_alive_s=timeout_keep_alive)
+    except ServeError as exc:
+        _fail(exc)
 
 
 @app.command()

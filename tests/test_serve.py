@@ -4,6 +4,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -133,6 +134,29 @@ def test_bad_requests_get_4xx_with_a_reason(strict_client, body, status, reason)
     assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1
 
 
+@pytest.mark.parametrize("body, content_type, status, reason", [
+    (b'{"texts": ["a"]}', "text/plain", 415, "Content-Type must be application/json, got 'text/plain'"),
+    (b"texts=a", "application/x-www-form-urlencoded", 415, "must be application/json"),
+    (b'{"texts": [' + b"1" * 5000 + b"]}", "application/json", 422, "texts[0] must be a string"),
+    (b'{"texts": ["a"], "n": -' + b"9" * 100_000 + b"}", "application/json", 422, "unknown field(s) 'n'"),
+    (b"1" * 5000, "application/json", 422, "must be a JSON object"),
+    (b'{"texts": ["\\ud800"]}', "application/json", 422, "texts[0] is not valid Unicode: a lone surrogate \\ud800"),
+    (b'{"texts": ["ok", "x\\udfff"]}', "application/json", 422, "texts[1] is not valid Unicode"),
+    (b'{"texts": [["a", "\\ud800\\ud800"]]}', "application/json", 422, "texts[0][1] is not valid Unicode"),
+    (b'{"texts": ["\xed\xa0\x80"]}', "application/json", 422, "lone surrogate"),  # one in raw "UTF-8" too
+    (b'{"texts": ["\\ud83d\\ude00 a pair is fine"]}', "application/json; charset=utf-8", 200, None),
+    (b'{"texts": ["a"]}', "application/vnd.sparsekit+json", 200, None),
+    (b'{"texts": ["a"]}', None, 200, None),  # no Content-Type: read as JSON
+])
+def test_hostile_bodies_are_client_errors(predictor, body, content_type, status, reason):
+    with TestClient(create_app(predictor)) as client:
+        headers = {} if content_type is None else {"content-type": content_type}
+        r = client.post("/predict", content=body, headers=headers)
+        assert r.status_code == status, r.text
+        if reason is not None:
+            assert reason in r.json()["detail"]
+
+
 def test_chunked_body_is_bounded_too(strict_client):
     def chunks():
         for _ in range(10):
@@ -189,6 +213,31 @@ def test_model_error_is_500_and_the_server_keeps_serving(predictor):
         stats = client.get("/info").json()["batching"]["stats"]
         assert stats["failed_requests"] == 1
         assert client.get("/health").json()["status"] == "ok"
+
+
+def test_non_finite_outputs_are_a_500_never_null_scores(artifact):
+    model = load(artifact)
+    with torch.no_grad():
+        model.classifier.weight[0, 0] = float("nan")
+    with TestClient(create_app(Predictor(model))) as client:
+        r = client.post("/predict", json={"texts": ["a film", "the story"]})
+        assert r.status_code == 500, r.text
+        assert r.json()["detail"] == ("model error: the model produced non-finite outputs (NaN or Inf) for 2 of 2 "
+                                      "texts; the model or artifact is broken, not the request")
+        assert client.get("/health").json()["status"] == "ok"
+
+
+def test_a_bug_is_a_json_500():
+    class Broken:  # predict returns something that is not a list of Predictions
+        model, id2label, regression = None, {}, False
+
+        def predict(self, texts):
+            return [object() for _ in texts]
+
+    with TestClient(create_app(Broken()), raise_server_exceptions=False) as client:
+        r = client.post("/predict", json={"texts": ["a"]})
+        assert r.status_code == 500
+        assert r.json() == {"detail": "internal server error (AttributeError); see the server log"}
 
 
 # -- the batcher itself (deterministic: requests are queued before the worker starts) ------------------------
@@ -276,6 +325,23 @@ def test_batcher_close_fails_requests_a_stuck_model_cannot_finish():
 
 # -- lifespan: start, clean shutdown ----------------------------------------------------------------------
 
+def test_close_deadline_is_shared_by_every_call():
+    release = threading.Event()
+    batcher = MicroBatcher(lambda texts: release.wait(10) and list(texts), max_batch_size=1)
+    batcher.start()
+    futures = [batcher.submit([f"t{i}"]) for i in range(3)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:  # e.g. the signal's drain and the lifespan's end
+        list(pool.map(lambda timeout: batcher.close(timeout), [0.3, 30]))
+    batcher.close(30)
+    assert time.perf_counter() - started < 3
+    for future in futures:
+        with pytest.raises(BatcherClosed, match=r"shut down before this request finished \(queued requests get at "
+                                                r"most 0.3 s to finish\); retry it"):
+            future.result(timeout=1)
+    release.set()
+
+
 def test_lifespan_starts_and_stops_the_worker(predictor):
     before = set(threading.enumerate())
     app = create_app(predictor)
@@ -296,6 +362,7 @@ def test_lifespan_starts_and_stops_the_worker(predictor):
 
 def test_cli_serve(artifact, tmp_path, monkeypatch):
     import shutil
+    import socket
 
     import uvicorn
 
@@ -312,8 +379,19 @@ def test_cli_serve(artifact, tmp_path, monkeypatch):
     result = runner.invoke(cli, ["serve", str(artifact), "--log-level", "loud"])
     assert result.exit_code == 2 and "--log-level" in result.output
 
+    with socket.socket() as taken:  # the port is in use: one clear error, no traceback
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(cli, ["serve", str(artifact), "--no-compile", "--port", port, "--log-level", "critical"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.output
+    result = runner.invoke(cli, ["serve", str(artifact), "--timeout-read", "0"])
+    assert result.exit_code == 2 and "--timeout-read must be > 0 seconds, got 0" in result.output
+
     served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: served.update(
+        app=server.config.app, port=server.config.port, host=server.config.host, log_level=server.config.log_level))
     result = runner.invoke(cli, ["serve", str(artifact), "--port", "8123", "--tokens", "8", "--max-texts", "3",
                                  "--log-level", "warning"])
     assert result.exit_code == 0, result.output

@@ -7,8 +7,8 @@
 """
 from sparsekit.serve.app import ModelInfo, create_app, describe_model
 from sparsekit.serve.batcher import BatcherClosed, BatchStats, MicroBatcher, Overloaded
-from sparsekit.serve.server import build_app, run
+from sparsekit.serve.server import ServeError, build_app, run
 from sparsekit.serve.validation import Limits, RequestError, parse_texts
 
 __all__ = ["BatchStats", "BatcherClosed", "Limits", "MicroBatcher", "ModelInfo", "Overloaded", "RequestError",
-           "build_app", "create_app", "describe_model", "parse_texts", "run"]
+           "ServeError", "build_app", "create_app", "describe_model", "parse_texts", "run"]

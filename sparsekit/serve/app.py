@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -10,6 +11,7 @@ from dataclasses import asdict, dataclass
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
 
 from sparsekit.errors import format_error
 from sparsekit.serve.batcher import BatcherClosed, MicroBatcher, Overloaded, check_settings
@@ -77,18 +79,26 @@ def describe_model(predictor, name: str | None = None, task: str | None = None, 
 def create_app(predictor, *, name: str | None = None, task: str | None = None, compile_report=None,
                max_batch_size: int = 32, batch_wait_ms: float = 5.0, max_texts_per_request: int = 256,
                max_text_chars: int = 2000, max_body_bytes: int = 1 << 20, max_queue_texts: int = 4096,
-               request_timeout_s: float = 60.0, shutdown_timeout_s: float = 30.0) -> FastAPI:
+               request_timeout_s: float = 60.0, read_timeout_s: float = 10.0,
+               shutdown_timeout_s: float = 30.0) -> FastAPI:
     """A FastAPI app serving ``predictor`` (``predict(texts) -> list[Prediction]``, e.g. sparsekit.Predictor).
 
     Concurrent requests are batched (up to ``max_batch_size`` texts per model call, waiting at most
     ``batch_wait_ms`` for more) on one worker thread, started and stopped by the app's lifespan (run it
     under uvicorn, or ``with TestClient(app)``). Limits: ``max_body_bytes`` (413), ``max_texts_per_request``
     (413), ``max_text_chars`` per text (413), ``max_queue_texts`` waiting texts (503), ``request_timeout_s``
-    (504). ``compile_report``: the CompileReport of sparsekit.compile, shown by /health and /info.
+    for the model's answer (504), ``read_timeout_s`` for the request body to arrive (408); a body whose
+    Content-Type is not JSON is refused (415; a missing Content-Type is read as JSON).
+    Shutdown (``drain``, called by ``sparsekit.serve.run`` on SIGINT / SIGTERM and by the lifespan's end):
+    queued requests get ``shutdown_timeout_s`` to finish, the rest are answered 503.
+    ``compile_report``: the CompileReport of sparsekit.compile, shown by /health and /info.
     """
     limits = Limits(max_body_bytes=max_body_bytes, max_texts=max_texts_per_request, max_text_chars=max_text_chars)
-    if request_timeout_s <= 0:
-        raise ValueError(f"request_timeout_s must be > 0, got {request_timeout_s}")
+    for option, value in (("request_timeout_s", request_timeout_s), ("read_timeout_s", read_timeout_s)):
+        if not value > 0:
+            raise ValueError(f"{option} must be > 0, got {value}")
+    if not shutdown_timeout_s >= 0:
+        raise ValueError(f"shutdown_timeout_s must be >= 0, got {shutdown_timeout_s}")
     check_settings(max_batch_size, batch_wait_ms, max_queue_texts)  # fail now, not at startup
     info = describe_model(predictor, name, task, compile_report)
 
@@ -102,11 +112,13 @@ def create_app(predictor, *, name: str | None = None, task: str | None = None, c
         try:
             yield
         finally:
-            await asyncio.to_thread(batcher.close, shutdown_timeout_s)
+            await drain(app)
 
     app = FastAPI(title="sparsekit serve", summary=f"Text classification with {info.name}", lifespan=lifespan)
     app.state.batcher = None
     app.state.info = info
+    app.state.read_timeout_s, app.state.shutdown_timeout_s = read_timeout_s, shutdown_timeout_s
+    app.add_exception_handler(Exception, _internal_error)
 
     def running_batcher(request: Request) -> MicroBatcher:
         batcher = request.app.state.batcher
@@ -116,14 +128,26 @@ def create_app(predictor, *, name: str | None = None, task: str | None = None, c
 
     @app.post("/predict", response_model=PredictResponse, openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}},
-        responses={400: {"description": "Malformed JSON"}, 413: {"description": "Body, text count or a text too "
-                   "large"}, 422: {"description": "Wrong shape or types"}, 500: {"description": "Model error"},
+        responses={400: {"description": "Malformed JSON"}, 408: {"description": "Body not received in time"},
+                   413: {"description": "Body, text count or a text too large"},
+                   415: {"description": "Content-Type is not JSON"}, 422: {"description": "Wrong shape or types"},
+                   500: {"description": "Model error, or non-finite model outputs"},
                    503: {"description": "Overloaded or shutting down"}, 504: {"description": "Timed out"}})
     async def predict(request: Request) -> PredictResponse:
         """Classify texts: ``{"texts": [...]}`` -> one prediction per text, in order."""
         started = time.perf_counter()
+        content_type = request.headers.get("content-type")
+        if content_type is not None and not _is_json(content_type):
+            raise HTTPException(415, f"Content-Type must be application/json, got {content_type!r}")
         try:
-            texts, kind = parse_texts(await _read_body(request, limits.max_body_bytes), limits)
+            body = await asyncio.wait_for(_read_body(request, limits.max_body_bytes), read_timeout_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(408, f"the request body did not arrive within {read_timeout_s:g} s",
+                                headers={"Connection": "close"}) from None
+        except ClientDisconnect:  # nobody is left to read the answer; it only keeps the log free of tracebacks
+            raise HTTPException(400, "the client disconnected before sending the whole body") from None
+        try:
+            texts, kind = parse_texts(body, limits)
         except RequestError as exc:
             raise HTTPException(exc.status, exc.detail) from None
         if info.input_kind is not None and kind != info.input_kind:
@@ -144,6 +168,11 @@ def create_app(predictor, *, name: str | None = None, task: str | None = None, c
             raise HTTPException(503, str(exc)) from None
         except Exception as exc:  # the model failed on this request; logged by the batcher
             raise HTTPException(500, f"model error: {format_error(exc, with_type=True)}") from None
+        broken = sum(not all(map(math.isfinite, (p.score, *p.scores))) for p in results)
+        if broken:
+            log.error("the model produced NaN / Inf outputs for %d of %d texts", broken, len(results))
+            raise HTTPException(500, f"model error: the model produced non-finite outputs (NaN or Inf) for {broken} "
+                                     f"of {len(results)} texts; the model or artifact is broken, not the request")
         predictions = [PredictionOut(label=p.label, score=p.score, scores=p.scores) for p in results]
         return PredictResponse(predictions=predictions, latency_ms=1e3 * (time.perf_counter() - started),
                                model=info.name)
@@ -166,7 +195,9 @@ def create_app(predictor, *, name: str | None = None, task: str | None = None, c
 
         batcher = request.app.state.batcher
         return {"model": asdict(info), "limits": {**limits.to_json(), "max_queue_texts": max_queue_texts,
-                                                  "request_timeout_s": request_timeout_s},
+                                                  "request_timeout_s": request_timeout_s,
+                                                  "read_timeout_s": read_timeout_s,
+                                                  "shutdown_timeout_s": shutdown_timeout_s},
                 "batching": {"max_batch_size": max_batch_size, "batch_wait_ms": batch_wait_ms,
                              "running": batcher is not None and batcher.running,
                              "stats": batcher.stats_json() if batcher is not None else None},
@@ -174,6 +205,28 @@ def create_app(predictor, *, name: str | None = None, task: str | None = None, c
                 "versions": {"sparsekit": sparsekit.__version__, "torch": torch.__version__}}
 
     return app
+
+
+async def drain(app: FastAPI) -> None:
+    """Shut ``app`` (from create_app) down: refuse new requests (503), give queued ones the app's
+    ``shutdown_timeout_s`` to finish, answer the rest 503. Returns when done; safe to call again or
+    concurrently (a later call waits no longer than the first one's deadline)."""
+    state = getattr(app, "state", None)
+    batcher = getattr(state, "batcher", None)
+    if batcher is not None:
+        await asyncio.to_thread(batcher.close, state.shutdown_timeout_s)
+
+
+def _is_json(content_type: str) -> bool:
+    """``application/json`` or ``application/*+json``, with any parameters (``; charset=utf-8``)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug's answer: 500 with a JSON ``detail`` like every other error (the traceback goes to the log)."""
+    return JSONResponse({"detail": f"internal server error ({type(exc).__name__}); see the server log"},
+                        status_code=500)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -4,11 +4,13 @@ Requests are cut into pieces of at most ``max_batch_size`` texts and queued. The
 piece, then keeps taking pieces of the same kind (single texts or pairs) for at most ``batch_wait_ms``
 while they fit into ``max_batch_size`` texts, runs them as one ``predict`` call and hands every request
 exactly its own results. A failing batch of several requests is re-run request by request, so a bad
-request fails alone. ``close`` finishes what is queued, stops the thread and fails anything left.
+request fails alone. ``close`` finishes what is queued within a deadline, stops the thread and fails
+anything left with BatcherClosed.
 """
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -117,6 +119,8 @@ class MicroBatcher:
         self._jobs: set[_Job] = set()  # unfinished jobs, failed by close() if the worker cannot finish them
         self._queued_texts = 0
         self._closed = False
+        self._close_timeout: float | None = None  # the first close()'s timeout and deadline (time.monotonic())
+        self._close_deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.stats = BatchStats()
 
@@ -161,18 +165,22 @@ class MicroBatcher:
         return job.future
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Stop accepting requests, let the worker finish those already queued (at most ``timeout`` s),
-        then stop it. Requests still unfinished after that fail with BatcherClosed. Idempotent."""
+        """Stop accepting requests, let the worker finish those already queued for at most ``timeout`` s
+        (None: no limit), then stop it; requests still unfinished then fail with BatcherClosed. Idempotent:
+        a later or concurrent call waits no longer than the first call's deadline."""
         with self._lock:
-            first = not self._closed
-            self._closed = True
-            if first:
+            if self._close_deadline is None:
+                self._close_timeout = timeout
+                self._close_deadline = math.inf if timeout is None else time.monotonic() + max(0.0, timeout)
+                self._closed = True
                 self._queue.put(_STOP)
+            deadline, drain = self._close_deadline, self._close_timeout
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(None if deadline == math.inf else max(0.0, deadline - time.monotonic()))
             if self._thread.is_alive():
-                log.warning("batch worker still busy after %.1f s; failing its unfinished requests", timeout)
-        self._fail_all(BatcherClosed("the server shut down before this request finished"))
+                log.warning("queued requests not finished by the shutdown deadline; failing them")
+        limit = "" if drain is None else f" (queued requests get at most {drain:g} s to finish)"
+        self._fail_all(BatcherClosed(f"the server shut down before this request finished{limit}; retry it"))
 
     # -- worker thread ---------------------------------------------------------------------------------
 

@@ -1,9 +1,17 @@
 """``sparsekit serve``: load an artifact, optionally compile it, and run the HTTP app under uvicorn."""
 from __future__ import annotations
 
+import asyncio
+import signal
+import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import FrameType
 
-from sparsekit.serve.app import create_app
+import uvicorn
+
+from sparsekit.serve.app import create_app, drain
+from sparsekit.serve.protocol import TimedH11Protocol
 
 
 def build_app(path: str | Path, *, compile: bool = True, tokens: int = 128, threads: int | None = None,
@@ -37,10 +45,71 @@ def build_app(path: str | Path, *, compile: bool = True, tokens: int = 128, thre
     return create_app(predictor, name=name or str(path), compile_report=report, **app_options)
 
 
-def run(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", access_log: bool = True,
-        shutdown_timeout_s: int = 30) -> None:
-    """Serve ``app`` with uvicorn until SIGINT / SIGTERM; open requests get ``shutdown_timeout_s`` to finish."""
-    import uvicorn
+class ServeError(RuntimeError):
+    """The server could not start, e.g. its address is in use."""
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                timeout_graceful_shutdown=shutdown_timeout_s)
+
+def run(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", access_log: bool = True,
+        timeout_keep_alive_s: float = 5.0) -> None:
+    """Serve ``app`` with uvicorn until SIGINT / SIGTERM, shut down within a bound, and return normally.
+
+    On the signal the server stops accepting connections, closes idle ones and drains an app made by
+    create_app (queued requests get its ``shutdown_timeout_s`` to finish, the rest are answered 503), then
+    returns, so the process exits with status 0. A second SIGINT stops at once.
+    Timeouts: a connection idle for ``timeout_keep_alive_s`` (also a new one that sends nothing) is closed;
+    a request head not complete within the app's ``read_timeout_s`` of its first byte is answered 408.
+    Raises ServeError if the server cannot start (address in use, ...).
+    """
+    if not timeout_keep_alive_s > 0:
+        raise ValueError(f"timeout_keep_alive_s must be > 0, got {timeout_keep_alive_s}")
+    state = getattr(app, "state", None)
+    read_timeout = getattr(state, "read_timeout_s", 10.0)
+    # A backstop only: by then every request was answered (drained or 503) or timed out reading its body.
+    backstop = getattr(state, "shutdown_timeout_s", 30.0) + read_timeout + 5.0
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                            http=TimedH11Protocol.with_read_timeout(read_timeout),
+                            timeout_keep_alive=timeout_keep_alive_s, timeout_graceful_shutdown=backstop)
+    _check_bindable(host, port)
+    server = _DrainingServer(config, lambda: drain(app))
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's way to give up at startup, after logging why
+        if server.started:
+            raise
+        raise ServeError(f"the server did not start on {host}:{port}; see the log above") from None
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Raise ServeError if ``host:port`` cannot be listened on (uvicorn would log it and exit)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+            probe.bind(address)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's Server, but shutdown starts ``on_shutdown()`` (the app's drain) at once, alongside
+    uvicorn's wait for open requests, which are what the drain answers; and a signal ends the process
+    normally rather than being re-raised after shutdown (uvicorn's way, which exits with status -15)."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets=None) -> None:
+        drain = asyncio.ensure_future(self._on_shutdown())
+        try:
+            await super().shutdown(sockets)
+        finally:
+            if not self.force_exit:
+                await drain
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: stop without waiting
+        else:
+            self.should_exit = True

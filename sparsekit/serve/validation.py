@@ -40,13 +40,16 @@ def parse_texts(body: bytes, limits: Limits) -> tuple[list[str | tuple[str, str]
 
     Raises RequestError: 400 for a body that is not JSON, 413 for too many or too long texts, 422 for the
     wrong shape or types (not an object, a missing or unknown field, not a list, an empty list, an item that
-    is neither a string nor a pair of strings, single texts mixed with pairs).
+    is neither a string nor a pair of strings, single texts mixed with pairs, a text that is not valid
+    Unicode, i.e. holds a lone surrogate escape such as ``"\\ud800"``).
     """
     if not body.strip():
         raise RequestError(400, 'empty body; send JSON like {"texts": ["a text", ...]}')
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # Numbers are never valid here, only reported: float() takes any size, where int() refuses over
+        # 4300 digits (a ValueError that is no fault of the JSON).
+        data = json.loads(body, parse_int=float)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise RequestError(400, f"malformed JSON: {exc}") from None
     except RecursionError:
         raise RequestError(400, "malformed JSON: nested too deeply") from None
@@ -70,7 +73,7 @@ def parse_texts(body: bytes, limits: Limits) -> tuple[list[str | tuple[str, str]
     out: list[str | tuple[str, str]] = []
     for i, item in enumerate(texts):
         if isinstance(item, str):
-            _check_length(item, f"texts[{i}]", limits)
+            _check_text(item, f"texts[{i}]", limits)
             out.append(item)
         elif isinstance(item, list):
             if len(item) != 2:
@@ -78,7 +81,7 @@ def parse_texts(body: bytes, limits: Limits) -> tuple[list[str | tuple[str, str]
             for j, side in enumerate(item):
                 if not isinstance(side, str):
                     raise RequestError(422, f"texts[{i}][{j}] must be a string, got {_type_name(side)}")
-                _check_length(side, f"texts[{i}][{j}]", limits)
+                _check_text(side, f"texts[{i}][{j}]", limits)
             out.append((item[0], item[1]))
         else:
             raise RequestError(422, f"texts[{i}] must be a string or a [text_a, text_b] pair of strings, "
@@ -89,6 +92,13 @@ def parse_texts(body: bytes, limits: Limits) -> tuple[list[str | tuple[str, str]
     return out, "single" if kinds == {True} else "pair"
 
 
-def _check_length(text: str, where: str, limits: Limits) -> None:
+def _check_text(text: str, where: str, limits: Limits) -> None:
+    """413 for a text over the character limit, 422 for one that cannot be encoded as UTF-8."""
     if len(text) > limits.max_text_chars:
         raise RequestError(413, f"{where} has {len(text)} characters; the limit is {limits.max_text_chars}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        raise RequestError(422, f"{where} is not valid Unicode: a lone surrogate \\u{ord(bad):04x} at character "
+                                f"{exc.start}; send UTF-8 text (a surrogate escape must be part of a pair)") from None
