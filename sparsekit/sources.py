@@ -60,7 +60,8 @@ def kind_of(source: str | os.PathLike) -> str:
     if path.exists():
         raise ModelError(f"{path} is a file; MODEL is a directory (artifact, run, checkpoint), a hub id or "
                          f"random:<arch>[-<shape>]")
-    if (os.sep in text or text.startswith(".")) and not (HUB_ID.fullmatch(text) and not text.startswith(".")):
+    hub_id = HUB_ID.fullmatch(text) is not None and not text.startswith(".")  # "owner/name" is not a path
+    if (os.sep in text or text.startswith(".")) and not hub_id:
         raise FileNotFoundError(f"{path} does not exist; MODEL is an artifact dir, a run dir, a checkpoint dir, "
                                 f"a hub id, 'minilm' or random:<arch>[-<shape>]")
     resolve_model_source(text)  # a hub id in the cache, or ModelError saying why not
