@@ -90,11 +90,6 @@ class Architecture:
         return {r: reasons.get(r, "not implemented for this family") for r in COMPACTION_RULES
                 if r not in self.compaction}
 
-    @cached_property
-    def fused(self) -> bool:
-        """Whether any module holds several matrix types (a fused QKV or a GLU FFN-in)."""
-        return any(len(m.types) > 1 for m in self.matrices)
-
     def matrix(self, matrix_type: str) -> Matrix:
         """The Matrix entry of a (possibly joined) matrix type."""
         return next(m for m in self.matrices if m.type == matrix_type)

@@ -167,7 +167,7 @@ class StructuredSMPExtension(Extension):
             raise ValueError("struct_coupling, struct_head_coupling and struct_lambda must be >= 0")
         self.coupling, self.head_coupling, self.group_lambda = coupling, head_coupling, group_lambda
         self.layers: list[dict] = []
-        self.types: dict[str, tuple[str, ...]] = {}  # module type (possibly joined) -> its logical types
+        self.matrices: dict = {}  # module type (possibly joined) -> its architectures.Matrix
         self.heads = 0
         self._cache: dict = {}  # (layer index, grad enabled) -> effective scores; cleared every step
 
@@ -186,7 +186,7 @@ class StructuredSMPExtension(Extension):
         for m in pruner.matrices:
             by_layer[m.layer][m.type] = pruner.modules[m.name]
         self.layers = [by_layer[li] for li in sorted(by_layer)]
-        self.types = {t: arch.matrix(t).types for layer in self.layers for t in layer}
+        self.matrices = {t: arch.matrix(t) for layer in self.layers for t in layer}
         for i, layer in enumerate(self.layers):
             for mtype, module in layer.items():
                 module.score_fn = self._score_fn(i, mtype)
@@ -195,12 +195,8 @@ class StructuredSMPExtension(Extension):
         """Logical matrix type -> scores of one layer (a fused module's scores split by its row slices)."""
         scores = {}
         for mtype, module in self.layers[index].items():
-            parts = self.types[mtype]
-            if len(parts) == 1:
-                scores[mtype] = module.mask_scores
-            else:
-                rows = module.mask_scores.shape[0] // len(parts)
-                scores.update(zip(parts, module.mask_scores.split(rows, dim=0)))
+            s = module.mask_scores
+            scores.update({t: s[rows] for t, rows in self.matrices[mtype].slices(s.shape[0]).items()})
         return scores
 
     def _score_fn(self, index: int, mtype: str):
@@ -209,7 +205,7 @@ class StructuredSMPExtension(Extension):
             if key not in self._cache:  # one computation per layer and forward pass, shared by its matrices
                 self._cache[key] = effective_scores(self._scores(index), self.heads, self.coupling,
                                                     self.head_coupling)
-            parts = [self._cache[key][t] for t in self.types[mtype]]
+            parts = [self._cache[key][t] for t in self.matrices[mtype].types]
             return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         return fn
 
