@@ -9,6 +9,8 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <cstdlib>
 #if defined(_WIN32)
 #include <malloc.h>
@@ -22,8 +24,10 @@
 #define SK_X86 1
 #include <immintrin.h>
 #if defined(__GNUC__) && !defined(__clang__)
-// gcc's own intrinsic headers (_mm512_undefined_*) trip this warning when inlined into target functions.
+// gcc's own intrinsic headers (_mm512_undefined_*, e.g. in _mm512_reduce_add_ps) trip these warnings when
+// inlined into target functions.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #else
 #define SK_X86 0
@@ -67,9 +71,12 @@ struct TokenChunk {
 struct IsaOps {
   int L;          // lanes
   int nv_max[5];  // max token vectors per tile, indexed by R (1, 2, 4)
-  void (*transpose_x)(const Problem&, const TokenChunk&, int64_t item0, int64_t item1);
+  bool (*transpose_x)(const Problem&, const TokenChunk&, int64_t item0, int64_t item1);  // true: non-finite x
   void (*spmm_panels)(const Problem&, const TokenChunk&, int64_t p0, int64_t p1, float* acc);
   void (*gemv_panels)(const Problem&, int64_t p0, int64_t p1, float* acc);
+  bool (*any_nonfinite)(const float* x, int64_t n);
+  bool (*non_decreasing)(const int32_t* p, int64_t n);
+  uint8_t (*max_u8)(const uint8_t* c, int64_t n);
 };
 
 // Columns per transpose work item.
@@ -405,7 +412,107 @@ std::vector<int64_t> balanced_cuts(const std::vector<int64_t>& prefix, int64_t n
   return cut;
 }
 
+// The exact value of output (m, r) under the semantics of spmm_cpu.h: bias plus the products of the stored
+// non-zero weights of row r with x[m, :], zero weights skipped. Scalar; only for outputs the kernels made
+// non-finite on a token whose x holds a NaN / inf (there 0 * inf or 0 * NaN may have entered the sum).
+float exact_output(const Problem& p, int64_t m, int64_t r) {
+  const GroupedWeight& w = p.w;
+  const int64_t g = r / w.rows, i = r % w.rows;
+  const float* xm = p.x + m * p.ldx;
+  float s = p.bias != nullptr ? p.bias[r] : 0.0f;
+  for (int64_t j = 0; j < w.nchunks; ++j) {
+    const int64_t k = j * w.ngroups + g;
+    for (int64_t e = w.ptr[k]; e < w.ptr[k + 1]; ++e) {
+      const float v = w.val[e * w.rows + i];
+      if (v != 0.0f) s += v * xm[j * w.chunk + w.col[e]];
+    }
+  }
+  return s;
+}
+
+// Re-computes, with exact_output, the non-finite outputs of the tokens whose x holds a NaN / inf.
+void fix_nonfinite_tokens(const Problem& p, const IsaOps& ops, int64_t m0, int64_t m1) {
+  for (int64_t m = m0; m < m1; ++m) {
+    if (!ops.any_nonfinite(p.x + m * p.ldx, p.w.in)) continue;
+    float* ym = p.y + m * p.ldy;
+    for (int64_t r = 0; r < p.w.out; ++r) {
+      if (!std::isfinite(ym[r])) ym[r] = exact_output(p, m, r);
+    }
+  }
+}
+
+// Entries at which the index scan splits its work between threads; smaller weights are scanned serially
+// (a parallel region costs more than scanning this many bytes).
+constexpr int64_t kValidateGrain = 1 << 17;
+
 }  // namespace
+
+void validate_weight(const GroupedWeight& w, int64_t nent, Isa isa) {
+  TORCH_CHECK_VALUE(isa_supported(isa), "sparsekit: ISA ", isa_name(isa), " is not supported by this CPU");
+  TORCH_CHECK_VALUE(w.rows == 1 || w.rows == 2 || w.rows == 4, "sparsekit: group_rows must be 1, 2 or 4, got ",
+                    w.rows);
+  TORCH_CHECK_VALUE(w.chunk >= 1 && w.chunk <= 256, "sparsekit: chunk must be in [1, 256], got ", w.chunk);
+  TORCH_CHECK_VALUE(w.in >= 0 && w.out >= 0 && w.in <= INT32_MAX && w.out <= INT32_MAX,
+                    "sparsekit: in_features / out_features must be in [0, 2**31-1], got ", w.in, " / ", w.out);
+  TORCH_CHECK_VALUE(w.ngroups == (w.out + w.rows - 1) / w.rows && w.nchunks == (w.in + w.chunk - 1) / w.chunk,
+                    "sparsekit: ngroups / nchunks do not match out / in");
+  TORCH_CHECK_VALUE(nent >= 0 && nent <= INT32_MAX, "sparsekit: ", nent,
+                    " stored entries do not fit the int32 ptr (at most 2**31-1)");
+  const int64_t nruns = w.nchunks * w.ngroups;  // < 2**62: no overflow
+  const int32_t* pp = w.ptr;
+  TORCH_CHECK_VALUE(pp[0] == 0, "sparsekit: ptr[0] must be 0, got ", pp[0]);
+  TORCH_CHECK_VALUE(pp[nruns] == nent, "sparsekit: ptr[-1] must equal the number of entries len(col) = ", nent,
+                    ", got ", pp[nruns]);
+  if (nent == 0 && nruns == 0) return;
+  const IsaOps& ops = ops_for(isa);
+  // Entries [0, split) lie in chunks 0 .. nchunks-2 (offsets < chunk), [split, nent) in the last chunk
+  // (offsets < last_width, so that j * chunk + offset < in). Exact once ptr is non-decreasing; clamped so
+  // that the scan stays inside col whatever ptr holds (a decreasing ptr is reported first anyway).
+  const int64_t split = nruns == 0 ? nent
+                                   : std::clamp<int64_t>(pp[(w.nchunks - 1) * w.ngroups], int64_t{0}, nent);
+  const int64_t last_width = w.in - (w.nchunks - 1) * w.chunk;  // 1 .. chunk
+  int64_t nparts = at::in_parallel_region() ? 1 : at::get_num_threads();
+  nparts = std::max<int64_t>(1, std::min(nparts, (nent + nruns) / kValidateGrain));
+  std::vector<char> ptr_ok(nparts, 1);
+  std::vector<uint8_t> max_inner(nparts, 0), max_last(nparts, 0);
+  auto scan = [&](int64_t t) {
+    const int64_t k0 = nruns * t / nparts, k1 = nruns * (t + 1) / nparts;  // compares ptr[k0 .. k1]
+    ptr_ok[t] = ops.non_decreasing(pp + k0, k1 - k0 + 1);
+    const int64_t e0 = nent * t / nparts, e1 = nent * (t + 1) / nparts;
+    const int64_t s = std::clamp(split, e0, e1);
+    max_inner[t] = ops.max_u8(w.col + e0, s - e0);
+    max_last[t] = ops.max_u8(w.col + s, e1 - s);
+  };
+  if (nparts == 1) {
+    scan(0);
+  } else {
+    at::parallel_for(0, nparts, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) scan(t);
+    });
+  }
+  for (int64_t t = 0; t < nparts; ++t) {
+    if (ptr_ok[t]) continue;
+    for (int64_t k = 0; k < nruns; ++k) {
+      TORCH_CHECK_VALUE(pp[k + 1] >= pp[k], "sparsekit: ptr must be non-decreasing, got ptr[", k, "] = ", pp[k],
+                        " > ptr[", k + 1, "] = ", pp[k + 1]);
+    }
+  }
+  const int64_t inner_limit = w.nchunks > 1 ? w.chunk : 256;  // no inner entries when nchunks <= 1
+  for (int64_t t = 0; t < nparts; ++t) {
+    if (max_inner[t] < inner_limit && max_last[t] < last_width) continue;
+    for (int64_t e = 0; e < nent; ++e) {
+      const int64_t limit = e < split ? w.chunk : last_width;
+      if (w.col[e] < limit) continue;
+      // chunk of entry e: the run k with ptr[k] <= e < ptr[k + 1] (ptr is non-decreasing here)
+      const int64_t k = std::upper_bound(pp, pp + nruns + 1, static_cast<int32_t>(e)) - pp - 1;
+      const int64_t j = k / w.ngroups;
+      TORCH_CHECK_VALUE(false, "sparsekit: column index out of range: entry ", e, " (chunk ", j, ", row group ",
+                        k % w.ngroups, ") has offset col = ", static_cast<int>(w.col[e]), ", i.e. column ",
+                        j * w.chunk + w.col[e], "; chunk ", j, " holds columns ", j * w.chunk, " .. ",
+                        std::min(w.in, (j + 1) * w.chunk) - 1, " of in_features = ", w.in);
+    }
+  }
+}
 
 void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight& w, const float* bias,
                     float* y, int64_t ldy, Isa isa) {
@@ -457,6 +564,7 @@ void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight&
       }
     });
     for (char f : failed) TORCH_CHECK(!f, "sparsekit spmm_cpu: out of memory (scratch buffers)");
+    fix_nonfinite_tokens(p, ops, 0, M);  // M <= 2: the scan of x is cheaper than a parallel region
     return;
   }
 
@@ -477,6 +585,7 @@ void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight&
   const int64_t block_panels = std::max<int64_t>(1, kAccBudget / (L * Mt * static_cast<int64_t>(sizeof(float))));
   const int64_t nseg = (K + kTransposeSegment - 1) / kTransposeSegment;
   std::vector<char> failed(tm * tr, 0);
+  std::vector<char> nonfinite(ntiles, 0);  // per tile: x holds a NaN / inf (written by its ir == 0 item only)
   at::parallel_for(0, tm * tr, 1, [&](int64_t b, int64_t e) {
     for (int64_t item = b; item < e; ++item) {
       const int64_t im = item / tr, ir = item % tr;
@@ -489,7 +598,8 @@ void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight&
       for (int64_t t = im * ntiles / tm; t < (im + 1) * ntiles / tm; ++t) {
         const int64_t m0 = t * Mt;
         const TokenChunk c{m0, std::min(M, m0 + Mt), 1, Mt, static_cast<int>(nv), xt, block_panels};
-        ops.transpose_x(p, c, 0, nv * nseg);
+        const bool bad = ops.transpose_x(p, c, 0, nv * nseg);
+        if (ir == 0) nonfinite[t] = bad;
         ops.spmm_panels(p, c, cut[ir], cut[ir + 1], acc);
       }
       tl_xt.trim();
@@ -497,6 +607,9 @@ void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight&
     }
   });
   for (char f : failed) TORCH_CHECK(!f, "sparsekit spmm_cpu: out of memory (scratch buffers)");
+  for (int64_t t = 0; t < ntiles; ++t) {
+    if (nonfinite[t]) fix_nonfinite_tokens(p, ops, t * Mt, std::min(M, (t + 1) * Mt));
+  }
 }
 
 }  // namespace spmm_cpu

@@ -11,7 +11,11 @@
 //         stored chunk-major: (chunk j, group g) owns entries e in [ptr[j*ngroups + g], ptr[j*ngroups + g + 1]).
 //   col : uint8 [nent]; entry e is column j*Kc + col[e] (< in), strictly increasing within (j, g).
 //   val : float32 [nent * R]; val[e*R + i] = W[g*R + i, j*Kc + col[e]] (0 for padding rows).
-//   Semantics: y[m, g*R+i] = bias[g*R+i] + sum_j sum_{e in (j, g)} val[e*R+i] * x[m, j*Kc + col[e]].
+//   Semantics: y[m, g*R+i] = bias[g*R+i] + sum_j sum_{e in (j, g), val[e*R+i] != 0} val[e*R+i] * x[m, j*Kc + col[e]]
+//         -- i.e. x @ W.T + bias where W holds the stored non-zero values and every other weight is absent, not
+//         a zero factor: a NaN / inf in x reaches an output only through a stored non-zero weight of its row
+//         (explicit zeros stored in a group, e.g. inside a BSR block, do not propagate it; 0 * NaN never
+//         enters a sum). Duplicate (column, group) entries add. NaN / inf stored in val or bias propagate.
 //   5 bytes per stored weight for CSR (fp32 value + 8-bit in-chunk column) plus 4 bytes per (chunk, group).
 //
 // Kernels (chosen per call):
@@ -38,8 +42,17 @@
 // passes the path explicitly; the Python layer picks best_isa() unless SPARSEKIT_ISA=avx512|avx2|scalar
 // forces one. grouped_linear refuses (c10::Error) an ISA the CPU does not support.
 //
-// Index safety: the kernels trust col (every j*Kc + col[e] < in) and the monotonicity of ptr; both are
-// checked once at pack time. Sizes, dtypes and the ends of ptr are checked on every call by the binding.
+//   Non-finite x: the SpMM transpose notes (one FMA x * 0 per loaded vector) whether a tile of x holds a
+//   NaN / inf, the GEMV path scans its 1-2 rows; only then are the non-finite outputs of those tokens
+//   recomputed exactly (skipping zero weights), so finite inputs cost nothing extra.
+//
+// Index safety: the kernels trust the packed indices; validate_weight() checks every index they use and
+// runs on every call of the binding (sizes, dtypes, devices are checked there too). It is O(nent + runs):
+// one vectorised pass over ptr (ptr[0] == 0, non-decreasing, ptr[-1] == nent) and one over col (max offset
+// < Kc in chunks 0..nchunks-2, < in - (nchunks-1)*Kc in the last chunk, whose entries are the tail
+// [ptr[(nchunks-1)*ngroups], nent) of col), split between threads for large weights. Nothing else is
+// needed for memory safety: val is read at e*R+i for the entries e < nent, x at columns < in. (Tensors that
+// another thread modifies in place while a call runs are a data race the check cannot cover.)
 #pragma once
 
 #include <cstdint>
@@ -71,7 +84,12 @@ struct GroupedWeight {
   const float* val = nullptr;   ///< [nent * R]
 };
 
-/// y[m, :] = x[m, :] @ W^T + bias  for m in [0, M).
+/// Checks that every index the kernels use stays in bounds (see "Index safety" above): throws c10::ValueError
+/// (Python ValueError) naming the first bad ptr position or entry. nent = len(col); the caller has checked that
+/// ptr holds nchunks * ngroups + 1 and val nent * rows elements.
+void validate_weight(const GroupedWeight& w, int64_t nent, Isa isa);
+
+/// y[m, :] = x[m, :] @ W^T + bias  for m in [0, M), for a weight that passed validate_weight.
 ///   x    : float32, row stride ldx (>= in), M rows.
 ///   bias : float32 [out] or nullptr.
 ///   y    : float32, row stride ldy (>= out), M rows; columns [0, out) are fully overwritten.

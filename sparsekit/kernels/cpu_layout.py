@@ -8,8 +8,8 @@ Rows in groups of ``R`` (1 for CSR; 1, 2 or 4 for BSR), columns in chunks of ``c
 per (chunk, group) a run of entries, stored chunk-major, each an 8-bit column offset inside the chunk and ``R``
 float32 values (exact layout: :mod:`sparsekit.kernels.reference`, ``csrc/spmm_cpu/spmm_cpu.h``). The runs are
 compressed rows over the columns ``chunk * Kc + col`` and obey the one compressed-row check of
-:mod:`sparsekit.formats.validate`. Index ranges are validated once, when a packed weight is built, not on every
-call. bf16 weights are widened to float32 at pack time.
+:mod:`sparsekit.formats.validate`. Index ranges are validated when a packed weight is built, and the ops re-check
+every index on each call (``sparsekit.kernels.cpu``, "Safety"). bf16 weights are widened to float32 at pack time.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ class CpuPackedWeight:
     Fields: ``shape = (out, in)``, ``group_rows`` (R), ``chunk`` (Kc), ``ptr`` int32
     ``[ceil(in/Kc) * ceil(out/R) + 1]``, ``col`` uint8 ``[nent]``, ``val`` float32 ``[nent * R]``.
     Construction validates everything (dtypes, sizes, the compressed runs, column ranges, finiteness) and
-    raises ``TypeError`` / :class:`~sparsekit.formats.KernelInputError`; the ops then trust these tensors.
+    raises ``TypeError`` / :class:`~sparsekit.formats.KernelInputError`; the ops re-check the indices on every call.
     Immutable by convention.
     """
 

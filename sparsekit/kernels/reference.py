@@ -21,6 +21,12 @@ CPU packed layout (shared by ``csr_linear`` with ``group_rows = 1`` and ``bsr_li
   owns the entries ``e`` in ``[ptr[j*ngroups + g], ptr[j*ngroups + g + 1])``.
 * ``col`` uint8 ``[nent]``: entry ``e`` is column ``j*Kc + col[e]``.
 * ``val`` float32 ``[nent * R]``: ``val[e*R + i] = W[g*R + i, j*Kc + col[e]]``.
+
+Semantics (every backend, see ``sparsekit.kernels.cpu``): ``y = x @ W.T + bias`` where ``W`` holds the stored
+non-zero values and every other weight is *absent* rather than a zero factor. A NaN / inf in ``x`` reaches an
+output only through a stored non-zero weight of that output's row: pruned weights and explicit zeros stored in
+a group or block never turn it into ``0 * NaN = NaN``. Duplicate entries add. NaN / inf stored in ``val`` or
+``bias`` propagate as in any product / sum.
 """
 from __future__ import annotations
 
@@ -44,12 +50,18 @@ def packed_to_dense(ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, in_
         j, g = seg // ngroups, seg % ngroups
         cols = j * chunk + col.to(torch.int64)
         rows = (g * R)[:, None] + torch.arange(R, device=val.device)[None, :]  # [nent, R]
-        w[rows.reshape(-1), cols.repeat_interleave(R)] = val.to(torch.float32).reshape(-1)
+        w.index_put_((rows.reshape(-1), cols.repeat_interleave(R)), val.to(torch.float32).reshape(-1),
+                     accumulate=True)
     return w[:out_features]
 
 
 def _linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    y = x.to(torch.float32) @ w.T
+    x = x.to(torch.float32)
+    if bool(torch.isfinite(x).all()):
+        y = x @ w.T
+    else:  # only the non-zero weights may meet a NaN / inf of x: a sparse product skips the others
+        x2 = x.reshape(-1, x.shape[-1])
+        y = torch.sparse.mm(w.to_sparse(), x2.T).T.reshape(*x.shape[:-1], w.shape[0])
     if bias is not None:
         y = y + bias.to(torch.float32)
     return y
