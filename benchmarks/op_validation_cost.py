@@ -65,20 +65,22 @@ def bench_at(args, threads: int) -> list[dict]:
                 vargs = (p.ptr, p.col, p.val, in_f, out_f, p.group_rows, p.chunk, isa)
                 for tokens in args.tokens:
                     x = torch.randn(tokens, in_f, generator=g)
-                    t = measure_interleaved({"op": lambda: op(x, p, b),
-                                             "validation": lambda: _C_cpu.validate_packed(*vargs),
+                    t = measure_interleaved({"op": lambda op=op, x=x, p=p, b=b: op(x, p, b),
+                                             "validation": lambda v=vargs: _C_cpu.validate_packed(*v),
                                              "call_overhead": lambda: _C_cpu.validate_packed(*empty_args)},
                                             rounds=args.rounds, warmup=20, repeats=args.repeats,
                                             min_seconds=args.min_seconds)
                     op_s, val_s, ovh_s = (t[k]["median"] for k in ("op", "validation", "call_overhead"))
                     net = max(val_s - ovh_s, 0.0)
-                    row = {"threads": threads, "kind": kind, "out": out_f, "in": in_f, "sparsity": sparsity, "tokens": tokens,
+                    row = {"threads": threads, "kind": kind, "out": out_f, "in": in_f, "sparsity": sparsity,
+                           "tokens": tokens,
                            "nent": p.nent, "ptr_len": p.ptr.numel(), "chunk": p.chunk, "group_rows": p.group_rows,
                            "op_us": 1e6 * op_s, "validation_us": 1e6 * val_s, "call_overhead_us": 1e6 * ovh_s,
                            "cost": val_s / (op_s - val_s), "cost_net": net / (op_s - net),
                            "runs": {k: v["runs"] for k, v in t.items()}}
                     rows.append(row)
-                    print(f"{threads} thr {kind} {out_f}x{in_f} {sparsity:.2f} tokens {tokens:4d}: op {row['op_us']:9.1f} us  "
+                    print(f"{threads} thr {kind} {out_f}x{in_f} {sparsity:.2f} tokens {tokens:4d}: "
+                          f"op {row['op_us']:9.1f} us  "
                           f"validation {row['validation_us']:6.2f} us (call overhead {row['call_overhead_us']:.2f})"
                           f"  cost {100 * row['cost']:.2f}%  net {100 * row['cost_net']:.2f}%",
                           file=sys.stderr, flush=True)
@@ -89,7 +91,8 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     lines = ["# Per-call index validation cost of the CPU sparse ops", "",
              f"CPU: {m.get('cpu', '?')} (flags {', '.join(m.get('cpu_flags', []))}); ISA path: {result['isa']}; "
-             f"threads: {result['threads']} (column thr); load average (1, 5, 15 min) before / after: {result['load_before']} / "
+             f"threads: {result['threads']} (column thr); load average (1, 5, 15 min) before / after: "
+             f"{result['load_before']} / "
              f"{result['load_after']}.", "",
              "`validation` = `sparsekit._C_cpu.validate_packed` alone (what every op call runs first); `op` = "
              "`kernels.csr_linear` / `bsr_linear` including it; cost = validation / (op - validation); net = "
@@ -98,7 +101,8 @@ def markdown(result: dict) -> str:
              "| thr | kind | out x in | sparsity | tokens | entries | op (us) | validation (us) | cost | net |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        lines.append(f"| {r['threads']} | {r['kind']} | {r['out']}x{r['in']} | {r['sparsity']:.0%} | {r['tokens']} | {r['nent']} | "
+        lines.append(f"| {r['threads']} | {r['kind']} | {r['out']}x{r['in']} | {r['sparsity']:.0%} | {r['tokens']} | "
+                     f"{r['nent']} | "
                      f"{r['op_us']:.1f} | {r['validation_us']:.2f} | {100 * r['cost']:.2f}% | "
                      f"{100 * r['cost_net']:.2f}% |")
     if result["load_before"][0] >= 1.0 or result["load_after"][0] >= 1.0:

@@ -1,7 +1,7 @@
 """The model-structure table: which modules of an encoder are its prunable matrices, and its geometry.
 
 sparsekit works on six matrix types per encoder layer (MATRIX_TYPES: Q, K, V, attention output,
-FFN-in, FFN-out). An Architecture says, for one model family, where those matrices live:
+FFN-in, FFN-out; GLU FFNs add FFN-gate). An Architecture says, for one model family, where those matrices live:
 
 - ``model_types``: the ``config.model_type`` values it covers;
 - ``layers``: the dotted path of the layer list (module names are ``...{layers}.{i}.{suffix}``);
@@ -9,23 +9,21 @@ FFN-in, FFN-out). An Architecture says, for one model family, where those matric
   its rows hold, in row order;
 - ``norms``: the LayerNorms after attention and after the FFN (post-LayerNorm layers);
 - which config fields give the head count and hidden size (the FFN width is the FFN-in module's row count);
-- ``compaction``: which exact-compaction rules of export/compact.py hold for it (COMPACTION_RULES).
+- ``compaction``: which exact-compaction rules of export/compact.py hold for it and are applied
+  (COMPACTION_RULES), and ``skipped``: why each other rule is not. A family with every rule is exported
+  compact (export/compact.py); any other keeps its structure and stores its matrices in sparse formats
+  (export/module_artifact.py), and the export report lists the skipped rules with these reasons.
 
 ARCHITECTURES lists the Hugging Face families sparsekit loads and prunes; COMPACT describes sparsekit's own
 compacted model (export/modeling.py), so ``encoder_linears`` finds the matrices of both.
 
-Adding a family is one new entry in ARCHITECTURES. DistilBERT, for example, is
-``layers="transformer.layer"`` with suffixes ``attention.q_lin`` / ``k_lin`` / ``v_lin`` / ``out_lin``,
-``ffn.lin1`` / ``ffn.lin2``, norms ``sa_layer_norm`` / ``output_layer_norm`` and config fields ``n_heads`` /
-``dim``. DeBERTa-v2 is ``attention.self.query_proj`` ... with ``compaction`` leaving out ``"qk-dims"`` (its
-relative-position terms read Q and K rows), so compact() refuses it until that rule has a variant.
+Adding a family is one new entry in ARCHITECTURES (plus a ``random:`` config in models.py for its tests).
 
 A *fused* module is one Matrix whose ``types`` lists several matrix types: its rows are those types' rows
 stacked in that order, in equal parts. ModernBERT's ``attn.Wqkv`` is ``Matrix("attn.Wqkv", ("query", "key",
-"value"))``; its GLU ``mlp.Wi`` stacks FFN-in rows on gate rows, ``Matrix("mlp.Wi", ("ffn_in", "ffn_gate"))``
-with ``ffn_gate`` added to MATRIX_TYPES. ``encoder_linears`` reports a fused module once, under its joined
-type name (``"query+key+value"``); code that needs one logical matrix takes its slice of rows. All entries
-here are unfused.
+"value"))``; its GLU ``mlp.Wi`` stacks FFN-in rows on gate rows, ``Matrix("mlp.Wi", ("ffn_in", "ffn_gate"))``.
+``encoder_linears`` reports a fused module once, under its joined type name (``"query+key+value"``); code that
+needs one logical matrix takes its slice of rows (``Matrix.slices``).
 """
 from __future__ import annotations
 
@@ -39,7 +37,10 @@ from sparsekit.errors import ModelError
 
 #: The six prunable matrix types of an encoder layer, in the order the spec lists them.
 MATRIX_TYPES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
-MATRIX_SHORT = {"query": "Q", "key": "K", "value": "V", "attn_out": "O", "ffn_in": "FFN-in", "ffn_out": "FFN-out"}
+#: The gate half of a GLU FFN-in (a fused module's second part; not one of the six).
+GATE = "ffn_gate"
+MATRIX_SHORT = {"query": "Q", "key": "K", "value": "V", "attn_out": "O", "ffn_in": "FFN-in", "ffn_out": "FFN-out",
+                GATE: "FFN-gate", "query+key+value": "QKV", "ffn_in+ffn_gate": "FFN-in+gate"}
 
 #: The exact-compaction rules of export/compact.py: removable FFN neurons, V / O dimensions (bias folded),
 #: Q·K dimensions, and whole heads. They hold for post-LayerNorm attention with absolute positions.
@@ -58,6 +59,11 @@ class Matrix:
         """The matrix type (``"query"`` ...); a fused module's types joined by ``+``."""
         return "+".join(self.types)
 
+    def slices(self, rows: int) -> dict[str, slice]:
+        """The row range of each of its types in a module with ``rows`` rows (equal parts, in order)."""
+        part = rows // len(self.types)
+        return {t: slice(i * part, (i + 1) * part) for i, t in enumerate(self.types)}
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -71,6 +77,22 @@ class Architecture:
     heads_field: str = "num_attention_heads"
     hidden_field: str = "hidden_size"
     compaction: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def compacts(self) -> bool:
+        """Whether every exact-compaction rule applies: export compacts it (else it keeps its structure)."""
+        return set(COMPACTION_RULES) <= set(self.compaction)
+
+    def skipped_rules(self) -> dict[str, str]:
+        """Each rule of COMPACTION_RULES not applied to this family, with why."""
+        reasons = dict(self.skipped)
+        return {r: reasons.get(r, "not implemented for this family") for r in COMPACTION_RULES
+                if r not in self.compaction}
+
+    def matrix(self, matrix_type: str) -> Matrix:
+        """The Matrix entry of a (possibly joined) matrix type."""
+        return next(m for m in self.matrices if m.type == matrix_type)
 
     @cached_property
     def pattern(self) -> re.Pattern:
@@ -104,7 +126,7 @@ class Architecture:
         return list(base_model.get_submodule(self.layers))
 
     def layer_linears(self, layer: nn.Module) -> dict[str, nn.Module]:
-        """The matrices of one layer by type, in MATRIX_TYPES order."""
+        """The modules of one layer by (possibly joined) type, in the order of ``matrices``."""
         return {m.type: layer.get_submodule(m.suffix) for m in self.matrices}
 
     def set_layer_linear(self, layer: nn.Module, matrix_type: str, module: nn.Module) -> None:
@@ -127,6 +149,44 @@ BERT = Architecture(
                       attn_out="attention.output.dense", ffn_in="intermediate.dense", ffn_out="output.dense"),
     norms=("attention.output.LayerNorm", "output.LayerNorm"), compaction=COMPACTION_RULES)
 
+#: What the compacted model (export/modeling.py) holds: BERT's embeddings, pooler / head and post-LN layers.
+_NO_COMPACT_MODEL = "sparsekit's compacted model holds BERT-layout embeddings and heads only"
+
+DISTILBERT = Architecture(
+    "distilbert", model_types=("distilbert",), layers="transformer.layer",
+    matrices=_unfused(query="attention.q_lin", key="attention.k_lin", value="attention.v_lin",
+                      attn_out="attention.out_lin", ffn_in="ffn.lin1", ffn_out="ffn.lin2"),
+    norms=("sa_layer_norm", "output_layer_norm"), heads_field="n_heads", hidden_field="dim",
+    skipped=tuple((r, f"the rule holds (post-LN, biases, absolute positions) but {_NO_COMPACT_MODEL}; DistilBERT's "
+                      f"embeddings (no token types) and pre_classifier head are not written yet")
+                  for r in COMPACTION_RULES))
+
+_RELATIVE = "DeBERTa's disentangled relative-position attention"
+DEBERTA_V2 = Architecture(
+    "deberta-v2", model_types=("deberta-v2",), layers="encoder.layer",
+    matrices=_unfused(query="attention.self.query_proj", key="attention.self.key_proj",
+                      value="attention.self.value_proj", attn_out="attention.output.dense",
+                      ffn_in="intermediate.dense", ffn_out="output.dense"),
+    norms=("attention.output.LayerNorm", "output.LayerNorm"),
+    skipped=(("ffn-neurons", f"the rule holds but {_NO_COMPACT_MODEL}; {_RELATIVE} is not in it"),
+             ("vo-dims", f"the rule holds but {_NO_COMPACT_MODEL}; {_RELATIVE} is not in it"),
+             ("qk-dims", f"{_RELATIVE} multiplies Q and K rows with the position embeddings (c2p / p2c terms): an "
+                         f"empty K row does not cancel in the softmax"),
+             ("heads", f"{_RELATIVE} is not in sparsekit's compacted model")))
+
+_PRE_LN = "ModernBERT is pre-LayerNorm with rotary positions and no biases"
+MODERNBERT = Architecture(
+    "modernbert", model_types=("modernbert",), layers="layers",
+    matrices=(Matrix("attn.Wqkv", ("query", "key", "value")), Matrix("attn.Wo", ("attn_out",)),
+              Matrix("mlp.Wi", ("ffn_in", GATE)), Matrix("mlp.Wo", ("ffn_out",))),
+    norms=("attn_norm", "mlp_norm"),
+    skipped=(("ffn-neurons", "a GLU neuron is removable only when its FFN-in and gate rows are both empty or its "
+                             f"FFN-out column is; {_NO_COMPACT_MODEL} ({_PRE_LN})"),
+             ("vo-dims", f"the rule holds (no V bias to fold) but {_NO_COMPACT_MODEL} ({_PRE_LN})"),
+             ("qk-dims", "rotary positions rotate Q / K dimensions in pairs: a dimension is removable only with its "
+                         "rotary partner"),
+             ("heads", f"{_NO_COMPACT_MODEL} ({_PRE_LN})")))
+
 #: sparsekit's compacted model (export/modeling.py); its config is the original model's.
 COMPACT = Architecture(
     "sparsekit-compact", model_types=(), layers="layers",
@@ -134,8 +194,8 @@ COMPACT = Architecture(
                       ffn_in="ffn_in", ffn_out="ffn_out"),
     norms=("attn_norm", "ffn_norm"))
 
-#: The Hugging Face families sparsekit loads, prunes and compacts.
-ARCHITECTURES = (BERT,)
+#: The Hugging Face families sparsekit loads, prunes and exports.
+ARCHITECTURES = (BERT, DISTILBERT, DEBERTA_V2, MODERNBERT)
 #: Every layout whose matrices ``encoder_linears`` finds.
 ALL_ARCHITECTURES = ARCHITECTURES + (COMPACT,)
 
@@ -151,8 +211,8 @@ def architecture_for(config) -> Architecture:
     for arch in ARCHITECTURES:
         if model_type in arch.model_types:
             return arch
-    raise ModelError(f"model type {model_type!r} is not supported; sparsekit prunes BERT-family encoders "
-                     f"({', '.join(supported_model_types())})")
+    raise ModelError(f"model type {model_type!r} is not supported; sparsekit prunes these encoder families: "
+                     f"{', '.join(supported_model_types())}")
 
 
 def match_name(name: str, architectures=ARCHITECTURES) -> tuple[int, str] | None:
@@ -176,4 +236,4 @@ def encoder_linears(model: nn.Module, architectures=ALL_ARCHITECTURES) -> list[t
         if hit is not None:
             found.append((name, hit[0], hit[1], module))
     order = {t: i for i, t in enumerate(MATRIX_TYPES)}
-    return sorted(found, key=lambda f: (f[1], order.get(f[2], len(order))))
+    return sorted(found, key=lambda f: (f[1], order.get(f[2].split("+")[0], len(order))))

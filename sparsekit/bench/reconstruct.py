@@ -54,10 +54,15 @@ def dense_from_artifact(model: nn.Module) -> nn.Module:
     """The original-size Hugging Face classifier (eval, float32, CPU) equivalent to a loaded artifact.
 
     model: a ``CompactForSequenceClassification`` from ``sparsekit.load`` (its ``config`` has the original
-    sizes; its ``shapes`` the kept widths per layer). Raises ModelError for a model of another layout.
+    sizes; its ``shapes`` the kept widths per layer), or a structure-preserving artifact (its formats are
+    densified). Raises ModelError for a model of another layout.
     """
     from transformers import AutoModelForSequenceClassification
 
+    from sparsekit.export.module_artifact import dense_from_modules, is_module_layout
+
+    if is_module_layout(getattr(model, "manifest", None) or {}):  # the structure was kept: densify the formats
+        return dense_from_modules(model)
     config = model.config
     with quiet_transformers():
         dense = AutoModelForSequenceClassification.from_config(config).float().eval()

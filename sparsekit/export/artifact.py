@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsekit.architectures import MATRIX_TYPES
+from sparsekit.architectures import MATRIX_TYPES, architecture_for
 from sparsekit.data.inputs import build_inputs
 from sparsekit.data.source import recorded_description
 from sparsekit.export.compact import CompactionReport, compact
@@ -64,20 +64,20 @@ MAX_SAMPLES = 10_000
 class FormatLinear(nn.Module):
     """``y = x Wᵀ + b`` with W held in a MatrixFormat (the reference path: W is densified once, lazily).
 
-    ``fmt``: the stored matrix ``[out, in]``; ``bias``: float32 ``[out]``. Sparse kernels replace this
+    ``fmt``: the stored matrix ``[out, in]``; ``bias``: float32 ``[out]`` or None. Sparse kernels replace this
     module's computation later (``sparsekit.compile``); its ``fmt`` is what they consume.
     """
 
-    def __init__(self, fmt: MatrixFormat, bias: torch.Tensor) -> None:
+    def __init__(self, fmt: MatrixFormat, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.fmt = fmt
         self.out_features, self.in_features = fmt.shape
-        self.register_buffer("bias", bias.detach().float().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self._dense: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._dense is None:
-            self._dense = self.fmt.to_dense().to(self.bias.device)
+            self._dense = self.fmt.to_dense().to(x.device)
         return F.linear(x, self._dense, self.bias)
 
     def extra_repr(self) -> str:
@@ -157,6 +157,14 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         raise ValueError(f"unknown format {formats!r}; choose auto or one of {', '.join(FORMATS)}")
     model, tokenizer, recipe = _load_source(source)
     model = model.float().eval()
+    if not architecture_for(model.config).compacts:  # keeps its structure: export/module_artifact.py
+        from sparsekit.export.module_artifact import export_modules
+
+        pack_kw = {"value_dtype": value_dtype, **({"block": block} if formats == "bsr" else {}),
+                   **({"rank": rank, "tol": tol} if formats == "lowrank" else {})}
+        return export_modules(model, tokenizer, recipe, path, formats=formats, min_row_weights=min_row_weights,
+                              pack_kw=pack_kw, samples=samples, task=task, data_dir=data_dir,
+                              eval_samples=eval_samples)
     compacted, report = compact(model, min_row_weights=min_row_weights)
     evaluation = None
     if task is not None:
@@ -189,38 +197,50 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
     expected = _logits(compacted, tokenizer, texts)
     orig_dense_bytes = sum(m.before[0] * m.before[1] for m in report.matrices) * 4
 
+    summary = report.to_json()["summary"]
+    formats_report = [{"matrix": k, "format": v} for k, v in chosen.items()]
+    report_json = {"compaction": report.to_json(), "formats": formats_report, "evaluation": evaluation,
+                   "bytes": {"encoder_matrices_dense_fp32_before": orig_dense_bytes,
+                             "encoder_matrices_compact_dense_fp32": bytes_dense,
+                             "encoder_matrices_exported": bytes_exported}}
+    manifest = {
+        "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": compacted.config.to_dict(), "head_uses_pooler": compacted.head_uses_pooler,
+        "layers": layer_meta, "recipe": recipe, "data": recorded_description(recipe), "compaction": summary,
+        "lossy": {"min_row_weights": min_row_weights, "rows_zeroed": report.lossy_rows_zeroed,
+                  "weights_dropped": report.lossy_weights_dropped},
+        "export": {"formats": formats, "value_dtype": str(value_dtype).replace("torch.", "")},
+    }
+    write_artifact(path, tensors, {"texts": texts, "logits": expected.tolist(),
+                                   "labels": _labels(compacted.config, expected)}, tokenizer, report_json, manifest)
+    return ExportResult(path, report, orig_dense_bytes, bytes_exported, chosen, evaluation)
+
+
+def write_artifact(path: Path, tensors: dict[str, torch.Tensor], samples: dict, tokenizer, report: dict,
+                   manifest: dict) -> None:
+    """Write an artifact directory atomically: the files into a temporary sibling, then one rename.
+
+    ``manifest``: every field but ``versions``, ``tokenizer``, ``checksums`` and the manifest's own digest,
+    which are added here (checksums of every file written). An existing ``path`` is replaced only once the
+    new artifact is complete (the caller decided ``overwrite``).
+    """
+    from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))  # same filesystem: atomic rename
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700; give the artifact normal directory permissions
     try:
-        from safetensors.torch import save_file
-
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS))
-        (tmp / SAMPLES).write_text(json.dumps({"texts": texts, "logits": expected.tolist(),
-                                               "labels": _labels(compacted.config, expected)}, indent=2) + "\n")
+        (tmp / SAMPLES).write_text(json.dumps(samples, indent=2) + "\n")
         before = set(os.listdir(tmp))
         tokenizer.save_pretrained(tmp)
         tokenizer_files = sorted(n for n in set(os.listdir(tmp)) - before if (tmp / n).is_file())
-        summary = report.to_json()["summary"]
-        formats_report = [{"matrix": k, "format": v} for k, v in chosen.items()]
-        (tmp / REPORT).write_text(json.dumps({
-            "compaction": report.to_json(), "formats": formats_report, "evaluation": evaluation,
-            "bytes": {"encoder_matrices_dense_fp32_before": orig_dense_bytes,
-                      "encoder_matrices_compact_dense_fp32": bytes_dense,
-                      "encoder_matrices_exported": bytes_exported}}, indent=2) + "\n")
-        manifest = {
-            "format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "config": compacted.config.to_dict(), "head_uses_pooler": compacted.head_uses_pooler,
-            "layers": layer_meta, "recipe": recipe, "data": recorded_description(recipe), "compaction": summary,
-            "lossy": {"min_row_weights": min_row_weights, "rows_zeroed": report.lossy_rows_zeroed,
-                      "weights_dropped": report.lossy_weights_dropped},
-            "export": {"formats": formats, "value_dtype": str(value_dtype).replace("torch.", "")},
-            "versions": library_versions(),
-            "tokenizer": {"files": tokenizer_files, "length": len(tokenizer)},
-            "checksums": {n: file_sha256(tmp / n) for n in sorted(os.listdir(tmp)) if (tmp / n).is_file()},
-        }
+        (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        manifest = {**manifest, "versions": library_versions(),
+                    "tokenizer": {"files": tokenizer_files, "length": len(tokenizer)},
+                    "checksums": {n: file_sha256(tmp / n) for n in sorted(os.listdir(tmp)) if (tmp / n).is_file()}}
         manifest = json.loads(json.dumps(manifest, default=str))  # the content a reader will see
         manifest[DIGEST_KEY] = canonical_digest(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -230,7 +250,6 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(path, report, orig_dense_bytes, bytes_exported, chosen, evaluation)
 
 
 def _state_tensors(compacted: CompactForSequenceClassification) -> dict[str, torch.Tensor]:
@@ -335,8 +354,9 @@ def _load_tokenizer(path: Path, manifest: dict):
     return tokenizer
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> CompactForSequenceClassification:
-    """Load an artifact in one call: the compacted model (eval mode) with ``.tokenizer`` and ``.manifest``.
+def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Load an artifact in one call: the compacted model (or, for a structure-preserving artifact, the Hugging Face
+    model with FormatLinear matrices; eval mode) with ``.tokenizer`` and ``.manifest``.
 
     Raises FileNotFoundError for a missing directory and ArtifactError (a ValueError) for anything
     corrupt, truncated, tampered or from another artifact version. Nothing is allocated before the
@@ -349,6 +369,13 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CompactForSequ
     path = Path(path)
     manifest = _read_manifest(path)
     header = safetensors_header(path, WEIGHTS, MAX_FILE_BYTES)
+    from sparsekit.export.module_artifact import is_module_layout, load_modules
+
+    if is_module_layout(manifest):  # the structure was kept (export/module_artifact.py)
+        model = load_modules(path, manifest, header)
+        model.tokenizer = _load_tokenizer(path, manifest)
+        model.manifest = manifest
+        return model.to(device).eval().requires_grad_(False)
     skeleton_config = _hf_config(manifest, path, num_hidden_layers=0)
     with torch.device("meta"), quiet_transformers():  # shapes only: nothing is allocated
         meta = AutoModelForSequenceClassification.from_config(skeleton_config)

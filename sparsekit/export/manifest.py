@@ -27,6 +27,13 @@ FIELDS = ("format", "version", "created", "config", "head_uses_pooler", "layers"
 OPTIONAL_FIELDS = ("data",)
 DATA_FIELDS = ("kind", "task", "name", "text_columns", "label_column", "label_format", "label_names",
                "is_regression", "metrics", "metric", "files", "dataset")
+#: The ``layout`` of a structure-preserving artifact (export/module_artifact.py), and its fields: ``layout``,
+#: ``architecture``, ``modules`` and ``skipped_rules`` in place of the compact layout's ``head_uses_pooler`` and
+#: ``layers``.
+MODULE_LAYOUT = "modules"
+MODULE_FIELDS = ("format", "version", "created", "layout", "architecture", "config", "modules", "skipped_rules",
+                 "recipe", "compaction", "lossy", "export", "versions", "tokenizer", "checksums", DIGEST_KEY)
+MODULE_ENTRY_FIELDS = {"name", "layer", "matrix", "format"}
 MAX_DIM = 1 << 20  # widths, hidden size, positions: far above any BERT-family encoder
 MAX_VOCAB = 1 << 24
 MAX_LAYERS = 256
@@ -98,6 +105,10 @@ def check_manifest(manifest: dict, where: str, required_files: tuple[str, ...]) 
     from sparsekit.models import SUPPORTED_MODEL_TYPES
 
     c = _Check(where)
+    if "layout" in manifest:
+        if manifest["layout"] != MODULE_LAYOUT:
+            c.fail(f"layout must be {MODULE_LAYOUT!r} (or absent: compact), got {manifest['layout']!r}")
+        return _check_module_manifest(c, manifest, required_files)
     extra, missing = set(manifest) - set(FIELDS) - set(OPTIONAL_FIELDS), [f for f in FIELDS if f not in manifest]
     if extra or missing:
         c.fail(f"unexpected fields {sorted(extra)}" if extra else f"missing fields {missing}")
@@ -132,26 +143,7 @@ def check_manifest(manifest: dict, where: str, required_files: tuple[str, ...]) 
         c.int(pad, "config.pad_token_id", 0, limit - 1)
     if cfg.get("position_embedding_type", "absolute") != "absolute":
         c.fail(f"config.position_embedding_type {cfg['position_embedding_type']!r} is not supported (absolute only)")
-    for key in ("is_decoder", "add_cross_attention"):
-        if cfg.get(key, False) is not False:
-            c.fail(f"config.{key} must be false for an encoder classifier")
-    for key in ("dtype", "torch_dtype"):
-        if cfg.get(key) not in (None, "float32"):
-            c.fail(f"config.{key} must be float32 (the artifact's tensors), got {cfg[key]!r}")
-    for key in ("auto_map", "quantization_config"):
-        if key in cfg:
-            c.fail(f"config.{key} is not allowed in an artifact (an artifact is data, never code)")
-    id2label = c.type(cfg.get("id2label"), "config.id2label", dict)
-    n_labels = len(id2label)
-    if not 1 <= n_labels <= MAX_LABELS or set(id2label) != {str(i) for i in range(n_labels)} \
-            or not all(isinstance(v, str) for v in id2label.values()):
-        c.fail("config.id2label must map '0'..'n-1' to label names")
-    if "label2id" in cfg and cfg["label2id"] != {v: int(k) for k, v in id2label.items()}:
-        c.fail("config.label2id is not the inverse of config.id2label")
-    if "num_labels" in cfg and cfg["num_labels"] != n_labels:
-        c.fail(f"config.num_labels {cfg['num_labels']!r} disagrees with id2label ({n_labels} labels)")
-    if cfg.get("problem_type") not in PROBLEM_TYPES or (cfg.get("problem_type") == "regression" and n_labels != 1):
-        c.fail(f"config.problem_type {cfg.get('problem_type')!r} does not fit {n_labels} labels")
+    _check_classifier_config(c, cfg)
 
     if c.type(manifest["head_uses_pooler"], "head_uses_pooler", bool) != (cfg["model_type"] == "bert"):
         c.fail(f"head_uses_pooler must be {cfg['model_type'] == 'bert'} for model_type {cfg['model_type']!r}")
@@ -176,20 +168,123 @@ def check_manifest(manifest: dict, where: str, required_files: tuple[str, ...]) 
             c.fail(f"layers[{i}].matrices must have exactly {', '.join(MATRIX_TYPES)}")
         expected = matrix_shapes(hidden, sum(qk), sum(v), ffn)
         for name in MATRIX_TYPES:
-            meta = c.type(matrices[name], f"layers[{i}].matrices.{name}", dict)
-            for key, value in meta.items():  # the formats check the meaning; here only the JSON types
-                field = f"layers[{i}].matrices.{name}.{key}"
-                if key in ("kind", "value_dtype", "index_dtype", "method"):
-                    c.type(value, field, str)
-                elif isinstance(value, list):
-                    for x in value:
-                        c.int(x, field, 0, 1 << 31)
-                else:
-                    c.type(value, field, int, float, bool, type(None))
+            meta = _check_format_meta(c, matrices[name], f"layers[{i}].matrices.{name}")
             if meta.get("shape") != list(expected[name]):
                 c.fail(f"layers[{i}].matrices.{name}.shape is {meta.get('shape')!r}; the widths require "
                        f"{list(expected[name])}")
+    _check_common(c, manifest, required_files, vocab, positions)
 
+
+def _check_classifier_config(c: _Check, cfg: dict) -> None:
+    """The config fields every layout shares: an encoder classifier, float32, no code, consistent labels."""
+    for key in ("is_decoder", "add_cross_attention"):
+        if cfg.get(key, False) is not False:
+            c.fail(f"config.{key} must be false for an encoder classifier")
+    for key in ("dtype", "torch_dtype"):
+        if cfg.get(key) not in (None, "float32"):
+            c.fail(f"config.{key} must be float32 (the artifact's tensors), got {cfg[key]!r}")
+    for key in ("auto_map", "quantization_config"):
+        if key in cfg:
+            c.fail(f"config.{key} is not allowed in an artifact (an artifact is data, never code)")
+    id2label = c.type(cfg.get("id2label"), "config.id2label", dict)
+    n_labels = len(id2label)
+    if not 1 <= n_labels <= MAX_LABELS or set(id2label) != {str(i) for i in range(n_labels)} \
+            or not all(isinstance(v, str) for v in id2label.values()):
+        c.fail("config.id2label must map '0'..'n-1' to label names")
+    if "label2id" in cfg and cfg["label2id"] != {v: int(k) for k, v in id2label.items()}:
+        c.fail("config.label2id is not the inverse of config.id2label")
+    if "num_labels" in cfg and cfg["num_labels"] != n_labels:
+        c.fail(f"config.num_labels {cfg['num_labels']!r} disagrees with id2label ({n_labels} labels)")
+    if cfg.get("problem_type") not in PROBLEM_TYPES or (cfg.get("problem_type") == "regression" and n_labels != 1):
+        c.fail(f"config.problem_type {cfg.get('problem_type')!r} does not fit {n_labels} labels")
+
+
+def _check_format_meta(c: _Check, meta: Any, field: str) -> dict:
+    """A matrix format's meta: a dict of JSON scalars and integer lists (the formats check the meaning)."""
+    c.type(meta, field, dict)
+    for key, value in meta.items():
+        if key in ("kind", "value_dtype", "index_dtype", "method"):
+            c.type(value, f"{field}.{key}", str)
+        elif isinstance(value, list):
+            for x in value:
+                c.int(x, f"{field}.{key}", 0, 1 << 31)
+        else:
+            c.type(value, f"{field}.{key}", int, float, bool, type(None))
+    return meta
+
+
+def _check_module_manifest(c: _Check, manifest: dict, required_files: tuple[str, ...]) -> None:
+    """Schema-check a structure-preserving manifest (layout ``modules``, see export/module_artifact.py).
+
+    The config must be one transformers accepts for a supported family that is not compacted, with bounded
+    sizes; ``modules`` lists each prunable module once (name, layer, matrix type, format meta); the shapes are
+    checked against the model the config describes when loading (on the meta device, before allocating).
+    """
+    from sparsekit.architectures import COMPACTION_RULES, architecture_for
+    from sparsekit.errors import ModelError
+
+    extra = set(manifest) - set(MODULE_FIELDS) - set(OPTIONAL_FIELDS)
+    missing = [f for f in MODULE_FIELDS if f not in manifest]
+    if extra or missing:
+        c.fail(f"unexpected fields {sorted(extra)}" if extra else f"missing fields {missing}")
+    cfg = c.type(manifest["config"], "config", dict)
+    config = _module_config(c, cfg)
+    try:
+        arch = architecture_for(config)
+    except ModelError as exc:
+        c.fail(f"config: {exc}")
+    if arch.compacts or manifest["architecture"] != arch.name:
+        c.fail(f"architecture must be {arch.name!r} (a family that is not compacted) for model_type "
+               f"{cfg.get('model_type')!r}, got {manifest['architecture']!r}")
+    hidden = c.int(getattr(config, "hidden_size", None), "config hidden size", 1, MAX_DIM)
+    c.int(getattr(config, "num_attention_heads", None), "config attention heads", 1, hidden)
+    n_layers = c.int(getattr(config, "num_hidden_layers", None), "config layers", 0, MAX_LAYERS)
+    ffn = getattr(config, "intermediate_size", getattr(config, "hidden_dim", None))
+    c.int(ffn, "config FFN width", 0, MAX_FFN_RATIO * hidden)
+    vocab = c.int(getattr(config, "vocab_size", None), "config.vocab_size", 1, MAX_VOCAB)
+    positions = c.int(getattr(config, "max_position_embeddings", None), "config.max_position_embeddings", 1, MAX_DIM)
+    _check_classifier_config(c, cfg)
+    modules = c.type(manifest["modules"], "modules", list)
+    names = set()
+    for i, entry in enumerate(modules):
+        c.type(entry, f"modules[{i}]", dict)
+        if set(entry) != MODULE_ENTRY_FIELDS:
+            c.fail(f"modules[{i}] must have exactly {', '.join(sorted(MODULE_ENTRY_FIELDS))}")
+        name = c.type(entry["name"], f"modules[{i}].name", str)
+        if name in names or arch.match(name) != (entry["layer"], entry["matrix"]):
+            c.fail(f"modules[{i}]: {name!r} is listed twice or is not the {arch.name} module of layer "
+                   f"{entry['layer']!r} {entry['matrix']!r}")
+        names.add(name)
+        c.int(entry["layer"], f"modules[{i}].layer", 0, max(0, n_layers - 1))
+        _check_format_meta(c, entry["format"], f"modules[{i}].format")
+    skipped = c.type(manifest["skipped_rules"], "skipped_rules", dict)
+    if set(skipped) != set(arch.skipped_rules()) or not all(isinstance(v, str) for v in skipped.values()):
+        c.fail(f"skipped_rules must give a reason for each of {', '.join(sorted(arch.skipped_rules()))} "
+               f"(the rules of {', '.join(COMPACTION_RULES)} not applied to {arch.name})")
+    _check_common(c, manifest, required_files, vocab, positions)
+
+
+def _module_config(c: _Check, cfg: dict):
+    """The transformers config of a structure-preserving manifest; refused when transformers refuses it."""
+    from transformers import AutoConfig
+
+    from sparsekit.models import SUPPORTED_MODEL_TYPES
+
+    if cfg.get("model_type") not in SUPPORTED_MODEL_TYPES:
+        c.fail(f"config.model_type must be one of {', '.join(SUPPORTED_MODEL_TYPES)}, got {cfg.get('model_type')!r}")
+    try:
+        from huggingface_hub.errors import StrictDataclassError  # transformers 5 type-checks config fields
+    except ImportError:  # older huggingface_hub: no such checks
+        StrictDataclassError = TypeError
+    fields = {k: v for k, v in cfg.items() if k != "model_type"}
+    try:
+        return AutoConfig.for_model(cfg["model_type"], **fields)
+    except (TypeError, ValueError, KeyError, AttributeError, StrictDataclassError) as exc:
+        c.fail(f"transformers refuses the config ({exc})")
+
+
+def _check_common(c: _Check, manifest: dict, required_files: tuple[str, ...], vocab: int, positions: int) -> None:
+    """The fields every layout shares: recipe, compaction summary, dates, checksums and the tokenizer record."""
     recipe = c.type(manifest["recipe"], "recipe", dict, type(None))
     if recipe is not None:
         run_config = c.type(recipe.get("config", {}), "recipe.config", dict)
@@ -198,8 +293,8 @@ def check_manifest(manifest: dict, where: str, required_files: tuple[str, ...]) 
         data = c.type(recipe.get("data", {}), "recipe.data", dict)
         c.type(data.get("task"), "recipe.data.task", str, type(None))
     data = c.type(manifest.get("data"), "data", dict, type(None))
-    if data is not None:
-        _check_data(c, data, n_labels)
+    if data is not None:  # after _check_classifier_config: id2label is checked
+        _check_data(c, data, len(manifest["config"]["id2label"]))
     for key in ("compaction", "lossy", "export", "versions"):
         c.type(manifest[key], key, dict)
     for key, value in manifest["compaction"].items():

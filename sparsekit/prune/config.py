@@ -34,7 +34,8 @@ class TrainSettings:
     keep: float = option(0.1, "Remaining fraction of encoder weights at the end (0.1 = 10%).", panel=PRUNING)
     task: str | None = option(None, "GLUE task: sst2, mrpc, rte, stsb, cola, qnli, mnli, qqp [default: sst2 "
                                     "unless --train-file or --dataset gives your own data].", panel=DATA)
-    model: str = option("minilm", "'minilm' (shipped), a local checkpoint dir, or random:<shape>.", panel=DATA)
+    model: str = option("minilm", "'minilm' (shipped), a local checkpoint dir, a hub id, or "
+                                  "random:<arch>[-<shape>].", panel=DATA)
     output_dir: str = option("runs/sst2-smp-s", "Where to write the run.", flags=("--output-dir", "-o"), path=True)
     data_dir: str | None = option(None, "GLUE data root [default: ../shared/data/glue or $SPARSEKIT_DATA_DIR].",
                                   panel=DATA, path=True)

@@ -15,6 +15,9 @@ groups it belongs to, so whole groups rise and fall together and TopK keeps weig
 group means over the groups of that layer (the std factors carry no gradient). ``beta = 0`` is SMP-S.
 An optional group-lasso regulariser (``group_lambda``) adds ``mean_g sqrt(mean_{e in g} sigmoid(S_e)^2)``.
 The remaining-weight budget and its per-layer reallocation are SMP-S's (Pruner, masking "smp-s").
+
+Fused modules (ModernBERT's ``Wqkv``, its GLU ``Wi``) are split into their logical matrices by row slices
+(architectures.Matrix.slices); a GLU's gate row joins its FFN neuron's group.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsekit.architectures import architecture_for
+from sparsekit.architectures import GATE, architecture_for
 from sparsekit.prune.extensions import Extension, TrainContext
 from sparsekit.prune.options import METHODS, option
 
@@ -36,16 +39,21 @@ class StructuredOptions:
     struct_head_coupling: float = option(1.0, "smp-struct: head score coupling.", panel=METHODS)
     struct_lambda: float = option(0.0, "smp-struct: group-lasso regulariser weight.", panel=METHODS)
 
-# (matrix type, axis of its group index): rows (dim 1 reduced) for Q, K, V, FFN-in; columns for O, FFN-out.
-GROUPS = {"ffn": (("ffn_in", 1), ("ffn_out", 0)), "vo": (("value", 1), ("attn_out", 0)),
+# (matrix type, axis of its group index): rows (dim 1 reduced) for Q, K, V, FFN-in (and a GLU's gate);
+# columns for O, FFN-out. A member a layer does not have (the gate of a plain FFN) is left out.
+GROUPS = {"ffn": (("ffn_in", 1), ("ffn_out", 0), (GATE, 1)), "vo": (("value", 1), ("attn_out", 0)),
           "qk": (("query", 1), ("key", 1))}
+
+
+def _members(layer: dict[str, torch.Tensor], kind: str) -> tuple[tuple[str, int], ...]:
+    return tuple((t, ax) for t, ax in GROUPS[kind] if t in layer)
 
 
 def _group_sums(layer: dict[str, torch.Tensor], kind: str) -> tuple[torch.Tensor, int]:
     """Sum of scores per group ``[G]`` and the number of weights per group."""
-    (a, ax_a), (b, ax_b) = GROUPS[kind]
-    sums = layer[a].sum(dim=ax_a) + layer[b].sum(dim=ax_b)
-    size = layer[a].shape[ax_a] + layer[b].shape[ax_b]
+    members = _members(layer, kind)
+    sums = sum(layer[t].sum(dim=ax) for t, ax in members)
+    size = sum(layer[t].shape[ax] for t, ax in members)
     return sums, size
 
 
@@ -56,7 +64,8 @@ def _standardise(x: torch.Tensor) -> torch.Tensor:
 
 def effective_scores(layer: dict[str, torch.Tensor], heads: int, beta: float,
                      beta_head: float) -> dict[str, torch.Tensor]:
-    """Coupled scores of one layer. ``layer``: matrix type -> scores ``[out, in]`` (all six types).
+    """Coupled scores of one layer. ``layer``: matrix type -> scores ``[out, in]`` (all six types, and the
+    gate of a GLU FFN).
 
     Returns the same keys with ``S_eff`` of the same shapes (differentiable in the scores).
     """
@@ -74,8 +83,8 @@ def effective_scores(layer: dict[str, torch.Tensor], heads: int, beta: float,
         per_head = (head_terms["qk"] + head_terms["vo"])
         n_head = sum(layer[t].numel() for t in ("query", "key", "value", "attn_out")) / heads
         head_z = _standardise(per_head / n_head)
-    for kind, members in GROUPS.items():
-        for mtype, axis in members:
+    for kind in GROUPS:
+        for mtype, axis in _members(layer, kind):
             s = layer[mtype]
             scale = s.detach().std() if s.numel() > 1 else s.new_zeros(())
             term = beta * group_terms[kind]
@@ -89,9 +98,10 @@ def effective_scores(layer: dict[str, torch.Tensor], heads: int, beta: float,
 def group_lasso(layer: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean over this layer's groups of ``sqrt(mean_e sigmoid(S_e)^2)`` (pushes whole groups to 0)."""
     terms = []
-    for (a, ax_a), (b, ax_b) in GROUPS.values():
-        sq = torch.sigmoid(layer[a]).square().sum(dim=ax_a) + torch.sigmoid(layer[b]).square().sum(dim=ax_b)
-        size = layer[a].shape[ax_a] + layer[b].shape[ax_b]
+    for kind in GROUPS:
+        members = _members(layer, kind)
+        sq = sum(torch.sigmoid(layer[t]).square().sum(dim=ax) for t, ax in members)
+        size = sum(layer[t].shape[ax] for t, ax in members)
         terms.append((sq / size + 1e-12).sqrt().mean())
     return torch.stack(terms).mean()
 
@@ -115,8 +125,9 @@ def structure_stats(model, masks: dict[str, torch.Tensor]) -> dict:
     per_layer, tot = [], defaultdict(int)
     for li in sorted(layers):
         names = layers[li]
-        if set(names) != set(t for g in GROUPS.values() for t, _ in g) or any(n not in masks for n in names.values()):
-            continue
+        if set(names) != {"query", "key", "value", "attn_out", "ffn_in", "ffn_out"} or any(
+                n not in masks for n in names.values()):
+            continue  # fused modules (ModernBERT): not compacted, see architectures.MODERNBERT.skipped
         mk = {t: masks[n].bool().cpu() for t, n in names.items()}
         q_bias = model.get_submodule(names["query"]).bias
         q_bias = torch.zeros(mk["query"].shape[0]) if q_bias is None else q_bias.detach().cpu()
@@ -156,6 +167,7 @@ class StructuredSMPExtension(Extension):
             raise ValueError("struct_coupling, struct_head_coupling and struct_lambda must be >= 0")
         self.coupling, self.head_coupling, self.group_lambda = coupling, head_coupling, group_lambda
         self.layers: list[dict] = []
+        self.matrices: dict = {}  # module type (possibly joined) -> its architectures.Matrix
         self.heads = 0
         self._cache: dict = {}  # (layer index, grad enabled) -> effective scores; cleared every step
 
@@ -168,22 +180,33 @@ class StructuredSMPExtension(Extension):
         pruner = ctx.pruner
         if pruner is None or pruner.masking not in ("smp-s", "local"):
             raise ValueError("structure-aware SMP couples TopK scores: use masking smp-s or local")
-        self.heads = architecture_for(ctx.model.config).heads(ctx.model.config)
+        arch = architecture_for(ctx.model.config)
+        self.heads = arch.heads(ctx.model.config)
         by_layer: dict[int, dict] = defaultdict(dict)
         for m in pruner.matrices:
             by_layer[m.layer][m.type] = pruner.modules[m.name]
         self.layers = [by_layer[li] for li in sorted(by_layer)]
+        self.matrices = {t: arch.matrix(t) for layer in self.layers for t in layer}
         for i, layer in enumerate(self.layers):
             for mtype, module in layer.items():
                 module.score_fn = self._score_fn(i, mtype)
 
+    def _scores(self, index: int) -> dict[str, torch.Tensor]:
+        """Logical matrix type -> scores of one layer (a fused module's scores split by its row slices)."""
+        scores = {}
+        for mtype, module in self.layers[index].items():
+            s = module.mask_scores
+            scores.update({t: s[rows] for t, rows in self.matrices[mtype].slices(s.shape[0]).items()})
+        return scores
+
     def _score_fn(self, index: int, mtype: str):
         def fn() -> torch.Tensor:
             key = (index, torch.is_grad_enabled())
-            if key not in self._cache:  # one computation per layer and forward pass, shared by its six matrices
-                scores = {t: m.mask_scores for t, m in self.layers[index].items()}
-                self._cache[key] = effective_scores(scores, self.heads, self.coupling, self.head_coupling)
-            return self._cache[key][mtype]
+            if key not in self._cache:  # one computation per layer and forward pass, shared by its matrices
+                self._cache[key] = effective_scores(self._scores(index), self.heads, self.coupling,
+                                                    self.head_coupling)
+            parts = [self._cache[key][t] for t in self.matrices[mtype].types]
+            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         return fn
 
     def before_step(self, ctx, step):
@@ -199,8 +222,7 @@ class StructuredSMPExtension(Extension):
     def extra_loss(self, ctx, step, example_ids, labels, logits):
         if not self.group_lambda:
             return None
-        return self.group_lambda * torch.stack(
-            [group_lasso({t: m.mask_scores for t, m in layer.items()}) for layer in self.layers]).mean()
+        return self.group_lambda * torch.stack([group_lasso(self._scores(i)) for i in range(len(self.layers))]).mean()
 
     def record(self) -> dict:
         return {"coupling": self.coupling, "head_coupling": self.head_coupling, "group_lambda": self.group_lambda}

@@ -1,0 +1,161 @@
+"""Compile speedup per architecture: DistilBERT- and ModernBERT-shaped models at 90% sparsity, 1 x 128 tokens, CPU.
+
+For every architecture the steps of ``sparsekit run``: prune (magnitude pruning to ``--keep`` over a short
+SST-2 run, or with ``--prune-steps 0`` random unstructured masks) -> export (its artifact layout: compact for
+BERT, structure-preserving for the others) -> ``sparsekit.load`` -> ``sparsekit.compile`` (backends chosen by
+measurement, per layer) -> the compiled logits checked against the masked dense model (max |Δ| <= 1e-4) ->
+latency of the masked dense eager Hugging Face model and of the compiled artifact, measured interleaved
+(sparsekit.timing.measure_interleaved) on random token ids, batch x seq. The models are random-init (no real
+weights of these families can be downloaded here); latency depends on the shapes and the masks only.
+
+    python benchmarks/architectures_cpu.py                      # distilbert-base, modernbert-base; writes results/
+    python benchmarks/architectures_cpu.py --smoke              # tiny shapes, few repeats, writes to /tmp
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sparsekit.compiler import compile
+from sparsekit.data.inputs import random_inputs
+from sparsekit.export.artifact import export, load
+from sparsekit.kernels import cpu as kernels
+from sparsekit.machine import header
+from sparsekit.models import load_classifier, load_tokenizer, prunable_matrices
+from sparsekit.prune import load_pruned
+from sparsekit.prune.config import PruneConfig
+from sparsekit.prune.train import prune
+from sparsekit.timing import measure_interleaved
+
+RESULTS = Path(__file__).parent / "results"
+ATOL = 1e-4
+
+
+def pruned_model(arch: str, keep: float, steps: int, workdir: Path):
+    """``(masked dense model, tokenizer, run or (model, tokenizer) source for export)`` of ``random:<arch>``."""
+    if steps > 0:
+        run = workdir / f"{arch}-run"
+        prune(PruneConfig(model=f"random:{arch}", method="magnitude", keep=keep, steps=steps, train_samples=256,
+                          eval_samples=64, batch_size=8, max_length=64, progress=False, output_dir=str(run),
+                          overwrite=True))
+        pruned = load_pruned(run)
+        return pruned.model, pruned.tokenizer, run
+    torch.manual_seed(0)
+    model = load_classifier(f"random:{arch}", 2).eval()
+    with torch.no_grad():
+        for m in prunable_matrices(model):
+            w = model.get_submodule(m.name).weight
+            w.mul_(torch.rand_like(w) < keep)
+    tokenizer = load_tokenizer(f"random:{arch}")
+    return model, tokenizer, (model, tokenizer)
+
+
+def run_arch(arch: str, args, workdir: Path) -> dict:
+    """Prune, export, load, compile and time one architecture; the result row."""
+    dense, tokenizer, source = pruned_model(arch, args.keep, args.prune_steps, workdir)
+    dense = dense.float().eval()
+    exported = export(source, workdir / f"{arch}-artifact", overwrite=True)
+    model = load(workdir / f"{arch}-artifact")
+    layout = model.manifest.get("layout", "compact")
+    tokens = args.batch * args.seq
+    report = compile(model, tokens=tokens, verbose=False)
+    x = random_inputs(args.batch, args.seq, dense.config.vocab_size, max_id=20000)
+    with torch.no_grad():
+        err = float((model(**x).logits - dense(**x).logits).abs().max())
+    if err > ATOL:
+        raise SystemExit(f"{arch}: compiled logits differ from the masked dense model by {err:.2e} > {ATOL}")
+    timings = measure_interleaved({"masked_dense": lambda: dense(**x), "compiled": lambda: model(**x)},
+                                  rounds=args.rounds, warmup=args.warmup, repeats=args.repeats)
+    backends: dict[str, int] = {}
+    for c in report.layers:
+        backends[c.backend] = backends.get(c.backend, 0) + 1
+    masks = [dense.get_submodule(m.name).weight != 0 for m in prunable_matrices(dense)]
+    ms = {k: {"median_ms": 1e3 * v["median"], "p25_ms": 1e3 * v["p25"], "p75_ms": 1e3 * v["p75"], "runs": v["runs"]}
+          for k, v in timings.items()}
+    return {"arch": arch, "model_type": dense.config.model_type, "layout": layout,
+            "shape": {"hidden": dense.config.hidden_size, "layers": dense.config.num_hidden_layers,
+                      "heads": dense.config.num_attention_heads,
+                      "ffn": getattr(dense.config, "intermediate_size", getattr(dense.config, "hidden_dim", None))},
+            "density": sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks),
+            "skipped_rules": sorted(model.manifest.get("skipped_rules", {})),
+            "bytes": {"dense_fp32": exported.bytes_dense, "exported": exported.bytes_exported},
+            "compiled_layers": backends, "max_abs_logit_diff": err, "latency": ms,
+            "speedup": ms["masked_dense"]["median_ms"] / ms["compiled"]["median_ms"]}
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"# Compile speedup per architecture ({result['date']})", "",
+             f"`{result['command']}`", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {result['threads']} threads, kernels ISA {result['isa']}; "
+             f"torch {result['versions']['torch']}, transformers {result['versions']['transformers']}.",
+             f"Masks: {result['masks']}; batch {result['batch']} x {result['seq']} tokens; median of interleaved "
+             f"rounds (p25-p75).", "",
+             "| architecture | layout | shape (hidden/layers/heads/FFN) | density | compiled layers | masked dense ms "
+             "| compiled ms | speedup | max abs Δlogit |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        s, lat = r["shape"], r["latency"]
+        layers = ", ".join(f"{k} {v}" for k, v in sorted(r["compiled_layers"].items()))
+        lines.append(f"| {r['arch']} | {r['layout']} | {s['hidden']}/{s['layers']}/{s['heads']}/{s['ffn']} | "
+                     f"{100 * r['density']:.1f}% | {layers} | {lat['masked_dense']['median_ms']:.2f} "
+                     f"({lat['masked_dense']['p25_ms']:.2f}-{lat['masked_dense']['p75_ms']:.2f}) | "
+                     f"{lat['compiled']['median_ms']:.2f} ({lat['compiled']['p25_ms']:.2f}-"
+                     f"{lat['compiled']['p75_ms']:.2f}) | {r['speedup']:.2f}x | {r['max_abs_logit_diff']:.1e} |")
+    lines += ["", "Layout `modules`: the structure is kept and every prunable module (ModernBERT's fused Wqkv and "
+              "GLU Wi whole) is stored in a sparse format; the skipped exact-compaction rules are listed in the "
+              "JSON and the artifact's report."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=["distilbert-base", "modernbert-base"],
+                        help="random:<arch>-<shape> names (models.random_model_names)")
+    parser.add_argument("--keep", type=float, default=0.1,
+                        help="fraction of the encoder weights kept (0.1 = 90%% sparse)")
+    parser.add_argument("--prune-steps", type=int, default=10,
+                        help="magnitude-pruning steps on SST-2; 0 = random unstructured masks")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=RESULTS / "architectures_cpu",
+                        help="output path without suffix (.json and .md are written)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny shapes, 2 prune steps, few repeats, output in a temporary directory")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.archs = [a.rsplit("-", 1)[0] + "-tiny" for a in args.archs]
+        args.prune_steps, args.rounds, args.warmup, args.repeats = min(args.prune_steps, 2), 1, 1, 3
+        args.out = Path(tempfile.mkdtemp(prefix="architectures-smoke-")) / "architectures_cpu"
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as work:
+        rows = []
+        for arch in args.archs:
+            rows.append(run_arch(arch, args, Path(work)))
+            r = rows[-1]
+            print(f"{arch}: {r['layout']}, density {100 * r['density']:.1f}%, compiled {r['compiled_layers']}, "
+                  f"{r['latency']['masked_dense']['median_ms']:.2f} -> {r['latency']['compiled']['median_ms']:.2f} ms "
+                  f"({r['speedup']:.2f}x), max |Δlogit| {r['max_abs_logit_diff']:.1e}", flush=True)
+    masks = (f"magnitude pruning, {args.prune_steps} SST-2 steps" if args.prune_steps > 0 else "random unstructured")
+    result = {**header(), "command": "python benchmarks/architectures_cpu.py " + " ".join(argv or sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "isa": kernels.isa(),
+              "threads": args.threads, "keep": args.keep, "masks": f"{masks} to keep {args.keep}",
+              "batch": args.batch, "seq": args.seq, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
