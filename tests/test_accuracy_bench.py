@@ -89,6 +89,9 @@ def test_markdown_json_and_plot(tmp_path):
     assert "| movement >= magnitude @10% | accuracy | +10.00 | 2.00 |" in md and "| yes |" in md
     assert "Seeds: 42, 43, 44" in md and "Command: `python benchmarks/accuracy.py`" in md
     assert json.loads(json.dumps(result)) == result
+    rows = _rows()
+    rows[0]["wall_seconds"] = None
+    assert "| n/a, 2.0, 3.0 min |" in report.to_markdown(_result(rows))
     png = report.plot(result, tmp_path / "a.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -135,7 +135,8 @@ def to_markdown(result: dict) -> str:
         for name in metrics:
             s = c["metrics"].get(name)
             cells += ["—", "—"] if s is None else [_pm(s), ", ".join(f"{100 * x:.2f}" for x in s["values"])]
-        wall = ", ".join(f"{w / 60:.1f}" for w in c["wall_seconds"]) + " min"
+        # None: a row finished outside the benchmark (no wall record).
+        wall = ", ".join("n/a" if w is None else f"{w / 60:.1f}" for w in c["wall_seconds"]) + " min"
         lines.append(f"| {c['method']} | {100 * c['target_keep']:g}% | {100 * c['density']['mean']:.2f}% | "
                      + " | ".join(cells) + f" | {wall} |")
     if result["closeness"]:
