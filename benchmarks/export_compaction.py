@@ -1,13 +1,13 @@
 """Compaction benchmark: size and latency of the compacted model vs the masked dense model.
 
 Models: MiniLM pruned by SMP-S at 10% and 3% remaining (real masks; by default the runs of
-benchmarks/accuracy_sst2.py), and BERT-base-shaped random-init models with random unstructured masks at
+benchmarks/accuracy.py), and BERT-base-shaped random-init models with random unstructured masks at
 10% and 3%. Modes: exact compaction and the lossy mode (rows with fewer than k=10 weights dropped).
 For the MiniLM runs the lossy mode's SST-2 dev accuracy change is measured (exact compaction changes
 nothing, max |Δlogit| is reported). Latency: batch x 128 tokens, 2 threads, median of many runs after
 warm-up, masked dense and compacted measured in the same process, interleaved.
 
-    python benchmarks/export_compaction.py --smp-runs runs/accuracy-sst2/cpu/smp-s-0.1 runs/accuracy-sst2/cpu/smp-s-0.03
+    python benchmarks/export_compaction.py --smp-runs runs/accuracy/sst2-cpu/seed42/smp-s-0.1 runs/accuracy/sst2-cpu/seed42/smp-s-0.03
 """
 from __future__ import annotations
 

@@ -1,0 +1,327 @@
+"""Accuracy benchmark: pruning methods on the real MiniLM + a GLUE task, every configuration over several seeds.
+
+Rows: the dense fine-tune, then each method of ``--methods`` at each remaining fraction of ``--keeps``, each
+for every seed of ``--seeds`` (default 42 43 44). Each row is one ``sparsekit.prune`` run (the same code path
+as the CLI) in its own directory ``<work-dir>/<task>-<budget>/seed<seed>/<method>-<keep>``: a finished row is
+reused (after checking that its settings are the ones asked for), an interrupted row continues from its last
+checkpoint (``resume=True``, every ``--save-every`` steps), so a table can be completed over several sittings:
+stop the benchmark at any point and run the same command again. The seed is PruneConfig.seed: it changes the
+new head's init, the data order, dropout and, at the CPU budget, the seeded train subset; the initial mask
+scores of SMP / movement are a constant or |W| by definition (no seed in them; AbP's random logits are seeded).
+
+Reported: mean ± sample std (n-1) over seeds and every per-seed value of each metric (accuracy; accuracy and F1
+on MRPC), measured remaining weights, wall time per run (summed over sittings), machine, versions, command; each
+"A >= B" of the method ordering is marked supported only when the difference of means exceeds the larger seed
+std (with Welch's p-value). Results: ``benchmarks/results/<name>.{json,md,png}``.
+
+Budgets. CPU (default): a seeded 16,000-example subset of the train set and 600 steps of batch 32 (~5 min per
+SST-2 row on 2 cores). ``--full``: the paper's budget: SST-2 all train examples, 12 epochs, batch 64; MRPC all
+3,668 train examples, batch 32, 10 epochs for pruning and 3 for the dense fine-tune (the SMP / movement-pruning
+protocol).
+
+    python benchmarks/accuracy.py --preset sst2-cpu      # SST-2, same CPU budget: 10% and 3%, 3 seeds
+    python benchmarks/accuracy.py --preset mrpc-paper    # MRPC, paper budget: SMP-S and movement at 10%, 3 seeds
+    python benchmarks/accuracy.py --seeds 0 1 2 --keeps 0.1 --methods smp-s movement
+
+Issue-7 methods (same budget): ``smp-struct`` (structure-aware SMP), ``abp`` (Adapting-by-Pruning), ``lpaf``
+(low-rank prune-and-factorize), ``cap-<base>`` (CAP's PrC + SnC + FiC contrastive losses on top of <base>,
+with the same seed's finetune row as teacher and KD at w_ce 0.1 / w_kd 0.9, T 2) and ``kd-<base>`` (the same
+KD without CAP, CAP's baseline). ``--compare-structure`` compares the compacted SMP-S and smp-struct models of
+the finished rows of the first seed (size, exact compaction, latency with the export_compaction benchmark's
+functions):
+
+    python benchmarks/accuracy.py --keeps 0.1 0.03 --methods smp-s smp-struct abp lpaf kd-smp-s cap-smp-s
+    python benchmarks/accuracy.py --keeps 0.1 0.03 --compare-structure
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import sparsekit
+from sparsekit.bench import accuracy as report
+from sparsekit.machine import machine_info
+from sparsekit.prune import PruneConfig, prune
+from sparsekit.prune.checkpoints import complete_checkpoints, run_record
+from sparsekit.versions import library_versions
+
+METHODS = ("smp-s", "smp-l", "soft-movement", "movement", "magnitude")
+NEW_METHODS = ("smp-struct", "abp", "lpaf") + tuple(f"{prefix}-{base}" for prefix in ("cap", "kd")
+                                                   for base in ("smp-s", "movement", "soft-movement"))
+CAP_SETTINGS = dict(cap="prc,snc,fic", kd_alpha=0.9, kd_temperature=2.0)
+KEEPS = (0.5, 0.1, 0.03)
+SEEDS = (42, 43, 44)
+RESULTS = Path(__file__).parent / "results"
+TASKS = {"sst2": ["accuracy"], "mrpc": ["accuracy", "f1"]}
+#: "METHOD at KEEP within MARGIN of the dense fine-tune" on the means of the task's last metric.
+CLOSENESS = {"sst2": [("smp-s", 0.5, 0.005), ("smp-s", 0.1, 0.015)], "mrpc": [("smp-s", 0.1, 0.01)]}
+#: Orderings whose adjacent "A >= B" the report checks against the seed spread.
+CHAINS = [("smp-s", "movement", "magnitude"), ("smp-s", "smp-struct")] + [
+    (f"cap-{base}", f"kd-{base}") for base in ("smp-s", "movement", "soft-movement")]
+PRESETS = {
+    "sst2-cpu": dict(task="sst2", full=False, keeps=[0.1, 0.03], methods=["smp-s", "smp-struct", "movement",
+                                                                          "magnitude"]),
+    "mrpc-paper": dict(task="mrpc", full=True, keeps=[0.1], methods=["smp-s", "movement"]),
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What each row trains on. name: the work-dir component ("cpu" or "full"); finetune_epochs: the dense
+    row's epochs where they differ from the pruning rows' (MRPC's paper budget: 3)."""
+
+    name: str
+    description: str
+    train_samples: int | None
+    steps: int | None
+    epochs: float
+    batch_size: int
+    max_length: int
+    finetune_epochs: float | None = None
+
+    def settings(self, method: str) -> dict:
+        """The PruneConfig fields of this budget for ``method``'s rows."""
+        epochs = self.finetune_epochs if method == "finetune" and self.finetune_epochs else self.epochs
+        return dict(train_samples=self.train_samples, steps=self.steps, epochs=epochs,
+                    batch_size=self.batch_size, max_length=self.max_length)
+
+
+def budget_for(args) -> Budget:
+    """The budget of ``--full`` (per task) or the CPU budget from ``--steps`` / ``--train-samples`` / ..."""
+    if args.full and args.task == "sst2":
+        return Budget("full", "full: all 67,349 train examples, 12 epochs, batch 64", None, None, 12.0, 64, 128)
+    if args.full:
+        return Budget("full", "paper budget: all train examples, batch 32, 10 epochs (dense fine-tune: 3)",
+                      None, None, 10.0, 32, 128, finetune_epochs=3.0)
+    return Budget("cpu", f"CPU budget: {args.train_samples} train examples (seeded subset, per seed), "
+                         f"{args.steps} steps of batch {args.batch_size}", args.train_samples, args.steps, 1.0,
+                  args.batch_size, args.max_length)
+
+
+def row_dir(work: Path, seed: int, method: str, keep: float) -> Path:
+    """The run directory of one row (``work`` is ``<work-dir>/<task>-<budget>``)."""
+    return work / f"seed{seed}" / f"{method}-{keep:g}"
+
+
+def row_config(method: str, keep: float, seed: int, args, budget: Budget, work: Path) -> PruneConfig:
+    """The PruneConfig of one row (without resume / overwrite, which depend on what its directory holds)."""
+    base, extra = method, {}
+    if method.startswith(("cap-", "kd-")):
+        prefix, base = method.split("-", 1)
+        teacher = row_dir(work, seed, "finetune", 1.0)
+        if not (teacher / "metrics.json").is_file():
+            raise SystemExit(f"{method} needs the finetune row of seed {seed} as its teacher ({teacher}); "
+                             f"run it first")
+        extra = dict(CAP_SETTINGS, teacher=str(teacher))
+        if prefix == "kd":
+            extra.pop("cap")
+    return PruneConfig(method=base, keep=keep, task=args.task, model=args.model,
+                       output_dir=str(row_dir(work, seed, method, keep)), seed=seed, data_dir=args.data_dir,
+                       save_every=args.save_every, progress=not args.quiet, **budget.settings(method), **extra)
+
+
+def _check_reusable(out: Path, config: PruneConfig) -> None:
+    """Stop if the finished row in ``out`` was run with other settings than ``config`` (never mix budgets)."""
+    saved = run_record(json.loads((out / "recipe.json").read_text())["config"])
+    wanted = run_record(config.to_dict())
+    diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+    if diff:
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise SystemExit(f"{out} holds a finished run with other settings ({detail}); use another --work-dir")
+
+
+def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Path) -> dict:
+    """Run (or reuse, or resume) one row; its record for the report (see sparsekit.bench.accuracy)."""
+    config = row_config(method, keep, seed, args, budget, work)
+    out = Path(config.output_dir)
+    wall_file = out.parent / f"{out.name}.wall.json"
+    if (out / "metrics.json").is_file():
+        _check_reusable(out, config)
+        print(f"reusing {out}", file=sys.stderr)
+    else:
+        config.resume = bool(complete_checkpoints(out))
+        config.overwrite = out.exists() and not config.resume
+        print(f"{'resuming' if config.resume else 'running'} {out}", file=sys.stderr)
+        # Wall time is summed over sittings; a sitting killed with SIGKILL is not counted.
+        wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {"wall_seconds": 0.0, "sittings": 0}
+        started = time.time()
+        try:
+            prune(config)
+        finally:
+            wall = {"wall_seconds": wall["wall_seconds"] + time.time() - started, "sittings": wall["sittings"] + 1}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            wall_file.write_text(json.dumps(wall) + "\n")
+    metrics = json.loads((out / "metrics.json").read_text())
+    recipe = json.loads((out / "recipe.json").read_text())
+    wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {"wall_seconds": None, "sittings": None}
+    return {"method": method, "target_keep": keep if method != "finetune" else 1.0, "seed": seed,
+            "density": metrics["density"],
+            "metrics": {name: metrics[name] for name in TASKS[args.task] if name in metrics},
+            "train_seconds": metrics["train_seconds"], "wall_seconds": wall["wall_seconds"],
+            "sittings": wall["sittings"], "steps": metrics["steps"], "run_dir": str(out),
+            "resumed_from": recipe.get("resumed_from")}
+
+
+def compare_structure(args, work: Path) -> dict:
+    """SMP-S vs smp-struct at each keep: compacted size, exactness, artifact bytes, interleaved latency."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from export_compaction import latency, max_logit_error, model_bytes
+
+    from sparsekit.export.artifact import export
+    from sparsekit.export.compact import compact
+    from sparsekit.prune import load_pruned
+
+    torch.set_num_threads(args.threads)
+    rows = []
+    for keep in args.keeps:
+        entry = {"target_keep": keep}
+        compacted = {}
+        for method in ("smp-s", "smp-struct"):
+            run = row_dir(work, args.seeds[0], method, keep)
+            if not (run / "metrics.json").is_file():
+                raise SystemExit(f"{run} is missing: run the accuracy rows first (--methods smp-s smp-struct)")
+            pruned = load_pruned(run)
+            model_c, report = compact(pruned.model)
+            before, after = report.params()
+            art = export(pruned, work / "artifacts" / f"{method}-{keep:g}", overwrite=True)
+            compacted[method] = model_c
+            entry[method] = {"accuracy": pruned.metrics["accuracy"], "density": pruned.metrics["density"],
+                             "encoder_fraction": after / before, "encoder_bytes_compact_fp32": after * 4,
+                             "model_bytes_compact": model_bytes(model_c),
+                             "artifact_encoder_bytes": art.bytes_exported,
+                             "heads_removed": sum(len(layer["heads_removed"]) for layer in report.layers),
+                             "max_abs_logit_error": max_logit_error(pruned.model, model_c, pruned.tokenizer),
+                             "structure": pruned.report.get("structure", {}).get("total")}
+        # latency(a, b) measures both interleaved; "masked_dense" is SMP-S compacted, "compacted" smp-struct.
+        entry["latency"] = {f"{b}x{args.seq}": latency(compacted["smp-s"], compacted["smp-struct"], b, args.seq,
+                                                       args.repeats) for b in args.batch}
+        s, t = entry["smp-s"], entry["smp-struct"]
+        entry["size_ratio_encoder"] = s["encoder_bytes_compact_fp32"] / t["encoder_bytes_compact_fp32"]
+        entry["size_ratio_model"] = s["model_bytes_compact"] / t["model_bytes_compact"]
+        entry["accuracy_change"] = t["accuracy"] - s["accuracy"]
+        rows.append(entry)
+        print(json.dumps(entry), file=sys.stderr)
+    return {"benchmark": "structured_smp_compaction", "command": " ".join(["python"] + sys.argv),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine_info(), "versions": library_versions(),
+            "rows": rows}
+
+
+def structure_markdown(result: dict) -> str:
+    lines = ["# Structure-aware SMP vs SMP-S: compacted size and latency (MiniLM-L6, SST-2)", "",
+             f"Command: `{result['command']}`  ", f"Machine: {result['machine']['cpu']}, torch threads "
+             f"{result['machine']['torch_threads']}  ", f"Date: {result['date']}", "",
+             "Encoder = the six matrix types as dense fp32 after exact compaction; model = every parameter of the "
+             "compacted model (embeddings included); artifact = encoder matrices as exported (auto dense/CSR). "
+             "Latency: compacted models, median, interleaved in one process.", "",
+             "| remaining | method | dev acc | encoder after | encoder MiB | model MiB | artifact MiB | heads gone |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        for m in ("smp-s", "smp-struct"):
+            e = r[m]
+            lines.append(f"| {100 * r['target_keep']:g}% | {m} | {100 * e['accuracy']:.2f} | "
+                         f"{100 * e['encoder_fraction']:.2f}% | {e['encoder_bytes_compact_fp32'] / 2**20:.2f} | "
+                         f"{e['model_bytes_compact'] / 2**20:.2f} | {e['artifact_encoder_bytes'] / 2**20:.2f} | "
+                         f"{e['heads_removed']} |")
+    lines += ["", "| remaining | encoder size ratio | model size ratio | accuracy change | latency SMP-S → struct |",
+              "|---:|---:|---:|---:|---|"]
+    for r in result["rows"]:
+        lat = "; ".join(f"{k}: {v['masked_dense']['median_ms']:.1f} → {v['compacted']['median_ms']:.1f} ms "
+                        f"({v['speedup']:.2f}×)" for k, v in r["latency"].items())
+        lines.append(f"| {100 * r['target_keep']:g}% | {r['size_ratio_encoder']:.2f}× | {r['size_ratio_model']:.2f}× | "
+                     f"{100 * r['accuracy_change']:+.2f} | {lat} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_result(rows: list[dict], args, budget: Budget, wall_seconds: float) -> dict:
+    """The JSON result of a table: rows, per-configuration statistics, targets and inequality checks."""
+    metric_names = TASKS[args.task]
+    configs = report.configurations(rows, metric_names)
+    inequalities = [check for metric in metric_names for chain in CHAINS
+                    for check in report.inequality_checks(configs, metric, chain)]
+    return {"benchmark": "accuracy", "task": args.task, "budget": budget.description, "budget_name": budget.name,
+            "seeds": list(args.seeds), "metric_names": metric_names,
+            "command": " ".join(["python"] + sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "wall_seconds": wall_seconds, "machine": machine_info(), "versions": library_versions(),
+            "sparsekit": sparsekit.__version__, "rows": rows, "configurations": configs,
+            "closeness": report.closeness_checks(configs, metric_names[-1], CLOSENESS[args.task]),
+            "inequalities": inequalities}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; a ``--preset`` sets defaults that explicit options still override."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                        help="a named table: sst2-cpu (same CPU budget, 10%% and 3%%) or mrpc-paper (paper budget)")
+    parser.add_argument("--task", choices=tuple(TASKS), default="sst2")
+    parser.add_argument("--full", action="store_true", help="paper budget (see the module docstring)")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--train-samples", type=int, default=16000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=64)
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="one row per seed [42 43 44]")
+    seeds.add_argument("--seed", type=int, default=None, help="a single seed (same as --seeds SEED)")
+    parser.add_argument("--save-every", type=int, default=100,
+                        help="checkpoint every this many steps, where an interrupted row resumes")
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + NEW_METHODS)
+    parser.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS))
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/accuracy"),
+                        help="where the per-row runs go (finished rows are reused, interrupted ones resumed)")
+    parser.add_argument("--name", default=None,
+                        help="results file stem [accuracy_<task>_<cpu|full>_seeds; structured_smp_<cpu|full>]")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--compare-structure", action="store_true",
+                        help="compare the finished smp-s and smp-struct rows: compacted size and latency")
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 8], help="--compare-structure: batch sizes")
+    parser.add_argument("--seq", type=int, default=128, help="--compare-structure: sequence length")
+    parser.add_argument("--repeats", type=int, default=20, help="--compare-structure: timed runs per model")
+    parser.add_argument("--threads", type=int, default=2, help="--compare-structure: torch threads")
+    preset = parser.parse_known_args(argv)[0].preset
+    if preset:
+        parser.set_defaults(**PRESETS[preset])
+    args = parser.parse_args(argv)
+    if args.seed is not None:
+        args.seeds = [args.seed]
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; returns the result written (the table's JSON, or --compare-structure's)."""
+    args = parse_args(argv)
+    budget = budget_for(args)
+    work = args.work_dir / f"{args.task}-{budget.name}"
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    if args.compare_structure:
+        result = compare_structure(args, work)
+        stem = args.name or f"structured_smp_{budget.name}"
+        (args.results_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.results_dir / f"{stem}.md").write_text(structure_markdown(result))
+        print(structure_markdown(result))
+        return result
+    started = time.time()
+    rows = []
+    for seed in args.seeds:
+        rows.append(run_row("finetune", 1.0, seed, args, budget, work))
+        for keep in args.keeps:
+            for method in args.methods:
+                rows.append(run_row(method, keep, seed, args, budget, work))
+    result = build_result(rows, args, budget, time.time() - started)
+    stem = args.name or f"accuracy_{args.task}_{budget.name}_seeds"
+    (args.results_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.results_dir / f"{stem}.md").write_text(report.to_markdown(result))
+    report.plot(result, args.results_dir / f"{stem}.png")
+    print(report.to_markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The multi-seed accuracy benchmark: statistics and seed-spread comparisons on hand-computed values, the
+markdown / JSON / PNG writers, what the seed changes, and the benchmark's rows on the tiny model (distinct per
+seed, reused when finished, resumed when interrupted)."""
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from scipy import stats
+
+from sparsekit.bench import accuracy as report
+from sparsekit.prune import prune
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("accuracy_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module's string annotations through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_summarize_uses_the_sample_std():
+    s = report.summarize([1.0, 2.0, 3.0])
+    assert s["n"] == 3 and s["mean"] == 2.0 and s["std"] == pytest.approx(1.0) and s["values"] == [1.0, 2.0, 3.0]
+    assert report.summarize([0.5])["std"] is None
+
+
+def test_compare_against_hand_computed_welch():
+    a, b = [0.80, 0.82, 0.84], [0.70, 0.71, 0.72]
+    c = report.compare(a, b)
+    # std_a = 0.02, std_b = 0.01; Welch: t = 0.11 / sqrt(0.02²/3 + 0.01²/3), df = (va + vb)² / (va²/2 + vb²/2).
+    va, vb = 0.02 ** 2 / 3, 0.01 ** 2 / 3
+    t = 0.11 / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    assert c["difference"] == pytest.approx(0.11) and c["spread"] == pytest.approx(0.02)
+    assert c["exceeds_spread"] and c["verdict"] == "supported"
+    assert c["p_value"] == pytest.approx(2 * stats.t.sf(t, df), rel=1e-6)
+    assert report.compare([0.80, 0.84], [0.79, 0.83])["verdict"] == "within spread"  # 0.01 < std 0.028
+    assert report.compare(b, a)["verdict"] == "contradicted"
+    assert report.compare([0.8], a)["verdict"] == "no spread measured"
+    assert report.compare([0.8, 0.8], [0.7, 0.7])["p_value"] is None  # no variance: no t-test
+
+
+def _rows():
+    values = {("finetune", 1.0): [0.86, 0.87, 0.88], ("smp-s", 0.1): [0.80, 0.82, 0.84],
+              ("movement", 0.1): [0.79, 0.81, 0.83], ("magnitude", 0.1): [0.70, 0.71, 0.72]}
+    return [{"method": m, "target_keep": k, "seed": s, "density": k, "metrics": {"accuracy": v[i]},
+             "train_seconds": 10.0 + i, "wall_seconds": 60.0 * (i + 1), "steps": 4, "run_dir": "x",
+             "resumed_from": None}
+            for (m, k), v in values.items() for i, s in enumerate((42, 43, 44))]
+
+
+def _result(rows):
+    configs = report.configurations(rows, ["accuracy"])
+    return {"task": "sst2", "budget": "test budget", "seeds": [42, 43, 44], "metric_names": ["accuracy"],
+            "command": "python benchmarks/accuracy.py", "date": "today",
+            "machine": {"cpu": "cpu", "cores": 2, "torch_threads": 2, "gpu": None},
+            "versions": {"torch": "t", "transformers": "tf", "sparsekit": "s"}, "configurations": configs,
+            "closeness": report.closeness_checks(configs, "accuracy", [("smp-s", 0.1, 0.015)]),
+            "inequalities": report.inequality_checks(configs, "accuracy")}
+
+
+def test_configurations_and_checks():
+    configs = report.configurations(_rows(), ["accuracy"])
+    assert [(c["method"], c["seeds"]) for c in configs][1] == ("smp-s", [42, 43, 44])
+    assert configs[1]["metrics"]["accuracy"]["mean"] == pytest.approx(0.82)
+    assert configs[1]["wall_seconds"] == [60.0, 120.0, 180.0]
+    checks = report.inequality_checks(configs, "accuracy")
+    assert [(c["claim"], c["verdict"]) for c in checks] == [("smp-s >= movement @10%", "within spread"),
+                                                            ("movement >= magnitude @10%", "supported")]
+    close = report.closeness_checks(configs, "accuracy", [("smp-s", 0.1, 0.015)])
+    assert not close[0]["met"] and close[0]["difference"] == pytest.approx(-0.05)
+
+
+def test_markdown_json_and_plot(tmp_path):
+    result = _result(_rows())
+    md = report.to_markdown(result)
+    assert "| smp-s | 10% | 10.00% | 82.00 ± 2.00 | 80.00, 82.00, 84.00 | 1.0, 2.0, 3.0 min |" in md
+    assert "| smp-s >= movement @10% | accuracy | +1.00 | 2.00 |" in md and "no (within spread)" in md
+    assert "| movement >= magnitude @10% | accuracy | +10.00 | 2.00 |" in md and "| yes |" in md
+    assert "Seeds: 42, 43, 44" in md and "Command: `python benchmarks/accuracy.py`" in md
+    assert json.loads(json.dumps(result)) == result
+    rows = _rows()
+    rows[0]["wall_seconds"] = None
+    assert "| n/a, 2.0, 3.0 min |" in report.to_markdown(_result(rows))
+    png = report.plot(result, tmp_path / "a.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_seed_changes_head_init_data_order_and_subset(tiny_model_dir):
+    from sparsekit.data.glue import seeded_subset
+    from sparsekit.models import load_classifier
+    from sparsekit.prune.train import EpochSampler
+
+    heads = [dict(load_classifier(tiny_model_dir, 2, seed=s).classifier.named_parameters())["weight"] for s in (0, 1)]
+    assert not torch.equal(heads[0], heads[1])
+    assert list(EpochSampler(100, 0)) != list(EpochSampler(100, 1))
+    assert seeded_subset(list(range(100)), 10, 0) != seeded_subset(list(range(100)), 10, 1)
+
+
+def _argv(tiny_model_dir, tmp_path, seeds):
+    return ["--model", str(tiny_model_dir), "--steps", "4", "--train-samples", "32", "--batch-size", "8",
+            "--max-length", "24", "--seeds", *map(str, seeds), "--keeps", "0.5", "--methods", "movement",
+            "--work-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--quiet",
+            "--save-every", "2", "--name", "acc"]
+
+
+def test_rows_per_seed_reuse_and_resume(bench, tiny_model_dir, tmp_path, monkeypatch):
+    result = bench.main(_argv(tiny_model_dir, tmp_path, [0, 1]))
+    assert [(r["method"], r["seed"]) for r in result["rows"]] == [("finetune", 0), ("movement", 0),
+                                                                  ("finetune", 1), ("movement", 1)]
+    work = tmp_path / "runs" / "sst2-cpu"
+    a, b = (load_file(str(work / f"seed{s}" / "movement-0.5" / "model.safetensors")) for s in (0, 1))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert all(r["wall_seconds"] > 0 and r["sittings"] == 1 for r in result["rows"])
+    for ext in ("json", "md", "png"):
+        assert (tmp_path / "results" / f"acc.{ext}").is_file()
+    assert json.loads((tmp_path / "results" / "acc.json").read_text())["seeds"] == [0, 1]
+
+    # A second invocation reuses every finished row: no training at all.
+    def no_training(config):
+        raise AssertionError(f"trained {config.output_dir} again")
+
+    monkeypatch.setattr(bench, "prune", no_training)
+    again = bench.main(_argv(tiny_model_dir, tmp_path, [0, 1]))
+    assert [r["metrics"] for r in again["rows"]] == [r["metrics"] for r in result["rows"]]
+    monkeypatch.setattr(bench, "prune", prune)
+
+    # A row stopped mid-run (as a killed benchmark leaves it) continues from its checkpoint.
+    args = bench.parse_args(_argv(tiny_model_dir, tmp_path, [2]))
+    budget = bench.budget_for(args)
+    config = bench.row_config("finetune", 1.0, 2, args, budget, work)
+    config.stop_after = 2
+    prune(config)
+    assert (work / "seed2" / "finetune-1" / "checkpoints" / "step-2").is_dir()
+    resumed = bench.main(_argv(tiny_model_dir, tmp_path, [2]))
+    row = resumed["rows"][0]
+    assert row["steps"] == 4 and row["resumed_from"] and row["resumed_from"].endswith("step-2")
+
+
+def test_a_finished_row_with_other_settings_is_not_reused(bench, tiny_model_dir, tmp_path):
+    bench.main(_argv(tiny_model_dir, tmp_path, [0]))
+    argv = _argv(tiny_model_dir, tmp_path, [0])
+    argv[argv.index("--steps") + 1] = "6"
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.main(argv)
