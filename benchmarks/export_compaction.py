@@ -7,7 +7,8 @@ For the MiniLM runs the lossy mode's SST-2 dev accuracy change is measured (exac
 nothing, max |Δlogit| is reported). Latency: batch x 128 tokens, 2 threads, median of many runs after
 warm-up, masked dense and compacted measured in the same process, interleaved.
 
-    python benchmarks/export_compaction.py --smp-runs runs/accuracy/sst2-cpu/seed42/smp-s-0.1 runs/accuracy/sst2-cpu/seed42/smp-s-0.03
+    python benchmarks/export_compaction.py --smp-runs runs/accuracy/sst2-cpu/seed42/smp-s-0.1 \
+        runs/accuracy/sst2-cpu/seed42/smp-s-0.03
 """
 from __future__ import annotations
 
