@@ -34,8 +34,8 @@ every call (below).
 Safety: the ops never read out of bounds, whatever tensors they are given. Every call checks, in C++ before
 touching memory, the dtypes, layouts, devices and sizes of all arguments and the contents of every index
 the kernels use (``ptr[0] == 0``, ``ptr`` non-decreasing, ``ptr[-1] == len(col)``, each column offset inside
-its chunk and below ``in_features``) -- a vectorised O(entries) scan, measured at <= 0.9% of the op at 128
-tokens on BERT-base shapes (up to ~5% for 1 token; ``benchmarks/results/op_validation_cost.md``). Bad
+its chunk and below ``in_features``) -- a vectorised O(entries) scan, measured at <= 1.4% of the op at 128
+tokens on BERT-base shapes (up to 8% for 1 token, where the op takes tens of microseconds; ``benchmarks/results/op_validation_cost.md``). Bad
 arguments raise ``ValueError`` / ``TypeError`` naming what is wrong, also for packed weights modified after
 packing.
 
