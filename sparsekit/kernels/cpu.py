@@ -35,7 +35,8 @@ Safety: the ops never read out of bounds, whatever tensors they are given. Every
 touching memory, the dtypes, layouts, devices and sizes of all arguments and the contents of every index
 the kernels use (``ptr[0] == 0``, ``ptr`` non-decreasing, ``ptr[-1] == len(col)``, each column offset inside
 its chunk and below ``in_features``) -- a vectorised O(entries) scan, measured at <= 1.4% of the op at 128
-tokens on BERT-base shapes (up to 8% for 1 token, where the op takes tens of microseconds; ``benchmarks/results/op_validation_cost.md``). Bad
+tokens on BERT-base shapes (up to 8% for 1 token, where the op takes tens of microseconds;
+``benchmarks/results/op_validation_cost.md``). Bad
 arguments raise ``ValueError`` / ``TypeError`` naming what is wrong, also for packed weights modified after
 packing.
 
