@@ -205,6 +205,21 @@ def supported_model_types() -> tuple[str, ...]:
     return tuple(t for arch in ARCHITECTURES for t in arch.model_types)
 
 
+#: Model types whose position ids start after the padding id (RoBERTa's embeddings), so a sequence may hold
+#: ``max_position_embeddings - pad_token_id - 1`` tokens, not ``max_position_embeddings``.
+PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def max_input_tokens(config) -> int | None:
+    """How many tokens one sequence may hold under ``config``'s position embeddings (None: no stated limit)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return None
+    if getattr(config, "model_type", None) in PADDING_OFFSET_POSITIONS:
+        positions -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return max(positions, 1)
+
+
 def architecture_for(config) -> Architecture:
     """The Architecture of a Hugging Face config; ModelError for a model type sparsekit does not support."""
     model_type = getattr(config, "model_type", None)

@@ -72,3 +72,21 @@ def test_format_error():
     assert format_error(RuntimeError("boom"), with_type=True) == "RuntimeError: boom"
     assert format_error(RuntimeError(""), with_type=True) == "RuntimeError"
     assert format_error(KeyError("x" * 500), with_type=True, first_line=True, max_chars=20) == "KeyError: 'xxxxxx..."
+
+
+def test_inputs_never_exceed_the_position_embeddings(tmp_path):
+    """RoBERTa's positions start after the padding id: 128 positions hold 126 tokens, and Predictor truncates
+    to that instead of failing in the forward pass."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sparsekit.architectures import max_input_tokens
+    from sparsekit.export.predict import Predictor
+    from tests.conftest import make_tiny_model_dir
+
+    path = make_tiny_model_dir(tmp_path / "roberta", model_type="roberta")
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=2)
+    assert max_input_tokens(model.config) == model.config.max_position_embeddings - model.config.pad_token_id - 1
+    predictor = Predictor(model, AutoTokenizer.from_pretrained(str(path)), max_length=512)
+    assert predictor.max_length == max_input_tokens(model.config)
+    [prediction] = predictor.predict(["the film " * 300])
+    assert prediction.label in (model.config.id2label[0], model.config.id2label[1])

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsekit.architectures import MATRIX_TYPES, architecture_for
+from sparsekit.architectures import MATRIX_TYPES, architecture_for, max_input_tokens
 from sparsekit.data.inputs import build_inputs
 from sparsekit.data.source import recorded_description
 from sparsekit.export.compact import CompactionReport, compact
@@ -124,6 +124,7 @@ def _load_source(source):
 
 @torch.no_grad()
 def _logits(model, tokenizer, texts, max_length: int = 128) -> torch.Tensor:
+    max_length = min(max_length, max_input_tokens(model.config) or max_length)
     return model(**build_inputs(tokenizer, texts, max_length)).logits.float()
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sparsekit.architectures import max_input_tokens
 from sparsekit.data.inputs import build_inputs
 
 
@@ -30,8 +31,9 @@ class Predictor:
         self.tokenizer = tokenizer or getattr(model, "tokenizer", None)
         if self.tokenizer is None:
             raise ValueError("Predictor needs a tokenizer (artifacts loaded with sparsekit.load carry one)")
-        self.max_length, self.batch_size = max_length, batch_size
         config = model.config
+        limit = max_input_tokens(config)  # a longer input would index past the position embeddings
+        self.max_length, self.batch_size = min(max_length, limit) if limit else max_length, batch_size
         self.regression = config.num_labels == 1
         self.id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
 
