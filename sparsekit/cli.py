@@ -347,6 +347,7 @@ def serve(
     """Serve an artifact over HTTP: POST /predict (batched), GET /health, GET /info."""
     from sparsekit.serve import ServeError, build_app
     from sparsekit.serve import run as run_server
+    from sparsekit.serve.server import interruptible_startup
 
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         _fail(ValueError(f"--log-level must be critical, error, warning, info or debug, got {log_level!r}"))
@@ -354,12 +355,17 @@ def serve(
         if not seconds > 0:
             _fail(ValueError(f"{flag} must be > 0 seconds, got {seconds:g}"))
     try:
-        web = build_app(path, compile=compile_model, tokens=tokens, threads=threads, max_length=max_length,
-                        max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, max_texts_per_request=max_texts,
-                        max_text_chars=max_text_chars, max_body_bytes=max_body_bytes, read_timeout_s=timeout_read,
-                        shutdown_timeout_s=timeout_shutdown)
+        with interruptible_startup():
+            web = build_app(path, compile=compile_model, tokens=tokens, threads=threads, max_length=max_length,
+                            max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
+                            max_texts_per_request=max_texts, max_text_chars=max_text_chars,
+                            max_body_bytes=max_body_bytes, read_timeout_s=timeout_read,
+                            shutdown_timeout_s=timeout_shutdown)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while loading / compiling: nothing is served yet
+        err.print("stopped before serving (interrupted while loading the artifact)")
+        return
     console.print(f"serving {path} at http://{host}:{port}: POST /predict, GET /health, GET /info (Ctrl-C stops)")
     try:
         run_server(web, host=host, port=port, log_level=log_level, timeout_keep_alive_s=timeout_keep_alive)

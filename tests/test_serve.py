@@ -401,3 +401,30 @@ def test_cli_serve(artifact, tmp_path, monkeypatch):
         assert health["compiled"] and health["model"] == str(artifact)
         assert client.post("/predict", json={"texts": ["a"] * 4}).status_code == 413
         assert client.post("/predict", json={"texts": ["a film"]}).status_code == 200
+
+
+def test_sigterm_while_loading_stops_cleanly(artifact, monkeypatch):
+    """SIGTERM before uvicorn handles signals (loading / compiling) ends `sparsekit serve` with status 0 and a
+    message, not -15; outside the startup block SIGTERM's handler is restored."""
+    import os
+    import signal
+
+    import sparsekit.serve
+
+    from sparsekit.cli import app as cli
+    from sparsekit.serve.server import interruptible_startup
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with interruptible_startup():
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == before
+
+    def slow_load(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while "loading"
+        raise AssertionError("SIGTERM did not stop the load")
+
+    monkeypatch.setattr(sparsekit.serve, "build_app", slow_load)
+    result = CliRunner().invoke(cli, ["serve", str(artifact)])
+    assert result.exit_code == 0, result.output
+    assert "stopped before serving" in result.output and "Traceback" not in result.output

@@ -4,7 +4,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
@@ -43,6 +45,24 @@ def build_app(path: str | Path, *, compile: bool = True, tokens: int = 128, thre
     # One forward call per micro-batch: the Predictor's own chunking never splits a batch further.
     predictor = Predictor(model, max_length=max_length, batch_size=app_options.get("max_batch_size", 32))
     return create_app(predictor, name=name or str(path), compile_report=report, **app_options)
+
+
+@contextmanager
+def interruptible_startup() -> Iterator[None]:
+    """Inside the block (loading and compiling, before uvicorn handles signals) SIGTERM stops the process like
+    Ctrl-C: it raises KeyboardInterrupt, so the caller can end cleanly instead of dying with status -15."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class ServeError(RuntimeError):
