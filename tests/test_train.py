@@ -168,3 +168,27 @@ def test_load_pruned_refuses_inconsistent_outputs(tiny_model_dir, tmp_path):
     (tmp_path / "run" / "recipe.json").unlink()
     with pytest.raises(FileNotFoundError, match="recipe.json"):
         load_pruned(tmp_path / "run")
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.3])
+def test_soft_movement_lands_on_its_target_density(tiny_model_dir, tmp_path, keep):
+    # A large score LR drives the adaptive lambda far past the target (the 1.8%-for-10% overshoot); the
+    # cool-down's density-steered tau brings the final masks back to within one point of keep.
+    result = prune(_config(tiny_model_dir, tmp_path / "run", method="soft-movement", keep=keep, steps=20,
+                           score_lr=2.0))
+    assert abs(result.density - keep) <= 0.01
+    assert abs(sum(s.kept for s in result.stats) / sum(s.numel for s in result.stats) - keep) <= 0.01
+
+
+def test_soft_movement_fixed_lambda_keeps_the_papers_threshold(tiny_model_dir, tmp_path, monkeypatch):
+    # --lambda-ramp follow-threshold: tau follows its schedule to 0.1, the density is an outcome, nothing steers.
+    from sparsekit.prune.pruner import Pruner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fixed-lambda variant must not steer tau")
+
+    monkeypatch.setattr(Pruner, "steer_threshold", refuse)
+    out = tmp_path / "run"
+    prune(_config(tiny_model_dir, out, method="soft-movement", keep=0.1, steps=10, score_lr=2.0,
+                  lambda_ramp="follow-threshold", regularizer_lambda=400.0))
+    assert load_pruned(out).recipe["resolved"]["lambda_ramp"] == "follow-threshold"

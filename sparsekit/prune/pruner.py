@@ -97,6 +97,23 @@ class Pruner:
             for m in self.modules.values():
                 m.threshold = value
 
+    @torch.no_grad()
+    def steer_threshold(self, keep: float, step: int = 0, final: bool = False) -> float:
+        """Sigmoid masking with tau chosen by the density: sigmoid(S) > tau keeps ~``keep`` of all weights.
+
+        Soft movement's adaptive mode calls this in the cool-down and for the final masks (train.py explains
+        why). tau is one value shared by every matrix, as in the scheduled mode; it is recomputed every
+        ``global_every`` steps and on the ``final`` call, so the final density is ``keep`` (plus the per-matrix
+        floor ``min_kept``, where a matrix would otherwise keep fewer). Returns tau.
+        """
+        if self.masking != "sigmoid":
+            raise ValueError(f"steering the threshold needs sigmoid masking, not {self.masking!r}")
+        if final or self._global_value is None or step % self.global_every == 0:
+            self._global_value = binarizers.global_threshold(self.score_parameters(), keep)
+        for m in self.modules.values():
+            m.threshold = self._global_value
+        return float(torch.sigmoid(torch.tensor(self._global_value, dtype=torch.float64)))
+
     def state_dict(self) -> dict:
         """Non-parameter state that a checkpoint must keep for an exact resume."""
         return {"global_value": self._global_value}

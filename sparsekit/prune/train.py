@@ -429,10 +429,36 @@ def _loss(plan: RunPlan, run: RunSetup, batch: dict, step: int) -> tuple[torch.T
     return loss, total_loss, lam
 
 
-def _adapt_lambda(state: TrainState, density: float, keep_t: float) -> None:
+#: The adaptive lambda stays within [LAMBDA_FLOOR, LAMBDA_CAP_FACTOR * lambda_f].
+LAMBDA_FLOOR, LAMBDA_CAP_FACTOR = 1e-3, 10.0
+
+
+def _adapt_lambda(state: TrainState, density: float, keep_t: float, lam_final: float) -> None:
     """Steer the adaptive lambda so the density tracks the keep schedule: more pruning pressure while too
-    dense, less while too sparse (sparsekit's answer to "final sparsity is an outcome")."""
-    state.lam = float(min(max(state.lam * math.exp(0.05 * math.log(max(density, 1e-6) / keep_t)), 1e-3), 1e6))
+    dense, less while too sparse (sparsekit's answer to "final sparsity is an outcome").
+
+    Bounded at 10 x lambda_f. The old cap of 1e6 let lambda wind up by three orders of magnitude while the
+    density lagged the schedule; scores are trained by Adam, whose step is ~lr whatever the gradient's scale,
+    so once the regulariser dominates a larger lambda does not prune faster, it only makes lambda take
+    longer to come back down, and the scores kept falling well past the target (1.8% remaining for 10%).
+    """
+    ratio = math.log(max(density, 1e-6) / keep_t)
+    state.lam = float(min(max(state.lam * math.exp(0.05 * ratio), LAMBDA_FLOOR), LAMBDA_CAP_FACTOR * lam_final))
+
+
+def _steers_threshold(plan: RunPlan) -> bool:
+    """Whether this run's cool-down and final masks take tau from the density (soft movement, adaptive).
+
+    A lambda controller alone cannot land the density: lambda acts on the scores only through Adam's
+    momentum, so the density keeps moving for many steps after lambda changes, and at the end of the run
+    there are no steps left to correct. So in the cool-down (where the keep schedule is already at its
+    final value) the mask stays sigmoid(S) > tau with one tau for all matrices, but tau is the value that
+    leaves the target fraction, recomputed every few steps and once more for the final masks. The method's
+    mask function, scores, regulariser and training are unchanged; only tau's schedule is replaced by the
+    density, as lambda's is in the pruning phase. The paper's fixed-lambda version (``--lambda-ramp
+    follow-threshold``, tau 0 -> 0.1 and an outcome density) does not steer.
+    """
+    return plan.lambda_ramp == "adaptive" and plan.masking == "sigmoid"
 
 
 def _train(plan: RunPlan, run: RunSetup) -> LoopEnd:
@@ -449,13 +475,16 @@ def _train(plan: RunPlan, run: RunSetup) -> LoopEnd:
     step = state.step
     stop = min(total, start_step + config.stop_after) if config.stop_after else total
     finished_early = False  # an extension ended the run (AbP reached its target sparsity)
+    steer, cooldown_start = _steers_threshold(plan), total - run.keep_schedule.cooldown_steps
     while step < stop and not finished_early:
         epoch, offset = divmod(step, ctx.steps_per_epoch)
         run.sampler.use_epoch(epoch)
         batches = accelerator.skip_first_batches(run.loader, offset) if offset else run.loader
         for batch in batches:
             keep_t, tau_t = run.keep_schedule(step), run.tau_schedule(step)
-            if pruner:
+            if pruner and steer and step > cooldown_start:
+                pruner.steer_threshold(keep_t, step)
+            elif pruner:
                 pruner.update(keep_t, step, threshold=tau_t)
             for ext in extensions:
                 ext.before_step(ctx, step)
@@ -470,7 +499,7 @@ def _train(plan: RunPlan, run: RunSetup) -> LoopEnd:
             state.step = step
             finished_early = any([ext.after_step(ctx, step) for ext in extensions])  # every hook runs
             if plan.lambda_ramp == "adaptive" and pruner:
-                _adapt_lambda(state, pruner.density(), keep_t)
+                _adapt_lambda(state, pruner.density(), keep_t, plan.lam_final)
             if show:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", keep=f"{keep_t:.3f}", lam=f"{lam:.3g}", refresh=False)
@@ -500,7 +529,10 @@ def _finalise(plan: RunPlan, run: RunSetup, end: LoopEnd) -> PruneResult:
     for ext in plan.extensions:
         ext.before_finalize(ctx)
     if pruner:
-        pruner.update(config.keep, ctx.total, threshold=plan.recipe.soft_threshold, final=True)
+        if _steers_threshold(plan):
+            pruner.steer_threshold(config.keep, ctx.total, final=True)
+        else:
+            pruner.update(config.keep, ctx.total, threshold=plan.recipe.soft_threshold, final=True)
         owner = [e for e in plan.extensions if e.owns_finalize]
         masks = owner[0].finalize(ctx) if owner else pruner.finalize()
         matrices = pruner.matrices
