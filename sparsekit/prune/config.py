@@ -72,7 +72,9 @@ class TrainSettings:
     score_init: float | str | None = option(None, "Initial scores: a number, or 'magnitude' (|W| / mean|W|, first "
                                                   "mask = magnitude mask) [the method's].", panel=PRUNING)
     lambda_ramp: str | None = option(None, "whole-run (SMP code) | follow-threshold (movement paper: lambda_f * "
-                                           "tau_t / tau_f) | constant | adaptive.", panel=PRUNING)
+                                           "tau_t / tau_f) | constant | adaptive (soft movement's default: "
+                                           "lambda steered, tau set by the density in the cool-down).",
+                                           panel=PRUNING)
     masking: str | None = option(None, "Override the masking: local, smp-s, global, sigmoid, magnitude, l0.",
                                  panel=PRUNING)
     teacher: str | None = option(None, "Fine-tuned model dir for knowledge distillation.", panel=TRAIN)

@@ -18,7 +18,8 @@ class Recipe:
     regularizer_lambda: final lambda of the sigmoid (or L0) score regulariser; 0 disables it.
     lambda_ramp: "whole-run" (SMP code: lambda_t = lambda_f (1 - (1 - t/T)^3)), "follow-threshold"
         (movement paper: lambda_t = lambda_f * tau_t / tau_f), "constant", or "adaptive" (sparsekit's soft movement:
-        lambda is steered so the density follows the cubic keep schedule, see train.py).
+        lambda is steered, bounded, so the density follows the cubic keep schedule, and in the cool-down tau is the
+        value that leaves the target fraction, so the run ends on it; see train.py).
     score_init: initial score value, or "magnitude" (scores start as |W| / mean|W| of their matrix).
     warmup / cooldown: fractions of the run with keep = 1 at the start / keep = v_f at the end.
     """
@@ -56,7 +57,8 @@ RECIPES: dict[str, Recipe] = {
         warmup=0.1, cooldown=0.2, score_init="magnitude"),
     "soft-movement": Recipe(
         "soft-movement", "Soft movement pruning: sigmoid(S) > tau with the sigmoid regulariser, weights "
-        "fine-tuned; lambda adapts so the density follows the keep schedule",
+        "fine-tuned; lambda adapts so the density follows the keep schedule and tau lands it on the target "
+        "in the cool-down",
         masking="sigmoid", train_encoder=True, weight_lr=5e-5, score_lr=1e-2, head_lr=5e-5,
         regularizer_lambda=400.0, lambda_ramp="adaptive", warmup=0.1, cooldown=0.2),
     "magnitude": Recipe(
