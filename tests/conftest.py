@@ -59,3 +59,15 @@ def random_sparse_classifier(model_dir, density: float, seed: int = 0, num_label
             w = model.get_submodule(m.name).weight
             w.mul_(torch.rand_like(w) < density)
     return model
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_model_dir, tmp_path_factory):
+    """A CSR artifact of the tiny classifier at 30% density (the server tests' model; test modules that need
+    another artifact define their own ``artifact``)."""
+    from sparsekit import export_model
+    from sparsekit.models import load_tokenizer
+
+    path = tmp_path_factory.mktemp("artifact") / "art"
+    export_model((random_sparse_classifier(tiny_model_dir, 0.3), load_tokenizer(tiny_model_dir)), path, formats="csr")
+    return path

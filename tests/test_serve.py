@@ -8,22 +8,12 @@ import torch
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from conftest import random_sparse_classifier
-from sparsekit.export.artifact import export, load
+from sparsekit.export.artifact import load
 from sparsekit.export.predict import Predictor
-from sparsekit.models import load_tokenizer
 from sparsekit.serve import BatcherClosed, Limits, MicroBatcher, Overloaded, RequestError, create_app, parse_texts
 
 TEXTS = ["the film is great", "a boring story", "not good , not bad", "i love it", "the worst movie",
          "funny and good", "it is a story", "no"]
-
-
-@pytest.fixture(scope="module")
-def artifact(tiny_model_dir, tmp_path_factory):
-    model = random_sparse_classifier(tiny_model_dir, 0.3)
-    path = tmp_path_factory.mktemp("serve") / "art"
-    export((model, load_tokenizer(tiny_model_dir)), path, formats="csr")
-    return path
 
 
 @pytest.fixture(scope="module")

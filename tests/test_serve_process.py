@@ -17,10 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import random_sparse_classifier
-from sparsekit.export.artifact import export, load
+from sparsekit.export.artifact import load
 from sparsekit.export.predict import Predictor
-from sparsekit.models import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 1.0  # --timeout-keep-alive, --timeout-read and --timeout-shutdown of the server under test
@@ -69,14 +67,6 @@ class Server:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def artifact(tiny_model_dir, tmp_path_factory):
-    model = random_sparse_classifier(tiny_model_dir, 0.3)
-    path = tmp_path_factory.mktemp("serve-process") / "art"
-    export((model, load_tokenizer(tiny_model_dir)), path, formats="csr")
-    return path
 
 
 @pytest.fixture(scope="module")
