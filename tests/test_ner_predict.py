@@ -112,3 +112,31 @@ def test_evaluate_entities_batches_like_single_items(tokenizer, tiny_bert):
     metrics, predicted = evaluate_entities(tiny_bert, dataset, LABELS)
     assert [len(p) for p in predicted] == [4, 1, 3]
     assert set(metrics) >= {"precision", "recall", "f1", "accuracy", "per_type"}
+
+
+def test_a_few_training_steps_on_the_collated_batch_lower_the_loss(tokenizer):
+    from transformers import BertConfig, BertForTokenClassification
+
+    from sparsekit.tasks.ner import make_token_collate, token_kd_loss, token_loss
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, num_labels=len(LABELS))
+    student, teacher = BertForTokenClassification(config), BertForTokenClassification(config).eval()
+    examples = [TokenExample(("Peter", "Blackburn", "went", "home"), ("B-PER", "I-PER", "O", "O")),
+                TokenExample(("Paris",), ("B-LOC",))]
+    dataset = TokenDataset(examples, tokenizer, {label: i for i, label in enumerate(LABELS)}, max_length=32)
+    batch = make_token_collate(tokenizer)([dataset[0], dataset[1]])
+    labels = batch.pop("labels")
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(3):
+        logits = student(**batch).logits
+        with torch.no_grad():
+            teacher_logits = teacher(**batch).logits
+        loss = token_loss(logits, labels) + 0.0 * token_kd_loss(logits, teacher_logits, labels, 2.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from sparsekit.tasks.ner.data import DataWarning
-from sparsekit.tasks.ner.encode import require_fast_tokenizer
+from sparsekit.tasks.ner.encode import id_to_label, require_fast_tokenizer
 from sparsekit.tasks.ner.tags import lenient_entities
 
 
@@ -46,7 +46,7 @@ def predict_entities(model: Any, tokenizer: Any, inputs: Sequence[str] | Sequenc
     id2label: the label of each class id. Returns, per input, dicts ``{"entity": TYPE, "start", "end",
     "word", "score"}`` in text order (see the module docstring for words, offsets and scores)."""
     require_fast_tokenizer(tokenizer)
-    names = dict(id2label) if isinstance(id2label, Mapping) else dict(enumerate(id2label))
+    names = id_to_label(id2label)
     if not inputs:
         return []
     as_words = not isinstance(inputs[0], str)
