@@ -9,7 +9,6 @@ from torch import nn
 
 from sparsekit.models import load_tokenizer, minilm_path
 from sparsekit.tasks.ner import TokenDataset, TokenExample, dataset_logits, evaluate_entities, predict_entities
-from sparsekit.tasks.ner.data import DataWarning
 
 LABELS = ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
 
@@ -68,13 +67,41 @@ def test_word_lists_offsets_into_the_joined_words(tokenizer, model):
     assert predict_entities(model, tokenizer, [], LABELS) == []
 
 
-def test_long_inputs_are_cut_with_a_counted_warning(tokenizer, model):
+def test_long_inputs_are_read_in_overlapping_windows(tokenizer, model):
     text = "Kuala Lumpur is far from Nadim Ladki"
-    with pytest.warns(DataWarning, match=r"1 of 2 input\(s\) are longer than max_length=5 .* last 4 word"):
-        results = predict_entities(model, tokenizer, [text, "Kuala"], LABELS, max_length=5)
-    assert [e["word"] for e in results[0]] == ["Kuala Lumpur"] and [e["word"] for e in results[1]] == ["Kuala"]
+    # [CLS] + 4 sub-tokens + [SEP] per window, 2 shared: no word is lost and "##im" (B-LOC) is never read as
+    # a first sub-token, although a window starts with it
+    results = predict_entities(model, tokenizer, [text, "Kuala"], LABELS, max_length=6, stride=2)
+    assert [(e["entity"], e["word"]) for e in results[0]] == [("LOC", "Kuala Lumpur"), ("PER", "Nadim Ladki")]
+    assert [e["word"] for e in results[1]] == ["Kuala"]
+    words = text.split()
+    assert predict_entities(model, tokenizer, [words], LABELS, max_length=5, stride=1)[0] == \
+        predict_entities(model, tokenizer, [words], LABELS)[0]
     with pytest.raises(ValueError, match="mix raw texts and word lists"):
         predict_entities(model, tokenizer, ["a", ["b"]], LABELS)
+
+
+class ContextModel(nn.Module):
+    """Says B-LOC for "paris" with strength 1 + its context in the window (sub-tokens to the nearer edge)."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.paris = tokenizer.convert_tokens_to_ids("paris")
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+        context = torch.minimum(positions, attention_mask.sum(-1, keepdim=True) - 1 - positions)
+        logits = torch.zeros(*input_ids.shape, len(LABELS))
+        logits[..., LABELS.index("B-LOC")] = torch.where(input_ids == self.paris, 1.0 + context.float(), -9.0)
+        return (logits,)
+
+
+def test_each_word_is_read_where_it_has_most_context(tokenizer):
+    # windows: [a b c paris] (context 1), [c paris d e] (context 2), [d e f g]
+    [entities] = predict_entities(ContextModel(tokenizer), tokenizer, ["a b c paris d e f g"], LABELS,
+                                  max_length=6, stride=2)
+    assert [(e["word"], e["start"]) for e in entities] == [("paris", 6)]
+    assert entities[0]["score"] == pytest.approx(math.exp(3.0) / (math.exp(3.0) + len(LABELS) - 1))
 
 
 @pytest.fixture(scope="module")
