@@ -403,7 +403,7 @@ def _loss(plan: RunPlan, run: RunSetup, batch: dict, step: int) -> tuple[torch.T
     if ctx.teacher is not None:
         with torch.no_grad():
             t_outputs = task_type.forward(ctx.teacher, batch)
-        kd = task_type.kd_loss(outputs, t_outputs, targets, config.kd_temperature)
+        kd = task_type.kd_loss(outputs, t_outputs, targets, batch, config.kd_temperature)
         loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
     lam = _regularizer_lambda(plan, run, step)
     total_loss = loss + lam * ctx.pruner.regularization() if lam else loss

@@ -106,8 +106,9 @@ class TaskType:
         """The task loss (a scalar) of ``outputs`` (``forward``) against ``targets`` (``target_keys``)."""
         raise NotImplementedError
 
-    def kd_loss(self, student: Any, teacher: Any, targets: dict, temperature: float) -> torch.Tensor:
-        """Distillation loss of the student's outputs to the teacher's (both ``forward`` results), a scalar."""
+    def kd_loss(self, student: Any, teacher: Any, targets: dict, inputs: dict, temperature: float) -> torch.Tensor:
+        """Distillation loss of the student's outputs to the teacher's (both ``forward`` results) at
+        ``temperature``, a scalar; ``inputs``: the batch's model inputs (attention_mask ...)."""
         raise NotImplementedError
 
     def example_labels(self, dataset: Any) -> torch.Tensor | None:
@@ -149,6 +150,17 @@ def batch_loop(model: nn.Module, loader, keep: tuple[str, ...], progress: bool =
                 yield outputs, targets
     finally:
         model.train(was_training)
+
+
+def recorded_validation_file(data: dict) -> str:
+    """The validation file a run of the user's files recorded (``data["files"]["validation"]["path"]``);
+    ValueError when it recorded none or the file is gone."""
+    path = ((data.get("files") or {}).get("validation") or {}).get("path")
+    if not path or not Path(path).is_file():
+        missing = f" ({path} no longer exists)" if path else ""
+        raise ValueError(f"the model was trained on your own data ({data.get('name')}){missing}; pass "
+                         f"--validation-file to evaluate it")
+    return path
 
 
 def refuse_options(config: Any, names: tuple[str, ...], applies_to: str, task_type: str) -> None:
