@@ -187,6 +187,14 @@ def test_bad_data_and_settings_are_refused_before_the_output_dir_exists(tiny_mod
         prune(_token_config(tiny_model_dir, ner_files, out, doc_stride=16))
     with pytest.raises(DataError, match="--tags-column do not apply to question-answering"):
         prune(_qa_config(tiny_model_dir, qa_files, out, tags_column="tags"))
+    for name, config, message in (
+            ("qa-teacher", {"architectures": ["BertForQuestionAnswering"]}, "is a BertForQuestionAnswering"),
+            ("tag-teacher", {"architectures": ["BertForTokenClassification"], "id2label": {"0": "O", "1": "B-X"}},
+             "predicts the tags O, B-X")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        with pytest.raises(ValueError, match=message):
+            prune(_token_config(tiny_model_dir, ner_files, out, teacher=str(tmp_path / name)))
     with pytest.raises(DataError, match="conll2003 is a token-classification task"):
         prune(PruneConfig(task="conll2003", task_type="question-answering", output_dir=str(out)))
     assert not out.exists()

@@ -304,6 +304,8 @@ def _resolve(config: PruneConfig) -> RunPlan:
     score_init = recipe.score_init if config.score_init is None else config.score_init
     # The data is read and checked whole before the output directory is touched.
     data = task_type.load_data(data_source, config)
+    if teacher_source is not None:
+        task_type.check_teacher(teacher_source, data)
     out = _prepare_output_dir(config)
     return RunPlan(config=config, recipe=recipe, task_type=task_type, masking=masking, lam_final=lam_final,
                    lambda_ramp=lambda_ramp, warmup=warmup, cooldown=cooldown, smp_temperature=smp_temperature,

@@ -17,6 +17,7 @@ supplies its hooks:
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+
+
+#: The class-name endings of the task heads (``BertForTokenClassification`` ...).
+TASK_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
 
 
 @dataclass
@@ -83,6 +88,22 @@ class TaskType:
             model.config.id2label = dict(enumerate(data.labels))
             model.config.label2id = {n: i for i, n in enumerate(data.labels)}
         return model
+
+    def check_teacher(self, source: str | Path, data: TaskData) -> dict | None:
+        """ValueError when a local teacher checkpoint (``source``, resolved) has another task type's head: its
+        outputs could not be compared with the student's. Returns the checkpoint's config.json (None when there
+        is none to read: a hub id, a random model)."""
+        config_file = Path(source) / "config.json"
+        if not config_file.is_file():
+            return None
+        config = json.loads(config_file.read_text())
+        head = self.auto_class.replace("AutoModel", "")  # "ForTokenClassification"
+        others = [h for h in TASK_HEADS if h != head]
+        found = [a for a in config.get("architectures") or [] if any(a.endswith(h) for h in others)]
+        if found:
+            raise ValueError(f"the teacher {source} is a {found[0]}; a {self.name} run distils from a model "
+                             f"fine-tuned for {self.name} (e.g. a --method finetune run on the same data)")
+        return config
 
     # -- training ------------------------------------------------------------------------------------------------
     def datasets(self, data: TaskData, tokenizer: Any, config: Any) -> tuple[Any, Any]:

@@ -40,6 +40,17 @@ class TokenClassification(TaskType):
         refuse_options(config, QA_OPTIONS, "question answering", self.name)
         check_cap_labels(self, config)
 
+    def check_teacher(self, source: str | Path, data: TaskData) -> dict | None:
+        """Also ValueError when the teacher's tags (config id2label) are not this run's, in the same order."""
+        config = super().check_teacher(source, data)
+        id2label = (config or {}).get("id2label") or {}
+        names = tuple(id2label[k] for k in sorted(id2label, key=int))
+        if any(a.endswith("ForTokenClassification") for a in (config or {}).get("architectures") or []) and \
+                names != tuple(data.labels):
+            raise ValueError(f"the teacher {source} predicts the tags {', '.join(names)}; this run's are "
+                             f"{', '.join(data.labels)} (distil from a teacher trained on the same data)")
+        return config
+
     def load_data(self, source: Any, config: Any) -> TaskData:
         from sparsekit.tasks.ner import load_token_data
 
