@@ -39,7 +39,8 @@ class TaskData:
     keeps as ``data`` (the description, with ``task_type``, plus the example counts); labels: the class names in
     id order (sequence and token classification; None for regression and QA); display_name: a short name for
     titles; spec: the type's own description of the task (a ``TaskSpec`` for sequence classification, the
-    loader's result for the others).
+    loader's result for token classification); options: the settings the type resolved for this data (question
+    answering: windowing and post-processing).
     """
 
     train: list
@@ -63,8 +64,6 @@ class TaskType:
     #: The main metric (metrics.json key) and every metric this type reports.
     main_metric = ""
     metrics: tuple[str, ...] = ()
-    #: Built-in task names this type reads from the shared data folder (``--task NAME``).
-    builtin_tasks: tuple[str, ...] = ()
 
     # -- settings and data ---------------------------------------------------------------------------------------
     def check_config(self, config: Any) -> None:

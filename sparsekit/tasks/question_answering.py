@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sparsekit.data.glue import seeded_subset
-from sparsekit.data.source import BUILTIN_TASKS, _file_record, builtin_data_dir
+from sparsekit.data.source import _file_record, builtin_data_dir
 from sparsekit.tasks.base import (TaskData, TaskType, batch_loop, check_cap_labels, recorded_validation_file,
                                   refuse_options)
 
@@ -56,7 +56,6 @@ class QuestionAnswering(TaskType):
     target_keys = ("start_positions", "end_positions")
     main_metric = "f1"
     metrics = ("exact_match", "f1")
-    builtin_tasks = tuple(t for t, kind in BUILTIN_TASKS.items() if kind == "question-answering")
 
     def check_config(self, config: Any) -> None:
         refuse_options(config, TOKEN_OPTIONS, "token classification", self.name)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from sparsekit.data.source import BUILTIN_TASKS, DataError, builtin_data_dir
+from sparsekit.data.source import DataError, builtin_data_dir
 from sparsekit.tasks.base import (TaskData, TaskType, batch_loop, check_cap_labels, recorded_validation_file,
                                   refuse_options)
 
@@ -34,7 +34,6 @@ class TokenClassification(TaskType):
     target_keys = ("labels",)
     main_metric = "f1"
     metrics = ("precision", "recall", "f1", "accuracy")
-    builtin_tasks = tuple(t for t, kind in BUILTIN_TASKS.items() if kind == "token-classification")
 
     def check_config(self, config: Any) -> None:
         refuse_options(config, QA_OPTIONS, "question answering", self.name)
