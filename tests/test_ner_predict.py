@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsekit.models import load_tokenizer, minilm_path
-from sparsekit.tasks.ner import predict_entities
+from sparsekit.tasks.ner import TokenDataset, TokenExample, dataset_logits, evaluate_entities, predict_entities
 from sparsekit.tasks.ner.data import DataWarning
 
 LABELS = ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
@@ -77,13 +77,18 @@ def test_long_inputs_are_cut_with_a_counted_warning(tokenizer, model):
         predict_entities(model, tokenizer, ["a", ["b"]], LABELS)
 
 
-def test_tiny_random_bert_end_to_end(tokenizer):
+@pytest.fixture(scope="module")
+def tiny_bert(tokenizer):
     from transformers import BertConfig, BertForTokenClassification
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=64, num_labels=len(LABELS))
-    model = BertForTokenClassification(config)
+    return BertForTokenClassification(config).eval()
+
+
+def test_tiny_random_bert_end_to_end(tokenizer, tiny_bert):
+    model = tiny_bert
     texts = ["Peter Blackburn went to Paris.", "EU rejects German call to boycott British lamb."]
     results = predict_entities(model, tokenizer, texts, dict(enumerate(LABELS)), max_length=32)
     assert len(results) == 2
@@ -92,3 +97,18 @@ def test_tiny_random_bert_end_to_end(tokenizer):
             assert set(entity) == {"entity", "start", "end", "word", "score"}
             assert entity["entity"] in {"LOC", "PER"} and 0 < entity["score"] <= 1
             assert text[entity["start"]:entity["end"]] == entity["word"]
+
+
+def test_evaluate_entities_batches_like_single_items(tokenizer, tiny_bert):
+    examples = [TokenExample(("Peter", "Blackburn", "went", "home"), ("B-PER", "I-PER", "O", "O")),
+                TokenExample(("Paris",), ("B-LOC",)), TokenExample(("EU", "rejects", "Ladki"), ("O", "O", "B-PER"))]
+    dataset = TokenDataset(examples, tokenizer, {label: i for i, label in enumerate(LABELS)}, max_length=32)
+    batched = dataset_logits(tiny_bert, dataset, batch_size=2)
+    for i, logits in enumerate(batched):
+        item = {k: torch.tensor([v]) for k, v in dataset[i].items() if k != "labels"}
+        with torch.no_grad():
+            alone = tiny_bert(**item).logits[0]
+        assert logits.shape == alone.shape and torch.allclose(logits, alone, atol=1e-5)
+    metrics, predicted = evaluate_entities(tiny_bert, dataset, LABELS)
+    assert [len(p) for p in predicted] == [4, 1, 3]
+    assert set(metrics) >= {"precision", "recall", "f1", "accuracy", "per_type"}

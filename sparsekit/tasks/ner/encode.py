@@ -38,8 +38,9 @@ class TokenDataset(Dataset):
     Items: dicts of python lists, ``input_ids``, ``attention_mask``, ``token_type_ids`` (when the tokenizer
     gives them) and ``labels`` (the first sub-token of word w: ``label2id[tags[w]]``; -100 elsewhere).
     Attributes: ``word_ids`` (per item, the word index of each sub-token, None for special tokens),
-    ``num_words`` (per item) and ``record``: ``{"examples", "truncated_examples", "truncated_words",
-    "words_without_tokens"}`` (words cut by ``max_length``, and words that tokenize to nothing).
+    ``num_words`` and ``tags`` (per item, the examples' tags), ``pad_token_id`` and ``record``:
+    ``{"examples", "truncated_examples", "truncated_words", "words_without_tokens"}`` (words cut by
+    ``max_length``, and words that tokenize to nothing).
     A tag missing from ``label2id`` is a DataError naming the sentence and word.
     """
 
@@ -78,6 +79,8 @@ class TokenDataset(Dataset):
                 truncated_words += cut
             without_tokens += len(example.words) - len(seen) - (cut if len(word_ids) >= max_length else 0)
         self.max_length = max_length
+        self.tags = [list(e.tags) for e in examples]
+        self.pad_token_id = tokenizer.pad_token_id
         self.record = {"examples": len(examples), "truncated_examples": truncated_examples,
                        "truncated_words": truncated_words, "words_without_tokens": without_tokens}
         if truncated_examples:

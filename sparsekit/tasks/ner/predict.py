@@ -31,7 +31,8 @@ def model_logits(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def _model_device(model: Any) -> torch.device:
+def model_device(model: Any) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
     parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
     return parameter.device if parameter is not None else torch.device("cpu")
 
@@ -55,7 +56,7 @@ def predict_entities(model: Any, tokenizer: Any, inputs: Sequence[str] | Sequenc
         raise ValueError("word lists must hold strings")
     if hasattr(model, "eval"):
         model.eval()
-    device = _model_device(model)
+    device = model_device(model)
     results: list[list[dict]] = []
     cut_inputs = cut_words = 0
     for first in range(0, len(inputs), batch_size):
