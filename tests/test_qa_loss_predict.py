@@ -91,3 +91,26 @@ def test_answer_questions_with_a_real_head_and_bad_items(tokenizer):
     assert answer_questions(model, tokenizer, []) == []
     with pytest.raises(DataError, match="item 1: \"context\" must be a non-empty text"):
         answer_questions(model, tokenizer, [items[0], {"question": "Who?", "context": " "}])
+
+
+def test_answer_questions_takes_any_callable_returning_logits(tokenizer):
+    pointing = PointingModel(tokenizer, "under", "oak")
+
+    def model(**inputs):  # e.g. a compiled runner: no parameters, a dict of logits
+        output = pointing(**inputs)
+        return {"start_logits": output.start_logits, "end_logits": output.end_logits}
+
+    (answer,) = answer_questions(model, tokenizer, [{"question": "Where?", "context": "It lies under the oak."}])
+    assert answer["answer"] == "under the oak" and (answer["start"], answer["end"]) == (8, 21)
+
+
+def test_predict_answers_feeds_squad_metrics(tokenizer):
+    from sparsekit.tasks.qa import Answer, QAExample, predict_answers, squad_metrics
+
+    context = "It lies under the oak, not under the elm."
+    examples = [QAExample("a", "", "Where?", context, (Answer("under the oak", 8),)),
+                QAExample("b", "", "Where else?", context, (Answer("under the elm", context.index("under the elm")),))]
+    answers = predict_answers(PointingModel(tokenizer, "under", "oak"), tokenizer, examples)
+    assert answers["a"]["answer"] == answers["b"]["answer"] == "under the oak"
+    metrics = squad_metrics(answers, examples)
+    assert metrics["exact_match"] == 50.0 and metrics["f1"] == pytest.approx(50 + 50 * 0.5)  # b: "under" of "under elm"
