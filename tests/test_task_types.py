@@ -188,6 +188,8 @@ def test_bad_data_and_settings_are_refused_before_the_output_dir_exists(tiny_mod
         {"id": "q1", "question": "what?", "answers": [{"text": "bad", "answer_start": 12}]}]}]}]}))
     with pytest.raises(DataError, match="q1"):
         prune(_qa_config(tiny_model_dir, (qa_files[0], bad_answer), out))
+    with pytest.raises(ValueError, match="max_length=48"):  # no room for a question and its context
+        prune(_qa_config(tiny_model_dir, qa_files, out, max_length=48))
     with pytest.raises(ValueError, match="cap-label-weight 0"):
         prune(_token_config(tiny_model_dir, ner_files, out, cap="prc"))
     with pytest.raises(ValueError, match="--doc-stride apply to question answering"):
