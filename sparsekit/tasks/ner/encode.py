@@ -120,6 +120,13 @@ def make_token_collate(tokenizer: Any) -> TokenCollator:
     return TokenCollator(int(tokenizer.pad_token_id))
 
 
+def id_to_label(id2label: Mapping[int | str, str] | Sequence[str]) -> dict[int, str]:
+    """``{class id: label}`` from a mapping (keys may be JSON's strings, ``{"0": "O"}``) or a sequence of labels."""
+    if isinstance(id2label, Mapping):
+        return {int(key): value for key, value in id2label.items()}
+    return dict(enumerate(id2label))
+
+
 def word_predictions(logits: Any, dataset: TokenDataset, id2label: Mapping[int, str] | Sequence[str]
                      ) -> list[list[str]]:
     """The predicted tag of every word of every sentence of ``dataset``: the arg-max label at the word's first
@@ -128,7 +135,7 @@ def word_predictions(logits: Any, dataset: TokenDataset, id2label: Mapping[int, 
     "O" (counted in ``dataset.record``). Returns N lists of tag names, one per word."""
     if len(logits) != len(dataset):
         raise ValueError(f"{len(logits)} rows of logits for {len(dataset)} sentences")
-    names = dict(id2label) if isinstance(id2label, Mapping) else dict(enumerate(id2label))
+    names = id_to_label(id2label)
     out = []
     for row, word_ids, count in zip(logits, dataset.word_ids, dataset.num_words):
         best = torch.as_tensor(row).argmax(-1).tolist()
