@@ -24,7 +24,10 @@ DIGEST_KEY = "manifest_sha256"
 FIELDS = ("format", "version", "created", "config", "head_uses_pooler", "layers", "recipe", "compaction", "lossy",
           "export", "versions", "tokenizer", "checksums", DIGEST_KEY)
 #: Fields an artifact may lack: ``data`` (what the model was trained on) came after the fields above.
-OPTIONAL_FIELDS = ("data",)
+#: ``task_type``, ``labels`` and ``metric`` (TASK_FIELDS) came later still: an artifact has all three or none
+#: (none: a sequence classifier, the only task type before them).
+TASK_FIELDS = ("task_type", "labels", "metric")
+OPTIONAL_FIELDS = ("data", *TASK_FIELDS)
 DATA_FIELDS = ("kind", "task", "name", "text_columns", "label_column", "label_format", "label_names",
                "is_regression", "metrics", "metric", "files", "dataset")
 #: The ``layout`` of a structure-preserving artifact (export/module_artifact.py), and its fields: ``layout``,
@@ -145,8 +148,10 @@ def check_manifest(manifest: dict, where: str, required_files: tuple[str, ...]) 
         c.fail(f"config.position_embedding_type {cfg['position_embedding_type']!r} is not supported (absolute only)")
     _check_classifier_config(c, cfg)
 
-    if c.type(manifest["head_uses_pooler"], "head_uses_pooler", bool) != (cfg["model_type"] == "bert"):
-        c.fail(f"head_uses_pooler must be {cfg['model_type'] == 'bert'} for model_type {cfg['model_type']!r}")
+    task_type = _check_task(c, manifest)
+    pooled = cfg["model_type"] == "bert" and task_type == "sequence-classification"
+    if c.type(manifest["head_uses_pooler"], "head_uses_pooler", bool) != pooled:
+        c.fail(f"head_uses_pooler must be {pooled} for model_type {cfg['model_type']!r} and task type {task_type}")
     layers = c.type(manifest["layers"], "layers", list)
     if len(layers) != n_layers:
         c.fail(f"lists {len(layers)} layers, the config {n_layers}")
@@ -199,6 +204,34 @@ def _check_classifier_config(c: _Check, cfg: dict) -> None:
         c.fail(f"config.problem_type {cfg.get('problem_type')!r} does not fit {n_labels} labels")
 
 
+def _check_task(c: _Check, manifest: dict) -> str:
+    """The task fields (TASK_FIELDS): all or none; a known task type, one label name per head output (none for
+    QA and regression heads), a metric name or null. Returns the task type (absent: sequence-classification).
+    The names themselves are the record of the export; the config's id2label is what predictions use.
+    """
+    from sparsekit.export.heads import QA, SEQUENCE, TASK_TYPES, TOKEN
+
+    present = [f for f in TASK_FIELDS if f in manifest]
+    if not present:
+        return SEQUENCE
+    if len(present) != len(TASK_FIELDS):
+        c.fail(f"has {', '.join(present)} but not {', '.join(f for f in TASK_FIELDS if f not in present)}; "
+               f"an artifact records task_type, labels and metric together")
+    task_type = manifest["task_type"]
+    if task_type not in TASK_TYPES:
+        c.fail(f"task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}")
+    labels = c.type(manifest["labels"], "labels", list)
+    n_labels = len(manifest["config"]["id2label"])  # checked by _check_classifier_config
+    sizes = (0,) if task_type == QA else (n_labels,) if task_type == TOKEN else (0, n_labels)
+    if len(labels) not in sizes or not all(isinstance(n, str) for n in labels):
+        c.fail(f"labels must list the head's {' or '.join(map(str, sizes))} label names (strings) for a "
+               f"{task_type} model, got {labels!r}")
+    if task_type == QA and n_labels != 2:
+        c.fail(f"a question-answering head has 2 outputs (start, end); config.id2label lists {n_labels}")
+    c.type(manifest["metric"], "metric", str, type(None))
+    return task_type
+
+
 def _check_format_meta(c: _Check, meta: Any, field: str) -> dict:
     """A matrix format's meta: a dict of JSON scalars and integer lists (the formats check the meaning)."""
     c.type(meta, field, dict)
@@ -244,6 +277,7 @@ def _check_module_manifest(c: _Check, manifest: dict, required_files: tuple[str,
     vocab = c.int(getattr(config, "vocab_size", None), "config.vocab_size", 1, MAX_VOCAB)
     positions = c.int(getattr(config, "max_position_embeddings", None), "config.max_position_embeddings", 1, MAX_DIM)
     _check_classifier_config(c, cfg)
+    _check_task(c, manifest)
     modules = c.type(manifest["modules"], "modules", list)
     names = set()
     for i, entry in enumerate(modules):
