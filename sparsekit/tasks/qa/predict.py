@@ -1,0 +1,67 @@
+"""Answer questions about contexts with a question-answering model (any context length: long ones are windowed)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from sparsekit.data.source import DataError
+from sparsekit.tasks.qa.data import QAExample
+from sparsekit.tasks.qa.postprocess import best_answers
+from sparsekit.tasks.qa.windows import QADataset, make_qa_collate
+
+
+def _examples_of(items: Sequence[dict]) -> list[QAExample]:
+    """Items ``{"question", "context"}`` as answerless QAExamples with ids "0", "1", ...; DataError naming the
+    item for a missing, non-text or empty question / context."""
+    examples = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise DataError(f"item {i}: expected an object with \"question\" and \"context\", got "
+                            f"{type(item).__name__}")
+        for key in ("question", "context"):
+            value = item.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"item {i}: \"{key}\" must be a non-empty text; got {value!r}")
+        examples.append(QAExample(str(i), "", item["question"], item["context"], ()))
+    return examples
+
+
+@torch.no_grad()
+def answer_questions(model, tokenizer, items: Sequence[dict], max_length: int = 384, stride: int = 128,
+                     n_best: int = 20, max_answer_length: int = 30, null_threshold: float | None = None,
+                     batch_size: int = 16, max_question_tokens: int = 64) -> list[dict]:
+    """The answer to each ``{"question", "context"}`` item: ``{"answer", "start", "end", "score"}`` with
+    ``context[start:end] == answer`` (character offsets, end exclusive), in item order.
+
+    ``model``: a question-answering model whose output has ``.start_logits`` / ``.end_logits`` ``[B, T]``
+    (a Hugging Face ``*ForQuestionAnswering``); run in eval mode on its parameters' device, ``batch_size``
+    windows at a time. Contexts longer than a window are split into windows (``max_length``, ``stride``) and
+    answered across all of them, never cut. ``null_threshold``: None answers every question (SQuAD v1.1); a
+    number allows "no answer" (SQuAD v2.0: ``""``, start = end = 0) when the null score beats the best span by
+    more than it. See postprocess.best_answers for the score.
+    """
+    examples = _examples_of(items)
+    if not examples:
+        return []
+    dataset = QADataset(examples, tokenizer, max_length=max_length, stride=stride,
+                        max_question_tokens=max_question_tokens)
+    collate = make_qa_collate(tokenizer)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    starts: list[torch.Tensor] = []
+    ends: list[torch.Tensor] = []
+    try:
+        for first in range(0, len(dataset), batch_size):
+            batch = collate([dataset[i] for i in range(first, min(first + batch_size, len(dataset)))])
+            inputs = {k: v.to(device) for k, v in batch.items() if k not in ("start_positions", "end_positions")}
+            output = model(**inputs)
+            starts.extend(output.start_logits.float().cpu())
+            ends.extend(output.end_logits.float().cpu())
+    finally:
+        model.train(was_training)
+    answers = best_answers(examples, dataset, starts, ends, n_best=n_best, max_answer_length=max_answer_length,
+                           null_threshold=0.0 if null_threshold is None else null_threshold,
+                           version_2=null_threshold is not None)
+    return [answers[e.id] for e in examples]
