@@ -70,16 +70,19 @@ def _run_prune(config, export_to: Path | None = None) -> None:
 
 
 def _print_summary(config, result, wall: float, extra: list[tuple[str, str]] = ()) -> None:
+    from sparsekit.data.source import DataSource
+    from sparsekit.tasks import get_task_type
+
     m = result.metrics
+    task_type = get_task_type(DataSource.from_config(config).resolved_task_type)
     table = Table(title="What sparsekit did", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("method", f"{config.method} (target {100 * m['target_keep']:.1f}% of encoder weights remaining)")
     table.add_row("model / data", f"{config.model} / {_data_label(config)}")
     table.add_row("remaining weights", f"{100 * result.density:.2f}% of the prunable encoder matrices")
-    for key, value in m.items():
-        if key in ("accuracy", "f1", "matthews", "pearson", "spearman"):
-            table.add_row(f"dev {key}", f"{100 * value:.2f}")
+    for key, value in task_type.summary_metrics(m):
+        table.add_row(f"dev {key}", value)
     table.add_row("train", f"{result.steps} steps in {m['train_seconds']:.0f} s")
     table.add_row("evaluate", f"{m['eval_samples']} dev examples in {m['eval_seconds']:.1f} s")
     for key, value in extra:
@@ -92,8 +95,9 @@ def _print_summary(config, result, wall: float, extra: list[tuple[str, str]] = (
 @app.command()
 @config_command(PruneConfig)
 def prune(config: PruneConfig) -> None:
-    """Prune (or fine-tune) a model on a GLUE task or your own data and save a directory that reloads in one
-    call."""
+    """Prune (or fine-tune) a model on a GLUE task, conll2003 (NER), squad (QA) or your own data (--task-type
+    sequence-classification, token-classification or question-answering) and save a directory that reloads in
+    one call."""
     _run_prune(config)
 
 
@@ -140,42 +144,35 @@ def run(
 @app.command()
 def evaluate(
     path: Path = typer.Argument(..., help="A pruning output directory or an exported artifact."),
-    task: Optional[str] = typer.Option(None, help="GLUE task [default: the run's data]."),
-    data_dir: Optional[Path] = typer.Option(None, help="GLUE data root."),
-    split: str = typer.Option("dev", help="dev (or dev_mismatched for MNLI)."),
+    task: Optional[str] = typer.Option(None, help="GLUE or built-in task [default: the run's data]."),
+    data_dir: Optional[Path] = typer.Option(None, help="GLUE data root (a built-in task's data folder)."),
+    split: str = typer.Option("dev", help="dev (dev_mismatched for MNLI; test or train for conll2003; train for "
+                                          "squad, the re-split's train articles)."),
     validation_file: Optional[Path] = typer.Option(
-        None, help="Evaluate on this labelled file (CSV, TSV, JSON, JSON Lines, Parquet) instead of a GLUE split."),
+        None, help="Evaluate on this labelled file (CSV, TSV, JSON, JSON Lines, Parquet; CoNLL for NER, SQuAD JSON "
+                   "for QA) instead of a GLUE split."),
     text_column: Optional[str] = typer.Option(None, help="Text column of --validation-file [the run's]."),
     text_pair_column: Optional[str] = typer.Option(None, help="Second text column of --validation-file [the run's]."),
     label_column: Optional[str] = typer.Option(None, help="Label column of --validation-file [the run's]."),
+    tokens_column: Optional[str] = typer.Option(None, help="NER: word-list column of --validation-file [the run's]."),
+    tags_column: Optional[str] = typer.Option(None, help="NER: tag-list column of --validation-file [the run's]."),
+    question_column: Optional[str] = typer.Option(None, help="QA: question column of --validation-file [the run's]."),
+    context_column: Optional[str] = typer.Option(None, help="QA: context column of --validation-file [the run's]."),
+    answers_column: Optional[str] = typer.Option(None, help="QA: answers column of --validation-file [the run's]."),
     batch_size: int = typer.Option(128),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
-    """Evaluate a saved pruning run or artifact on a GLUE dev set, or on your own labelled file."""
-    from sparsekit.data import EncodedDataset, get_task, load_split
-    from sparsekit.data.source import load_evaluation_file, spec_from_description
-    from sparsekit.evaluate import evaluate as run_eval
-    from sparsekit.sources import open_trained
+    """Evaluate a saved pruning run or artifact on a GLUE dev set, a built-in task's split, or your own labelled
+    file."""
+    from sparsekit.evaluate import evaluate_saved
 
+    columns = dict(text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+                   tokens_column=tokens_column, tags_column=tags_column, question_column=question_column,
+                   context_column=context_column, answers_column=answers_column)
     try:
-        opened = open_trained(path)
-        model, tokenizer, recipe = opened.model, opened.tokenizer, opened.recipe or {}
-        spec = get_task(task) if task else spec_from_description(recipe.get("data"))
-        if spec is None:
-            raise ValueError(f"{path} does not record its data; pass --task (and --validation-file for your own "
-                             f"data)")
-        if validation_file is not None:
-            examples = load_evaluation_file(spec, validation_file, text_column, text_pair_column, label_column)
-            where = str(validation_file)
-        else:
-            if not spec.is_glue:
-                raise ValueError(f"{path} was trained on your own data ({spec.display_name}); pass "
-                                 f"--validation-file to evaluate it")
-            examples = load_split(spec, split, data_dir)
-            where = f"{spec.display_name} {split}"
-        max_length = recipe.get("config", {}).get("max_length", 128)
-        metrics = run_eval(model, EncodedDataset(examples, tokenizer, max_length, spec.is_regression),
-                           tokenizer, spec, batch_size, progress=True)
+        metrics, where = evaluate_saved(path, task=task, data_dir=data_dir, split=split,
+                                        validation_file=validation_file, batch_size=batch_size, progress=True,
+                                        **columns)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     if as_json:
@@ -375,7 +372,8 @@ def serve(
 
 @app.command()
 def tasks(data_dir: Optional[Path] = typer.Option(None, help="GLUE data root.")) -> None:
-    """List the GLUE tasks, their metrics, and which splits are present in the data root."""
+    """List the GLUE tasks, their metrics, and which splits are present in the data root; then the built-in
+    NER and QA tasks."""
     from sparsekit.data import TASKS, resolve_data_root, split_path
 
     try:
@@ -395,6 +393,25 @@ def tasks(data_dir: Optional[Path] = typer.Option(None, help="GLUE data root."))
                 present.append("-")
         labels = "regression" if spec.is_regression else ", ".join(spec.label_names or ())
         table.add_row(spec.name, labels, ", ".join(spec.metrics), *present)
+    console.print(table)
+    _print_builtin_tasks()
+
+
+def _print_builtin_tasks() -> None:
+    """The built-in tasks of the other task types, and whether their data folder is present."""
+    from sparsekit.data.source import BUILTIN_TASKS, builtin_data_dir
+    from sparsekit.tasks import get_task_type
+
+    table = Table(title="Built-in tasks (token classification, question answering; --data-dir: their folder)")
+    for col in ("task", "task type", "metrics", "data"):
+        table.add_column(col)
+    for name, type_name in BUILTIN_TASKS.items():
+        try:
+            where = str(builtin_data_dir(name))
+        except FileNotFoundError:
+            where = "-"
+        note = " (dev re-split by article: not comparable to the official dev set)" if name == "squad" else ""
+        table.add_row(name, type_name, ", ".join(get_task_type(type_name).metrics) + note, where)
     console.print(table)
 
 

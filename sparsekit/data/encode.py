@@ -10,7 +10,8 @@ from torch.utils.data import Dataset
 
 from sparsekit.data.glue import Example
 
-_MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+#: The model inputs a batch carries (every other entry is a target).
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
 
 class EncodedDataset(Dataset):
@@ -95,14 +96,14 @@ class PadCollator:
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if len(items) == 0:
             raise ValueError("cannot collate an empty batch.")
-        features = [{k: item[k] for k in _MODEL_INPUTS if k in item} for item in items]
+        features = [{k: item[k] for k in MODEL_INPUTS if k in item} for item in items]
         padded = self.tokenizer.pad(
             features,
             padding="longest",
             pad_to_multiple_of=self.pad_to_multiple_of,
             return_tensors="pt",
         )
-        batch = {k: padded[k] for k in _MODEL_INPUTS if k in padded}
+        batch = {k: padded[k] for k in MODEL_INPUTS if k in padded}
         dtype = torch.float32 if self.is_regression else torch.long
         batch["labels"] = torch.tensor([item["labels"] for item in items], dtype=dtype)
         return batch

@@ -38,6 +38,12 @@ METRIC_CHOICES = CLASSIFICATION_METRICS + REGRESSION_METRICS
 DEFAULT_TEXT_COLUMNS = (("sentence1", "sentence2"), ("sentence",), ("text",))
 DEFAULT_LABEL_COLUMN = "label"
 VALIDATION_SPLITS = ("validation", "dev", "validation_matched")
+#: Tasks outside GLUE read from the shared data folder (``--task NAME``), and their task types.
+BUILTIN_TASKS = {"conll2003": "token-classification", "squad": "question-answering"}
+#: The column options of the user's data that each task type reads.
+COLUMN_OPTIONS = {"sequence-classification": ("text_column", "text_pair_column", "label_column", "metric"),
+                  "token-classification": ("tokens_column", "tags_column", "tag_scheme"),
+                  "question-answering": ("question_column", "context_column", "answers_column")}
 
 
 class DataError(SparsekitError, ValueError):
@@ -46,9 +52,10 @@ class DataError(SparsekitError, ValueError):
 
 @dataclass(frozen=True)
 class DataSource:
-    """The data settings of a run, as given: a GLUE ``task`` (with ``data_dir``), or ``train_file`` +
+    """The data settings of a run, as given: a GLUE or built-in ``task`` (with ``data_dir``), or ``train_file`` +
     ``validation_file``, or a ``dataset`` (hub name or ``save_to_disk`` directory) with ``dataset_config``;
-    plus the column names and the metric for the user's data (None: the defaults)."""
+    plus the column names and the metric for the user's data (None: the defaults) and the ``task_type``
+    (None: the built-in task's, else sequence classification)."""
 
     task: str | None = None
     data_dir: str | None = None
@@ -60,6 +67,13 @@ class DataSource:
     text_pair_column: str | None = None
     label_column: str | None = None
     metric: str | None = None
+    task_type: str | None = None
+    tokens_column: str | None = None
+    tags_column: str | None = None
+    tag_scheme: str | None = None
+    question_column: str | None = None
+    context_column: str | None = None
+    answers_column: str | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> "DataSource":
@@ -68,10 +82,17 @@ class DataSource:
 
     @property
     def kind(self) -> str:
-        """"files", "dataset" or "glue"."""
+        """"files", "dataset", "builtin" (a task of BUILTIN_TASKS) or "glue"."""
         if self.train_file or self.validation_file:
             return "files"
-        return "dataset" if self.dataset else "glue"
+        if self.dataset:
+            return "dataset"
+        return "builtin" if self.task in BUILTIN_TASKS else "glue"
+
+    @property
+    def resolved_task_type(self) -> str:
+        """The task type of this data: as given, else the built-in task's, else "sequence-classification"."""
+        return self.task_type or BUILTIN_TASKS.get(self.task or "", "sequence-classification")
 
     @property
     def label(self) -> str:
@@ -88,19 +109,33 @@ class DataSource:
             missing = "--validation-file" if self.train_file else "--train-file"
             raise DataError(f"your own data needs both --train-file and --validation-file (sparsekit trains on "
                             f"the first and reports metrics on the second); {missing} is missing")
-        if self.kind != "glue":
+        task_type = self.resolved_task_type
+        if self.task and self.task_type and self.kind in ("glue", "builtin") and task_type != \
+                BUILTIN_TASKS.get(self.task, "sequence-classification"):
+            raise DataError(f"--task {self.task} is a {BUILTIN_TASKS.get(self.task, 'sequence-classification')} "
+                            f"task; drop --task-type {self.task_type} (or pass your own data with --train-file / "
+                            f"--validation-file or --dataset)")
+        if task_type in COLUMN_OPTIONS:
+            other = [n for t, names in COLUMN_OPTIONS.items() if t != task_type for n in names if getattr(self, n)]
+            if other:
+                flags = ", ".join("--" + n.replace("_", "-") for n in other)
+                raise DataError(f"{flags} do not apply to {task_type} data (pass --task-type to pick the task "
+                                f"type of your data)")
+        if self.kind not in ("glue", "builtin"):
             if self.task:
-                raise DataError(f"--task {self.task} names a GLUE task, but --train-file / --dataset give your own "
-                                f"data; drop --task (or drop your data options to run the GLUE task)")
+                raise DataError(f"--task {self.task} names a {'built-in' if self.task in BUILTIN_TASKS else 'GLUE'} "
+                                f"task, but --train-file / --dataset give your own data; drop --task (or drop your "
+                                f"data options to run the task)")
             if self.data_dir:
                 raise DataError("--data-dir is the GLUE data root; it does not apply to --train-file / --dataset")
         else:
-            user = [n for n in ("dataset_config", "text_column", "text_pair_column", "label_column", "metric")
+            user = [n for n in ("dataset_config", *(n for names in COLUMN_OPTIONS.values() for n in names))
                     if getattr(self, n)]
             if user:
                 flags = ", ".join("--" + n.replace("_", "-") for n in user)
+                which = "GLUE tasks use" if self.kind == "glue" else f"--task {self.task} uses"
                 raise DataError(f"{flags} apply to your own data (--train-file / --validation-file or --dataset); "
-                                f"GLUE tasks use their own columns and metrics")
+                                f"{which} their own columns and metrics")
         if self.metric is not None and self.metric not in METRIC_CHOICES:
             raise DataError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRIC_CHOICES)}")
 
@@ -127,7 +162,7 @@ def load_data(source: DataSource, train_limit: int | None = None, dev_limit: int
         root = resolve_data_root(source.data_dir)
         train = load_split(spec, "train", root, limit=train_limit, seed=seed)
         dev = load_split(spec, "dev", root, limit=dev_limit, seed=seed)
-        files = {split: _file_record(split_path(spec, split, root)) for split in ("train", "dev")}
+        files = {split: file_record(split_path(spec, split, root)) for split in ("train", "dev")}
         record = {**describe(spec, "glue", files=files), "root": str(root)}
     else:
         train_table, dev_table, origin = _open_tables(source)
@@ -140,25 +175,51 @@ def load_data(source: DataSource, train_limit: int | None = None, dev_limit: int
     return LoadedData(spec, train, dev, {**record, "train_examples": len(train), "dev_examples": len(dev)})
 
 
+def builtin_data_dir(task: str, data_dir: str | Path | None = None) -> Path:
+    """The folder holding a built-in task's files (BUILTIN_TASKS): ``data_dir`` when given, else the folder named
+    after the task next to the GLUE data root (``../shared/data/conll2003``). FileNotFoundError saying where it
+    looked and what to pass."""
+    if data_dir is not None:
+        path = Path(data_dir).expanduser()
+    else:
+        try:
+            path = resolve_data_root(None).parent / task
+        except FileNotFoundError:
+            path = Path("..", "shared", "data", task)
+    if not path.is_dir():
+        raise FileNotFoundError(f"the {task} data folder {path} does not exist; pass --data-dir with the folder "
+                                f"that holds the {task} files")
+    return path.resolve()
+
+
 def describe(spec: TaskSpec, kind: str, files: dict | None = None, dataset: dict | None = None) -> dict:
-    """The JSON description of a data source kept by recipe.json (``data``) and an artifact's manifest
-    (``data``); ``spec_from_description`` turns it back into the spec.
+    """The JSON description of a sequence-classification data source kept by recipe.json (``data``) and an
+    artifact's manifest (``data``); ``spec_from_description`` turns it back into the spec. (The other task types
+    write their own, with the same ``kind``, ``task_type``, ``task``, ``name``, ``label_names``, ``metrics``,
+    ``metric``, ``files`` and ``dataset`` keys: sparsekit/tasks/.)
 
     kind: "glue", "files" or "dataset"; files: ``{split: {"path", "sha256"}}``; dataset: ``{"name",
     "config", "path", "splits"}``.
     """
-    return {"kind": kind, "task": spec.name if kind == "glue" else None, "name": spec.display_name,
-            "text_columns": list(spec.text_fields), "label_column": spec.label_field,
+    return {"kind": kind, "task_type": "sequence-classification", "task": spec.name if kind == "glue" else None,
+            "name": spec.display_name, "text_columns": list(spec.text_fields), "label_column": spec.label_field,
             "label_format": spec.label_format,
             "label_names": list(spec.label_names) if spec.label_names is not None else None,
             "is_regression": spec.is_regression, "metrics": list(spec.metrics), "metric": spec.main_metric,
             "files": files, "dataset": dataset}
 
 
+def recorded_task_type(data: dict | None) -> str:
+    """The task type a recorded ``data`` description (recipe.json / manifest ``data``) was trained for; older
+    records, which have no ``task_type``, are sequence classification."""
+    return (data or {}).get("task_type") or "sequence-classification"
+
+
 def spec_from_description(data: dict | None) -> TaskSpec | None:
-    """The TaskSpec a run or artifact was trained for, from its recorded ``data`` description (``describe``),
-    or from the ``{"task": name}`` of older runs; None when nothing usable is recorded."""
-    if not data:
+    """The TaskSpec a sequence-classification run or artifact was trained for, from its recorded ``data``
+    description (``describe``), or from the ``{"task": name}`` of older runs; None when nothing usable is
+    recorded, and for the other task types (see ``recorded_task_type``)."""
+    if not data or recorded_task_type(data) != "sequence-classification":
         return None
     if data.get("kind", "glue") == "glue":
         return get_task(data["task"]) if data.get("task") else None
@@ -171,16 +232,20 @@ def spec_from_description(data: dict | None) -> TaskSpec | None:
 
 
 def recorded_description(recipe: dict | None) -> dict | None:
-    """The ``describe`` dict of a run's recipe (an artifact's manifest keeps it as ``data``); older recipes that
-    only name their GLUE task get theirs rebuilt. None when the recipe records no data."""
+    """The data description of a run's recipe (an artifact's manifest keeps it as ``data``): ``describe``'s keys
+    for sequence classification (older recipes that only name their GLUE task get theirs rebuilt, with
+    ``task_type``), the recorded description without the example counts for the other task types. None when
+    the recipe records no data."""
     data = (recipe or {}).get("data")
+    if data and recorded_task_type(data) != "sequence-classification":
+        return {key: value for key, value in data.items() if key not in ("train_examples", "dev_examples", "root")}
     spec = spec_from_description(data)
     if spec is None:
         return None
     if "kind" not in data:
         return describe(spec, "glue", files=data.get("files"))
     keys = describe(spec, data["kind"]).keys()
-    return {key: data.get(key) for key in keys}
+    return {key: data.get(key) for key in keys} | {"task_type": "sequence-classification"}
 
 
 def load_evaluation_file(spec: TaskSpec, path: str | Path, text_column: str | None = None,
@@ -267,8 +332,8 @@ def _open_tables(source: DataSource) -> tuple[_Table, _Table, dict]:
     if source.kind == "files":
         train = _read_file(source.train_file, "--train-file")
         dev = _read_file(source.validation_file, "--validation-file")
-        files = {"train": _file_record(Path(source.train_file)),
-                 "validation": _file_record(Path(source.validation_file))}
+        files = {"train": file_record(Path(source.train_file)),
+                 "validation": file_record(Path(source.validation_file))}
         return train, dev, {"files": files}
     splits = _open_dataset(source.dataset, source.dataset_config)
     if "train" not in splits:
@@ -321,7 +386,9 @@ def _short(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def _file_record(path: Path) -> dict:
+def file_record(path: Path) -> dict:
+    """What a run records of one data file: ``{"path": absolute path, "sha256": checksum}``."""
+    path = Path(path)
     return {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsekit.data.encode import MODEL_INPUTS
 from sparsekit.prune.extensions import Extension, TrainContext
 from sparsekit.prune.options import METHODS, option
 
@@ -134,14 +135,13 @@ def encode_dataset(model: nn.Module, dataset, collate, kind: str, batch_size: in
     was_training = model.training
     model.eval()
     base = model.base_model
-    order = sorted(range(len(dataset)), key=lambda i: len(dataset.input_ids[i]))
+    order = sorted(range(len(dataset)), key=lambda i: len(dataset[i]["input_ids"]))
     out = None
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             batch = collate([dataset[i] for i in idx])
-            batch.pop("labels", None)
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}  # no targets
             rep = F.normalize(representation(base(**batch), batch["attention_mask"], kind).float(), dim=-1).cpu()
             if out is None:
                 out = torch.zeros(len(dataset), rep.shape[-1])
@@ -209,7 +209,7 @@ class CAPExtension(Extension):
             self.kind = "pooler" if getattr(base, "pooler", None) is not None else "cls"
         if self.kind == "pooler" and getattr(base, "pooler", None) is None:
             raise ValueError("cap_representation 'pooler' needs a model with a pooler; use 'cls' or 'mean'")
-        self.labels = None if ctx.task.is_regression else ctx.train_set.labels.clone()
+        self.labels = ctx.task_type.example_labels(ctx.train_set)
         self._hook = base.register_forward_hook(self._capture, with_kwargs=True)
         self.banks = {m: [] for m in self.modules}
 

@@ -21,6 +21,7 @@ from sparsekit.prune.lpaf import LPAFOptions
 from sparsekit.prune.options import DATA, PRUNING, TRAIN, option
 from sparsekit.prune.recipes import RECIPES
 from sparsekit.prune.structured import StructuredOptions
+from sparsekit.tasks.options import TaskOptions
 
 
 @dataclass
@@ -32,7 +33,9 @@ class TrainSettings:
 
     method: str = option("smp-s", "Pruning method.", panel=PRUNING, choices=tuple(RECIPES))
     keep: float = option(0.1, "Remaining fraction of encoder weights at the end (0.1 = 10%).", panel=PRUNING)
-    task: str | None = option(None, "GLUE task: sst2, mrpc, rte, stsb, cola, qnli, mnli, qqp [default: sst2 "
+    task: str | None = option(None, "GLUE task: sst2, mrpc, rte, stsb, cola, qnli, mnli, qqp; or conll2003 "
+                                    "(NER) or squad (SQuAD v1.1 dev re-split by article, 38 train / 10 dev: "
+                                    "figures on it are not comparable to the official dev set) [default: sst2 "
                                     "unless --train-file or --dataset gives your own data].", panel=DATA)
     model: str = option("minilm", "'minilm' (shipped), a local checkpoint dir, a hub id, or "
                                   "random:<arch>[-<shape>].", panel=DATA)
@@ -85,9 +88,10 @@ class TrainSettings:
 
 
 # The bases are listed last-first: dataclasses collects fields from the last base to the first, then the
-# class's own, which gives to_dict() its historical key order (TrainSettings, abp, cap, lpaf, struct, control).
+# class's own, which gives to_dict() its historical key order (TrainSettings, abp, cap, lpaf, struct, control),
+# with the task-type settings (added later, every one None by default) after TrainSettings.
 @dataclass
-class PruneConfig(StructuredOptions, LPAFOptions, CAPOptions, AbPOptions, TrainSettings):
+class PruneConfig(StructuredOptions, LPAFOptions, CAPOptions, AbPOptions, TaskOptions, TrainSettings):
     """Settings of one run: TrainSettings, the method option groups, then checkpointing and output-directory
     control. Each field's help is declared with it (``option``)."""
 
@@ -123,6 +127,7 @@ class PruneConfig(StructuredOptions, LPAFOptions, CAPOptions, AbPOptions, TrainS
         modules = parse_modules(self.cap)  # ValueError for an unknown module
         if "fic" in modules and not self.teacher:
             raise ValueError("the CAP module fic contrasts with a fine-tuned teacher: pass teacher (--teacher DIR)")
+        self.check_task_options()
         DataSource.from_config(self).check()  # DataError (a ValueError) for contradicting data options
         if self.task is None and not (self.train_file or self.validation_file or self.dataset):
             self.task = "sst2"

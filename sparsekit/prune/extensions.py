@@ -21,7 +21,9 @@ class TrainContext:
     model: the unwrapped model being trained; pruner: its Pruner (None for dense fine-tuning);
     optimizer / scheduler: the (Accelerate-wrapped) AdamW and LR schedule; trainable: the parameters
     that are clipped (extensions that add parameters append here); train_set / collate: the training
-    data (an EncodedDataset and its collate function); total / steps_per_epoch: the step budget.
+    data (the task type's dataset and its collate function); total / steps_per_epoch: the step budget;
+    task: the task's spec (a TaskSpec for sequence classification); task_type: the run's TaskType
+    (sparsekit/tasks/).
     """
 
     model: nn.Module
@@ -38,6 +40,7 @@ class TrainContext:
     optimizer: Any = None
     scheduler: Any = None
     trainable: list = field(default_factory=list)
+    task_type: Any = None
 
 
 class Extension:
@@ -60,7 +63,12 @@ class Extension:
 
     def extra_loss(self, ctx: TrainContext, step: int, example_ids: torch.Tensor, labels: torch.Tensor,
                    logits: torch.Tensor) -> torch.Tensor | None:
-        """An auxiliary loss added to the task loss (``None`` = nothing)."""
+        """An auxiliary loss added to the task loss (``None`` = nothing).
+
+        labels: the batch's ``labels`` (``[B]`` classes or scores; ``[B, T]`` tags with -100 for token
+        classification; None for question answering); logits: the task type's outputs (``[B, C]``, ``[B, T, C]``,
+        or the (start, end) pair ``[B, T]`` each for question answering).
+        """
         return None
 
     def after_step(self, ctx: TrainContext, step: int) -> bool:

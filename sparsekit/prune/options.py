@@ -14,6 +14,7 @@ PRUNING = "Pruning"
 DATA = "Data and model"
 TRAIN = "Training"
 METHODS = "Method options (abp, CAP, lpaf, smp-struct)"
+TASK_TYPES = "Task types (token classification, question answering)"
 
 
 def option(default: Any, help: str, *, panel: str | None = None, flags: tuple[str, ...] = (),

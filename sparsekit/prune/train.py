@@ -1,6 +1,8 @@
 """The one training loop behind every method (SMP, movement, magnitude, L0, AbP, LPAF, fine-tuning).
 
-Methods that need more than a mask and a regulariser plug in as extensions (extensions.py): AbP's
+What differs between task types (sentence classification, token classification, question answering: data,
+model head, datasets, losses, evaluation) comes from the run's TaskType (sparsekit/tasks/). Methods that need more
+than a mask and a regulariser plug in as extensions (extensions.py): AbP's
 drift and stop criterion, CAP's contrastive losses, LPAF's factorisation, structure-aware SMP's coupled
 scores. Every training example carries its dataset index (``example_ids``) through the loader.
 
@@ -20,15 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sparsekit.data import EncodedDataset, TaskSpec, make_collate
-from sparsekit.data.source import DataSource, LoadedData, load_data
-from sparsekit.evaluate import evaluate
+from sparsekit.data.source import DataSource
 from sparsekit.files import remove_owned_output
-from sparsekit.models import head_parameter_names, load_classifier, load_tokenizer, resolve_model_source
+from sparsekit.models import head_parameter_names, load_tokenizer, resolve_model_source
 from sparsekit.prune import checkpoints
 from sparsekit.prune import report as report_mod
 from sparsekit.prune.abp import AbPExtension
@@ -41,6 +40,7 @@ from sparsekit.prune.pruner import MASKINGS, Pruner
 from sparsekit.prune.recipes import Recipe, get_recipe
 from sparsekit.prune.schedule import CubicSchedule, cubic_ramp
 from sparsekit.prune.structured import StructuredSMPExtension, structure_stats
+from sparsekit.tasks import TaskData, TaskType, get_task_type
 from sparsekit.versions import library_versions
 
 CHECKPOINT_DIR = checkpoints.CHECKPOINT_DIR
@@ -198,32 +198,19 @@ def _param_groups(model: nn.Module, pruner: Pruner | None, recipe: Recipe, confi
     return [{"params": ps, "lr": rates[k], "name": k} for k, ps in groups.items() if ps]
 
 
-def _task_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: bool) -> torch.Tensor:
-    if is_regression:
-        return F.mse_loss(logits.squeeze(-1), labels.float())
-    return F.cross_entropy(logits, labels)
-
-
-def _kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, is_regression: bool) -> torch.Tensor:
-    """T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean (spec §2.3); MSE to the teacher for regression."""
-    if is_regression:
-        return F.mse_loss(student, teacher)
-    return F.kl_div(F.log_softmax(student / temperature, -1), F.softmax(teacher / temperature, -1),
-                    reduction="batchmean") * temperature**2
-
-
 @dataclass
 class RunPlan:
     """A run's settings checked and resolved against its recipe (every "method default" filled in).
 
-    extensions: the run's extension objects, not yet set up; data: the train / validation examples, read and
-    checked (data/source.py), with their record for recipe.json; out: the prepared output directory;
+    task_type: the run's TaskType (sparsekit/tasks/); extensions: the run's extension objects, not yet set up;
+    data: the train / validation examples, read and checked by the task type, with their record for recipe.json;
+    out: the prepared output directory;
     run_record: the settings every checkpoint records and a resume must match (checkpoints.run_record).
     """
 
     config: PruneConfig
     recipe: Recipe
-    task: TaskSpec
+    task_type: TaskType
     masking: str | None
     lam_final: float
     lambda_ramp: str
@@ -232,7 +219,7 @@ class RunPlan:
     smp_temperature: float
     score_init: float | str
     extensions: list[Extension]
-    data: LoadedData
+    data: TaskData
     source: Path | str
     teacher_source: Path | str | None
     out: Path
@@ -252,7 +239,7 @@ class RunSetup:
     tokenizer: Any
     model: nn.Module
     ctx: TrainContext
-    dev_set: EncodedDataset
+    dev_set: Any
     sampler: EpochSampler
     loader: DataLoader
     keep_schedule: CubicSchedule
@@ -307,15 +294,18 @@ def _resolve(config: PruneConfig) -> RunPlan:
     if recipe.extension in ("abp", "lpaf", "structured") and masking != recipe.masking and not (
             recipe.extension == "structured" and masking == "local"):
         raise ValueError(f"{recipe.name} needs its own masking ({recipe.masking}); drop --masking {masking}")
+    data_source = DataSource.from_config(config)
+    task_type = get_task_type(data_source.resolved_task_type)
+    task_type.check_config(config)  # ValueError for settings that cannot apply to this task type
     extensions = build_extensions(config, recipe)  # ValueError for bad extension settings
     source = resolve_model_source(config.model)
     teacher_source = resolve_model_source(config.teacher) if config.teacher else None
     smp_temperature = config.smp_temperature or (4.0 if config.keep >= 0.7 else 1.0)
     score_init = recipe.score_init if config.score_init is None else config.score_init
     # The data is read and checked whole before the output directory is touched.
-    data = load_data(DataSource.from_config(config), config.train_samples, config.eval_samples, config.seed)
+    data = task_type.load_data(data_source, config)
     out = _prepare_output_dir(config)
-    return RunPlan(config=config, recipe=recipe, task=data.spec, masking=masking, lam_final=lam_final,
+    return RunPlan(config=config, recipe=recipe, task_type=task_type, masking=masking, lam_final=lam_final,
                    lambda_ramp=lambda_ramp, warmup=warmup, cooldown=cooldown, smp_temperature=smp_temperature,
                    score_init=score_init, extensions=extensions, data=data, source=source,
                    teacher_source=teacher_source, out=out,
@@ -328,22 +318,17 @@ def _build(plan: RunPlan) -> RunSetup:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    config, task, extensions = plan.config, plan.task, plan.extensions
+    config, task_type, extensions = plan.config, plan.task_type, plan.extensions
     accelerator = Accelerator()
     set_seed(config.seed)
     tokenizer = load_tokenizer(plan.source)
-    model = load_classifier(plan.source, task.num_labels, seed=config.seed)
-    if task.label_names:
-        model.config.id2label = dict(enumerate(task.label_names))
-        model.config.label2id = {n: i for i, n in enumerate(task.label_names)}
+    model = task_type.load_model(plan.source, plan.data, seed=config.seed)
     pruner = Pruner(model, plan.masking, score_init=plan.score_init, smp_temperature=plan.smp_temperature) \
         if plan.masking else None
 
-    train_set = EncodedDataset(plan.data.train, tokenizer, config.max_length, task.is_regression)
-    dev_set = EncodedDataset(plan.data.dev, tokenizer, config.max_length, task.is_regression)
-    sampler = EpochSampler(len(train_set), config.seed, [len(ids) for ids in train_set.input_ids],
-                           config.batch_size)
-    collate = make_collate(tokenizer, task.is_regression)
+    train_set, dev_set = task_type.datasets(plan.data, tokenizer, config)
+    sampler = EpochSampler(len(train_set), config.seed, task_type.lengths(train_set), config.batch_size)
+    collate = task_type.collate(tokenizer, plan.data)
     loader = DataLoader(IndexedDataset(train_set), batch_size=config.batch_size, sampler=sampler, drop_last=False,
                         collate_fn=CollateWithIds(collate),
                         # The loader draws its per-iterator seed from this generator, not the global RNG: a run
@@ -358,11 +343,11 @@ def _build(plan: RunPlan) -> RunSetup:
 
     teacher = None
     if plan.teacher_source is not None:
-        teacher = load_classifier(plan.teacher_source, task.num_labels).eval().requires_grad_(False)
+        teacher = task_type.load_model(plan.teacher_source, plan.data).eval().requires_grad_(False)
         teacher.to(accelerator.device)
-    ctx = TrainContext(model=model, pruner=pruner, config=config, recipe=plan.recipe, task=task, train_set=train_set,
-                       collate=collate, total=total, steps_per_epoch=steps_per_epoch, device=accelerator.device,
-                       teacher=teacher)
+    ctx = TrainContext(model=model, pruner=pruner, config=config, recipe=plan.recipe, task=plan.data.spec,
+                       train_set=train_set, collate=collate, total=total, steps_per_epoch=steps_per_epoch,
+                       device=accelerator.device, teacher=teacher, task_type=task_type)
     for ext in extensions:
         ext.setup(ctx)
     groups = _param_groups(model, pruner, plan.recipe, config)
@@ -410,20 +395,20 @@ def _regularizer_lambda(plan: RunPlan, run: RunSetup, step: int) -> float:
 
 def _loss(plan: RunPlan, run: RunSetup, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Forward one batch; return (task loss, with distillation), (everything optimised) and lambda."""
-    ctx, config = run.ctx, plan.config
+    ctx, config, task_type = run.ctx, plan.config, plan.task_type
     example_ids = batch.pop("example_ids")
-    labels = batch.pop("labels")
-    logits = run.model(**batch).logits
-    loss = _task_loss(logits, labels, plan.task.is_regression)
+    targets = {key: batch.pop(key) for key in task_type.target_keys}
+    outputs = task_type.forward(run.model, batch)
+    loss = task_type.loss(outputs, targets)
     if ctx.teacher is not None:
         with torch.no_grad():
-            t_logits = ctx.teacher(**batch).logits
-        kd = _kd_loss(logits, t_logits, config.kd_temperature, plan.task.is_regression)
+            t_outputs = task_type.forward(ctx.teacher, batch)
+        kd = task_type.kd_loss(outputs, t_outputs, targets, config.kd_temperature)
         loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
     lam = _regularizer_lambda(plan, run, step)
     total_loss = loss + lam * ctx.pruner.regularization() if lam else loss
     for ext in plan.extensions:
-        extra = ext.extra_loss(ctx, step, example_ids, labels, logits)
+        extra = ext.extra_loss(ctx, step, example_ids, targets.get("labels"), outputs)
         if extra is not None:
             total_loss = total_loss + extra
     return loss, total_loss, lam
@@ -469,7 +454,7 @@ def _train(plan: RunPlan, run: RunSetup) -> LoopEnd:
     pruner, total, extensions = ctx.pruner, ctx.total, plan.extensions
     show = accelerator.is_main_process and config.progress
     start_step, run_start = state.step, time.perf_counter()
-    bar = tqdm(total=total, initial=start_step, desc=f"{plan.recipe.name} {plan.task.display_name}",
+    bar = tqdm(total=total, initial=start_step, desc=f"{plan.recipe.name} {plan.data.display_name}",
                disable=not show, dynamic_ncols=True, file=sys.stderr)
     run.model.train()
     step = state.step
@@ -544,8 +529,8 @@ def _finalise(plan: RunPlan, run: RunSetup, end: LoopEnd) -> PruneResult:
     stats = report_mod.matrix_stats(matrices, masks)
     summary = report_mod.summary(stats)
     density = next((d for d in (e.density() for e in plan.extensions) if d is not None), summary["density"])
-    metrics = evaluate(model, run.dev_set, run.tokenizer, plan.task, config.eval_batch_size,
-                       progress=main and config.progress)
+    metrics = plan.task_type.evaluate(model, run.dev_set, plan.data, run.tokenizer, config,
+                                      progress=main and config.progress)
     metrics.update(train_seconds=end.train_seconds, steps=end.step, density=density,
                    target_keep=config.keep if plan.masking else 1.0)
     if main:

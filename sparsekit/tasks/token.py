@@ -1,0 +1,160 @@
+"""Token classification (NER): one IOB2 tag per word, the label on a word's first sub-token; entity-level
+precision / recall / F1 (seqeval, strict IOB2) plus token accuracy. The building blocks are in ``tasks/ner/``.
+
+Data: the built-in ``--task conll2003`` (train.txt / validation.txt / test.txt of the shared CoNLL-2003 folder),
+or the user's CoNLL files, JSON / JSON Lines / Parquet files or ``datasets`` data with a tokens column and a tags
+column (``--task-type token-classification``).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sparsekit.data.source import BUILTIN_TASKS, DataError, builtin_data_dir, file_record
+from sparsekit.tasks.base import TaskData, TaskType, batch_loop, check_cap_labels, refuse_options
+
+#: The built-in CoNLL-2003 files by split (``sparsekit evaluate --split``).
+CONLL_SPLITS = {"train": "train.txt", "dev": "validation.txt", "validation": "validation.txt", "test": "test.txt"}
+#: Settings only question answering reads (its column options are refused by DataSource.check).
+QA_OPTIONS = ("doc_stride", "max_answer_length", "n_best", "version_2_with_negative", "null_threshold")
+
+
+class TokenClassification(TaskType):
+    """NER with a token-classification head: per-token cross-entropy (ignoring -100), per-token KD."""
+
+    name = "token-classification"
+    auto_class = "AutoModelForTokenClassification"
+    target_keys = ("labels",)
+    main_metric = "f1"
+    metrics = ("precision", "recall", "f1", "accuracy")
+    builtin_tasks = tuple(t for t, kind in BUILTIN_TASKS.items() if kind == "token-classification")
+
+    def check_config(self, config: Any) -> None:
+        refuse_options(config, QA_OPTIONS, "question answering", self.name)
+        check_cap_labels(self, config)
+
+    def load_data(self, source: Any, config: Any) -> TaskData:
+        from sparsekit.tasks.ner import load_token_data
+
+        task = source.task if source.kind == "builtin" else None
+        train_file, validation_file = source.train_file, source.validation_file
+        if task is not None:
+            train_file, validation_file = conll_path(task, "train", source.data_dir), conll_path(task, "dev",
+                                                                                                  source.data_dir)
+        loaded = load_token_data(train_file=train_file, validation_file=validation_file, dataset=source.dataset,
+                                 dataset_config=source.dataset_config,
+                                 tokens_column=source.tokens_column or "tokens",
+                                 tags_column=source.tags_column or "ner_tags", scheme=source.tag_scheme or "auto",
+                                 train_limit=config.train_samples, dev_limit=config.eval_samples, seed=config.seed)
+        name = task or source.label
+        files = None
+        if train_file is not None:
+            files = {"train": file_record(train_file), "validation": file_record(validation_file)}
+        record = {**loaded.record, "kind": source.kind, "task_type": self.name, "task": task, "name": name,
+                  "label_names": list(loaded.labels), "tokens_column": source.tokens_column or "tokens",
+                  "tags_column": source.tags_column or "ner_tags", "tag_scheme": source.tag_scheme or "auto",
+                  "metrics": list(self.metrics), "metric": self.main_metric, "files": files,
+                  "dataset": loaded.record.get("dataset"),
+                  "train_examples": len(loaded.train), "dev_examples": len(loaded.dev)}
+        return TaskData(loaded.train, loaded.dev, record, tuple(loaded.labels), name, loaded)
+
+    def num_labels(self, data: TaskData) -> int:
+        return len(data.labels)
+
+    def datasets(self, data: TaskData, tokenizer: Any, config: Any) -> tuple[Any, Any]:
+        from sparsekit.tasks.ner import TokenDataset
+
+        label2id = {name: i for i, name in enumerate(data.labels)}
+        return (TokenDataset(data.train, tokenizer, label2id, config.max_length),
+                TokenDataset(data.dev, tokenizer, label2id, config.max_length))
+
+    def collate(self, tokenizer: Any, data: TaskData):
+        from sparsekit.tasks.ner import make_token_collate
+
+        return make_token_collate(tokenizer)
+
+    def loss(self, outputs: torch.Tensor, targets: dict) -> torch.Tensor:
+        """Cross-entropy of logits ``[B, T, C]`` against tag ids ``[B, T]`` (-100: not a word's first token)."""
+        from sparsekit.tasks.ner import token_loss
+
+        return token_loss(outputs, targets["labels"])
+
+    def kd_loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: dict,
+                temperature: float) -> torch.Tensor:
+        """T^2 * KL of the tag distributions, mean over the labelled positions."""
+        from sparsekit.tasks.ner import token_kd_loss
+
+        return token_kd_loss(student, teacher, targets["labels"], temperature)
+
+    def evaluate(self, model: nn.Module, dataset: Any, data: TaskData, tokenizer: Any, config: Any,
+                 progress: bool = False) -> dict:
+        return entity_evaluation(model, dataset, data.dev, data.labels, tokenizer, config.eval_batch_size,
+                                 progress)
+
+    def evaluate_saved(self, model: nn.Module, tokenizer: Any, recipe: dict, *, split: str = "dev",
+                       data_dir: str | None = None, validation_file: str | None = None,
+                       columns: dict | None = None, batch_size: int = 128, progress: bool = False,
+                       task: str | None = None) -> tuple[dict, str]:
+        """Entity metrics on a split of the built-in task (train / dev = validation / test) or on
+        ``validation_file`` (CoNLL, JSON, JSON Lines, Parquet; ``columns``: tokens_column, tags_column,
+        tag_scheme)."""
+        from sparsekit.tasks.ner import TokenDataset, load_token_data
+
+        data = recipe.get("data") or {}
+        labels = tuple(data.get("label_names") or ())
+        if not labels:
+            id2label = model.config.id2label
+            labels = tuple(id2label[i] for i in range(len(id2label)))
+        columns = columns or {}
+        if validation_file is None:
+            task = task or data.get("task")
+            if task is None:
+                raise ValueError(f"the model was trained on your own data ({data.get('name')}); pass "
+                                 f"--validation-file to evaluate it")
+            validation_file = conll_path(task, split, data_dir)
+            where = f"{task} {split}"
+        else:
+            where = str(validation_file)
+        loaded = load_token_data(validation_file=validation_file,
+                                 tokens_column=columns.get("tokens_column") or data.get("tokens_column") or "tokens",
+                                 tags_column=columns.get("tags_column") or data.get("tags_column") or "ner_tags",
+                                 scheme=columns.get("tag_scheme") or "auto")
+        unknown = sorted({t for ex in loaded.dev for t in ex.tags} - set(labels))
+        if unknown:
+            raise DataError(f"{validation_file}: tags {', '.join(unknown)} are not ones the model was trained on "
+                            f"({', '.join(labels)})")
+        max_length = recipe.get("config", {}).get("max_length", 128)
+        dataset = TokenDataset(loaded.dev, tokenizer, {n: i for i, n in enumerate(labels)}, max_length)
+        return entity_evaluation(model, dataset, loaded.dev, labels, tokenizer, batch_size, progress), where
+
+
+def entity_evaluation(model: nn.Module, dataset: Any, examples: list, labels: tuple[str, ...], tokenizer: Any,
+                      batch_size: int = 128, progress: bool = False) -> dict:
+    """Entity precision / recall / F1 (strict IOB2), token accuracy and per-type scores of ``model`` on
+    ``dataset`` (a TokenDataset of ``examples``), plus eval_seconds and eval_samples (sentences)."""
+    from sparsekit.tasks.ner import entity_metrics, make_token_collate, word_predictions
+
+    start = time.perf_counter()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=make_token_collate(tokenizer))
+    logits: list[np.ndarray] = []
+    for outputs, _ in batch_loop(model, loader, ("labels",), progress):
+        logits += list(outputs.logits.float().cpu().numpy())  # [T_batch, C] per item, padded
+    id2label = dict(enumerate(labels))
+    predicted = word_predictions(logits, dataset, id2label)
+    metrics = entity_metrics([list(ex.tags) for ex in examples], predicted)
+    metrics["eval_seconds"] = time.perf_counter() - start
+    metrics["eval_samples"] = len(examples)
+    return metrics
+
+
+def conll_path(task: str, split: str, data_dir: str | Path | None = None) -> Path:
+    """The file of ``split`` (train, dev / validation, test) of the built-in token-classification ``task``."""
+    if split not in CONLL_SPLITS:
+        raise ValueError(f"unknown split {split!r} of {task}; choose one of {', '.join(CONLL_SPLITS)}")
+    return builtin_data_dir(task, data_dir) / CONLL_SPLITS[split]
