@@ -144,7 +144,7 @@ def task_fields(model, recipe: dict | None) -> dict:
     labels = [] if task_type == QA or (task_type == SEQUENCE and regression) else \
         [str(config.id2label[i]) for i in range(config.num_labels)]
     data = recorded_description(recipe) or {}
-    metric = (recipe or {}).get("metric") or data.get("metric")
+    metric = data.get("metric")
     return {"task_type": task_type, "labels": labels, "metric": metric if isinstance(metric, str) else None}
 
 

@@ -13,12 +13,11 @@ import torch
 from torch import nn
 
 from sparsekit.errors import ModelError
+from sparsekit.models import TASK_MODEL_CLASSES, auto_model_class
 
 SEQUENCE, TOKEN, QA = "sequence-classification", "token-classification", "question-answering"
-TASK_TYPES = (SEQUENCE, TOKEN, QA)
-#: The transformers auto class of each task type's head.
-AUTO_CLASSES = {SEQUENCE: "AutoModelForSequenceClassification", TOKEN: "AutoModelForTokenClassification",
-                QA: "AutoModelForQuestionAnswering"}
+#: The task type names (their home: models.TASK_MODEL_CLASSES, the head class of each).
+TASK_TYPES = tuple(TASK_MODEL_CLASSES)
 #: The Hugging Face class-name suffix of each task type's head.
 _SUFFIXES = {SEQUENCE: "ForSequenceClassification", TOKEN: "ForTokenClassification", QA: "ForQuestionAnswering"}
 
@@ -31,10 +30,8 @@ def check_task_type(task_type: str) -> str:
 
 
 def auto_class(task_type: str):
-    """The transformers auto class (``AutoModelFor...``) of ``task_type``."""
-    import transformers
-
-    return getattr(transformers, AUTO_CLASSES[check_task_type(task_type)])
+    """The transformers auto class (``AutoModelFor...``) of ``task_type`` (models.auto_model_class)."""
+    return auto_model_class(check_task_type(task_type))
 
 
 def task_type_of(model: nn.Module) -> str:

@@ -328,7 +328,7 @@ def _check_common(c: _Check, manifest: dict, required_files: tuple[str, ...], vo
         c.type(data.get("task"), "recipe.data.task", str, type(None))
     data = c.type(manifest.get("data"), "data", dict, type(None))
     if data is not None:  # after _check_classifier_config: id2label is checked
-        _check_data(c, data, len(manifest["config"]["id2label"]))
+        _check_data(c, data, len(manifest["config"]["id2label"]), manifest.get("task_type", "sequence-classification"))
     for key in ("compaction", "lossy", "export", "versions"):
         c.type(manifest[key], key, dict)
     for key, value in manifest["compaction"].items():
@@ -395,12 +395,23 @@ def check_values(tensors: dict, names, where: str) -> None:
             raise ArtifactError(f"{where}: tensor {name!r} has {int((~torch.isfinite(t)).sum())} NaN/inf value(s)")
 
 
-def _check_data(c: _Check, data: dict, n_labels: int) -> None:
-    """The manifest's ``data`` (sparsekit.data.source.describe): field types, and label names that fit the head."""
+#: The ``data`` keys every task type records (sparsekit/tasks/: token classification and QA add their own).
+TASK_DATA_FIELDS = ("kind", "task_type", "task", "name", "label_names", "metrics", "metric", "files", "dataset")
+
+
+def _check_data(c: _Check, data: dict, n_labels: int, task_type: str) -> None:
+    """The manifest's ``data`` (what the run trained on): its task type is the manifest's; for a sequence
+    classifier exactly sparsekit.data.source.describe's fields (``task_type`` optional: older artifacts lack
+    it); for the other task types the shared TASK_DATA_FIELDS, typed, plus the type's own keys. Label names
+    must fit the head."""
     from sparsekit.data.metrics import METRICS
 
-    if set(data) != set(DATA_FIELDS):
-        c.fail(f"data must have exactly {', '.join(DATA_FIELDS)}")
+    if data.get("task_type", "sequence-classification") != task_type:
+        c.fail(f"data.task_type {data.get('task_type')!r} is not the artifact's task_type {task_type!r}")
+    if task_type != "sequence-classification":
+        return _check_task_data(c, data, n_labels, task_type)
+    if set(data) - {"task_type"} != set(DATA_FIELDS):
+        c.fail(f"data must have exactly {', '.join(DATA_FIELDS)} (and task_type)")
     if data["kind"] not in ("glue", "files", "dataset"):
         c.fail(f"data.kind must be glue, files or dataset, got {data['kind']!r}")
     c.type(data["task"], "data.task", str, type(None))
@@ -419,5 +430,27 @@ def _check_data(c: _Check, data: dict, n_labels: int) -> None:
     metrics = c.type(data["metrics"], "data.metrics", list)
     if not metrics or any(m not in METRICS for m in metrics) or data["metric"] not in metrics:
         c.fail(f"data.metrics must name metrics of {', '.join(METRICS)}, data.metric one of them")
+    c.type(data["files"], "data.files", dict, type(None))
+    c.type(data["dataset"], "data.dataset", dict, type(None))
+
+
+def _check_task_data(c: _Check, data: dict, n_labels: int, task_type: str) -> None:
+    """``data`` of a token-classification or QA artifact (see _check_data)."""
+    missing = [f for f in TASK_DATA_FIELDS if f not in data]
+    if missing:
+        c.fail(f"data lacks {', '.join(missing)}")
+    if data["kind"] not in ("builtin", "files", "dataset"):
+        c.fail(f"data.kind must be builtin, files or dataset, got {data['kind']!r}")
+    c.type(data["task"], "data.task", str, type(None))
+    c.type(data["name"], "data.name", str)
+    names = c.type(data["label_names"], "data.label_names", list, type(None))
+    if task_type == "question-answering" and names is not None:
+        c.fail("data.label_names must be null for a question-answering model")
+    if task_type == "token-classification" and (names is None or len(names) != n_labels
+                                                or not all(isinstance(n, str) for n in names)):
+        c.fail(f"data.label_names must list the head's {n_labels} tag names")
+    metrics = c.type(data["metrics"], "data.metrics", list)
+    if not metrics or not all(isinstance(m, str) for m in metrics) or data["metric"] not in metrics:
+        c.fail("data.metrics must list metric names, data.metric one of them")
     c.type(data["files"], "data.files", dict, type(None))
     c.type(data["dataset"], "data.dataset", dict, type(None))

@@ -52,13 +52,16 @@ class Predictor:
     """Wraps a model + tokenizer. ``predict(inputs)`` -> one result per input, batched; what the inputs and
     results are depends on the model's task type (``task_type``; see the module docstring).
 
-    max_length: tokens per input (per window for QA) [default: DEFAULT_MAX_LENGTH of the task type], capped by
-    the model's position embeddings. stride, n_best, max_answer_length, null_threshold: QA's windowing and
-    span choice (``sparsekit.tasks.qa.answer_questions``; ignored by the other task types).
+    max_length: tokens per input (per window for QA) [default: what the artifact's run recorded (QA: its
+    ``data.qa.max_length``), else DEFAULT_MAX_LENGTH of the task type], capped by the model's position embeddings.
+    stride, n_best, max_answer_length, null_threshold: QA's windowing and span choice
+    (``sparsekit.tasks.qa.answer_questions``; ignored by the other task types) [default: the run's recorded
+    ``data.qa`` settings, else 128, 20, 30 and None (always answer, SQuAD v1.1)]. The question takes at most 64
+    tokens of a window (fewer in short windows) and the stride at most half of the context tokens left.
     """
 
     def __init__(self, model, tokenizer=None, max_length: int | None = None, batch_size: int = 64, *,
-                 stride: int = 128, n_best: int = 20, max_answer_length: int = 30,
+                 stride: int | None = None, n_best: int | None = None, max_answer_length: int | None = None,
                  null_threshold: float | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer or getattr(model, "tokenizer", None)
@@ -66,14 +69,27 @@ class Predictor:
             raise ValueError("Predictor needs a tokenizer (artifacts loaded with sparsekit.load carry one)")
         config = model.config
         self.task_type = task_type_of(model)
-        max_length = max_length or DEFAULT_MAX_LENGTH[self.task_type]
+        recorded = self._recorded_qa(model) if self.task_type == QA else {}
+        max_length = max_length or recorded.get("max_length") or DEFAULT_MAX_LENGTH[self.task_type]
         limit = max_input_tokens(config)  # a longer input would index past the position embeddings
         self.max_length, self.batch_size = min(max_length, limit) if limit else max_length, batch_size
         self.regression = self.task_type == SEQUENCE and config.num_labels == 1
         self.id2label = {} if self.task_type == QA else \
             {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
-        self.qa_options = {"stride": min(stride, max(self.max_length // 2, 1)), "n_best": n_best,
-                           "max_answer_length": max_answer_length, "null_threshold": null_threshold}
+        question_tokens = max(1, min(64, self.max_length - 3 - 16))  # 3 special tokens, >= 16 context tokens
+        stride = stride if stride is not None else recorded.get("doc_stride", 128)
+        self.qa_options = {
+            "stride": min(stride, (self.max_length - question_tokens - 3) // 2), "max_question_tokens": question_tokens,
+            "n_best": n_best or recorded.get("n_best", 20),
+            "max_answer_length": max_answer_length or recorded.get("max_answer_length", 30),
+            "null_threshold": null_threshold if null_threshold is not None else recorded.get("null_threshold")}
+
+    @staticmethod
+    def _recorded_qa(model) -> dict:
+        """The QA windowing / post-processing settings the artifact's run evaluated with (``data.qa``), or {}."""
+        data = (getattr(model, "manifest", None) or {}).get("data") or {}
+        recorded = data.get("qa") if isinstance(data, dict) else None
+        return {k: v for k, v in recorded.items() if v is not None} if isinstance(recorded, dict) else {}
 
     @classmethod
     def from_artifact(cls, path, **kw) -> "Predictor":
