@@ -112,3 +112,10 @@ def test_an_artifact_without_task_type_loads_as_a_sequence_classifier(tiny_model
     loaded = load(art)
     assert "task_type" not in loaded.manifest and loaded.task_type == SEQUENCE
     assert verify(art)["ok"]
+
+
+def test_info_lists_the_task_heads():
+    from sparsekit.info import task_types_info
+
+    assert task_types_info() == {SEQUENCE: "AutoModelForSequenceClassification",
+                                 TOKEN: "AutoModelForTokenClassification", QA: "AutoModelForQuestionAnswering"}

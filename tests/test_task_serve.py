@@ -64,7 +64,7 @@ def test_serve_ner(ner):
         assert r.status_code == 200 and r.json()["predictions"] == json.loads(json.dumps(ner.predict(TEXTS)))
         info = client.get("/info").json()["model"]
         assert info["task_type"] == TOKEN and info["labels"][:2] == ["O", "B-PER"]
-        assert client.get("/health").json()["task_type"] == TOKEN
+        assert client.get("/health").json()["labels"][:2] == ["O", "B-PER"]
         for body, status, message in (
                 ({"texts": ["a", ["b"]]}, 422, "mixes texts and word lists"),
                 ({"texts": ["a"] * 4}, 413, "the limit is 3"),

@@ -180,7 +180,7 @@ def create_app(predictor, *, name: str | None = None, task: str | None = None, c
         batcher = request.app.state.batcher
         ok = batcher is not None and batcher.running
         body = {"status": "ok" if ok else "unavailable", "model": info.name, "task": info.task,
-                "task_type": info.task_type, "labels": info.labels, "compiled": info.compiled}
+                "labels": info.labels, "compiled": info.compiled}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/info")
