@@ -119,3 +119,9 @@ def test_info_lists_the_task_heads():
 
     assert task_types_info() == {SEQUENCE: "AutoModelForSequenceClassification",
                                  TOKEN: "AutoModelForTokenClassification", QA: "AutoModelForQuestionAnswering"}
+
+
+def test_lossy_evaluation_is_for_sequence_classifiers(checkpoints, tmp_path):
+    with pytest.raises(ValueError, match="sparsekit evaluate"):
+        export(checkpoints[("bert", QA)], tmp_path / "art", min_row_weights=2, task="sst2")
+    assert not (tmp_path / "art").exists()

@@ -172,6 +172,10 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         raise ValueError(f"unknown format {formats!r}; choose auto or one of {', '.join(FORMATS)}")
     model, tokenizer, recipe = _load_source(source)
     model = model.float().eval()
+    if task is not None and task_type_of(model) != SEQUENCE:
+        raise ValueError(f"--task measures a GLUE task's dev metrics for sequence classifiers; this is a "
+                         f"{task_type_of(model)} model: export it without --task and run `sparsekit evaluate` on "
+                         f"the artifact")
     if not architecture_for(model.config).compacts:  # keeps its structure: export/module_artifact.py
         from sparsekit.export.module_artifact import export_modules
 
