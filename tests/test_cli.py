@@ -36,7 +36,7 @@ def test_cli_errors_are_clear(tiny_model_dir, tmp_path):
     result = runner.invoke(app, ["prune", "--model", "sparsekit-tests/no-such-model", "-o", str(tmp_path / "x"),
                                  "--no-progress"], terminal_width=200)
     assert result.exit_code == 2 and "HF_HUB_OFFLINE" in result.output
-    result = runner.invoke(app, _prune_args(tiny_model_dir, tmp_path / "y", "--task", "squad"))
+    result = runner.invoke(app, _prune_args(tiny_model_dir, tmp_path / "y", "--task", "imdb"))
     assert result.exit_code == 2 and "sst2" in result.output
     result = runner.invoke(app, ["report", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "not a directory" in result.output

@@ -203,10 +203,22 @@ def test_empty_tokens_are_a_counted_warning_and_missing_columns_an_error(tmp_pat
 def test_real_conll2003_iob1_and_iob2_agree_and_counts_match_sources():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the real files read without a quirk
-        iob2 = read_conll(CONLL_DIR / "validation.txt")
+        data = load_token_data(CONLL_DIR / "train.txt", CONLL_DIR / "validation.txt")
         iob1 = read_conll(CONLL_DIR / "original_iob1" / "eng.testa")
-        train = read_conll(CONLL_DIR / "train.txt")
-    assert iob1 == iob2
-    assert (len(iob2), sum(len(e.words) for e in iob2)) == (3250, 51362)
-    assert (len(train), sum(len(e.words) for e in train)) == (14041, 203621)
-    assert sum(tag.startswith("B-") for e in iob2 for tag in e.tags) == 5942
+    assert iob1 == data.dev
+    assert data.record["scheme"] == {"train": "iob2", "validation": "iob2"}
+    assert (data.record["dev_examples"], data.record["dev_words"]) == (3250, 51362)
+    assert (data.record["train_examples"], data.record["train_words"]) == (14041, 203621)
+    assert sum(tag.startswith("B-") for e in data.dev for tag in e.tags) == 5942
+    assert data.labels == ("O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER")
+
+
+def test_csv_json_named_as_conll_and_non_iob_label_names_are_errors(tmp_path):
+    conll = write(tmp_path, "ok.txt", "[ O\nEU B-ORG\n")
+    assert read_conll(conll)[0].words == ("[", "EU")  # a bracket token is not JSON
+    for name, text, message in [("x.csv", "tokens,ner_tags\n", "a CSV file cannot hold a list of tokens"),
+                                ("x.txt", '{"tokens": ["a"], "ner_tags": ["O"]}\n', "holds JSON.*rename it")]:
+        with pytest.raises(DataError, match=message):
+            load_token_data(write(tmp_path, name, text), conll)
+    with pytest.raises(DataError, match="label name\\(s\\) 'S-PER' are not IOB tags"):
+        load_token_data(conll, conll, label_names=["O", "S-PER"])

@@ -156,3 +156,12 @@ def test_real_squad_dev_and_its_resplit():
     assert [e.id for e in again_train] == [e.id for e in train] and [e.id for e in again_dev] == [e.id for e in dev]
     other_train, _ = squad_resplit(examples, seed=1)
     assert {e.title for e in other_train} != {e.title for e in train}
+
+
+def test_validation_file_alone_needs_articles_to_split(tmp_path):
+    table = tmp_path / "dev.jsonl"
+    table.write_text("\n".join(json.dumps(r) for r in _rows("d", 3)) + "\n")
+    with pytest.raises(DataError, match="split by article"):
+        load_qa_data(validation_file=table)
+    with pytest.raises(DataError, match="needs --validation-file"):
+        load_qa_data()

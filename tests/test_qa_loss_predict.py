@@ -91,3 +91,14 @@ def test_answer_questions_with_a_real_head_and_bad_items(tokenizer):
     assert answer_questions(model, tokenizer, []) == []
     with pytest.raises(DataError, match="item 1: \"context\" must be a non-empty text"):
         answer_questions(model, tokenizer, [items[0], {"question": "Who?", "context": " "}])
+
+
+def test_answer_questions_takes_any_callable_returning_logits(tokenizer):
+    pointing = PointingModel(tokenizer, "under", "oak")
+
+    def model(**inputs):  # e.g. a compiled runner: no parameters, a dict of logits
+        output = pointing(**inputs)
+        return {"start_logits": output.start_logits, "end_logits": output.end_logits}
+
+    (answer,) = answer_questions(model, tokenizer, [{"question": "Where?", "context": "It lies under the oak."}])
+    assert answer["answer"] == "under the oak" and (answer["start"], answer["end"]) == (8, 21)

@@ -1,11 +1,14 @@
 """QA windows and post-processing: answers recovered exactly from logits that point at them, across windows."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from sparsekit.models import load_tokenizer, minilm_path
-from sparsekit.tasks.qa import Answer, QADataset, QAExample, best_answers, make_qa_collate
+from sparsekit.tasks.qa import (Answer, QADataset, QAExample, best_answers, make_qa_collate, read_squad,
+                               squad_metrics, squad_resplit)
 
 WORDS = ("the quick brown fox jumps over the lazy dog while seven small birds sing in green trees near a "
          "river and children play on the grass under a warm summer sun").split()
@@ -126,3 +129,23 @@ def test_long_questions_are_cut_and_counted_and_collate_pads(tokenizer):
     assert batch["input_ids"].shape[0] == 2 and batch["start_positions"].shape == (2,)
     assert batch["attention_mask"].sum(1).tolist() == [len(dataset[0]["input_ids"]),
                                                        len(dataset[len(dataset) - 1]["input_ids"])]
+
+
+SQUAD_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "dev-v1.1.json"
+
+
+@pytest.mark.skipif(not SQUAD_DEV.is_file(), reason=f"{SQUAD_DEV} is not here")
+def test_real_squad_answers_come_back_from_their_training_positions(tokenizer):
+    """Logits that point at each window's training labels give back the gold answers on real SQuAD (up to
+    the few answers that are part of a word piece, e.g. "gold" in "golden")."""
+    _, dev = squad_resplit(read_squad(SQUAD_DEV))
+    examples = dev[:300]
+    dataset = QADataset(examples, tokenizer)
+    length = max(len(f["input_ids"]) for f in dataset.features)
+    start, end = torch.zeros(len(dataset), length), torch.zeros(len(dataset), length)
+    for w, item in enumerate(dataset):
+        start[w, item["start_positions"]] = end[w, item["end_positions"]] = 5.0
+    answers = best_answers(examples, dataset, start, end)
+    metrics = squad_metrics(answers, examples)
+    assert metrics["exact_match"] >= 98.0 and metrics["missing"] == 0
+    assert all(e.context[answers[e.id]["start"]:answers[e.id]["end"]] == answers[e.id]["answer"] for e in examples)

@@ -162,7 +162,7 @@ def load_data(source: DataSource, train_limit: int | None = None, dev_limit: int
         root = resolve_data_root(source.data_dir)
         train = load_split(spec, "train", root, limit=train_limit, seed=seed)
         dev = load_split(spec, "dev", root, limit=dev_limit, seed=seed)
-        files = {split: file_record(split_path(spec, split, root)) for split in ("train", "dev")}
+        files = {split: _file_record(split_path(spec, split, root)) for split in ("train", "dev")}
         record = {**describe(spec, "glue", files=files), "root": str(root)}
     else:
         train_table, dev_table, origin = _open_tables(source)
@@ -194,15 +194,17 @@ def builtin_data_dir(task: str, data_dir: str | Path | None = None) -> Path:
 
 def describe(spec: TaskSpec, kind: str, files: dict | None = None, dataset: dict | None = None) -> dict:
     """The JSON description of a sequence-classification data source kept by recipe.json (``data``) and an
-    artifact's manifest (``data``); ``spec_from_description`` turns it back into the spec. (The other task types
-    write their own, with the same ``kind``, ``task_type``, ``task``, ``name``, ``label_names``, ``metrics``,
-    ``metric``, ``files`` and ``dataset`` keys: sparsekit/tasks/.)
+    artifact's manifest (``data``); ``spec_from_description`` turns it back into the spec. A run's recipe.json
+    adds ``task_type``; an artifact's manifest leaves it out for sequence classification (no ``task_type`` means
+    that type). The other task types write their own description, with ``task_type`` and the same ``kind``,
+    ``task``, ``name``, ``label_names``, ``metrics``, ``metric``, ``files`` and ``dataset`` keys
+    (sparsekit/tasks/).
 
     kind: "glue", "files" or "dataset"; files: ``{split: {"path", "sha256"}}``; dataset: ``{"name",
     "config", "path", "splits"}``.
     """
-    return {"kind": kind, "task_type": "sequence-classification", "task": spec.name if kind == "glue" else None,
-            "name": spec.display_name, "text_columns": list(spec.text_fields), "label_column": spec.label_field,
+    return {"kind": kind, "task": spec.name if kind == "glue" else None, "name": spec.display_name,
+            "text_columns": list(spec.text_fields), "label_column": spec.label_field,
             "label_format": spec.label_format,
             "label_names": list(spec.label_names) if spec.label_names is not None else None,
             "is_regression": spec.is_regression, "metrics": list(spec.metrics), "metric": spec.main_metric,
@@ -233,9 +235,9 @@ def spec_from_description(data: dict | None) -> TaskSpec | None:
 
 def recorded_description(recipe: dict | None) -> dict | None:
     """The data description of a run's recipe (an artifact's manifest keeps it as ``data``): ``describe``'s keys
-    for sequence classification (older recipes that only name their GLUE task get theirs rebuilt, with
-    ``task_type``), the recorded description without the example counts for the other task types. None when
-    the recipe records no data."""
+    for sequence classification (older recipes that only name their GLUE task get theirs rebuilt), the recorded
+    description (with ``task_type``) without the example counts for the other task types. None when the recipe
+    records no data."""
     data = (recipe or {}).get("data")
     if data and recorded_task_type(data) != "sequence-classification":
         return {key: value for key, value in data.items() if key not in ("train_examples", "dev_examples", "root")}
@@ -245,7 +247,7 @@ def recorded_description(recipe: dict | None) -> dict | None:
     if "kind" not in data:
         return describe(spec, "glue", files=data.get("files"))
     keys = describe(spec, data["kind"]).keys()
-    return {key: data.get(key) for key in keys} | {"task_type": "sequence-classification"}
+    return {key: data.get(key) for key in keys}
 
 
 def load_evaluation_file(spec: TaskSpec, path: str | Path, text_column: str | None = None,
@@ -332,8 +334,8 @@ def _open_tables(source: DataSource) -> tuple[_Table, _Table, dict]:
     if source.kind == "files":
         train = _read_file(source.train_file, "--train-file")
         dev = _read_file(source.validation_file, "--validation-file")
-        files = {"train": file_record(Path(source.train_file)),
-                 "validation": file_record(Path(source.validation_file))}
+        files = {"train": _file_record(Path(source.train_file)),
+                 "validation": _file_record(Path(source.validation_file))}
         return train, dev, {"files": files}
     splits = _open_dataset(source.dataset, source.dataset_config)
     if "train" not in splits:
@@ -386,9 +388,7 @@ def _short(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def file_record(path: Path) -> dict:
-    """What a run records of one data file: ``{"path": absolute path, "sha256": checksum}``."""
-    path = Path(path)
+def _file_record(path: Path) -> dict:
     return {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 

@@ -3,7 +3,8 @@
 Layout of ``<output_dir>/``:
 
 - ``config.json``, ``model.safetensors``, tokenizer files: a standard Hugging Face checkpoint whose
-  pruned weights are exact zeros (``AutoModelForSequenceClassification.from_pretrained`` loads it too);
+  pruned weights are exact zeros (``AutoModelForSequenceClassification`` / ``...ForTokenClassification`` /
+  ``...ForQuestionAnswering.from_pretrained``, by the run's task type, loads it too);
 - ``masks.bin`` + ``masks.json``: the binary masks, bit-packed (see masks.py) with their index;
 - ``recipe.json``: method, target, schedule, hyper-parameters, seed, data files (with checksums),
   model source, library versions, command line: everything needed to run it again;
@@ -75,7 +76,10 @@ def load_pruned(path: str | Path) -> PrunedModel:
     Checks that the masks match the stored weights (every pruned weight is zero); raises
     FileNotFoundError / ValueError with a clear message for a missing or inconsistent directory.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from sparsekit.data.source import recorded_task_type
+    from sparsekit.models import auto_model_class
 
     path = Path(path)
     if not path.is_dir():
@@ -91,8 +95,8 @@ def load_pruned(path: str | Path) -> PrunedModel:
         raise ValueError(f"{path} was written with output format {version}; this sparsekit reads format "
                          f"{FORMAT_VERSION}. Use the sparsekit version named in its recipe.json")
     masks = unpack_masks((path / MASKS_FILE).read_bytes(), json.loads((path / MASKS_INDEX_FILE).read_text()))
-    with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+    with quiet_transformers():  # the head of the run's task type (sequence / token classification, QA)
+        model = auto_model_class(recorded_task_type(recipe.get("data"))).from_pretrained(str(path)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     for name, mask in masks.items():
         try:

@@ -304,6 +304,8 @@ def _resolve(config: PruneConfig) -> RunPlan:
     score_init = recipe.score_init if config.score_init is None else config.score_init
     # The data is read and checked whole before the output directory is touched.
     data = task_type.load_data(data_source, config)
+    if teacher_source is not None:
+        task_type.check_teacher(teacher_source, data)
     out = _prepare_output_dir(config)
     return RunPlan(config=config, recipe=recipe, task_type=task_type, masking=masking, lam_final=lam_final,
                    lambda_ramp=lambda_ramp, warmup=warmup, cooldown=cooldown, smp_temperature=smp_temperature,
@@ -403,7 +405,7 @@ def _loss(plan: RunPlan, run: RunSetup, batch: dict, step: int) -> tuple[torch.T
     if ctx.teacher is not None:
         with torch.no_grad():
             t_outputs = task_type.forward(ctx.teacher, batch)
-        kd = task_type.kd_loss(outputs, t_outputs, targets, config.kd_temperature)
+        kd = task_type.kd_loss(outputs, t_outputs, targets, batch, config.kd_temperature)
         loss = (1 - config.kd_alpha) * loss + config.kd_alpha * kd
     lam = _regularizer_lambda(plan, run, step)
     total_loss = loss + lam * ctx.pruner.regularization() if lam else loss

@@ -17,6 +17,7 @@ supplies its hooks:
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+
+
+#: The class-name endings of the task heads (``BertForTokenClassification`` ...).
+TASK_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
 
 
 @dataclass
@@ -84,6 +89,22 @@ class TaskType:
             model.config.label2id = {n: i for i, n in enumerate(data.labels)}
         return model
 
+    def check_teacher(self, source: str | Path, data: TaskData) -> dict | None:
+        """ValueError when a local teacher checkpoint (``source``, resolved) has another task type's head: its
+        outputs could not be compared with the student's. Returns the checkpoint's config.json (None when there
+        is none to read: a hub id, a random model)."""
+        config_file = Path(source) / "config.json"
+        if not config_file.is_file():
+            return None
+        config = json.loads(config_file.read_text())
+        head = self.auto_class.replace("AutoModel", "")  # "ForTokenClassification"
+        others = [h for h in TASK_HEADS if h != head]
+        found = [a for a in config.get("architectures") or [] if any(a.endswith(h) for h in others)]
+        if found:
+            raise ValueError(f"the teacher {source} is a {found[0]}; a {self.name} run distils from a model "
+                             f"fine-tuned for {self.name} (e.g. a --method finetune run on the same data)")
+        return config
+
     # -- training ------------------------------------------------------------------------------------------------
     def datasets(self, data: TaskData, tokenizer: Any, config: Any) -> tuple[Any, Any]:
         """The (train, dev) torch datasets of ``data``, tokenized with ``config``'s lengths."""
@@ -106,8 +127,9 @@ class TaskType:
         """The task loss (a scalar) of ``outputs`` (``forward``) against ``targets`` (``target_keys``)."""
         raise NotImplementedError
 
-    def kd_loss(self, student: Any, teacher: Any, targets: dict, temperature: float) -> torch.Tensor:
-        """Distillation loss of the student's outputs to the teacher's (both ``forward`` results), a scalar."""
+    def kd_loss(self, student: Any, teacher: Any, targets: dict, inputs: dict, temperature: float) -> torch.Tensor:
+        """Distillation loss of the student's outputs to the teacher's (both ``forward`` results) at
+        ``temperature``, a scalar; ``inputs``: the batch's model inputs (attention_mask ...)."""
         raise NotImplementedError
 
     def example_labels(self, dataset: Any) -> torch.Tensor | None:
@@ -149,6 +171,17 @@ def batch_loop(model: nn.Module, loader, keep: tuple[str, ...], progress: bool =
                 yield outputs, targets
     finally:
         model.train(was_training)
+
+
+def recorded_validation_file(data: dict) -> str:
+    """The validation file a run of the user's files recorded (``data["files"]["validation"]["path"]``);
+    ValueError when it recorded none or the file is gone."""
+    path = ((data.get("files") or {}).get("validation") or {}).get("path")
+    if not path or not Path(path).is_file():
+        missing = f" ({path} no longer exists)" if path else ""
+        raise ValueError(f"the model was trained on your own data ({data.get('name')}){missing}; pass "
+                         f"--validation-file to evaluate it")
+    return path
 
 
 def refuse_options(config: Any, names: tuple[str, ...], applies_to: str, task_type: str) -> None:

@@ -34,8 +34,8 @@ class TaskOptions:
     answers_column: str | None = option(None, "question-answering: the answers column ({text: [...], "
                                               "answer_start: [...]}) [answers].", panel=TASKS_PANEL)
     doc_stride: int | None = option(None, "question-answering: tokens shared by consecutive windows of a long "
-                                          "context [--max-length / 3: 128 at --max-length 384, the standard "
-                                          "SQuAD setting].", panel=TASKS_PANEL)
+                                          "context [128 at --max-length 384, the standard SQuAD setting; less "
+                                          "in shorter windows].", panel=TASKS_PANEL)
     max_answer_length: int | None = option(None, "question-answering: longest answer predicted, in tokens [30].",
                                            panel=TASKS_PANEL)
     n_best: int | None = option(None, "question-answering: start / end candidates per window in "

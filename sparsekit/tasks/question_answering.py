@@ -19,8 +19,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sparsekit.data.glue import seeded_subset
-from sparsekit.data.source import BUILTIN_TASKS, builtin_data_dir, file_record
-from sparsekit.tasks.base import TaskData, TaskType, batch_loop, check_cap_labels, refuse_options
+from sparsekit.data.source import BUILTIN_TASKS, _file_record, builtin_data_dir
+from sparsekit.tasks.base import (TaskData, TaskType, batch_loop, check_cap_labels, recorded_validation_file,
+                                  refuse_options)
 
 #: Defaults of the question-answering settings (Hugging Face run_qa.py's); the window is --max-length tokens.
 QA_DEFAULTS = {"max_answer_length": 30, "n_best": 20, "null_threshold": 0.0}
@@ -30,11 +31,18 @@ SQUAD_RESPLIT = {"train_articles": 38, "seed": 0}
 TOKEN_OPTIONS = ("tag_scheme",)
 
 
+def default_stride(max_length: int) -> int:
+    """The default overlap of consecutive windows: 128 tokens at max_length 384 (the standard SQuAD setting), a
+    third of a shorter window, and never more than half the context tokens a window has room for (a question
+    takes up to 64 tokens)."""
+    return max(0, min(128, max_length // 3, (max_length - 64 - 3) // 2))
+
+
 def qa_settings(config: Any, version_2: bool) -> dict:
     """The windowing and post-processing settings of a run (``config``'s, defaults filled in): max_length,
     doc_stride, max_answer_length, n_best, null_threshold, version_2_with_negative."""
     pick = lambda name: QA_DEFAULTS[name] if getattr(config, name, None) is None else getattr(config, name)  # noqa: E731
-    stride = config.doc_stride if config.doc_stride is not None else max(1, config.max_length // 3)
+    stride = config.doc_stride if config.doc_stride is not None else default_stride(config.max_length)
     version = config.version_2_with_negative if config.version_2_with_negative is not None else version_2
     return {"max_length": config.max_length, "doc_stride": stride, "max_answer_length": pick("max_answer_length"),
             "n_best": pick("n_best"), "null_threshold": pick("null_threshold"), "version_2_with_negative": version}
@@ -58,16 +66,17 @@ class QuestionAnswering(TaskType):
                              f"({config.max_length}): it is the overlap of consecutive windows")
 
     def load_data(self, source: Any, config: Any) -> TaskData:
-        from sparsekit.tasks.qa import load_qa_data, read_squad, squad_resplit
+        from sparsekit.tasks.qa import RESPLIT_NOTE, load_qa_data, read_squad, squad_resplit
 
         task = source.task if source.kind == "builtin" else None
         if task is not None:
             path = squad_path(task, source.data_dir)
-            train, dev = squad_resplit(read_squad(path), **SQUAD_RESPLIT)
+            train, dev = squad_resplit(read_squad(path), **SQUAD_RESPLIT)  # the documented split: its own seed
             train = seeded_subset(train, config.train_samples, config.seed) if config.train_samples else train
             dev = seeded_subset(dev, config.eval_samples, config.seed) if config.eval_samples else dev
-            version_2, files, origin = any(ex.is_impossible for ex in train + dev), {"train+dev": file_record(path)}, {}
-            extra = {"resplit": {**SQUAD_RESPLIT, "comparable_to_official_dev": False}}
+            version_2 = any(ex.is_impossible for ex in train + dev)
+            origin = {"files": {"train": _file_record(path), "validation": _file_record(path)}}
+            extra = {"resplit": {**SQUAD_RESPLIT, "note": RESPLIT_NOTE, "comparable_to_official_dev": False}}
         else:
             loaded = load_qa_data(train_file=source.train_file, validation_file=source.validation_file,
                                   dataset=source.dataset, dataset_config=source.dataset_config,
@@ -76,9 +85,6 @@ class QuestionAnswering(TaskType):
                                   answers_column=source.answers_column or "answers",
                                   train_limit=config.train_samples, dev_limit=config.eval_samples, seed=config.seed)
             train, dev, version_2, origin = loaded.train, loaded.dev, loaded.version_2, loaded.record
-            files = None
-            if source.train_file:
-                files = {"train": file_record(source.train_file), "validation": file_record(source.validation_file)}
             extra = {}
         settings = qa_settings(config, version_2)
         name = task or source.label
@@ -87,7 +93,7 @@ class QuestionAnswering(TaskType):
                   "context_column": source.context_column or "context",
                   "answers_column": source.answers_column or "answers",
                   "version_2_with_negative": settings["version_2_with_negative"],
-                  "metrics": list(self.metrics), "metric": self.main_metric, "files": files,
+                  "metrics": list(self.metrics), "metric": self.main_metric, "files": origin.get("files"),
                   "dataset": origin.get("dataset"), **extra,
                   "qa": {k: v for k, v in settings.items() if k != "version_2_with_negative"},
                   "train_examples": len(train), "dev_examples": len(dev)}
@@ -119,11 +125,12 @@ class QuestionAnswering(TaskType):
         return qa_loss(*outputs, targets["start_positions"], targets["end_positions"])
 
     def kd_loss(self, student: tuple[torch.Tensor, torch.Tensor], teacher: tuple[torch.Tensor, torch.Tensor],
-                targets: dict, temperature: float) -> torch.Tensor:
-        """T^2 * the mean of the start and end KL divergences (movement pruning's QA distillation)."""
+                targets: dict, inputs: dict, temperature: float) -> torch.Tensor:
+        """T^2 * the mean of the start and end KL divergences (movement pruning's QA distillation), over the
+        window's tokens (padding left out)."""
         from sparsekit.tasks.qa import qa_kd_loss
 
-        return qa_kd_loss(*student, *teacher, temperature)
+        return qa_kd_loss(*student, *teacher, temperature, attention_mask=inputs.get("attention_mask"))
 
     def evaluate(self, model: nn.Module, dataset: Any, data: TaskData, tokenizer: Any, config: Any,
                  progress: bool = False) -> dict:
@@ -137,8 +144,8 @@ class QuestionAnswering(TaskType):
                        columns: dict | None = None, batch_size: int = 128, progress: bool = False,
                        task: str | None = None) -> tuple[dict, str]:
         """EM / F1 on the built-in re-split's dev (or train) articles, or on ``validation_file`` (SQuAD JSON, or
-        JSON / JSON Lines with ``columns``: question_column, context_column, answers_column), with the run's
-        windowing and post-processing."""
+        JSON / JSON Lines with ``columns``: question_column, context_column, answers_column; default: the run's own
+        validation file), with the run's windowing and post-processing."""
         from sparsekit.tasks.qa import QADataset, load_qa_data, read_squad, squad_resplit
 
         data = recipe.get("data") or {}
@@ -146,11 +153,10 @@ class QuestionAnswering(TaskType):
                     **QA_DEFAULTS, "version_2_with_negative": bool(data.get("version_2_with_negative")),
                     **(data.get("qa") or {})}
         columns = columns or {}
+        task = task or data.get("task")
+        if validation_file is None and task is None:
+            validation_file = recorded_validation_file(data)
         if validation_file is None:
-            task = task or data.get("task")
-            if task is None:
-                raise ValueError(f"the model was trained on your own data ({data.get('name')}); pass "
-                                 f"--validation-file to evaluate it")
             if split not in ("train", "dev", "validation"):
                 raise ValueError(f"unknown split {split!r} of {task} (the re-split of SQuAD's dev file by article); "
                                  f"choose dev or train")
@@ -158,7 +164,8 @@ class QuestionAnswering(TaskType):
             examples = train if split == "train" else dev
             where = f"{task} {split} (re-split of SQuAD v1.1 dev, not comparable to the official dev set)"
         else:
-            loaded = load_qa_data(validation_file=validation_file,
+            # load_qa_data re-splits a validation file given alone; the one file serves as both splits here.
+            loaded = load_qa_data(train_file=validation_file, validation_file=validation_file,
                                   question_column=columns.get("question_column") or data.get("question_column")
                                   or "question",
                                   context_column=columns.get("context_column") or data.get("context_column")

@@ -32,7 +32,8 @@ class SequenceClassification(TaskType):
 
         loaded = load_data(source, config.train_samples, config.eval_samples, config.seed)
         spec = loaded.spec
-        return TaskData(loaded.train, loaded.dev, loaded.record, spec.label_names, spec.display_name, spec)
+        record = {"task_type": self.name, **loaded.record}
+        return TaskData(loaded.train, loaded.dev, record, spec.label_names, spec.display_name, spec)
 
     def num_labels(self, data: TaskData) -> int:
         return data.spec.num_labels
@@ -59,7 +60,7 @@ class SequenceClassification(TaskType):
             return F.mse_loss(outputs.squeeze(-1), labels.float())
         return F.cross_entropy(outputs, labels)
 
-    def kd_loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: dict,
+    def kd_loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: dict, inputs: dict,
                 temperature: float) -> torch.Tensor:
         """T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean (spec §2.3); MSE to the teacher for regression."""
         if targets["labels"].is_floating_point():

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from sparsekit.data.source import BUILTIN_TASKS, DataError, builtin_data_dir, file_record
-from sparsekit.tasks.base import TaskData, TaskType, batch_loop, check_cap_labels, refuse_options
+from sparsekit.data.source import BUILTIN_TASKS, DataError, builtin_data_dir
+from sparsekit.tasks.base import (TaskData, TaskType, batch_loop, check_cap_labels, recorded_validation_file,
+                                  refuse_options)
 
 #: The built-in CoNLL-2003 files by split (``sparsekit evaluate --split``).
 CONLL_SPLITS = {"train": "train.txt", "dev": "validation.txt", "validation": "validation.txt", "test": "test.txt"}
@@ -39,6 +40,17 @@ class TokenClassification(TaskType):
         refuse_options(config, QA_OPTIONS, "question answering", self.name)
         check_cap_labels(self, config)
 
+    def check_teacher(self, source: str | Path, data: TaskData) -> dict | None:
+        """Also ValueError when the teacher's tags (config id2label) are not this run's, in the same order."""
+        config = super().check_teacher(source, data)
+        id2label = (config or {}).get("id2label") or {}
+        names = tuple(id2label[k] for k in sorted(id2label, key=int))
+        if any(a.endswith("ForTokenClassification") for a in (config or {}).get("architectures") or []) and \
+                names != tuple(data.labels):
+            raise ValueError(f"the teacher {source} predicts the tags {', '.join(names)}; this run's are "
+                             f"{', '.join(data.labels)} (distil from a teacher trained on the same data)")
+        return config
+
     def load_data(self, source: Any, config: Any) -> TaskData:
         from sparsekit.tasks.ner import load_token_data
 
@@ -53,13 +65,10 @@ class TokenClassification(TaskType):
                                  tags_column=source.tags_column or "ner_tags", scheme=source.tag_scheme or "auto",
                                  train_limit=config.train_samples, dev_limit=config.eval_samples, seed=config.seed)
         name = task or source.label
-        files = None
-        if train_file is not None:
-            files = {"train": file_record(train_file), "validation": file_record(validation_file)}
         record = {**loaded.record, "kind": source.kind, "task_type": self.name, "task": task, "name": name,
                   "label_names": list(loaded.labels), "tokens_column": source.tokens_column or "tokens",
                   "tags_column": source.tags_column or "ner_tags", "tag_scheme": source.tag_scheme or "auto",
-                  "metrics": list(self.metrics), "metric": self.main_metric, "files": files,
+                  "metrics": list(self.metrics), "metric": self.main_metric, "files": loaded.record.get("files"),
                   "dataset": loaded.record.get("dataset"),
                   "train_examples": len(loaded.train), "dev_examples": len(loaded.dev)}
         return TaskData(loaded.train, loaded.dev, record, tuple(loaded.labels), name, loaded)
@@ -85,7 +94,7 @@ class TokenClassification(TaskType):
 
         return token_loss(outputs, targets["labels"])
 
-    def kd_loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: dict,
+    def kd_loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: dict, inputs: dict,
                 temperature: float) -> torch.Tensor:
         """T^2 * KL of the tag distributions, mean over the labelled positions."""
         from sparsekit.tasks.ner import token_kd_loss
@@ -103,7 +112,7 @@ class TokenClassification(TaskType):
                        task: str | None = None) -> tuple[dict, str]:
         """Entity metrics on a split of the built-in task (train / dev = validation / test) or on
         ``validation_file`` (CoNLL, JSON, JSON Lines, Parquet; ``columns``: tokens_column, tags_column,
-        tag_scheme)."""
+        tag_scheme; default: the run's own validation file)."""
         from sparsekit.tasks.ner import TokenDataset, load_token_data
 
         data = recipe.get("data") or {}
@@ -115,13 +124,12 @@ class TokenClassification(TaskType):
         if validation_file is None:
             task = task or data.get("task")
             if task is None:
-                raise ValueError(f"the model was trained on your own data ({data.get('name')}); pass "
-                                 f"--validation-file to evaluate it")
-            validation_file = conll_path(task, split, data_dir)
-            where = f"{task} {split}"
-        else:
-            where = str(validation_file)
-        loaded = load_token_data(validation_file=validation_file,
+                validation_file = recorded_validation_file(data)
+            else:
+                validation_file = conll_path(task, split, data_dir)
+        where = f"{task} {split}" if task else str(validation_file)
+        # load_token_data reads a train and a validation split; the one file serves as both here.
+        loaded = load_token_data(train_file=validation_file, validation_file=validation_file, label_names=labels,
                                  tokens_column=columns.get("tokens_column") or data.get("tokens_column") or "tokens",
                                  tags_column=columns.get("tags_column") or data.get("tags_column") or "ner_tags",
                                  scheme=columns.get("tag_scheme") or "auto")

@@ -26,6 +26,7 @@ sub-token and count as predicted "O"), and under "iob2" ``I-`` tags that start a
 """
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -150,11 +151,33 @@ def _read_conll(path: Path, tag_column: int, flag: str) -> list[_Sentence]:
 
 
 def _check_file(path: Path, flag: str) -> None:
+    """FileNotFoundError / DataError for a missing or empty file, a CSV, or JSON with a CoNLL file's name."""
     if not path.is_file():
         what = "is a directory, not a file" if path.is_dir() else "does not exist"
         raise FileNotFoundError(f"{flag} {path} {what}; pass a CoNLL, JSON, JSON Lines or Parquet file")
     if path.stat().st_size == 0:
         raise DataError(f"{flag} {path} is empty; every split needs at least one sentence")
+    if path.suffix.lower() == ".csv":
+        raise DataError(f"{flag} {path}: a CSV file cannot hold a list of tokens per row; write the data as CoNLL "
+                        f"(one token a line) or JSON Lines ({{\"tokens\": [...], \"ner_tags\": [...]}} a line)")
+    if _looks_like_json(path):
+        raise DataError(f"{flag} {path} holds JSON, but only files ending in {', '.join(TABLE_SUFFIXES)} are read as "
+                        f"JSON / Parquet (others as CoNLL); rename it to .json or .jsonl")
+
+
+def _looks_like_json(path: Path) -> bool:
+    """True when the first non-blank line is ``[`` / ``{`` alone or a JSON object or array."""
+    with path.open("rb") as handle:
+        for raw in handle:
+            line = raw.strip()
+            if line:
+                if line in (b"[", b"{"):
+                    return True
+                try:
+                    return isinstance(json.loads(line), (dict, list))
+                except ValueError:
+                    return False
+    return False
 
 
 def _apply_scheme(sentences: list[_Sentence], scheme: str, source: str) -> tuple[list[_Sentence], str]:
@@ -228,6 +251,17 @@ def _tag_name(value: Any, names: Sequence[str] | None, where: str, column: str) 
     raise DataError(f"{where}: tag {value!r} is a {type(value).__name__}; tags must be names (B-PER) or ids")
 
 
+def _checked_names(names: Sequence[str] | None, where: str) -> tuple[str, ...] | None:
+    """``names`` as a tuple; DataError unless each is an IOB tag."""
+    if names is None:
+        return None
+    bad = [name for name in names if not is_iob_tag(name)]
+    if bad:
+        raise DataError(f"{where}: label name(s) {', '.join(map(repr, bad[:5]))} are not IOB tags (O, B-TYPE, "
+                        f"I-TYPE); sparsekit reads IOB1 and IOB2 tags (convert BIOES to IOB2 first)")
+    return tuple(names)
+
+
 def _feature_names(table: Any, column: str) -> tuple[str, ...] | None:
     """The names of a ``List(ClassLabel)`` / ``Sequence(ClassLabel)`` column, else None."""
     feature = getattr(table.features.get(column), "feature", None)
@@ -258,10 +292,10 @@ def load_token_data(train_file: str | Path | None = None, validation_file: str |
         missing = "--validation-file" if train_file else "--train-file"
         raise DataError(f"token-classification data needs --train-file and --validation-file (or --dataset); "
                         f"{missing} is missing")
-    names = tuple(label_names) if label_names is not None else None
+    names = _checked_names(label_names, "label_names")
     if dataset:
         train_table, dev_table, origin = _open_tables(DataSource(dataset=dataset, dataset_config=dataset_config))
-        names = names or _feature_names(train_table, tags_column)
+        names = names or _checked_names(_feature_names(train_table, tags_column), train_table.where)
         splits = {"train": _table_sentences(train_table, tokens_column, tags_column, names),
                   "validation": _table_sentences(dev_table, tokens_column, tags_column, names)}
         record = {"kind": "dataset", **origin, "formats": None}
@@ -275,7 +309,7 @@ def load_token_data(train_file: str | Path | None = None, validation_file: str |
                 splits[split] = _read_conll(path, tag_column, flag)
             else:
                 table = _read_file(path, flag)
-                names = names or _feature_names(table, tags_column)
+                names = names or _checked_names(_feature_names(table, tags_column), table.where)
                 splits[split] = _table_sentences(table, tokens_column, tags_column, names)
         record = {"kind": "files", "files": {s: _file_record(Path(p).expanduser()) for s, p in
                                              (("train", train_file), ("validation", validation_file))},

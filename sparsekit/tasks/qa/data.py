@@ -17,6 +17,7 @@ moved there, and a message per fix is added to ``fixes`` (``load_qa_data`` recor
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 
 from sparsekit.data.glue import seeded_subset
 from sparsekit.data.source import VALIDATION_SPLITS, DataError, _file_record, _open_dataset, _read_file, _table
+
+log = logging.getLogger(__name__)
 
 #: How far (in characters) an answer's text may sit from its ``answer_start`` and still be fixed, not refused.
 OFFSET_SLACK = 5
@@ -281,6 +284,12 @@ def load_qa_data(train_file: str | Path | None = None, validation_file: str | Pa
     ``record["resplit"]`` says so (figures on it are not comparable to the official dev set); or ``dataset`` (a
     hub name in the cache, or a ``save_to_disk`` directory) with train and validation splits.
     ``train_limit`` / ``dev_limit`` keep seeded subsets (``seed``; file order kept).
+
+    ``record`` (recipe.json / manifest ``data``): kind ("files" / "dataset"), files (path, sha256, format
+    "squad" / "table") or dataset, task "question-answering", columns, resplit (None, or train_articles, seed
+    and the not-comparable note), version_2, metrics / metric, example counts and ``fixed_answer_offsets``
+    (answers moved by up to OFFSET_SLACK characters; each also logged). DataError / FileNotFoundError for bad
+    data, naming the file and question id.
     """
     columns = {"question": question_column, "context": context_column, "answers": answers_column, "id": id_column}
     fixes: list[str] = []
@@ -302,7 +311,11 @@ def load_qa_data(train_file: str | Path | None = None, validation_file: str | Pa
         if train_file:
             train, train_record = _read_split(train_file, "--train-file", columns, fixes)
         else:
-            train, dev = squad_resplit(dev, train_articles, seed)
+            try:
+                train, dev = squad_resplit(dev, train_articles, seed)
+            except ValueError as exc:
+                raise DataError(f"--validation-file {validation_file} alone is split by article for training "
+                                f"({exc}); pass --train-file too, or a SQuAD file with more articles") from exc
             train_record = dev_record
             resplit = {"train_articles": train_articles, "seed": seed, "note": RESPLIT_NOTE}
         origin = {"kind": "files", "files": {"train": train_record, "validation": dev_record}}
@@ -312,9 +325,11 @@ def load_qa_data(train_file: str | Path | None = None, validation_file: str | Pa
     train = seeded_subset(train, train_limit, seed) if train_limit else train
     dev = seeded_subset(dev, dev_limit, seed) if dev_limit else dev
     version_2 = any(e.is_impossible for e in train) or any(e.is_impossible for e in dev)
+    if fixes:
+        log.warning("%d answer offset(s) moved to where their text is (first: %s)", len(fixes), fixes[0])
     record = {**origin, "task": "question-answering", "columns": columns, "resplit": resplit,
-              "version_2": version_2, "train_examples": len(train), "dev_examples": len(dev),
-              "fixed_answer_offsets": len(fixes)}
+              "version_2": version_2, "metrics": ["exact_match", "f1"], "metric": "f1",
+              "train_examples": len(train), "dev_examples": len(dev), "fixed_answer_offsets": len(fixes)}
     return QAData(train, dev, record, version_2)
 
 

@@ -49,8 +49,9 @@ def _gold_texts(example: QAExample) -> list[str]:
     return texts or [""]
 
 
-def squad_metrics(predictions: dict[str, str], examples: Sequence[QAExample]) -> dict:
-    """Exact match and F1 (0..100) of ``predictions`` (``{id: answer text}``, "" for no answer) on
+def squad_metrics(predictions: dict[str, str] | dict[str, dict], examples: Sequence[QAExample]) -> dict:
+    """Exact match and F1 (0..100) of ``predictions`` (``{id: answer text}``, "" for no answer; best_answers'
+    dicts are taken as their "answer") on
     ``examples``, plus ``total`` and ``missing`` (questions without a prediction, scored 0). When any example
     has no answer (SQuAD v2.0), also ``has_answer_exact_match`` / ``has_answer_f1`` / ``has_answer_total`` and
     ``no_answer_exact_match`` / ``no_answer_f1`` / ``no_answer_total``."""
@@ -65,6 +66,8 @@ def squad_metrics(predictions: dict[str, str], examples: Sequence[QAExample]) ->
             em[example.id] = f1[example.id] = 0.0
             continue
         prediction = predictions[example.id]
+        if isinstance(prediction, dict):  # best_answers' {"answer", "start", "end", "score"}
+            prediction = prediction["answer"]
         golds = _gold_texts(example)
         em[example.id] = max(exact_match(prediction, g) for g in golds)
         f1[example.id] = max(token_f1(prediction, g) for g in golds)

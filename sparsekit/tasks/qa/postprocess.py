@@ -53,6 +53,9 @@ def best_answers(examples: Sequence[QAExample], dataset: QADataset, start_logits
     (``context[start:end] == answer``). An example without any valid span gets ``""``, 0, 0, score 0.0; with
     ``version_2``, see the module docstring for the null answer and ``null_threshold``.
     """
+    if len(examples) != len(dataset.examples):
+        raise ValueError(f"best_answers got {len(examples)} examples but the dataset was made from "
+                         f"{len(dataset.examples)}; pass the examples the QADataset was built from")
     starts = _as_rows(start_logits, len(dataset), "start_logits")
     ends = _as_rows(end_logits, len(dataset), "end_logits")
     results: dict[str, dict] = {}

@@ -27,6 +27,14 @@ def _examples_of(items: Sequence[dict]) -> list[QAExample]:
     return examples
 
 
+def _device_of(model) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
 @torch.no_grad()
 def answer_questions(model, tokenizer, items: Sequence[dict], max_length: int = 384, stride: int = 128,
                      n_best: int = 20, max_answer_length: int = 30, null_threshold: float | None = None,
@@ -34,12 +42,14 @@ def answer_questions(model, tokenizer, items: Sequence[dict], max_length: int = 
     """The answer to each ``{"question", "context"}`` item: ``{"answer", "start", "end", "score"}`` with
     ``context[start:end] == answer`` (character offsets, end exclusive), in item order.
 
-    ``model``: a question-answering model whose output has ``.start_logits`` / ``.end_logits`` ``[B, T]``
-    (a Hugging Face ``*ForQuestionAnswering``); run in eval mode on its parameters' device, ``batch_size``
-    windows at a time. Contexts longer than a window are split into windows (``max_length``, ``stride``) and
-    answered across all of them, never cut. ``null_threshold``: None answers every question (SQuAD v1.1); a
-    number allows "no answer" (SQuAD v2.0: ``""``, start = end = 0) when the null score beats the best span by
-    more than it. See postprocess.best_answers for the score.
+    ``model``: called as ``model(input_ids=, attention_mask=, token_type_ids=)`` with int64 ``[B, T]`` tensors;
+    its output has ``.start_logits`` / ``.end_logits`` (or those keys) ``[B, T]`` (a Hugging Face
+    ``*ForQuestionAnswering``, or any callable that answers the same way); an nn.Module runs in eval mode on
+    its parameters' device, ``batch_size`` windows at a time. Contexts longer than a window are split into
+    windows (``max_length``, ``stride``) and answered across all of them, never cut; questions longer than
+    ``max_question_tokens`` are cut (see QADataset). ``null_threshold``: None answers every question (SQuAD
+    v1.1); a number allows "no answer" (SQuAD v2.0: ``""``, start = end = 0) when the null score beats the
+    best span by more than it. See postprocess.best_answers for the score.
     """
     examples = _examples_of(items)
     if not examples:
@@ -47,9 +57,10 @@ def answer_questions(model, tokenizer, items: Sequence[dict], max_length: int = 
     dataset = QADataset(examples, tokenizer, max_length=max_length, stride=stride,
                         max_question_tokens=max_question_tokens)
     collate = make_qa_collate(tokenizer)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    device = _device_of(model)
+    was_training = getattr(model, "training", False)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     starts: list[torch.Tensor] = []
     ends: list[torch.Tensor] = []
     try:
@@ -57,10 +68,13 @@ def answer_questions(model, tokenizer, items: Sequence[dict], max_length: int = 
             batch = collate([dataset[i] for i in range(first, min(first + batch_size, len(dataset)))])
             inputs = {k: v.to(device) for k, v in batch.items() if k not in ("start_positions", "end_positions")}
             output = model(**inputs)
-            starts.extend(output.start_logits.float().cpu())
-            ends.extend(output.end_logits.float().cpu())
+            start, end = (output["start_logits"], output["end_logits"]) if isinstance(output, dict) else \
+                (output.start_logits, output.end_logits)
+            starts.extend(start.float().cpu())
+            ends.extend(end.float().cpu())
     finally:
-        model.train(was_training)
+        if isinstance(model, torch.nn.Module):
+            model.train(was_training)
     answers = best_answers(examples, dataset, starts, ends, n_best=n_best, max_answer_length=max_answer_length,
                            null_threshold=0.0 if null_threshold is None else null_threshold,
                            version_2=null_threshold is not None)

@@ -18,8 +18,6 @@ from sparsekit.tasks.qa.data import QAExample
 
 log = logging.getLogger(__name__)
 
-#: Tokens a window needs besides the question and the context: [CLS] question [SEP] context [SEP].
-_SPECIAL_TOKENS = 3
 #: Context tokens a window must keep at least (max_question_tokens is refused when it leaves fewer).
 _MIN_CONTEXT_TOKENS = 16
 
@@ -39,12 +37,13 @@ class QADataset(torch.utils.data.Dataset):
                  max_question_tokens: int = 64):
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("QA windows need a fast tokenizer (offset mappings); load it with use_fast=True")
-        if max_question_tokens + _SPECIAL_TOKENS + _MIN_CONTEXT_TOKENS > max_length:
+        special = tokenizer.num_special_tokens_to_add(pair=True)  # BERT: [CLS] question [SEP] context [SEP]
+        if max_question_tokens + special + _MIN_CONTEXT_TOKENS > max_length:
             raise ValueError(f"max_question_tokens={max_question_tokens} leaves fewer than {_MIN_CONTEXT_TOKENS} "
                              f"context tokens in a window of max_length={max_length}; lower it or raise max_length")
-        if not 0 <= stride < max_length - max_question_tokens - _SPECIAL_TOKENS:
+        if not 0 <= stride < max_length - max_question_tokens - special:
             raise ValueError(f"stride={stride} must be below the context tokens of a window "
-                             f"({max_length - max_question_tokens - _SPECIAL_TOKENS} with max_length={max_length} "
+                             f"({max_length - max_question_tokens - special} with max_length={max_length} "
                              f"and max_question_tokens={max_question_tokens})")
         self.examples = list(examples)
         self.max_length, self.stride = max_length, stride
