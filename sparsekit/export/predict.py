@@ -89,7 +89,12 @@ class Predictor:
         """The QA windowing / post-processing settings the artifact's run evaluated with (``data.qa``), or {}."""
         data = (getattr(model, "manifest", None) or {}).get("data") or {}
         recorded = data.get("qa") if isinstance(data, dict) else None
-        return {k: v for k, v in recorded.items() if v is not None} if isinstance(recorded, dict) else {}
+        if not isinstance(recorded, dict):
+            return {}
+        recorded = {k: v for k, v in recorded.items() if v is not None}
+        if data.get("version_2_with_negative") is False:  # SQuAD v1.1 data: every question has an answer
+            recorded.pop("null_threshold", None)
+        return recorded
 
     @classmethod
     def from_artifact(cls, path, **kw) -> "Predictor":
