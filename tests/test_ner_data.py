@@ -170,6 +170,10 @@ def test_dataset_with_classlabel_keeps_its_names(tmp_path):
     assert data.labels == tuple(names)
     assert data.train[1] == TokenExample(("EU", "x"), ("B-ORG", "O"))
     assert data.record["kind"] == "dataset" and data.record["dataset"]["splits"]["validation"] == "validation"
+    split.to_parquet(str(tmp_path / "t.parquet"))  # Parquet written by datasets keeps the ClassLabel
+    parquet = load_token_data(tmp_path / "t.parquet", tmp_path / "t.parquet")
+    assert parquet.labels == tuple(names) and parquet.train == data.train
+    assert parquet.record["formats"] == {"train": "parquet", "validation": "parquet"}
 
 
 @pytest.mark.parametrize("row, message", [

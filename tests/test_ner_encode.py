@@ -78,7 +78,7 @@ def test_word_predictions_use_first_sub_tokens(tokenizer):
         for position, label in enumerate(labels):
             # the gold label at first sub-tokens, I-LOC (wrong) everywhere else
             logits[row, position, label if label >= 0 else LABEL2ID["I-LOC"]] = 5.0
-    predicted = word_predictions(logits, dataset, dict(enumerate(LABELS)))
+    predicted = word_predictions(logits, dataset, {str(i): label for i, label in enumerate(LABELS)})
     assert predicted == [list(SENTENCE.tags), list(SHORT.tags)]
     ragged = [logits[0, :12].numpy(), logits[1, :4].numpy()]
     assert word_predictions(ragged, dataset, LABELS) == predicted

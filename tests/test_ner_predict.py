@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsekit.models import load_tokenizer, minilm_path
-from sparsekit.tasks.ner import predict_entities
-from sparsekit.tasks.ner.data import DataWarning
+from sparsekit.tasks.ner import TokenDataset, TokenExample, dataset_logits, evaluate_entities, predict_entities
 
 LABELS = ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
 
@@ -68,22 +67,55 @@ def test_word_lists_offsets_into_the_joined_words(tokenizer, model):
     assert predict_entities(model, tokenizer, [], LABELS) == []
 
 
-def test_long_inputs_are_cut_with_a_counted_warning(tokenizer, model):
+def test_long_inputs_are_read_in_overlapping_windows(tokenizer, model):
     text = "Kuala Lumpur is far from Nadim Ladki"
-    with pytest.warns(DataWarning, match=r"1 of 2 input\(s\) are longer than max_length=5 .* last 4 word"):
-        results = predict_entities(model, tokenizer, [text, "Kuala"], LABELS, max_length=5)
-    assert [e["word"] for e in results[0]] == ["Kuala Lumpur"] and [e["word"] for e in results[1]] == ["Kuala"]
+    # [CLS] + 4 sub-tokens + [SEP] per window, 2 shared: no word is lost and "##im" (B-LOC) is never read as
+    # a first sub-token, although a window starts with it
+    results = predict_entities(model, tokenizer, [text, "Kuala"], LABELS, max_length=6, stride=2)
+    assert [(e["entity"], e["word"]) for e in results[0]] == [("LOC", "Kuala Lumpur"), ("PER", "Nadim Ladki")]
+    assert [e["word"] for e in results[1]] == ["Kuala"]
+    words = text.split()
+    assert predict_entities(model, tokenizer, [words], LABELS, max_length=5, stride=1)[0] == \
+        predict_entities(model, tokenizer, [words], LABELS)[0]
     with pytest.raises(ValueError, match="mix raw texts and word lists"):
         predict_entities(model, tokenizer, ["a", ["b"]], LABELS)
 
 
-def test_tiny_random_bert_end_to_end(tokenizer):
+class ContextModel(nn.Module):
+    """Says B-LOC for "paris" with strength 1 + its context in the window (sub-tokens to the nearer edge)."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.paris = tokenizer.convert_tokens_to_ids("paris")
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+        context = torch.minimum(positions, attention_mask.sum(-1, keepdim=True) - 1 - positions)
+        logits = torch.zeros(*input_ids.shape, len(LABELS))
+        logits[..., LABELS.index("B-LOC")] = torch.where(input_ids == self.paris, 1.0 + context.float(), -9.0)
+        return (logits,)
+
+
+def test_each_word_is_read_where_it_has_most_context(tokenizer):
+    # windows: [a b c paris] (context 1), [c paris d e] (context 2), [d e f g]
+    [entities] = predict_entities(ContextModel(tokenizer), tokenizer, ["a b c paris d e f g"], LABELS,
+                                  max_length=6, stride=2)
+    assert [(e["word"], e["start"]) for e in entities] == [("paris", 6)]
+    assert entities[0]["score"] == pytest.approx(math.exp(3.0) / (math.exp(3.0) + len(LABELS) - 1))
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tokenizer):
     from transformers import BertConfig, BertForTokenClassification
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=64, num_labels=len(LABELS))
-    model = BertForTokenClassification(config)
+    return BertForTokenClassification(config).eval()
+
+
+def test_tiny_random_bert_end_to_end(tokenizer, tiny_bert):
+    model = tiny_bert
     texts = ["Peter Blackburn went to Paris.", "EU rejects German call to boycott British lamb."]
     results = predict_entities(model, tokenizer, texts, dict(enumerate(LABELS)), max_length=32)
     assert len(results) == 2
@@ -92,3 +124,46 @@ def test_tiny_random_bert_end_to_end(tokenizer):
             assert set(entity) == {"entity", "start", "end", "word", "score"}
             assert entity["entity"] in {"LOC", "PER"} and 0 < entity["score"] <= 1
             assert text[entity["start"]:entity["end"]] == entity["word"]
+
+
+def test_evaluate_entities_batches_like_single_items(tokenizer, tiny_bert):
+    examples = [TokenExample(("Peter", "Blackburn", "went", "home"), ("B-PER", "I-PER", "O", "O")),
+                TokenExample(("Paris",), ("B-LOC",)), TokenExample(("EU", "rejects", "Ladki"), ("O", "O", "B-PER"))]
+    dataset = TokenDataset(examples, tokenizer, {label: i for i, label in enumerate(LABELS)}, max_length=32)
+    batched = dataset_logits(tiny_bert, dataset, batch_size=2)
+    for i, logits in enumerate(batched):
+        item = {k: torch.tensor([v]) for k, v in dataset[i].items() if k != "labels"}
+        with torch.no_grad():
+            alone = tiny_bert(**item).logits[0]
+        assert logits.shape == alone.shape and torch.allclose(logits, alone, atol=1e-5)
+    metrics, predicted = evaluate_entities(tiny_bert, dataset, LABELS)
+    assert [len(p) for p in predicted] == [4, 1, 3]
+    assert set(metrics) >= {"precision", "recall", "f1", "accuracy", "per_type"}
+
+
+def test_a_few_training_steps_on_the_collated_batch_lower_the_loss(tokenizer):
+    from transformers import BertConfig, BertForTokenClassification
+
+    from sparsekit.tasks.ner import make_token_collate, token_kd_loss, token_loss
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, num_labels=len(LABELS))
+    student, teacher = BertForTokenClassification(config), BertForTokenClassification(config).eval()
+    examples = [TokenExample(("Peter", "Blackburn", "went", "home"), ("B-PER", "I-PER", "O", "O")),
+                TokenExample(("Paris",), ("B-LOC",))]
+    dataset = TokenDataset(examples, tokenizer, {label: i for i, label in enumerate(LABELS)}, max_length=32)
+    batch = make_token_collate(tokenizer)([dataset[0], dataset[1]])
+    labels = batch.pop("labels")
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(3):
+        logits = student(**batch).logits
+        with torch.no_grad():
+            teacher_logits = teacher(**batch).logits
+        loss = token_loss(logits, labels) + 0.0 * token_kd_loss(logits, teacher_logits, labels, 2.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

@@ -102,3 +102,40 @@ def test_answer_questions_takes_any_callable_returning_logits(tokenizer):
 
     (answer,) = answer_questions(model, tokenizer, [{"question": "Where?", "context": "It lies under the oak."}])
     assert answer["answer"] == "under the oak" and (answer["start"], answer["end"]) == (8, 21)
+
+
+def test_predict_answers_feeds_squad_metrics(tokenizer):
+    from sparsekit.tasks.qa import Answer, QAExample, predict_answers, squad_metrics
+
+    context = "It lies under the oak, not under the elm."
+    examples = [QAExample("a", "", "Where?", context, (Answer("under the oak", 8),)),
+                QAExample("b", "", "Where else?", context, (Answer("under the elm", context.index("under the elm")),))]
+    answers = predict_answers(PointingModel(tokenizer, "under", "oak"), tokenizer, examples)
+    assert answers["a"]["answer"] == answers["b"]["answer"] == "under the oak"
+    metrics = squad_metrics(answers, examples)
+    assert metrics["exact_match"] == 50.0 and metrics["f1"] == pytest.approx(50 + 50 * 0.5)  # b: "under" of "under elm"
+
+
+def test_windows_collate_and_qa_loss_train_a_head(tokenizer):
+    """The pieces fit together: QADataset -> make_qa_collate -> model -> qa_loss, and the loss falls."""
+    from sparsekit.tasks.qa import Answer, QADataset, QAExample, make_qa_collate
+
+    context = "The river runs past green fields. " * 3 + "The treasure lies under the oak tree near the old farm."
+    examples = [QAExample(str(i), "", "Where is the treasure?", context,
+                          (Answer("under the oak tree", context.index("under the oak tree")),)) for i in range(4)]
+    dataset = QADataset(examples, tokenizer, max_length=32, stride=8, max_question_tokens=8)
+    assert any(item["start_positions"] > 0 for item in dataset) and any(item["start_positions"] == 0
+                                                                        for item in dataset)
+    batch = make_qa_collate(tokenizer)([dataset[i] for i in range(len(dataset))])
+    model = tiny_qa_model(tokenizer).train()
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)  # 30k x 32: the slow part, not needed
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(10):
+        output = model(**{k: v for k, v in batch.items() if not k.endswith("_positions")})
+        loss = qa_loss(output.start_logits, output.end_logits, batch["start_positions"], batch["end_positions"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 2

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from sparsekit.cli import app
-from sparsekit.data.source import DataError, recorded_description, recorded_task_type
+from sparsekit.data.source import DataError, DataSource, recorded_description, recorded_task_type
 from sparsekit.evaluate import evaluate_saved
 from sparsekit.prune import PruneConfig, load_pruned, prune
 from sparsekit.tasks import TASK_TYPES, get_task_type
@@ -88,6 +88,13 @@ def test_registry_names_the_three_task_types():
     assert get_task_type(None).name == "sequence-classification"
     with pytest.raises(ValueError, match="token-classification"):
         get_task_type("ner")
+
+
+def test_sequence_classification_records_its_type_and_keeps_the_artifact_description():
+    data = get_task_type(None).load_data(DataSource(task="sst2"), PruneConfig(train_samples=4, eval_samples=4))
+    assert data.record["task_type"] == "sequence-classification" and len(data.train) == 4
+    described = recorded_description({"data": data.record})
+    assert "task_type" not in described and recorded_task_type(described) == "sequence-classification"
 
 
 def test_token_classification_smp_s_records_labels_and_evaluates(tiny_model_dir, ner_files, tmp_path):
@@ -181,6 +188,8 @@ def test_bad_data_and_settings_are_refused_before_the_output_dir_exists(tiny_mod
         {"id": "q1", "question": "what?", "answers": [{"text": "bad", "answer_start": 12}]}]}]}]}))
     with pytest.raises(DataError, match="q1"):
         prune(_qa_config(tiny_model_dir, (qa_files[0], bad_answer), out))
+    with pytest.raises(ValueError, match="max_length=48"):  # no room for a question and its context
+        prune(_qa_config(tiny_model_dir, qa_files, out, max_length=48))
     with pytest.raises(ValueError, match="cap-label-weight 0"):
         prune(_token_config(tiny_model_dir, ner_files, out, cap="prc"))
     with pytest.raises(ValueError, match="--doc-stride apply to question answering"):

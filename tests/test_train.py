@@ -131,7 +131,7 @@ def test_bad_settings_are_refused(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown pruning method"):
         prune(_config(tiny_model_dir, tmp_path / "b", method="obs"))
     with pytest.raises(ValueError, match="known tasks|Known tasks|sst2"):
-        prune(_config(tiny_model_dir, tmp_path / "c", task="squad"))
+        prune(_config(tiny_model_dir, tmp_path / "c", task="imdb"))
     with pytest.raises(ValueError, match="lambda ramp"):
         prune(_config(tiny_model_dir, tmp_path / "d", lambda_ramp="linear", steps=1))
     with pytest.raises(ValueError, match="unknown masking"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from sparsekit.data.source import METRIC_CHOICES, DataSource
+from sparsekit.data.source import BUILTIN_TASKS, METRIC_CHOICES, DataError, DataSource
 from sparsekit.prune.abp import AbPOptions
 from sparsekit.prune.cap import CAPOptions, parse_modules
 from sparsekit.prune.lpaf import LPAFOptions
@@ -130,6 +130,10 @@ class PruneConfig(StructuredOptions, LPAFOptions, CAPOptions, AbPOptions, TaskOp
         self.check_task_options()
         DataSource.from_config(self).check()  # DataError (a ValueError) for contradicting data options
         if self.task is None and not (self.train_file or self.validation_file or self.dataset):
+            if self.task_type not in (None, "sequence-classification"):
+                builtin = [t for t, kind in BUILTIN_TASKS.items() if kind == self.task_type]
+                raise DataError(f"{self.task_type} needs data: --task {builtin[0]}, or your own with --train-file "
+                                f"and --validation-file, or --dataset")
             self.task = "sst2"
         if self.resume and self.overwrite:
             raise ValueError("choose either resume (continue the run in output_dir) or overwrite (replace it)")

@@ -204,7 +204,9 @@ class RunPlan:
 
     task_type: the run's TaskType (sparsekit/tasks/); extensions: the run's extension objects, not yet set up;
     data: the train / validation examples, read and checked by the task type, with their record for recipe.json;
-    out: the prepared output directory;
+    tokenizer, train_set, dev_set: the model's tokenizer and the tokenized datasets (built here, so that data
+    that cannot be encoded, such as a question longer than QA's window, is refused before the output directory
+    is touched); out: the prepared output directory;
     run_record: the settings every checkpoint records and a resume must match (checkpoints.run_record).
     """
 
@@ -220,6 +222,9 @@ class RunPlan:
     score_init: float | str
     extensions: list[Extension]
     data: TaskData
+    tokenizer: Any
+    train_set: Any
+    dev_set: Any
     source: Path | str
     teacher_source: Path | str | None
     out: Path
@@ -306,10 +311,13 @@ def _resolve(config: PruneConfig) -> RunPlan:
     data = task_type.load_data(data_source, config)
     if teacher_source is not None:
         task_type.check_teacher(teacher_source, data)
+    tokenizer = load_tokenizer(source)
+    train_set, dev_set = task_type.datasets(data, tokenizer, config)
     out = _prepare_output_dir(config)
     return RunPlan(config=config, recipe=recipe, task_type=task_type, masking=masking, lam_final=lam_final,
                    lambda_ramp=lambda_ramp, warmup=warmup, cooldown=cooldown, smp_temperature=smp_temperature,
-                   score_init=score_init, extensions=extensions, data=data, source=source,
+                   score_init=score_init, extensions=extensions, data=data, tokenizer=tokenizer,
+                   train_set=train_set, dev_set=dev_set, source=source,
                    teacher_source=teacher_source, out=out,
                    run_record=checkpoints.run_record(config.to_dict()))
 
@@ -323,12 +331,11 @@ def _build(plan: RunPlan) -> RunSetup:
     config, task_type, extensions = plan.config, plan.task_type, plan.extensions
     accelerator = Accelerator()
     set_seed(config.seed)
-    tokenizer = load_tokenizer(plan.source)
+    tokenizer, train_set, dev_set = plan.tokenizer, plan.train_set, plan.dev_set
     model = task_type.load_model(plan.source, plan.data, seed=config.seed)
     pruner = Pruner(model, plan.masking, score_init=plan.score_init, smp_temperature=plan.smp_temperature) \
         if plan.masking else None
 
-    train_set, dev_set = task_type.datasets(plan.data, tokenizer, config)
     sampler = EpochSampler(len(train_set), config.seed, task_type.lengths(train_set), config.batch_size)
     collate = task_type.collate(tokenizer, plan.data)
     loader = DataLoader(IndexedDataset(train_set), batch_size=config.batch_size, sampler=sampler, drop_last=False,

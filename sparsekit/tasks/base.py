@@ -39,7 +39,8 @@ class TaskData:
     keeps as ``data`` (the description, with ``task_type``, plus the example counts); labels: the class names in
     id order (sequence and token classification; None for regression and QA); display_name: a short name for
     titles; spec: the type's own description of the task (a ``TaskSpec`` for sequence classification, the
-    loader's result for the others).
+    loader's result for token classification); options: the settings the type resolved for this data (question
+    answering: windowing and post-processing).
     """
 
     train: list
@@ -63,8 +64,6 @@ class TaskType:
     #: The main metric (metrics.json key) and every metric this type reports.
     main_metric = ""
     metrics: tuple[str, ...] = ()
-    #: Built-in task names this type reads from the shared data folder (``--task NAME``).
-    builtin_tasks: tuple[str, ...] = ()
 
     # -- settings and data ---------------------------------------------------------------------------------------
     def check_config(self, config: Any) -> None:
@@ -139,7 +138,8 @@ class TaskType:
     # -- evaluation ----------------------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, dataset: Any, data: TaskData, tokenizer: Any, config: Any,
                  progress: bool = False) -> dict:
-        """Metrics of ``model`` on ``dataset`` (the dev set of ``data``) plus eval_seconds and eval_samples."""
+        """Metrics of ``model`` on ``dataset`` (the dev set of ``data``) plus eval_seconds and eval_samples;
+        ``progress``: a progress bar where the type has one (sequence classification)."""
         raise NotImplementedError
 
     def summary_metrics(self, metrics: dict) -> list[tuple[str, str]]:
@@ -153,24 +153,6 @@ class TaskType:
         """Metrics of a saved run's or artifact's ``model`` on a split of its recorded data (or on
         ``validation_file``, with ``columns`` naming its columns), and a name of what was evaluated."""
         raise NotImplementedError
-
-
-def batch_loop(model: nn.Module, loader, keep: tuple[str, ...], progress: bool = False, desc: str = "evaluate"):
-    """Run ``model`` (eval mode, no gradient, on its own device) over ``loader``; yield ``(outputs, batch)`` per
-    batch, where the targets in ``keep`` are removed from the inputs and left in ``batch`` on the CPU."""
-    from tqdm.auto import tqdm
-
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-                targets = {k: batch.pop(k) for k in keep if k in batch}
-                outputs = model(**{k: v.to(device) for k, v in batch.items()})
-                yield outputs, targets
-    finally:
-        model.train(was_training)
 
 
 def recorded_validation_file(data: dict) -> str:

@@ -13,15 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from sparsekit.data.glue import seeded_subset
-from sparsekit.data.source import BUILTIN_TASKS, _file_record, builtin_data_dir
-from sparsekit.tasks.base import (TaskData, TaskType, batch_loop, check_cap_labels, recorded_validation_file,
-                                  refuse_options)
+from sparsekit.data.source import _file_record, builtin_data_dir
+from sparsekit.tasks.base import TaskData, TaskType, check_cap_labels, recorded_validation_file, refuse_options
 
 #: Defaults of the question-answering settings (Hugging Face run_qa.py's); the window is --max-length tokens.
 QA_DEFAULTS = {"max_answer_length": 30, "n_best": 20, "null_threshold": 0.0}
@@ -56,7 +53,6 @@ class QuestionAnswering(TaskType):
     target_keys = ("start_positions", "end_positions")
     main_metric = "f1"
     metrics = ("exact_match", "f1")
-    builtin_tasks = tuple(t for t, kind in BUILTIN_TASKS.items() if kind == "question-answering")
 
     def check_config(self, config: Any) -> None:
         refuse_options(config, TOKEN_OPTIONS, "token classification", self.name)
@@ -134,7 +130,7 @@ class QuestionAnswering(TaskType):
 
     def evaluate(self, model: nn.Module, dataset: Any, data: TaskData, tokenizer: Any, config: Any,
                  progress: bool = False) -> dict:
-        return squad_evaluation(model, dataset, data.dev, data.options, tokenizer, config.eval_batch_size, progress)
+        return squad_evaluation(model, dataset, data.dev, data.options, tokenizer, config.eval_batch_size)
 
     def summary_metrics(self, metrics: dict) -> list[tuple[str, str]]:
         return [(key, f"{value:.2f}") for key, value in metrics.items() if key in self.metrics]  # already 0..100
@@ -175,24 +171,19 @@ class QuestionAnswering(TaskType):
             examples, where = loaded.dev, str(validation_file)
             settings["version_2_with_negative"] = settings["version_2_with_negative"] or loaded.version_2
         dataset = QADataset(examples, tokenizer, max_length=settings["max_length"], stride=settings["doc_stride"])
-        return squad_evaluation(model, dataset, examples, settings, tokenizer, batch_size, progress), where
+        return squad_evaluation(model, dataset, examples, settings, tokenizer, batch_size), where
 
 
 def squad_evaluation(model: nn.Module, dataset: Any, examples: list, settings: dict, tokenizer: Any,
-                     batch_size: int = 128, progress: bool = False) -> dict:
+                     batch_size: int = 128) -> dict:
     """Exact match and F1 (0..100, SQuAD's normalisation) of ``model`` on ``dataset`` (a QADataset of the
     windows of ``examples``): n-best start / end pairs across each question's windows (``settings``:
     n_best, max_answer_length, null_threshold, version_2_with_negative), plus eval_seconds and eval_samples
     (questions)."""
-    from sparsekit.tasks.qa import best_answers, make_qa_collate, squad_metrics
+    from sparsekit.tasks.qa import best_answers, squad_metrics, window_logits
 
     start = time.perf_counter()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=make_qa_collate(tokenizer))
-    starts: list[np.ndarray] = []
-    ends: list[np.ndarray] = []
-    for outputs, _ in batch_loop(model, loader, ("start_positions", "end_positions"), progress):
-        starts += list(outputs.start_logits.float().cpu().numpy())
-        ends += list(outputs.end_logits.float().cpu().numpy())
+    starts, ends = window_logits(model, dataset, tokenizer, batch_size)
     answers = best_answers(examples, dataset, starts, ends, n_best=settings["n_best"],
                            max_answer_length=settings["max_answer_length"],
                            null_threshold=settings["null_threshold"],

@@ -20,7 +20,7 @@ class SequenceClassification(TaskType):
     name = "sequence-classification"
     auto_class = "AutoModelForSequenceClassification"
     target_keys = ("labels",)
-    main_metric = "accuracy"
+    main_metric = "accuracy"  # the default; each task's own is its TaskSpec.main_metric (recorded as data.metric)
     metrics = ("accuracy", "f1", "matthews", "pearson", "spearman")
 
     def check_config(self, config: Any) -> None:

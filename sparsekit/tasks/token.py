@@ -11,14 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from sparsekit.data.source import BUILTIN_TASKS, DataError, builtin_data_dir
-from sparsekit.tasks.base import (TaskData, TaskType, batch_loop, check_cap_labels, recorded_validation_file,
-                                  refuse_options)
+from sparsekit.data.source import DataError, builtin_data_dir
+from sparsekit.tasks.base import TaskData, TaskType, check_cap_labels, recorded_validation_file, refuse_options
 
 #: The built-in CoNLL-2003 files by split (``sparsekit evaluate --split``).
 CONLL_SPLITS = {"train": "train.txt", "dev": "validation.txt", "validation": "validation.txt", "test": "test.txt"}
@@ -34,7 +31,6 @@ class TokenClassification(TaskType):
     target_keys = ("labels",)
     main_metric = "f1"
     metrics = ("precision", "recall", "f1", "accuracy")
-    builtin_tasks = tuple(t for t, kind in BUILTIN_TASKS.items() if kind == "token-classification")
 
     def check_config(self, config: Any) -> None:
         refuse_options(config, QA_OPTIONS, "question answering", self.name)
@@ -103,8 +99,7 @@ class TokenClassification(TaskType):
 
     def evaluate(self, model: nn.Module, dataset: Any, data: TaskData, tokenizer: Any, config: Any,
                  progress: bool = False) -> dict:
-        return entity_evaluation(model, dataset, data.dev, data.labels, tokenizer, config.eval_batch_size,
-                                 progress)
+        return entity_evaluation(model, dataset, data.labels, config.eval_batch_size)
 
     def evaluate_saved(self, model: nn.Module, tokenizer: Any, recipe: dict, *, split: str = "dev",
                        data_dir: str | None = None, validation_file: str | None = None,
@@ -139,25 +134,23 @@ class TokenClassification(TaskType):
                             f"({', '.join(labels)})")
         max_length = recipe.get("config", {}).get("max_length", 128)
         dataset = TokenDataset(loaded.dev, tokenizer, {n: i for i, n in enumerate(labels)}, max_length)
-        return entity_evaluation(model, dataset, loaded.dev, labels, tokenizer, batch_size, progress), where
+        return entity_evaluation(model, dataset, labels, batch_size), where
 
 
-def entity_evaluation(model: nn.Module, dataset: Any, examples: list, labels: tuple[str, ...], tokenizer: Any,
-                      batch_size: int = 128, progress: bool = False) -> dict:
+def entity_evaluation(model: nn.Module, dataset: Any, labels: tuple[str, ...], batch_size: int = 128) -> dict:
     """Entity precision / recall / F1 (strict IOB2), token accuracy and per-type scores of ``model`` on
-    ``dataset`` (a TokenDataset of ``examples``), plus eval_seconds and eval_samples (sentences)."""
-    from sparsekit.tasks.ner import entity_metrics, make_token_collate, word_predictions
+    ``dataset`` (a TokenDataset; ner.evaluate_entities), the tag names ``labels`` in id order, plus eval_seconds
+    and eval_samples (sentences). An nn.Module's training mode is restored afterwards."""
+    from sparsekit.tasks.ner import evaluate_entities
 
-    start = time.perf_counter()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=make_token_collate(tokenizer))
-    logits: list[np.ndarray] = []
-    for outputs, _ in batch_loop(model, loader, ("labels",), progress):
-        logits += list(outputs.logits.float().cpu().numpy())  # [T_batch, C] per item, padded
-    id2label = dict(enumerate(labels))
-    predicted = word_predictions(logits, dataset, id2label)
-    metrics = entity_metrics([list(ex.tags) for ex in examples], predicted)
+    start, was_training = time.perf_counter(), getattr(model, "training", False)
+    try:
+        metrics, _ = evaluate_entities(model, dataset, labels, batch_size)
+    finally:
+        if isinstance(model, nn.Module):
+            model.train(was_training)
     metrics["eval_seconds"] = time.perf_counter() - start
-    metrics["eval_samples"] = len(examples)
+    metrics["eval_samples"] = len(dataset)
     return metrics
 
 

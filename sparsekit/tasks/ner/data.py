@@ -56,8 +56,9 @@ class TokenExample:
 
 @dataclass
 class TokenData:
-    """Checked train and validation sentences, the label set (``"O"`` first; ids are positions) and ``record``,
-    the JSON description of the source (kind, files or dataset, columns, schemes, labels, counts)."""
+    """Checked train and validation sentences, the label set (ids are positions: ``"O"`` first, or the order of a
+    ClassLabel's / ``label_names``' names) and ``record``, the JSON description of the source (kind, files or
+    dataset, columns, schemes, labels, counts)."""
 
     labels: tuple[str, ...]
     train: list[TokenExample]

@@ -38,8 +38,9 @@ class TokenDataset(Dataset):
     Items: dicts of python lists, ``input_ids``, ``attention_mask``, ``token_type_ids`` (when the tokenizer
     gives them) and ``labels`` (the first sub-token of word w: ``label2id[tags[w]]``; -100 elsewhere).
     Attributes: ``word_ids`` (per item, the word index of each sub-token, None for special tokens),
-    ``num_words`` (per item) and ``record``: ``{"examples", "truncated_examples", "truncated_words",
-    "words_without_tokens"}`` (words cut by ``max_length``, and words that tokenize to nothing).
+    ``num_words`` and ``tags`` (per item, the examples' tags), ``pad_token_id`` and ``record``:
+    ``{"examples", "truncated_examples", "truncated_words", "words_without_tokens"}`` (words cut by
+    ``max_length``, and words that tokenize to nothing).
     A tag missing from ``label2id`` is a DataError naming the sentence and word.
     """
 
@@ -78,6 +79,8 @@ class TokenDataset(Dataset):
                 truncated_words += cut
             without_tokens += len(example.words) - len(seen) - (cut if len(word_ids) >= max_length else 0)
         self.max_length = max_length
+        self.tags = [list(e.tags) for e in examples]
+        self.pad_token_id = tokenizer.pad_token_id
         self.record = {"examples": len(examples), "truncated_examples": truncated_examples,
                        "truncated_words": truncated_words, "words_without_tokens": without_tokens}
         if truncated_examples:
@@ -117,6 +120,13 @@ def make_token_collate(tokenizer: Any) -> TokenCollator:
     return TokenCollator(int(tokenizer.pad_token_id))
 
 
+def id_to_label(id2label: Mapping[int | str, str] | Sequence[str]) -> dict[int, str]:
+    """``{class id: label}`` from a mapping (keys may be JSON's strings, ``{"0": "O"}``) or a sequence of labels."""
+    if isinstance(id2label, Mapping):
+        return {int(key): value for key, value in id2label.items()}
+    return dict(enumerate(id2label))
+
+
 def word_predictions(logits: Any, dataset: TokenDataset, id2label: Mapping[int, str] | Sequence[str]
                      ) -> list[list[str]]:
     """The predicted tag of every word of every sentence of ``dataset``: the arg-max label at the word's first
@@ -125,7 +135,7 @@ def word_predictions(logits: Any, dataset: TokenDataset, id2label: Mapping[int, 
     "O" (counted in ``dataset.record``). Returns N lists of tag names, one per word."""
     if len(logits) != len(dataset):
         raise ValueError(f"{len(logits)} rows of logits for {len(dataset)} sentences")
-    names = dict(id2label) if isinstance(id2label, Mapping) else dict(enumerate(id2label))
+    names = id_to_label(id2label)
     out = []
     for row, word_ids, count in zip(logits, dataset.word_ids, dataset.num_words):
         best = torch.as_tensor(row).argmax(-1).tolist()

@@ -3,8 +3,9 @@
 For each example, every window proposes the pairs of its top ``n_best`` start and top ``n_best`` end tokens
 with ``end >= start``, at most ``max_answer_length`` tokens, both tokens inside the context (not the question,
 special or padding tokens). A pair is ranked by the sum of its start and end logits (as BERT's run_squad and
-Hugging Face's run_qa do), across all windows of the example; the best is mapped back to the characters
-``context[start:end]`` (``end`` exclusive) through the window's offsets.
+Hugging Face's run_qa do), across all windows of the example (a span that two overlapping windows both
+propose counts once, with its higher sum); the best is mapped back to the characters ``context[start:end]``
+(``end`` exclusive) through the window's offsets.
 
 The returned ``score`` is a probability-like value: a softmax over the logit sums of the example's n-best
 candidates (plus the null answer for SQuAD v2.0), taken at the chosen candidate, as Hugging Face's run_qa
@@ -61,7 +62,7 @@ def best_answers(examples: Sequence[QAExample], dataset: QADataset, start_logits
     results: dict[str, dict] = {}
     for example_index, windows in enumerate(dataset.windows_of()):
         example = examples[example_index]
-        candidates: list[tuple[float, int, int]] = []  # (logit sum, char start, char end)
+        spans: dict[tuple[int, int], float] = {}  # (char start, char end) -> best logit sum over windows
         null_score = None
         for w in windows:
             offsets = dataset.offsets[w]
@@ -75,8 +76,9 @@ def best_answers(examples: Sequence[QAExample], dataset: QADataset, start_logits
                 for e in top_ends:
                     if offsets[e] is None or e < s or e - s + 1 > max_answer_length:
                         continue
-                    candidates.append((float(start_row[s] + end_row[e]), offsets[s][0], offsets[e][1]))
-        candidates.sort(key=lambda c: -c[0])
+                    span, score = (offsets[s][0], offsets[e][1]), float(start_row[s] + end_row[e])
+                    spans[span] = max(score, spans.get(span, score))
+        candidates = sorted(((score, start, end) for (start, end), score in spans.items()), key=lambda c: -c[0])
         candidates = candidates[:n_best]
         scores = [c[0] for c in candidates] + ([null_score] if version_2 and null_score is not None else [])
         probabilities = _softmax(scores)
