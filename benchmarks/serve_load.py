@@ -3,13 +3,17 @@
 For each mode (``dense`` = ``--no-compile``, ``compiled`` = ``--compile``) a server is started in a
 subprocess on a free port, the client waits for ``/health``, warms it up, then runs closed-loop clients at
 each concurrency level (every client sends its next request as soon as the previous one is answered),
-bounded by ``--requests`` and ``--duration`` per level. Texts are SST-2 dev sentences (the dev pairs of the
-artifact's task for pair tasks) when the GLUE data is present. The server is stopped with SIGINT and its
+bounded by ``--requests`` and ``--duration`` per level. Inputs follow the artifact's task type (``/info``):
+sequence classification gets SST-2 dev sentences (the dev pairs of the artifact's task for pair tasks), token
+classification CoNLL-2003 validation sentences as texts, question answering SQuAD v1.1 dev question / context
+pairs (``{"inputs": [...]}``), each when the shared data is present (built-in examples otherwise); one
+"text" of the report is one input. The server is stopped with SIGINT and its
 shutdown time and exit code are recorded. Client and server share this machine's cores: the client's
 own cost (one asyncio process) is part of the measurement, as it is for any loopback load test.
 
     python benchmarks/serve_load.py runs/main-job/artifact --concurrency 1 4 16
     python benchmarks/serve_load.py --smoke          # a tiny random artifact, a few requests (about a minute)
+    python benchmarks/serve_load.py --smoke --task-type question-answering   # the same for a QA artifact
 
 Writes ``benchmarks/results/serve_load_cpu.{json,md}`` (``--smoke``: ``$TMPDIR/sparsekit_serve_load_smoke.*``,
 unless ``--out``). The shutdown time is from SIGINT to the process's exit, interpreter teardown included.
@@ -49,21 +53,58 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tiny_artifact(path: Path) -> Path:
-    """Export a random tiny BERT (MiniLM tokenizer, 30% random masks) as an artifact at ``path``."""
+def tiny_artifact(path: Path, task_type: str = "sequence-classification") -> Path:
+    """Export a random tiny BERT with ``task_type``'s head (MiniLM tokenizer, 30% random masks) at ``path``."""
     import torch
 
     from sparsekit.export.artifact import export
-    from sparsekit.models import load_classifier, load_tokenizer, prunable_matrices
+    from sparsekit.models import load_model, load_tokenizer, prunable_matrices
 
     torch.manual_seed(0)
-    model = load_classifier("random:tiny", 2).eval()
+    model = load_model("random:tiny", task_type, num_labels=9 if task_type == "token-classification" else 2).eval()
     with torch.no_grad():
         for m in prunable_matrices(model):
             w = model.get_submodule(m.name).weight
             w.mul_(torch.rand_like(w) < 0.3)
     export((model, load_tokenizer("random:tiny")), path)
     return path
+
+
+def request_inputs(model: dict, n: int = 512) -> tuple[str, list]:
+    """``(body field, inputs)`` for the served model's task type (``/info``'s ``model``): see request_texts,
+    ner_texts and qa_pairs."""
+    task_type = model.get("task_type", "sequence-classification")
+    if task_type == "token-classification":
+        return "texts", ner_texts(n)
+    if task_type == "question-answering":
+        return "inputs", qa_pairs(n)
+    return "texts", request_texts(model["task"], n)
+
+
+def ner_texts(n: int = 512) -> list[str]:
+    """Up to ``n`` CoNLL-2003 validation sentences (words joined by spaces); built-in sentences without data."""
+    from sparsekit.data.source import builtin_data_dir
+    from sparsekit.tasks.ner import read_conll
+
+    try:
+        sentences = read_conll(builtin_data_dir("conll2003") / "validation.txt")[:n]
+    except (FileNotFoundError, ValueError):
+        sentences = []
+    return [" ".join(s.words) for s in sentences] or ["John Smith works for Acme Corporation in Berlin.",
+                                                      "EU rejects German call to boycott British lamb."]
+
+
+def qa_pairs(n: int = 512) -> list[dict]:
+    """Up to ``n`` SQuAD v1.1 dev ``{"question", "context"}`` items; a built-in one without data."""
+    from sparsekit.data.source import builtin_data_dir
+    from sparsekit.tasks.qa import read_squad
+
+    try:
+        examples = read_squad(builtin_data_dir("squad") / "dev-v1.1.json")[:n]
+    except (FileNotFoundError, ValueError):
+        examples = []
+    return [{"question": e.question, "context": e.context} for e in examples] or [
+        {"question": "Where does John Smith work?", "context": "John Smith works for Acme Corporation in Berlin."}]
 
 
 def request_texts(task: str | None, n: int = 512) -> list:
@@ -127,9 +168,10 @@ class Server:
         return {"exit_code": code, "seconds": round(time.perf_counter() - started, 3), "clean": clean}
 
 
-async def run_level(url: str, texts: list, concurrency: int, per_request: int, max_requests: int,
+async def run_level(url: str, field: str, texts: list, concurrency: int, per_request: int, max_requests: int,
                     max_seconds: float) -> dict:
-    """``concurrency`` closed-loop clients until ``max_requests`` were sent or ``max_seconds`` passed."""
+    """``concurrency`` closed-loop clients until ``max_requests`` were sent or ``max_seconds`` passed; each request
+    is ``{field: [per_request inputs]}``."""
     latencies, server_ms, errors, sent = [], [], {}, 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
@@ -139,7 +181,7 @@ async def run_level(url: str, texts: list, concurrency: int, per_request: int, m
             nonlocal sent
             while sent < max_requests and time.perf_counter() - started < max_seconds:
                 i, sent = sent, sent + 1
-                body = {"texts": [texts[(i * per_request + k) % len(texts)] for k in range(per_request)]}
+                body = {field: [texts[(i * per_request + k) % len(texts)] for k in range(per_request)]}
                 t0 = time.perf_counter()
                 try:
                     r = await client.post("/predict", json=body)
@@ -175,12 +217,14 @@ def bench_mode(artifact: Path, mode: str, args, workdir: Path) -> dict:
     try:
         health = httpx.get(server.url + "/health", timeout=10).json()
         info = httpx.get(server.url + "/info", timeout=10).json()
-        texts = request_texts(health["task"])
-        asyncio.run(run_level(server.url, texts, max(args.concurrency), args.texts_per_request, args.warmup, 60))
+        field, texts = request_inputs(info["model"])
+        asyncio.run(run_level(server.url, field, texts, max(args.concurrency), args.texts_per_request, args.warmup,
+                              60))
         levels = []
         for c in args.concurrency:
             before = batch_stats(server.url)
-            level = asyncio.run(run_level(server.url, texts, c, args.texts_per_request, args.requests, args.duration))
+            level = asyncio.run(run_level(server.url, field, texts, c, args.texts_per_request, args.requests,
+                                          args.duration))
             after = batch_stats(server.url)
             batches = after["batches"] - before["batches"]
             level["batches"] = batches
@@ -195,13 +239,15 @@ def bench_mode(artifact: Path, mode: str, args, workdir: Path) -> dict:
     print(f"[{mode}] shutdown: {shutdown}", flush=True)
     return {"mode": mode, "server_command": shlex.join(server.command), "startup_seconds": round(startup, 2),
             "compiled": health["compiled"], "backends": info["model"]["backends"], "task": health["task"],
+            "task_type": info["model"].get("task_type"),
             "torch_threads": info["torch_threads"], "levels": levels, "shutdown": shutdown}
 
 
 def to_markdown(result: dict) -> str:
     """The result as a markdown report: setup, one row per mode and concurrency, compiled / dense ratios."""
     machine, cfg = result["header"]["machine"], result["config"]
-    lines = [f"# `sparsekit serve` load test: {result['artifact']}", "",
+    task_types = sorted({str(m.get("task_type")) for m in result["modes"]})
+    lines = [f"# `sparsekit serve` load test: {result['artifact']} ({', '.join(task_types)})", "",
              f"Command: `{result['command']}`", "",
              *(["**Smoke run**: a tiny random model and a few requests; these numbers are not a benchmark.", ""]
                if result["smoke"] else []),
@@ -258,12 +304,15 @@ def main() -> None:
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for /health")
     parser.add_argument("--out", type=Path, default=None, help="output prefix [benchmarks/results/serve_load_cpu]")
     parser.add_argument("--smoke", action="store_true", help="tiny random artifact, 2 levels, a few requests")
+    parser.add_argument("--task-type", default="sequence-classification",
+                        choices=["sequence-classification", "token-classification", "question-answering"],
+                        help="--smoke: the tiny artifact's head (a given artifact has its own)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         workdir = Path(tmp)
         if args.smoke:
-            artifact = tiny_artifact(workdir / "tiny-artifact")
+            artifact = tiny_artifact(workdir / "tiny-artifact", args.task_type)
             args.concurrency, args.requests, args.duration, args.warmup = [1, 4], 40, 10.0, 8
             args.threads = args.threads or 1
             out = args.out or Path(tempfile.gettempdir()) / "sparsekit_serve_load_smoke"

@@ -245,7 +245,10 @@ def export_cmd(
     bf16: bool = typer.Option(False, "--bf16", help="Store values in bfloat16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing artifact."),
 ) -> None:
-    """Compact a pruned model exactly (optionally lossily) and write one artifact that reloads in one call."""
+    """Compact a pruned model exactly (optionally lossily) and write one artifact that reloads in one call.
+
+    Sequence classifiers, token classifiers (NER) and extractive QA models: the artifact records the task type.
+    """
     import torch
 
     from sparsekit.export.artifact import REPORT, export
@@ -266,15 +269,18 @@ def export_cmd(
     console.print(render_export_table(data, title=f"Export of {source}"))
     for line in summary_lines(data):
         console.print(line)
-    console.print(f"artifact: {result.path}")
+    task_type = json.loads((result.path / "manifest.json").read_text()).get("task_type")
+    console.print(f"artifact: {result.path} ({task_type})")
 
 
 @app.command()
 def verify(
     path: Path = typer.Argument(..., help="An artifact directory."),
-    atol: float = typer.Option(1e-4, help="Largest accepted |logit difference|."),
+    atol: float = typer.Option(1e-4, help="Largest accepted |logit difference| (per token for token "
+                                           "classification and QA)."),
 ) -> None:
-    """Load an artifact, re-run its sample inputs and compare with the recorded outputs."""
+    """Load an artifact, re-run its sample inputs and compare with the recorded outputs (logits; per token for
+    token classification; start / end logits for QA)."""
     from sparsekit.export.artifact import verify as run_verify
 
     try:
@@ -282,8 +288,9 @@ def verify(
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     status = "[green]OK[/]" if result["ok"] else "[red]MISMATCH[/]"
-    console.print(f"{status}: {result['samples']} samples, max |Δlogit| = {result['max_abs_error']:.3g} "
-                  f"(tolerance {atol:g})")
+    console.print(f"{status}: {result['samples']} samples ({result['task_type']}), max |Δlogit| = "
+                  f"{result['max_abs_error']:.3g} (tolerance {atol:g}), {result['label_mismatches']} changed "
+                  f"predictions")
     if not result["ok"]:
         raise typer.Exit(code=1)
 
@@ -291,30 +298,80 @@ def verify(
 @app.command()
 def predict(
     path: Path = typer.Argument(..., help="An artifact directory."),
-    texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify."),
-    file: Optional[Path] = typer.Option(None, "--file", help="A file with one text per line."),
+    texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify, or to find entities in."),
+    file: Optional[Path] = typer.Option(None, "--file", help="A file with one text per line (QA: one JSON object "
+                                                             "{\"question\", \"context\"} per line)."),
+    question: Optional[list[str]] = typer.Option(None, "--question", help="QA: a question (repeatable)."),
+    context: Optional[str] = typer.Option(None, "--context", help="QA: the context every --question is asked of."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
 ) -> None:
-    """Classify texts with an exported artifact."""
+    """Predict with an exported artifact: labels of texts, entities in texts (NER), or answers (QA)."""
+    from sparsekit.export.heads import QA, TOKEN
     from sparsekit.export.predict import Predictor
 
-    items = list(texts or [])
-    if file is not None:
-        try:
-            items += [line.rstrip("\n") for line in file.read_text().splitlines() if line.strip()]
-        except OSError as exc:
-            _fail(exc)
-    if not items:
-        _fail(ValueError("give texts as arguments or --file FILE"))
     try:
         predictor = Predictor.from_artifact(path)
-    except (ValueError, FileNotFoundError) as exc:
+        items = _predict_inputs(predictor.task_type, texts, file, question, context)
+        results = predictor.predict(items)
+    except (ValueError, FileNotFoundError, OSError) as exc:
         _fail(exc)
-    for p in predictor.predict(items):
-        if as_json:
+    for item, p in zip(items, results):
+        if predictor.task_type == TOKEN:
+            text = item if isinstance(item, str) else " ".join(item)
+            if as_json:
+                print(json.dumps({"text": text, "entities": p}))
+                continue
+            console.print(text, markup=False)
+            for e in p:
+                console.print(f"  {e['entity']}\t{e['start']}-{e['end']}\t{e['score']:.3f}\t{e['word']}", markup=False)
+        elif predictor.task_type == QA:
+            if as_json:
+                print(json.dumps({"question": item["question"], **p}))
+            else:
+                console.print(f"{p['answer']!r}\t{p['start']}-{p['end']}\t{p['score']:.3f}\t{item['question']}",
+                              markup=False)
+        elif as_json:
             print(json.dumps({"text": p.text, "label": p.label, "score": p.score, "scores": p.scores}))
         else:
             console.print(f"{p.label}\t{p.score:.3f}\t{p.text}")
+
+
+def _predict_inputs(task_type: str, texts, file, question, context) -> list:
+    """The inputs of ``sparsekit predict`` for the artifact's task type; ValueError naming what is missing."""
+    from sparsekit.export.heads import QA
+
+    lines = []
+    if file is not None:
+        lines = [line for line in file.read_text().splitlines() if line.strip()]
+    if task_type != QA:
+        if question or context:
+            raise ValueError(f"--question / --context are for question-answering artifacts; this one is "
+                             f"{task_type}: give texts")
+        items = list(texts or []) + lines
+        if not items:
+            raise ValueError("give texts as arguments or --file FILE")
+        return items
+    if texts:
+        raise ValueError("a question-answering artifact takes --question Q --context C (or --file with JSON lines "
+                         "{\"question\", \"context\"}), not texts")
+    items = []
+    for i, line in enumerate(lines, 1):
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{file}:{i}: not a JSON object ({exc})") from None
+        if not isinstance(item, dict) or not {"question", "context"} <= set(item):
+            raise ValueError(f"{file}:{i}: expected a JSON object with \"question\" and \"context\"")
+        items.append({"question": item["question"], "context": item["context"]})
+    if question:
+        if context is None:
+            raise ValueError("--question needs --context (the text to find the answer in)")
+        items += [{"question": q, "context": context} for q in question]
+    elif context is not None:
+        raise ValueError("--context needs at least one --question")
+    if not items:
+        raise ValueError("give --question Q --context C, or --file FILE with JSON lines {\"question\", \"context\"}")
+    return items
 
 
 @app.command()
@@ -329,10 +386,12 @@ def serve(
     max_batch_size: int = typer.Option(32, min=1, help="Most texts per model call (batched across requests)."),
     batch_wait_ms: float = typer.Option(5.0, min=0, help="How long a batch waits for more requests."),
     max_texts: int = typer.Option(256, min=1, help="Most texts per request."),
-    max_text_chars: int = typer.Option(2000, min=1, help="Longest text, in characters."),
+    max_text_chars: int = typer.Option(2000, min=1, help="Longest text (QA: question), in characters."),
+    max_context_chars: int = typer.Option(20000, min=1, help="QA: longest context, in characters (longer: 422)."),
     max_body_bytes: int = typer.Option(1 << 20, min=1, help="Largest request body."),
     max_length: Optional[int] = typer.Option(None, min=1, help="Truncate inputs to this many tokens "
-                                                               "(default: the artifact's, or 128)."),
+                                                               "(QA: per window; default: the artifact's, or 128; "
+                                                               "QA 384)."),
     timeout_keep_alive: float = typer.Option(5.0, help="Seconds before an idle connection (also a new one that "
                                                        "sends nothing) is closed."),
     timeout_read: float = typer.Option(10.0, help="Seconds a client has to send a request's headers, and again "
@@ -341,7 +400,8 @@ def serve(
                                                              "finish; the rest get 503, then the server exits 0."),
     log_level: str = typer.Option("info", help="critical, error, warning, info or debug."),
 ) -> None:
-    """Serve an artifact over HTTP: POST /predict (batched), GET /health, GET /info."""
+    """Serve an artifact over HTTP: POST /predict (batched; the body depends on the task type: texts, texts or
+    word lists for NER, question / context pairs for QA), GET /health, GET /info."""
     from sparsekit.serve import ServeError, build_app
     from sparsekit.serve import run as run_server
     from sparsekit.serve.server import interruptible_startup
@@ -356,7 +416,8 @@ def serve(
             web = build_app(path, compile=compile_model, tokens=tokens, threads=threads, max_length=max_length,
                             max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
                             max_texts_per_request=max_texts, max_text_chars=max_text_chars,
-                            max_body_bytes=max_body_bytes, read_timeout_s=timeout_read,
+                            max_context_chars=max_context_chars, max_body_bytes=max_body_bytes,
+                            read_timeout_s=timeout_read,
                             shutdown_timeout_s=timeout_shutdown)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
@@ -444,6 +505,10 @@ def bench(
                                                                       "model (minutes of compiling on CPU)."),
     layers: bool = typer.Option(False, "--layers", help="Layer-level mode: per-layer time of every backend."),
     seed: int = typer.Option(0, help="Seed of the random masks and inputs."),
+    task_type: Optional[str] = typer.Option(None, help="Head of a random or checkpoint model: "
+                                                       "sequence-classification, token-classification or "
+                                                       "question-answering [a checkpoint's own; artifacts and runs "
+                                                       "have theirs]. Inputs are shaped like the task."),
     compare: Optional[tuple[Path, Path]] = typer.Option(None, help="Compare two result files A.json B.json "
                                                                    "(matched by config) instead of measuring."),
     markdown: Optional[Path] = typer.Option(None, help="With --compare: also write the table as markdown here."),
@@ -470,7 +535,7 @@ def bench(
     config = BenchConfig(model=model, output_dir=output_dir, sparsity=sparsity, batch=batch, seq=seq,
                          threads=threads, warmup=warmup, repeats=repeats, min_seconds=min_seconds, rounds=rounds,
                          compile_repeats=compile_repeats, torch_compile=torch_compile, layers=layers, seed=seed,
-                         overwrite=overwrite)
+                         overwrite=overwrite, task_type=task_type)
     try:
         result = run_bench(config, command=["sparsekit", "bench", *ctx.meta.get("raw_args", [])],
                            log=lambda msg: err.print(msg, markup=False))

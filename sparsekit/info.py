@@ -6,7 +6,8 @@ its extension, Triton, the compilers torch.compile and the extensions need, ONNX
 bench baseline), threads, CPU flags and GPU, library versions. Every backend of
 ``sparsekit.backends.registry.default_backends()`` is asked, through its own ``not_supported_reasons``, whether it
 can run a representative layer (BERT-base FFN-in at 10% density: CPU float32, and CUDA bfloat16 when a GPU
-is present), so backends added later appear here without changes.
+is present), so backends added later appear here without changes. It also lists the task types an artifact can
+hold (the Hugging Face head of each; ``sparsekit.compile`` runs the encoder of every one, the head stays dense).
 """
 from __future__ import annotations
 
@@ -155,13 +156,20 @@ def backends_info() -> list[dict]:
     return out
 
 
+def task_types_info() -> dict[str, str]:
+    """The task types export / serve / bench handle, with the transformers Auto class of each head."""
+    from sparsekit.models import TASK_MODEL_CLASSES
+
+    return dict(TASK_MODEL_CLASSES)
+
+
 def collect() -> dict:
     """Everything ``sparsekit info`` reports, as JSON-ready data."""
     from sparsekit.machine import header
 
     return {**header(), "threads": threads_info(), "cpu_kernels": cpu_kernels_info(), "cuda": cuda_info(),
             "triton": triton_info(), "compilers": compilers_info(), "onnxruntime": onnxruntime_info(),
-            "backends": backends_info()}
+            "backends": backends_info(), "task_types": task_types_info()}
 
 
 def _yes(ok: bool | None) -> str:
@@ -202,6 +210,7 @@ def _component_rows(data: dict) -> list[tuple[str, str, str]]:
         ("nvcc", _yes(cc["nvcc"] is not None), cc["nvcc"] or "not on PATH (only needed to build CUDA code)"),
         ("ONNX Runtime", _yes(ort["importable"]),
          f"version {ort['version']}" if ort["importable"] else "not installed (optional bench baseline)"),
+        ("Task heads", _yes(True), "; ".join(f"{t} ({cls})" for t, cls in data.get("task_types", {}).items())),
     ]
 
 

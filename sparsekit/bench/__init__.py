@@ -8,8 +8,9 @@ Python API (``sparsekit bench`` calls exactly this)::
     print(compare_files("a/bench.json", "b/bench.json").markdown())
 
 Modules: ``config`` (BenchConfig, variant names), ``subjects`` (what MODEL names, random masks),
-``reconstruct`` (an artifact's original-size dense reference), ``variants`` / ``onnx`` (the ways to run a
-model), ``runner`` (the sweep and the statistics), ``results`` (JSON schema, CSV, no overwriting),
+``reconstruct`` (an artifact's original-size dense reference), ``inputs`` (inputs shaped like the task:
+QA = question + context windows), ``variants`` / ``onnx`` (the ways to run a model), ``runner`` (the sweep
+and the statistics), ``results`` (JSON schema, CSV, no overwriting),
 ``plot`` (PNG), ``tables`` (rich tables), ``compare`` (two result files), ``cliargs`` (``--batch 1 8``).
 """
 from sparsekit.bench.compare import Comparison, compare, compare_files

@@ -49,6 +49,9 @@ class BenchConfig:
     torch_compile: also time ``torch.compile`` of the dense model (slow to compile on CPU, so opt-in).
     layers: layer-level mode: per-layer times of every backend (sparsekit.compile's measurements) instead
         of whole-model latency.
+    task_type: the head of a random or checkpoint model (export/heads.py; None: a checkpoint's own head,
+        sequence classification for random models); artifacts and runs have their own. The inputs are shaped
+        like the task (QA: question + context windows, bench/inputs.py).
     """
 
     model: str
@@ -66,6 +69,7 @@ class BenchConfig:
     layers: bool = False
     seed: int = 0
     overwrite: bool = False
+    task_type: str | None = None
 
     def validated(self) -> "BenchConfig":
         """A copy with sorted, de-duplicated sweeps and defaults filled in; ValueError says what is wrong."""
@@ -86,6 +90,10 @@ class BenchConfig:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not self.min_seconds >= 0:
             raise ValueError(f"--min-seconds must be >= 0, got {self.min_seconds!r}")
+        if self.task_type is not None:
+            from sparsekit.export.heads import check_task_type
+
+            check_task_type(self.task_type)
         return BenchConfig(**{**asdict(self), "sparsity": sparsity, "batch": _positive_ints("--batch", self.batch),
                               "seq": _positive_ints("--seq", self.seq), "threads": threads,
                               "output_dir": Path(self.output_dir)})

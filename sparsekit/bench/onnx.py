@@ -15,6 +15,7 @@ from torch import nn
 
 from sparsekit.bench.variants import Inputs, Variant, describe_error
 from sparsekit.data.inputs import random_inputs
+from sparsekit.export.heads import head_output, per_token, task_type_of
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -33,14 +34,17 @@ def unavailable_reason() -> str | None:
 
 
 class _LogitsOnly(nn.Module):
-    """``(input_ids, attention_mask, token_type_ids) -> logits``: the plain-tensor signature ONNX export needs."""
+    """``(input_ids, attention_mask, token_type_ids) -> outputs`` (export/heads.head_output: logits, or QA's start
+    and end logits stacked): the plain-tensor signature ONNX export needs."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.task_type = task_type_of(model)
 
     def forward(self, input_ids, attention_mask, token_type_ids):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        return head_output(self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                      token_type_ids=token_type_ids), self.task_type)
 
 
 class OrtModel:
@@ -51,7 +55,8 @@ class OrtModel:
         self._tmp = tempfile.TemporaryDirectory(prefix="sparsekit-bench-onnx-")
         self.path = Path(self._tmp.name) / "model.onnx"
         example = random_inputs(1, 8, vocab_size)
-        axes = {name: {0: "batch", 1: "seq"} for name in INPUT_NAMES} | {"logits": {0: "batch"}}
+        per_token_axes = {0: "batch", 1: "seq"} if per_token(task_type_of(model)) else {0: "batch"}
+        axes = {name: {0: "batch", 1: "seq"} for name in INPUT_NAMES} | {"logits": per_token_axes}
         start = time.perf_counter()
         try:
             with warnings.catch_warnings(), torch.no_grad():

@@ -51,21 +51,22 @@ def _write(linear: nn.Linear, weight: torch.Tensor, bias: torch.Tensor, rows: to
 
 @torch.no_grad()
 def dense_from_artifact(model: nn.Module) -> nn.Module:
-    """The original-size Hugging Face classifier (eval, float32, CPU) equivalent to a loaded artifact.
+    """The original-size Hugging Face model with the artifact's head (eval, float32, CPU) equivalent to a loaded
+    artifact.
 
-    model: a ``CompactForSequenceClassification`` from ``sparsekit.load`` (its ``config`` has the original
-    sizes; its ``shapes`` the kept widths per layer), or a structure-preserving artifact (its formats are
-    densified). Raises ModelError for a model of another layout.
+    model: a ``CompactModel`` from ``sparsekit.load`` (its ``config`` has the original sizes; its ``shapes`` the
+    kept widths per layer; its ``task_type`` the head: a ``*ForSequenceClassification``,
+    ``*ForTokenClassification`` or ``*ForQuestionAnswering`` is rebuilt), or a structure-preserving artifact (its
+    formats are densified). Raises ModelError for a model of another layout.
     """
-    from transformers import AutoModelForSequenceClassification
-
+    from sparsekit.export.heads import auto_class
     from sparsekit.export.module_artifact import dense_from_modules, is_module_layout
 
     if is_module_layout(getattr(model, "manifest", None) or {}):  # the structure was kept: densify the formats
         return dense_from_modules(model)
     config = model.config
     with quiet_transformers():
-        dense = AutoModelForSequenceClassification.from_config(config).float().eval()
+        dense = auto_class(model.task_type).from_config(config).float().eval()
     base = dense.base_model
     arch = architecture_for(config)
     head_dim = arch.head_dim(config)
@@ -73,7 +74,7 @@ def dense_from_artifact(model: nn.Module) -> nn.Module:
         base.embeddings.load_state_dict(model.embeddings.state_dict())
         if model.pooler is not None:
             base.pooler.load_state_dict(model.pooler.state_dict())
-        dense.classifier.load_state_dict(model.classifier.state_dict())
+        getattr(dense, model.head_name).load_state_dict(model.head.state_dict())
         hf_layers = arch.layer_modules(base)
     except (AttributeError, RuntimeError) as exc:
         raise ModelError(f"cannot rebuild a dense {config.model_type} model from this artifact: {exc}") from exc

@@ -8,8 +8,8 @@ JSON document (``bench.json``), ``schema_version`` 1::
      "header": sparsekit.machine.header(),            # machine (CPU, flags, cores, GPU) + versions
      "settings": BenchConfig.to_json(),               # sweeps, warm-up, repeats, rounds, seed, ...
      "variants": {name: description},                 # what each variant runs (model mode)
-     "models": [{"id", "kind", "source", "sparsity", "density", "vocab_size", "max_positions",
-                 "dense_reference": {"how", ...}}],
+     "models": [{"id", "kind", "source", "sparsity", "density", "vocab_size", "max_positions", "task_type",
+                 "dense_reference": {"how", ...}}],                # task_type: export/heads.py (absent in old files)
      "configs": [{"id": "MODEL b8 s128 t2", "model", "sparsity", "density", "batch", "seq", "threads", "tokens",
                   "compile": {"tokens", "threads", "setup_s", "backends_chosen": {backend: layers},
                               "layers": [{"name", "shape", "density", "backend", "why", "speedup",

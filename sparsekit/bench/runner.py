@@ -20,8 +20,9 @@ import torch
 
 from sparsekit.bench import onnx, results, variants
 from sparsekit.bench.config import VARIANT_DESCRIPTIONS, VARIANTS, BenchConfig
+from sparsekit.bench.inputs import task_inputs
 from sparsekit.bench.subjects import Subject, check_model, load_subjects
-from sparsekit.data.inputs import random_inputs
+from sparsekit.export.heads import head_output
 from sparsekit.timing import measure
 
 Log = Callable[[str], None]
@@ -145,7 +146,8 @@ def bench_subject(subject: Subject, config: BenchConfig, log: Log) -> list[dict]
                         current = dict(found, sparsekit=sk)
                         if ort_model is not None:
                             current["onnxruntime"] = ort_model.variant(threads)
-                        inputs = random_inputs(batch, seq, subject.vocab_size, config.seed)
+                        inputs = task_inputs(batch, seq, subject.vocab_size, subject.task_type, config.seed,
+                                             subject.type_vocab_size)
                         entry["variants"] = measure_variants(current, inputs, batch, seq, config)
                     entries.append(entry)
     finally:
@@ -176,12 +178,14 @@ def run_bench(config: BenchConfig, command: list[str] | None = None, log: Log | 
     models, entries = [], []
     started, load_start = time.perf_counter(), _load_average()
     try:
-        for subject in load_subjects(config.model, config.sparsity, config.seed):
+        for subject in load_subjects(config.model, config.sparsity, config.seed, config.task_type):
             models.append(subject.to_json())
             if subject.kind == "artifact":
-                inputs = random_inputs(2, min(16, subject.max_positions), subject.vocab_size, config.seed)
+                inputs = task_inputs(2, min(16, subject.max_positions), subject.vocab_size, subject.task_type,
+                                     config.seed, subject.type_vocab_size)
                 with torch.inference_mode():
-                    diff = (subject.dense(**inputs).logits - subject.sparse(**inputs).logits).abs().max()
+                    diff = (head_output(subject.dense(**inputs), subject.task_type)
+                            - head_output(subject.sparse(**inputs), subject.task_type)).abs().max()
                 models[-1]["dense_reference"]["max_abs_diff"] = float(diff)
             entries += bench_subject(subject, config, log)
             del subject

@@ -1,7 +1,9 @@
 """The ways to run one model that a benchmark compares (see config.VARIANTS), each built or explained.
 
-A Variant is a callable ``inputs -> logits`` (inputs: ``input_ids`` / ``attention_mask`` /
-``token_type_ids`` long ``[batch, seq]``; logits float32 ``[batch, num_labels]``), or a status with the reason
+A Variant is a callable ``inputs -> outputs`` (inputs: ``input_ids`` / ``attention_mask`` /
+``token_type_ids`` long ``[batch, seq]``; outputs float32: logits ``[batch, num_labels]``, per token
+``[batch, seq, num_labels]`` for token classification, start / end logits ``[batch, seq, 2]`` for QA, see
+export/heads.head_output), or a status with the reason
 it was not measured: ``skipped`` (not requested), ``unavailable`` (not installed here), ``failed`` (tried and
 raised; the error is recorded instead of stopping the benchmark).
 """
@@ -17,6 +19,7 @@ from torch import nn
 
 from sparsekit.backends import TorchSparseBackend
 from sparsekit.errors import format_error
+from sparsekit.export.heads import head_output, task_type_of
 from sparsekit.models import prunable_matrices, set_submodule
 
 Inputs = dict[str, torch.Tensor]
@@ -39,8 +42,11 @@ def describe_error(exc: BaseException) -> str:
     return format_error(exc, with_type=True, first_line=True, max_chars=300)
 
 
-def _logits(model: nn.Module) -> Callable[[Inputs], torch.Tensor]:
-    return lambda inputs: model(**inputs).logits
+def _logits(model: nn.Module, task_type: str | None = None) -> Callable[[Inputs], torch.Tensor]:
+    """``inputs -> outputs`` of ``model`` as one tensor (head_output); ``task_type`` for a wrapped model whose
+    class no longer tells it (torch.compile's)."""
+    task_type = task_type or task_type_of(model)
+    return lambda inputs: head_output(model(**inputs), task_type)
 
 
 def dense(model: nn.Module) -> Variant:
@@ -78,7 +84,8 @@ def torch_compile(model: nn.Module, enabled: bool) -> Variant:
         compiled = torch.compile(model, dynamic=False)
     except Exception as exc:  # any failure is a result, not a crash
         return Variant("torch-compile", "failed", reason=describe_error(exc))
-    return Variant("torch-compile", run=_logits(compiled), info={"backend": "inductor", "dynamic": False})
+    return Variant("torch-compile", run=_logits(compiled, task_type_of(model)),
+                   info={"backend": "inductor", "dynamic": False})
 
 
 def sparsekit_compiled(model: nn.Module, tokens: int, repeats: int) -> tuple[Variant, object]:

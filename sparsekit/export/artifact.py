@@ -5,11 +5,13 @@ Layout of an artifact directory:
 - ``manifest.json``: artifact format and version, the model config, per-layer head / FFN widths and
   the format (and its meta) of every matrix, the pruning recipe, ``data`` (what the model was trained on:
   source, text columns, label names, metrics; ``sparsekit.data.source.describe``), the compaction summary,
-  library versions, the tokenizer's files and length, sha256 checksums of every other file, and
-  ``manifest_sha256``, the checksum of the manifest's own canonical content;
-- ``model.safetensors``: every tensor (embeddings, LayerNorms, biases, pooler, head, and each
+  library versions, the tokenizer's files and length, sha256 checksums of every other file,
+  ``task_type`` (export/heads.py), ``labels`` (the head's label names) and ``metric`` (the run's headline
+  metric, or null), and ``manifest_sha256``, the checksum of the manifest's own canonical content;
+- ``model.safetensors``: every tensor (embeddings, LayerNorms, biases, pooler, head (``classifier.*``, or
+  ``qa_outputs.*`` for QA), and each
   matrix's format tensors named ``layers.{i}.{matrix}.{tensor}``);
-- ``samples.json``: sample texts with the logits the exported model gave for them;
+- ``samples.json``: sample inputs with the outputs the exported model gave for them (export/samples.py);
 - ``report.json``: the compaction report and per-matrix formats / bytes;
 - the tokenizer files.
 
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -35,15 +36,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsekit.architectures import MATRIX_TYPES, architecture_for, max_input_tokens
-from sparsekit.data.inputs import build_inputs
+from sparsekit.architectures import MATRIX_TYPES, architecture_for
 from sparsekit.data.source import recorded_description
 from sparsekit.export.compact import CompactionReport, compact
 from sparsekit.export.errors import ArtifactError
 from sparsekit.export.lowrank import choose_with_rank, recorded_ranks
 from sparsekit.export.manifest import (DIGEST_KEY, canonical_digest, check_digest, check_header, check_manifest,
                                        check_tensors, check_values, matrix_shapes)
-from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
+from sparsekit.export import samples as sample_io
+from sparsekit.export.heads import SEQUENCE, auto_class, task_type_of, task_type_of_config
+from sparsekit.export.modeling import HEAD_MODULES, CompactModel, LayerShape
 from sparsekit.export.safeio import file_digest, parse_json, read_bytes, read_json, safetensors_header
 from sparsekit.files import file_sha256
 from sparsekit.formats import FORMATS, MatrixFormat, from_tensors, to_format
@@ -53,8 +55,6 @@ from sparsekit.versions import library_versions
 ARTIFACT_FORMAT = "sparsekit-artifact"
 ARTIFACT_VERSION = 1
 MANIFEST, WEIGHTS, SAMPLES, REPORT = "manifest.json", "model.safetensors", "samples.json", "report.json"
-DEFAULT_SAMPLES = ("a charming and often affecting journey.", "unflinchingly bleak and desperate",
-                   "the acting is fine but the story goes nowhere.", "one of the best films of the year!")
 #: Byte caps per file: far above any BERT-family artifact, far below what could exhaust a host.
 MAX_MANIFEST_BYTES, MAX_SAMPLES_BYTES, MAX_TOKENIZER_BYTES = 16 << 20, 16 << 20, 256 << 20
 MAX_FILE_BYTES = 64 << 30
@@ -115,30 +115,42 @@ def _load_source(source):
         return source.model, source.tokenizer, source.recipe
     if isinstance(source, tuple) and len(source) == 2:
         return source[0], source[1], None
-    if directory_kind(source) not in (RUN, CHECKPOINT):
+    kind = directory_kind(source)
+    if kind not in (RUN, CHECKPOINT):
         raise FileNotFoundError(f"{source} is neither a sparsekit pruning output nor a Hugging Face checkpoint "
                                 f"directory")
+    if kind == CHECKPOINT:  # keep the checkpoint's own head (token classification, QA, ...)
+        from transformers import AutoConfig
+
+        from sparsekit.models import check_supported, load_tokenizer
+
+        config = AutoConfig.from_pretrained(str(source))
+        check_supported(config)
+        with quiet_transformers():
+            model = auto_class(task_type_of_config(config)).from_pretrained(str(source), config=config)
+        return model, load_tokenizer(source), None
     opened = open_source(source)
     return opened.model, opened.tokenizer, opened.recipe
 
 
-@torch.no_grad()
-def _logits(model, tokenizer, texts, max_length: int = 128) -> torch.Tensor:
-    max_length = min(max_length, max_input_tokens(model.config) or max_length)
-    return model(**build_inputs(tokenizer, texts, max_length)).logits.float()
+def task_fields(model, recipe: dict | None) -> dict:
+    """The manifest's ``task_type``, ``labels`` (the head's label names in id order; empty for QA and
+    regression) and ``metric`` (the run's headline metric name, or None) of an exported ``model``."""
+    from sparsekit.export.heads import QA
 
-
-def _labels(config, logits: torch.Tensor) -> list:
-    """The label name each row of ``logits`` predicts (None per row for regression), as ``config`` names them."""
-    if logits.shape[-1] == 1:
-        return [None] * len(logits)
-    names = {int(k): v for k, v in config.id2label.items()}
-    return [names.get(int(i), int(i)) for i in logits.argmax(-1)]
+    task_type = task_type_of(model)
+    config = model.config
+    regression = getattr(config, "problem_type", None) == "regression" or config.num_labels == 1
+    labels = [] if task_type == QA or (task_type == SEQUENCE and regression) else \
+        [str(config.id2label[i]) for i in range(config.num_labels)]
+    data = recorded_description(recipe) or {}
+    metric = data.get("metric")
+    return {"task_type": task_type, "labels": labels, "metric": metric if isinstance(metric, str) else None}
 
 
 def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: int = 0,
            value_dtype: torch.dtype = torch.float32, block: tuple[int, int] = (32, 32), rank: int | None = None,
-           tol: float | None = None, samples: list[str] | None = None, overwrite: bool = False,
+           tol: float | None = None, samples: list | None = None, overwrite: bool = False,
            task: str | None = None, data_dir: str | None = None, eval_samples: int | None = None) -> ExportResult:
     """Compact ``source`` and write an artifact directory at ``path``.
 
@@ -149,6 +161,8 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         for every matrix (``block`` for BSR; ``rank`` / ``tol`` for low-rank, which is lossy).
     min_row_weights: > 0 enables the lossy mode (rows with fewer kept weights are dropped). With ``task``,
         the dev metrics of the exact and the lossy model are measured and reported.
+    samples: the inputs ``verify`` re-runs: texts, or ``(question, context)`` pairs for a QA model [default:
+        export/samples.py's for the model's task type].
     overwrite: replace an existing ``path``; without it an existing artifact is never touched.
     """
     path = Path(path)
@@ -158,6 +172,10 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         raise ValueError(f"unknown format {formats!r}; choose auto or one of {', '.join(FORMATS)}")
     model, tokenizer, recipe = _load_source(source)
     model = model.float().eval()
+    if task is not None and task_type_of(model) != SEQUENCE:
+        raise ValueError(f"--task measures a GLUE task's dev metrics for sequence classifiers; this is a "
+                         f"{task_type_of(model)} model: export it without --task and run `sparsekit evaluate` on "
+                         f"the artifact")
     if not architecture_for(model.config).compacts:  # keeps its structure: export/module_artifact.py
         from sparsekit.export.module_artifact import export_modules
 
@@ -194,8 +212,8 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         layer_meta.append({**shape.to_dict(), "matrices": metas})
 
     tensors = _state_tensors(compacted)
-    texts = list(samples or DEFAULT_SAMPLES)
-    expected = _logits(compacted, tokenizer, texts)
+    fields = task_fields(model, recipe)
+    texts = sample_io.normalise(list(samples or sample_io.default_samples(fields["task_type"])), fields["task_type"])
     orig_dense_bytes = sum(m.before[0] * m.before[1] for m in report.matrices) * 4
 
     summary = report.to_json()["summary"]
@@ -210,10 +228,10 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         "layers": layer_meta, "recipe": recipe, "data": recorded_description(recipe), "compaction": summary,
         "lossy": {"min_row_weights": min_row_weights, "rows_zeroed": report.lossy_rows_zeroed,
                   "weights_dropped": report.lossy_weights_dropped},
-        "export": {"formats": formats, "value_dtype": str(value_dtype).replace("torch.", "")},
+        "export": {"formats": formats, "value_dtype": str(value_dtype).replace("torch.", "")}, **fields,
     }
-    write_artifact(path, tensors, {"texts": texts, "logits": expected.tolist(),
-                                   "labels": _labels(compacted.config, expected)}, tokenizer, report_json, manifest)
+    write_artifact(path, tensors, sample_io.samples_json(compacted, tokenizer, texts, fields["task_type"]), tokenizer,
+                   report_json, manifest)
     return ExportResult(path, report, orig_dense_bytes, bytes_exported, chosen, evaluation)
 
 
@@ -253,11 +271,11 @@ def write_artifact(path: Path, tensors: dict[str, torch.Tensor], samples: dict, 
         raise
 
 
-def _state_tensors(compacted: CompactForSequenceClassification) -> dict[str, torch.Tensor]:
+def _state_tensors(compacted: CompactModel) -> dict[str, torch.Tensor]:
     """All tensors of the compacted model; format tensors as ``layers.{i}.{matrix}.{name}``."""
     tensors = {}
     for prefix, module in (("embeddings", compacted.embeddings), ("pooler", compacted.pooler),
-                           ("classifier", compacted.classifier)):
+                           (compacted.head_name, compacted.head)):
         if module is not None:
             for k, v in module.state_dict().items():
                 tensors[f"{prefix}.{k}"] = v.detach().cpu()
@@ -326,11 +344,18 @@ def _hf_config(manifest: dict, path: Path, **overrides):
                             f"artifact") from None
 
 
-def _base_modules(skeleton, head_uses_pooler: bool) -> dict[str, nn.Module]:
-    """The non-encoder modules of a classifier by tensor-name prefix (embeddings, pooler, classifier)."""
+def manifest_task_type(manifest: dict) -> str:
+    """The task type a (schema-checked) manifest records; sequence-classification for artifacts from before
+    task types were recorded."""
+    return manifest.get("task_type", SEQUENCE)
+
+
+def _base_modules(skeleton, head_uses_pooler: bool, task_type: str) -> dict[str, nn.Module]:
+    """The non-encoder modules of a Hugging Face head model by tensor-name prefix (embeddings, pooler, head)."""
     base = skeleton.base_model
+    head = HEAD_MODULES[task_type]
     return {"embeddings": base.embeddings, "pooler": base.pooler if head_uses_pooler else None,
-            "classifier": skeleton.classifier}
+            head: getattr(skeleton, head)}
 
 
 def _load_tokenizer(path: Path, manifest: dict):
@@ -365,7 +390,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from transformers import AutoModelForSequenceClassification
 
     path = Path(path)
     manifest = _read_manifest(path)
@@ -377,11 +401,14 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
         model.tokenizer = _load_tokenizer(path, manifest)
         model.manifest = manifest
         return model.to(device).eval().requires_grad_(False)
+    task_type = manifest_task_type(manifest)
+    head_class = auto_class(task_type)
     skeleton_config = _hf_config(manifest, path, num_hidden_layers=0)
     with torch.device("meta"), quiet_transformers():  # shapes only: nothing is allocated
-        meta = AutoModelForSequenceClassification.from_config(skeleton_config)
-    base = {f"{prefix}.{k}": tuple(v.shape) for prefix, module in _base_modules(meta, manifest["head_uses_pooler"])
-            .items() if module is not None for k, v in module.state_dict().items()}
+        meta = head_class.from_config(skeleton_config)
+    base = {f"{prefix}.{k}": tuple(v.shape) for prefix, module in
+            _base_modules(meta, manifest["head_uses_pooler"], task_type).items() if module is not None
+            for k, v in module.state_dict().items()}
     check_tensors(manifest, header, base, str(path / WEIGHTS))
     try:
         tensors = load_file(str(path / WEIGHTS))
@@ -396,10 +423,10 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     shapes = [LayerShape.from_dict(layer) for layer in manifest["layers"]]
     # The skeleton provides the embeddings, pooler and head classes; no encoder layers are built.
     with quiet_transformers():
-        skeleton = AutoModelForSequenceClassification.from_config(skeleton_config)
-    modules = _base_modules(skeleton, manifest["head_uses_pooler"])
-    model = CompactForSequenceClassification(config, shapes, modules["embeddings"], modules["pooler"],
-                                             modules["classifier"], manifest["head_uses_pooler"])
+        skeleton = head_class.from_config(skeleton_config)
+    modules = _base_modules(skeleton, manifest["head_uses_pooler"], task_type)
+    model = CompactModel(config, shapes, modules["embeddings"], modules[HEAD_MODULES[task_type]],
+                         task_type=task_type, pooler=modules["pooler"], head_uses_pooler=manifest["head_uses_pooler"])
     for i, (layer, shape, meta_layer) in enumerate(zip(model.layers, shapes, manifest["layers"])):
         expected = matrix_shapes(hidden, sum(shape.qk_widths), sum(shape.v_widths), shape.ffn)
         for name in MATRIX_TYPES:
@@ -414,7 +441,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
                 raise ArtifactError(f"{path}: layer {i} {name} has shape {tuple(fmt.shape)}; the manifest's widths "
                                     f"require {expected[name]}")
             layer.set_linear(name, FormatLinear(fmt, bias))
-    rest = {"embeddings": model.embeddings, "pooler": model.pooler, "classifier": model.classifier}
+    rest = {"embeddings": model.embeddings, "pooler": model.pooler, model.head_name: model.head}
     rest.update({f"layers.{i}.{n}": getattr(layer, n) for i, layer in enumerate(model.layers)
                  for n in ("attn_norm", "ffn_norm")})
     for prefix, module in rest.items():
@@ -432,38 +459,28 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     return model.to(device).eval().requires_grad_(False)
 
 
-def _read_samples(path: Path, manifest: dict) -> tuple[list[str], torch.Tensor, list]:
-    """The recorded sample texts, their float32 logits ``[n, num_labels]`` and labels, schema-checked."""
+def _read_samples(path: Path, manifest: dict) -> tuple[list, list[torch.Tensor], list]:
+    """The recorded sample inputs, their float32 outputs and labels, schema-checked (see export/samples.py)."""
     data = parse_json(_read_verified(path, SAMPLES, manifest, MAX_SAMPLES_BYTES), str(path / SAMPLES))
-    labels = len(manifest["config"]["id2label"])
-    texts = data.get("texts") if isinstance(data, dict) else None
-    logits = data.get("logits") if isinstance(data, dict) else None
-    names = data.get("labels") if isinstance(data, dict) else None
-    if not (isinstance(texts, list) and isinstance(logits, list) and isinstance(names, list)
-            and len(texts) == len(logits) == len(names) <= MAX_SAMPLES
-            and all(isinstance(t, str) for t in texts)
-            and all(isinstance(row, list) and len(row) == labels
-                    and all(type(x) in (int, float) and math.isfinite(x) for x in row) for row in logits)):
-        raise ArtifactError(f"{path / SAMPLES} must hold equally many texts, labels and logit rows of {labels} "
-                            f"finite numbers; the artifact is corrupt")
-    return texts, torch.tensor(logits, dtype=torch.float32).reshape(len(texts), labels), names
+    return sample_io.parse_samples(data, manifest_task_type(manifest), len(manifest["config"]["id2label"]),
+                                   MAX_SAMPLES, str(path / SAMPLES))
 
 
 def verify(path: str | Path, atol: float = 1e-4) -> dict:
-    """Re-run the artifact's samples; returns ``{"max_abs_error", "label_mismatches", "samples", "ok", "atol"}``.
+    """Re-run the artifact's samples; returns ``{"max_abs_error", "label_mismatches", "samples", "ok", "atol",
+    "task_type"}``.
 
-    ok: every logit within ``atol`` of the recorded one and every predicted label name the recorded one
-    (so a relabelled config is noticed too).
+    Every task type is covered: sequence classification compares logits per text, token classification the
+    logits of every token, QA the start / end logits of every token (export/samples.py). ok: every number within
+    ``atol`` of the recorded one and every prediction the recorded one (a label name, per token for token
+    classification, the argmax start / end for QA), so a relabelled config or a moved span is noticed too.
     """
     model = load(path)
+    task_type = manifest_task_type(model.manifest)
     texts, expected, names = _read_samples(Path(path), model.manifest)
-    got = _logits(model, model.tokenizer, texts) if texts else expected
-    if got.shape != expected.shape:
-        raise ArtifactError(f"{path}: samples give logits of shape {tuple(got.shape)}, "
-                            f"expected {tuple(expected.shape)}")
-    err = float((got - expected).abs().max()) if got.numel() else 0.0
-    if err != err:  # NaN: a recorded or computed logit is not a number
-        err = float("inf")
-    mismatches = sum(a != b for a, b in zip(_labels(model.config, got), names)) if texts else 0
+    got = sample_io.sample_outputs(model, model.tokenizer, texts, task_type)
+    err = sample_io.compare(got, expected, str(path))
+    labels = sample_io.sample_labels(model.config, got, task_type)
+    mismatches = sum(a != b for a, b in zip(labels, names))
     return {"max_abs_error": err, "label_mismatches": mismatches, "samples": len(texts),
-            "ok": err <= atol and mismatches == 0, "atol": atol}
+            "ok": err <= atol and mismatches == 0, "atol": atol, "task_type": task_type}

@@ -1,8 +1,9 @@
 """Exact compaction of a pruned BERT-family classifier (spec methods-smp-movement.md §3.8).
 
-Input: a Hugging Face sequence classifier whose pruned weights are exact zeros (the pruning
-engine's output, or any checkpoint with zeros). Output: a CompactForSequenceClassification that
-computes the same function with fewer dimensions, plus a report of what was removed and why.
+Input: a Hugging Face sequence classifier, token classifier or QA model (export/heads.py) whose pruned
+weights are exact zeros (the pruning engine's output, or any checkpoint with zeros). Output: a CompactModel
+with the same head that computes the same function with fewer dimensions, plus a report of what was
+removed and why. Only the encoder layers change; the head reads the same hidden states.
 
 Rules (W stored ``[out, in]``; ``act`` is the FFN activation):
 
@@ -31,7 +32,8 @@ from torch import nn
 
 from sparsekit.architectures import COMPACTION_RULES, Architecture, architecture_for
 from sparsekit.errors import ModelError
-from sparsekit.export.modeling import CompactForSequenceClassification, LayerShape
+from sparsekit.export.heads import SEQUENCE, task_type_of
+from sparsekit.export.modeling import HEAD_MODULES, CompactModel, LayerShape
 
 
 @dataclass
@@ -85,7 +87,8 @@ def _encoder_parts(model: nn.Module) -> tuple[object, Architecture, nn.Module, l
     """(config, architecture, base model, list of encoder layers) of a BERT-family classifier, with clear errors."""
     config = getattr(model, "config", None)
     if config is None:
-        raise ValueError("compact() expects a Hugging Face sequence classifier (a model with .config)")
+        raise ValueError("compact() expects a Hugging Face sequence classifier, token classifier or QA model "
+                         "(a model with .config)")
     arch = architecture_for(config)
     missing = [rule for rule in COMPACTION_RULES if rule not in arch.compaction]
     if missing:
@@ -193,11 +196,12 @@ def _compact_layer(li: int, linears: dict[str, nn.Module], heads: int, head_dim:
 
 
 @torch.no_grad()
-def compact(model: nn.Module, min_row_weights: int = 0) -> tuple[CompactForSequenceClassification, CompactionReport]:
+def compact(model: nn.Module, min_row_weights: int = 0) -> tuple[CompactModel, CompactionReport]:
     """Compact ``model`` exactly (or lossily with ``min_row_weights > 0``). The input is not modified.
 
-    Returns the compacted model (eval mode, same device and dtype) and the report. In exact mode the
-    compacted logits equal the input's up to float rounding (fp32 max |Δ| ~1e-6).
+    Returns the compacted model (eval mode, same device and dtype, the input's head: see heads.py) and the
+    report. In exact mode the compacted outputs (logits, or QA start / end logits) equal the input's up to
+    float rounding (fp32 max |Δ| ~1e-6).
     """
     from transformers.activations import ACT2FN
 
@@ -208,10 +212,12 @@ def compact(model: nn.Module, min_row_weights: int = 0) -> tuple[CompactForSeque
     results = [_compact_layer(i, arch.layer_linears(layer), arch.heads(config), arch.head_dim(config), act,
                               min_row_weights) for i, layer in enumerate(layers)]
 
-    head_uses_pooler = config.model_type == "bert"
-    compacted = CompactForSequenceClassification(
+    task_type = task_type_of(model)
+    head_uses_pooler = task_type == SEQUENCE and config.model_type == "bert"
+    compacted = CompactModel(
         config, [r.shape for r in results], copy.deepcopy(base.embeddings),
-        copy.deepcopy(base.pooler) if head_uses_pooler else None, copy.deepcopy(model.classifier), head_uses_pooler)
+        copy.deepcopy(getattr(model, HEAD_MODULES[task_type])), task_type=task_type,
+        pooler=copy.deepcopy(base.pooler) if head_uses_pooler else None, head_uses_pooler=head_uses_pooler)
     ref = next(model.parameters())
     compacted.to(device=ref.device, dtype=ref.dtype)
     for layer, result, old in zip(compacted.layers, results, layers):

@@ -24,7 +24,10 @@ DIGEST_KEY = "manifest_sha256"
 FIELDS = ("format", "version", "created", "config", "head_uses_pooler", "layers", "recipe", "compaction", "lossy",
           "export", "versions", "tokenizer", "checksums", DIGEST_KEY)
 #: Fields an artifact may lack: ``data`` (what the model was trained on) came after the fields above.
-OPTIONAL_FIELDS = ("data",)
+#: ``task_type``, ``labels`` and ``metric`` (TASK_FIELDS) came later still: an artifact has all three or none
+#: (none: a sequence classifier, the only task type before them).
+TASK_FIELDS = ("task_type", "labels", "metric")
+OPTIONAL_FIELDS = ("data", *TASK_FIELDS)
 DATA_FIELDS = ("kind", "task", "name", "text_columns", "label_column", "label_format", "label_names",
                "is_regression", "metrics", "metric", "files", "dataset")
 #: The ``layout`` of a structure-preserving artifact (export/module_artifact.py), and its fields: ``layout``,
@@ -145,8 +148,10 @@ def check_manifest(manifest: dict, where: str, required_files: tuple[str, ...]) 
         c.fail(f"config.position_embedding_type {cfg['position_embedding_type']!r} is not supported (absolute only)")
     _check_classifier_config(c, cfg)
 
-    if c.type(manifest["head_uses_pooler"], "head_uses_pooler", bool) != (cfg["model_type"] == "bert"):
-        c.fail(f"head_uses_pooler must be {cfg['model_type'] == 'bert'} for model_type {cfg['model_type']!r}")
+    task_type = _check_task(c, manifest)
+    pooled = cfg["model_type"] == "bert" and task_type == "sequence-classification"
+    if c.type(manifest["head_uses_pooler"], "head_uses_pooler", bool) != pooled:
+        c.fail(f"head_uses_pooler must be {pooled} for model_type {cfg['model_type']!r} and task type {task_type}")
     layers = c.type(manifest["layers"], "layers", list)
     if len(layers) != n_layers:
         c.fail(f"lists {len(layers)} layers, the config {n_layers}")
@@ -199,6 +204,34 @@ def _check_classifier_config(c: _Check, cfg: dict) -> None:
         c.fail(f"config.problem_type {cfg.get('problem_type')!r} does not fit {n_labels} labels")
 
 
+def _check_task(c: _Check, manifest: dict) -> str:
+    """The task fields (TASK_FIELDS): all or none; a known task type, one label name per head output (none for
+    QA and regression heads), a metric name or null. Returns the task type (absent: sequence-classification).
+    The names themselves are the record of the export; the config's id2label is what predictions use.
+    """
+    from sparsekit.export.heads import QA, SEQUENCE, TASK_TYPES, TOKEN
+
+    present = [f for f in TASK_FIELDS if f in manifest]
+    if not present:
+        return SEQUENCE
+    if len(present) != len(TASK_FIELDS):
+        c.fail(f"has {', '.join(present)} but not {', '.join(f for f in TASK_FIELDS if f not in present)}; "
+               f"an artifact records task_type, labels and metric together")
+    task_type = manifest["task_type"]
+    if task_type not in TASK_TYPES:
+        c.fail(f"task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}")
+    labels = c.type(manifest["labels"], "labels", list)
+    n_labels = len(manifest["config"]["id2label"])  # checked by _check_classifier_config
+    sizes = (0,) if task_type == QA else (n_labels,) if task_type == TOKEN else (0, n_labels)
+    if len(labels) not in sizes or not all(isinstance(n, str) for n in labels):
+        c.fail(f"labels must list the head's {' or '.join(map(str, sizes))} label names (strings) for a "
+               f"{task_type} model, got {labels!r}")
+    if task_type == QA and n_labels != 2:
+        c.fail(f"a question-answering head has 2 outputs (start, end); config.id2label lists {n_labels}")
+    c.type(manifest["metric"], "metric", str, type(None))
+    return task_type
+
+
 def _check_format_meta(c: _Check, meta: Any, field: str) -> dict:
     """A matrix format's meta: a dict of JSON scalars and integer lists (the formats check the meaning)."""
     c.type(meta, field, dict)
@@ -244,6 +277,7 @@ def _check_module_manifest(c: _Check, manifest: dict, required_files: tuple[str,
     vocab = c.int(getattr(config, "vocab_size", None), "config.vocab_size", 1, MAX_VOCAB)
     positions = c.int(getattr(config, "max_position_embeddings", None), "config.max_position_embeddings", 1, MAX_DIM)
     _check_classifier_config(c, cfg)
+    _check_task(c, manifest)
     modules = c.type(manifest["modules"], "modules", list)
     names = set()
     for i, entry in enumerate(modules):
@@ -294,7 +328,7 @@ def _check_common(c: _Check, manifest: dict, required_files: tuple[str, ...], vo
         c.type(data.get("task"), "recipe.data.task", str, type(None))
     data = c.type(manifest.get("data"), "data", dict, type(None))
     if data is not None:  # after _check_classifier_config: id2label is checked
-        _check_data(c, data, len(manifest["config"]["id2label"]))
+        _check_data(c, data, len(manifest["config"]["id2label"]), manifest.get("task_type", "sequence-classification"))
     for key in ("compaction", "lossy", "export", "versions"):
         c.type(manifest[key], key, dict)
     for key, value in manifest["compaction"].items():
@@ -361,12 +395,23 @@ def check_values(tensors: dict, names, where: str) -> None:
             raise ArtifactError(f"{where}: tensor {name!r} has {int((~torch.isfinite(t)).sum())} NaN/inf value(s)")
 
 
-def _check_data(c: _Check, data: dict, n_labels: int) -> None:
-    """The manifest's ``data`` (sparsekit.data.source.describe): field types, and label names that fit the head."""
+#: The ``data`` keys every task type records (sparsekit/tasks/: token classification and QA add their own).
+TASK_DATA_FIELDS = ("kind", "task_type", "task", "name", "label_names", "metrics", "metric", "files", "dataset")
+
+
+def _check_data(c: _Check, data: dict, n_labels: int, task_type: str) -> None:
+    """The manifest's ``data`` (what the run trained on): its task type is the manifest's; for a sequence
+    classifier exactly sparsekit.data.source.describe's fields (``task_type`` optional: older artifacts lack
+    it); for the other task types the shared TASK_DATA_FIELDS, typed, plus the type's own keys. Label names
+    must fit the head."""
     from sparsekit.data.metrics import METRICS
 
-    if set(data) != set(DATA_FIELDS):
-        c.fail(f"data must have exactly {', '.join(DATA_FIELDS)}")
+    if data.get("task_type", "sequence-classification") != task_type:
+        c.fail(f"data.task_type {data.get('task_type')!r} is not the artifact's task_type {task_type!r}")
+    if task_type != "sequence-classification":
+        return _check_task_data(c, data, n_labels, task_type)
+    if set(data) - {"task_type"} != set(DATA_FIELDS):
+        c.fail(f"data must have exactly {', '.join(DATA_FIELDS)} (and task_type)")
     if data["kind"] not in ("glue", "files", "dataset"):
         c.fail(f"data.kind must be glue, files or dataset, got {data['kind']!r}")
     c.type(data["task"], "data.task", str, type(None))
@@ -385,5 +430,27 @@ def _check_data(c: _Check, data: dict, n_labels: int) -> None:
     metrics = c.type(data["metrics"], "data.metrics", list)
     if not metrics or any(m not in METRICS for m in metrics) or data["metric"] not in metrics:
         c.fail(f"data.metrics must name metrics of {', '.join(METRICS)}, data.metric one of them")
+    c.type(data["files"], "data.files", dict, type(None))
+    c.type(data["dataset"], "data.dataset", dict, type(None))
+
+
+def _check_task_data(c: _Check, data: dict, n_labels: int, task_type: str) -> None:
+    """``data`` of a token-classification or QA artifact (see _check_data)."""
+    missing = [f for f in TASK_DATA_FIELDS if f not in data]
+    if missing:
+        c.fail(f"data lacks {', '.join(missing)}")
+    if data["kind"] not in ("builtin", "files", "dataset"):
+        c.fail(f"data.kind must be builtin, files or dataset, got {data['kind']!r}")
+    c.type(data["task"], "data.task", str, type(None))
+    c.type(data["name"], "data.name", str)
+    names = c.type(data["label_names"], "data.label_names", list, type(None))
+    if task_type == "question-answering" and names is not None:
+        c.fail("data.label_names must be null for a question-answering model")
+    if task_type == "token-classification" and (names is None or len(names) != n_labels
+                                                or not all(isinstance(n, str) for n in names)):
+        c.fail(f"data.label_names must list the head's {n_labels} tag names")
+    metrics = c.type(data["metrics"], "data.metrics", list)
+    if not metrics or not all(isinstance(m, str) for m in metrics) or data["metric"] not in metrics:
+        c.fail("data.metrics must list metric names, data.metric one of them")
     c.type(data["files"], "data.files", dict, type(None))
     c.type(data["dataset"], "data.dataset", dict, type(None))

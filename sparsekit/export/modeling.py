@@ -1,12 +1,12 @@
-"""The compacted encoder: BERT layers whose heads and FFNs have per-layer, per-head widths.
+"""The compacted model: BERT layers whose heads and FFNs have per-layer, per-head widths, and a task head.
 
 After compaction (compact.py) every head keeps its own number of Q·K dimensions and V dimensions and
 every FFN its own number of neurons, so no stock ``from_pretrained`` class can hold the model. This
 module is the one that does. It keeps the original attention scaling ``1 / sqrt(head_dim)``.
 
-The embeddings, pooler and task head are the original Hugging Face modules (they are not pruned);
-only the encoder layers are replaced. Linear layers are plain ``nn.Module``s with the ``nn.Linear``
-interface (``forward(x) = x Wᵀ + b``), so a later step can swap them for sparse-format layers.
+The embeddings, pooler and task head (per task type, see heads.py) are the original Hugging Face
+modules (they are not pruned); only the encoder layers are replaced. Linear layers are plain ``nn.Module``s
+with the ``nn.Linear`` interface (``forward(x) = x Wᵀ + b``), so a later step can swap them for sparse-format layers.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsekit.architectures import COMPACT, architecture_for
+from sparsekit.export.heads import QA, SEQUENCE, TOKEN, check_task_type
 
 
 @dataclass(frozen=True)
@@ -190,21 +191,33 @@ class CompactLayer(nn.Module):
         return self.ffn_norm(self.ffn_out(self.act(self.ffn_in(x))) + x)
 
 
-class CompactForSequenceClassification(nn.Module):
-    """A compacted BERT-family sequence classifier.
+#: The attribute (and artifact tensor prefix) of each task type's head, as the Hugging Face models name it.
+HEAD_MODULES = {SEQUENCE: "classifier", TOKEN: "classifier", QA: "qa_outputs"}
 
-    ``embeddings``, ``pooler`` (or None) and ``classifier`` are the original Hugging Face modules;
-    ``layers`` are CompactLayers. ``forward(input_ids [B, T] long, attention_mask [B, T] 0/1,
-    token_type_ids [B, T])`` returns an object with ``.logits`` ``[B, num_labels]`` float32, like the
-    Hugging Face model, so the same evaluation code runs on both.
+
+class CompactModel(nn.Module):
+    """A compacted BERT-family encoder with the head of its task type (export/heads.py).
+
+    ``embeddings``, ``pooler`` (or None) and the head are the original Hugging Face modules; ``layers`` are
+    CompactLayers. The head sits at the attribute the Hugging Face model uses (HEAD_MODULES: ``classifier``,
+    or ``qa_outputs`` for QA). ``forward(input_ids [B, T] long, attention_mask [B, T] 0/1, token_type_ids [B, T])``
+    returns what the Hugging Face model returns, so the same evaluation and prediction code runs on both:
+
+    - sequence-classification: ``.logits [B, num_labels]`` (the head reads the pooler when ``head_uses_pooler``,
+      BERT's, else the hidden states, e.g. RoBERTa's classification head takes the first token);
+    - token-classification: ``.logits [B, T, num_labels]`` (dropout, then ``classifier`` on every token);
+    - question-answering: ``.start_logits`` / ``.end_logits [B, T]`` (``qa_outputs`` on every token).
     """
 
-    def __init__(self, config, shapes: list[LayerShape], embeddings: nn.Module, pooler: nn.Module | None,
-                 classifier: nn.Module, head_uses_pooler: bool) -> None:
+    def __init__(self, config, shapes: list[LayerShape], embeddings: nn.Module, head: nn.Module, *,
+                 task_type: str = SEQUENCE, pooler: nn.Module | None = None, head_uses_pooler: bool = False) -> None:
         super().__init__()
         from transformers.activations import ACT2FN
 
+        if head_uses_pooler and (task_type != SEQUENCE or pooler is None):
+            raise ValueError("only a sequence classifier with a pooler reads the pooler")
         self.config = config
+        self.task_type = check_task_type(task_type)
         self.shapes = list(shapes)
         head_dim = architecture_for(config).head_dim(config)
         self.embeddings = embeddings
@@ -215,25 +228,36 @@ class CompactForSequenceClassification(nn.Module):
                 for s in shapes)
         self.pooler = pooler
         self.dropout = nn.Dropout(getattr(config, "classifier_dropout", None) or config.hidden_dropout_prob)
-        self.classifier = classifier
+        self.head_name = HEAD_MODULES[task_type]
+        setattr(self, self.head_name, head)
         self.head_uses_pooler = head_uses_pooler
+
+    @property
+    def head(self) -> nn.Module:
+        """The task head module (``classifier`` or ``qa_outputs``)."""
+        return getattr(self, self.head_name)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, **_):
-        from transformers.modeling_outputs import SequenceClassifierOutput
+        from transformers.modeling_outputs import (QuestionAnsweringModelOutput, SequenceClassifierOutput,
+                                                   TokenClassifierOutput)
 
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         x = self.embeddings(input_ids=input_ids, **kwargs)
         key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         for layer in self.layers:
             x = layer(x, key_mask)
+        if self.task_type == QA:
+            start, end = self.head(x).split(1, dim=-1)
+            return QuestionAnsweringModelOutput(start_logits=start.squeeze(-1).contiguous(),
+                                                end_logits=end.squeeze(-1).contiguous())
+        if self.task_type == TOKEN:
+            return TokenClassifierOutput(logits=self.head(self.dropout(x)))
         if self.head_uses_pooler:
-            logits = self.classifier(self.dropout(self.pooler(x)))
-        else:
-            logits = self.classifier(x)
-        return SequenceClassifierOutput(logits=logits)
+            return SequenceClassifierOutput(logits=self.head(self.dropout(self.pooler(x))))
+        return SequenceClassifierOutput(logits=self.head(x))
 
-    def pad_layout(self, multiple: int = 16, head_multiple: int = 8) -> "CompactForSequenceClassification":
+    def pad_layout(self, multiple: int = 16, head_multiple: int = 8) -> "CompactModel":
         """CompactLayer.pad_layout on every layer (exact; no gathers, BLAS- and SDPA-friendly widths). Returns self."""
         for layer in self.layers:
             layer.pad_layout(multiple, head_multiple)

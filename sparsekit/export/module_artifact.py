@@ -12,7 +12,9 @@ Architecture does not apply every compaction rule (DistilBERT, DeBERTa-v2, Moder
   meta) and ``skipped_rules`` (rule -> why it is not applied), instead of ``layers`` / ``head_uses_pooler``;
 - ``samples.json``, ``report.json`` (shapes unchanged, the skipped rules as notes) and the tokenizer files.
 
-Loading rebuilds the model from its config (``from_config``: nothing is downloaded), puts a FormatLinear at
+Loading rebuilds the model from its config with the head of the manifest's ``task_type`` (``*ForSequence
+Classification``, ``*ForTokenClassification`` or ``*ForQuestionAnswering``; ``from_config``: nothing is
+downloaded), puts a FormatLinear at
 every prunable module and loads the other tensors strictly; ``sparsekit.compile`` then runs on it unchanged.
 """
 from __future__ import annotations
@@ -27,7 +29,9 @@ from torch import nn
 from sparsekit.architectures import ARCHITECTURES, Architecture, architecture_for, encoder_linears
 from sparsekit.data.source import recorded_description
 from sparsekit.errors import ModelError
+from sparsekit.export import samples as sample_io
 from sparsekit.export.compact import CompactionReport, MatrixChange, _drop_sparse_rows
+from sparsekit.export.heads import auto_class
 from sparsekit.export.manifest import MODULE_LAYOUT
 from sparsekit.formats import from_tensors
 from sparsekit.models import quiet_transformers, set_submodule
@@ -60,7 +64,7 @@ def _report(arch: Architecture, config, changes: list[MatrixChange], lossy: tupl
 
 @torch.no_grad()
 def export_modules(model: nn.Module, tokenizer, recipe: dict | None, path: Path, *, formats: str, min_row_weights: int,
-                   pack_kw: dict, samples: list[str] | None, task: str | None, data_dir: str | None,
+                   pack_kw: dict, samples: list | None, task: str | None, data_dir: str | None,
                    eval_samples: int | None):
     """Write a structure-preserving artifact of ``model`` (float32, eval) at ``path`` (which must not exist, or
     be replaceable: the caller checked ``overwrite``). Arguments as artifact.export; returns its ExportResult."""
@@ -101,8 +105,8 @@ def export_modules(model: nn.Module, tokenizer, recipe: dict | None, path: Path,
     if task is not None:
         evaluation = art._evaluate_exact_vs_lossy(model, exported.eval(), tokenizer, task, data_dir, eval_samples,
                                                   min_row_weights)
-    texts = list(samples or art.DEFAULT_SAMPLES)
-    expected = art._logits(exported.eval(), tokenizer, texts)
+    fields = art.task_fields(model, recipe)
+    texts = sample_io.normalise(list(samples or sample_io.default_samples(fields["task_type"])), fields["task_type"])
     skipped = arch.skipped_rules()
     formats_report = [{"matrix": f"layers.{m['layer']}.{m['matrix']}", "module": m["name"],
                        "format": m["format"]["kind"]} for m in modules]
@@ -117,9 +121,9 @@ def export_modules(model: nn.Module, tokenizer, recipe: dict | None, path: Path,
         "skipped_rules": skipped, "recipe": recipe, "data": recorded_description(recipe),
         "compaction": report.to_json()["summary"],
         "lossy": {"min_row_weights": min_row_weights, "rows_zeroed": lossy_rows, "weights_dropped": lossy_weights},
-        "export": {"formats": formats, "value_dtype": str(pack_kw["value_dtype"]).replace("torch.", "")},
+        "export": {"formats": formats, "value_dtype": str(pack_kw["value_dtype"]).replace("torch.", "")}, **fields,
     }
-    samples_json = {"texts": texts, "logits": expected.tolist(), "labels": art._labels(model.config, expected)}
+    samples_json = sample_io.samples_json(exported.eval(), tokenizer, texts, fields["task_type"])
     art.write_artifact(path, tensors, samples_json, tokenizer, report_json, manifest)
     return art.ExportResult(path, report, bytes_dense, bytes_exported, chosen, evaluation)
 
@@ -134,14 +138,14 @@ def load_modules(path: Path, manifest: dict, header: dict[str, tuple[str, tuple[
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from transformers import AutoModelForSequenceClassification
 
-    from sparsekit.export.artifact import WEIGHTS, ArtifactError, FormatLinear, _hf_config
+    from sparsekit.export.artifact import WEIGHTS, ArtifactError, FormatLinear, _hf_config, manifest_task_type
     from sparsekit.export.manifest import check_values
 
     config = _hf_config(manifest, path)
+    head_class = auto_class(manifest_task_type(manifest))
     with torch.device("meta"), quiet_transformers():  # shapes only: nothing is allocated
-        meta = AutoModelForSequenceClassification.from_config(config)
+        meta = head_class.from_config(config)
     prunable = {name: (layer, mtype, tuple(module.weight.shape))
                 for name, layer, mtype, module in _prunable(meta)}
     listed = {m["name"]: m for m in manifest["modules"]}
@@ -169,7 +173,7 @@ def load_modules(path: Path, manifest: dict, header: dict[str, tuple[str, tuple[
         raise ArtifactError(f"{path / WEIGHTS} cannot be read ({exc}); the artifact is corrupt") from exc
     check_values(tensors, [k for k, (dtype, _) in plain.items() if dtype == "F32"], str(path / WEIGHTS))
     with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = head_class.from_config(config)
     for name in prunable:
         prefix = name + "."  # the bias stays in ``tensors``: load_state_dict below sets it again
         own = {k[len(prefix):]: tensors.pop(k) for k in [k for k in tensors

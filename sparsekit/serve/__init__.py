@@ -3,7 +3,9 @@
     from sparsekit.serve import build_app, run
     run(build_app("runs/main-job/artifact", compile=True), port=8000)
 
-``create_app(predictor)`` serves any Predictor-like object (``predict(texts) -> list[Prediction]``).
+``create_app(predictor)`` serves any Predictor-like object (``predict(inputs) -> one result per input``); the
+predictor's ``task_type`` (sequence classification, token classification, QA) picks the request and response
+schema (schemas.py).
 """
 from sparsekit.serve.app import ModelInfo, create_app, describe_model
 from sparsekit.serve.batcher import BatcherClosed, BatchStats, MicroBatcher, Overloaded

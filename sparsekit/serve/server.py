@@ -1,4 +1,4 @@
-"""``sparsekit serve``: load an artifact, optionally compile it, and run the HTTP app under uvicorn."""
+"""``sparsekit serve``: load an artifact (any task type), optionally compile it, and run the HTTP app under uvicorn."""
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +22,8 @@ def build_app(path: str | Path, *, compile: bool = True, tokens: int = 128, thre
 
     compile: run ``sparsekit.compile(model, tokens=tokens)`` first (each encoder Linear on the fastest
         backend measured here). threads: torch intra-op threads (None: torch's default).
-    max_length: truncate inputs to this many tokens [default: the artifact's training max_length, or 128].
+    max_length: truncate inputs to this many tokens (QA: the window) [default: the artifact's training max_length,
+        or 128 (QA: 384)].
     name: the model name in responses [default: ``path`` as given]. verbose: print the compile table.
     app_options: create_app's options (max_batch_size, batch_wait_ms, limits, timeouts).
     Raises FileNotFoundError for a missing artifact, ArtifactError (a ValueError) for a corrupt one, and
@@ -39,8 +40,8 @@ def build_app(path: str | Path, *, compile: bool = True, tokens: int = 128, thre
             raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     model = load(path)
-    if max_length is None:
-        max_length = ((model.manifest.get("recipe") or {}).get("config") or {}).get("max_length") or 128
+    if max_length is None:  # None: Predictor's default for the task type (128; QA 384)
+        max_length = ((model.manifest.get("recipe") or {}).get("config") or {}).get("max_length")
     report = compile_model(model, tokens=tokens, verbose=verbose) if compile else None
     # One forward call per micro-batch: the Predictor's own chunking never splits a batch further.
     predictor = Predictor(model, max_length=max_length, batch_size=app_options.get("max_batch_size", 32))
