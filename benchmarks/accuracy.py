@@ -58,9 +58,18 @@ CAP_SETTINGS = dict(cap="prc,snc,fic", kd_alpha=0.9, kd_temperature=2.0)
 KEEPS = (0.5, 0.1, 0.03)
 SEEDS = (42, 43, 44)
 RESULTS = Path(__file__).parent / "results"
-TASKS = {"sst2": ["accuracy"], "mrpc": ["accuracy", "f1"]}
-#: "METHOD at KEEP within MARGIN of the dense fine-tune" on the means of the task's last metric.
-CLOSENESS = {"sst2": [("smp-s", 0.5, 0.005), ("smp-s", 0.1, 0.015)], "mrpc": [("smp-s", 0.1, 0.01)]}
+#: The metrics each task's rows report, all as fractions in [0, 1]. CoNLL-2003: entity precision / recall / F1
+#: on the official validation file, and ``test_f1`` on the official test file (evaluated after the run); SQuAD:
+#: EM / F1 on the re-split's 10 held-out dev articles (not comparable to the official dev set).
+TASKS = {"sst2": ["accuracy"], "mrpc": ["accuracy", "f1"], "conll2003": ["precision", "recall", "f1", "test_f1"],
+         "squad": ["exact_match", "f1"]}
+#: Tasks whose metrics sparsekit reports in points (0..100, like SQuAD's official script): divided by 100 here.
+POINTS_TASKS = ("squad",)
+#: "METHOD at KEEP within MARGIN of the dense fine-tune", per metric, on the means over seeds.
+CLOSENESS = {"sst2": {"accuracy": [("smp-s", 0.5, 0.005), ("smp-s", 0.1, 0.015)]},
+             "mrpc": {"f1": [("smp-s", 0.1, 0.01)]},
+             "conll2003": {"f1": [("smp-s", 0.1, 0.02)], "test_f1": [("smp-s", 0.1, 0.02)]},
+             "squad": {}}
 #: Orderings whose adjacent "A >= B" the report checks against the seed spread.
 CHAINS = [("smp-s", "movement", "magnitude"), ("smp-s", "smp-struct")] + [
     (f"cap-{base}", f"kd-{base}") for base in ("smp-s", "movement", "soft-movement")]
@@ -68,6 +77,13 @@ PRESETS = {
     "sst2-cpu": dict(task="sst2", full=False, keeps=[0.1, 0.03], methods=["smp-s", "smp-struct", "movement",
                                                                           "magnitude"]),
     "mrpc-paper": dict(task="mrpc", full=True, keeps=[0.1], methods=["smp-s", "movement"]),
+    # Issue 14's tables. CoNLL-2003: all 14,041 train sentences, 1,300 steps of batch 32 (~3 epochs), inputs up
+    # to 192 tokens (no validation / test sentence is cut). SQuAD re-split: all 8,803 train questions in windows
+    # of 256 tokens (stride 128), 600 steps of batch 16 (~1 epoch).
+    "conll-cpu": dict(task="conll2003", full=False, keeps=[0.1, 0.03], methods=["smp-s"], steps=1300,
+                      train_samples=None, batch_size=32, max_length=192),
+    "squad-cpu": dict(task="squad", full=False, keeps=[0.1], methods=["smp-s"], steps=600, train_samples=None,
+                      batch_size=16, max_length=256),
 }
 
 
@@ -99,9 +115,11 @@ def budget_for(args) -> Budget:
     if args.full:
         return Budget("full", "paper budget: all train examples, batch 32, 10 epochs (dense fine-tune: 3)",
                       None, None, 10.0, 32, 128, finetune_epochs=3.0)
-    return Budget("cpu", f"CPU budget: {args.train_samples} train examples (seeded subset, per seed), "
-                         f"{args.steps} steps of batch {args.batch_size}", args.train_samples, args.steps, 1.0,
-                  args.batch_size, args.max_length)
+    examples = ("all train examples" if args.train_samples is None
+                else f"{args.train_samples} train examples (seeded subset, per seed)")
+    return Budget("cpu", f"CPU budget: {examples}, {args.steps} steps of batch {args.batch_size}, inputs up to "
+                         f"{args.max_length} tokens", args.train_samples, args.steps, 1.0, args.batch_size,
+                  args.max_length)
 
 
 def row_dir(work: Path, seed: int, method: str, keep: float) -> Path:
@@ -158,6 +176,10 @@ def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Pat
             out.parent.mkdir(parents=True, exist_ok=True)
             wall_file.write_text(json.dumps(wall) + "\n")
     metrics = json.loads((out / "metrics.json").read_text())
+    if args.task == "conll2003":
+        metrics["test_f1"] = test_metrics(out)["f1"]
+    if args.task in POINTS_TASKS:
+        metrics.update({name: metrics[name] / 100 for name in TASKS[args.task] if name in metrics})
     recipe = json.loads((out / "recipe.json").read_text())
     wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {"wall_seconds": None, "sittings": None}
     return {"method": method, "target_keep": keep if method != "finetune" else 1.0, "seed": seed,
@@ -238,6 +260,18 @@ def structure_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def test_metrics(out: Path) -> dict:
+    """The entity metrics of a finished CoNLL-2003 row on the official test file, cached beside the row."""
+    from sparsekit.evaluate import evaluate_saved
+
+    cache = out.parent / f"{out.name}.test.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    metrics, _ = evaluate_saved(out, split="test")
+    cache.write_text(json.dumps(metrics) + "\n")
+    return metrics
+
+
 def build_result(rows: list[dict], args, budget: Budget, wall_seconds: float) -> dict:
     """The JSON result of a table: rows, per-configuration statistics, targets and inequality checks."""
     metric_names = TASKS[args.task]
@@ -249,7 +283,8 @@ def build_result(rows: list[dict], args, budget: Budget, wall_seconds: float) ->
             "command": " ".join(["python"] + sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "wall_seconds": wall_seconds, "machine": machine_info(), "versions": library_versions(),
             "sparsekit": sparsekit.__version__, "rows": rows, "configurations": configs,
-            "closeness": report.closeness_checks(configs, metric_names[-1], CLOSENESS[args.task]),
+            "closeness": [check for metric, targets in CLOSENESS[args.task].items()
+                          for check in report.closeness_checks(configs, metric, targets)],
             "inequalities": inequalities}
 
 

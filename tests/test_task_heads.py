@@ -6,6 +6,7 @@ import torch
 
 from artifact_forge import resign
 from task_models import make_task_checkpoint
+from sparsekit import kernels as cpu_kernels
 from sparsekit.compiler import compile as sk_compile
 from sparsekit.export.artifact import ArtifactError, export, load, verify
 from sparsekit.export.compact import compact
@@ -48,10 +49,11 @@ def test_export_load_compile_equal(checkpoints, tmp_path, model_type, task_type)
         assert "layout" not in manifest
     else:
         assert manifest["layout"] == "modules"
-    report = sk_compile(loaded, tokens=16, repeats=1, warmup=0, verbose=False, force="csr-cpu")
+    backend = "csr-cpu" if cpu_kernels.available() else "torch-sparse"  # a build without the C++ kernels
+    report = sk_compile(loaded, tokens=16, repeats=1, warmup=0, verbose=False, force=backend)
     head = "qa_outputs" if task_type == QA else "classifier"
     assert report.layers and not any(head in c.name for c in report.layers)  # the head stays as it is
-    assert {c.backend for c in report.layers} == {"csr-cpu"}
+    assert {c.backend for c in report.layers} == {backend}
     torch.testing.assert_close(_outputs(loaded, loaded.tokenizer, task_type), ref, rtol=0, atol=1e-4)
     check = verify(tmp_path / "art")
     assert check["ok"] and check["task_type"] == task_type and check["samples"] >= 3
@@ -125,3 +127,13 @@ def test_lossy_evaluation_is_for_sequence_classifiers(checkpoints, tmp_path):
     with pytest.raises(ValueError, match="sparsekit evaluate"):
         export(checkpoints[("bert", QA)], tmp_path / "art", min_row_weights=2, task="sst2")
     assert not (tmp_path / "art").exists()
+
+
+def test_pad_layout_follows_the_model_device(checkpoints, tmp_path):
+    """A loaded artifact moved to another device (a GPU; here "meta", which needs none) pads on that device:
+    a FormatLinear's format stays where it was loaded, so its densified weight must follow the model."""
+    export(checkpoints[("bert", TOKEN)], tmp_path / "art", formats="csr")
+    model = load(tmp_path / "art").to("meta")
+    model.pad_layout()
+    placed = [t.device.type for layer in model.layers for t in (*layer.parameters(), *layer.buffers())]
+    assert placed and set(placed) == {"meta"}

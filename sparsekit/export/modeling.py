@@ -61,11 +61,13 @@ def _pad_index(widths: tuple[int, ...], padded: int) -> torch.Tensor:
     return torch.tensor(index, dtype=torch.long)
 
 
-def _weight_bias(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dense float weight ``[out, in]`` and bias ``[out]`` (zeros if none) of an nn.Linear or a FormatLinear."""
+def _weight_bias(module: nn.Module, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense float weight ``[out, in]`` and bias ``[out]`` (zeros if none) of an nn.Linear or a FormatLinear, on
+    ``device`` (None: where they are). A FormatLinear's format stays where it was loaded when the model moves."""
     fmt = getattr(module, "fmt", None)
     w = fmt.to_dense() if fmt is not None else module.weight.detach()
-    b = module.bias.detach() if module.bias is not None else w.new_zeros(w.shape[0])
+    w = w if device is None else w.to(device)
+    b = module.bias.detach().to(w.device) if module.bias is not None else w.new_zeros(w.shape[0])
     return w.float(), b.float()
 
 
@@ -165,23 +167,24 @@ class CompactLayer(nn.Module):
         (a FormatLinear is densified; compile re-packs it). Calling it again changes nothing.
         """
         att = self.attention
+        device = att.qk_index.device  # the model's device: a buffer moves with it, a FormatLinear's format does not
         qk_pad = -(-att.qk_pad // head_multiple) * head_multiple
         v_pad = -(-att.v_pad // head_multiple) * head_multiple
         if not att.padded and att.heads > 0 and (not att.uniform or (qk_pad, v_pad) != (att.qk_pad, att.v_pad)):
-            qk_slots = _pad_index(att.shape.qk_widths, qk_pad)
-            v_slots = _pad_index(att.shape.v_widths, v_pad)
+            qk_slots = _pad_index(att.shape.qk_widths, qk_pad).to(device)
+            v_slots = _pad_index(att.shape.v_widths, v_pad).to(device)
             for name in ("query", "key", "value"):
-                w, b = _weight_bias(getattr(att, name))
+                w, b = _weight_bias(getattr(att, name), device)
                 slots = v_slots if name == "value" else qk_slots
                 setattr(att, name, _linear(_take_rows(w, slots), _take_rows(b[:, None], slots)[:, 0]))
-            w, b = _weight_bias(self.attn_out)
+            w, b = _weight_bias(self.attn_out, device)
             self.attn_out = _linear(_take_rows(w.t(), v_slots).t(), b)
             att.qk_pad, att.v_pad, att.padded = qk_pad, v_pad, True
         width = self.ffn_in.out_features
         target = -(-width // multiple) * multiple
         if target > width and width > 0 and float(self.act(torch.zeros(1))) == 0.0:
-            w_in, b_in = _weight_bias(self.ffn_in)
-            w_out, b_out = _weight_bias(self.ffn_out)
+            w_in, b_in = _weight_bias(self.ffn_in, device)
+            w_out, b_out = _weight_bias(self.ffn_out, device)
             extra = target - width
             self.ffn_in = _linear(F.pad(w_in, (0, 0, 0, extra)), F.pad(b_in, (0, extra)))
             self.ffn_out = _linear(F.pad(w_out, (0, extra)), b_out)

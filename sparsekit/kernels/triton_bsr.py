@@ -75,7 +75,7 @@ if tl is not None:
 
     def _prune_bsr_configs(configs, named_args, **kwargs):
         """Drop token tiles much larger than the token count (they only add masked work)."""
-        m_cap = max(16, int(named_args["M_BUCKET"]))
+        m_cap = max(16, int(named_args.get("M_BUCKET", kwargs.get("M_BUCKET", 16))))
         kept = [c for c in configs if c.kwargs["BLOCK_M"] <= m_cap]
         return kept or configs[:1]
 

@@ -74,7 +74,9 @@ if tl is not None:
     def _prune_csr_configs(configs, named_args, **kwargs):
         """Keep the per-step tile (tokens x rows x entries) within what registers hold, and BLOCK_K at most
         twice the mean row length (longer chunks are mostly masked)."""
-        bt, mean = int(named_args["BLOCK_T"]), int(named_args["NNZ_BUCKET"])
+        # Triton passes the launch's keyword constexprs (BLOCK_T) in kwargs, not named_args (3.6; older: both).
+        bt = int(named_args.get("BLOCK_T", kwargs.get("BLOCK_T", MAX_BLOCK_T)))
+        mean = int(named_args.get("NNZ_BUCKET", kwargs.get("NNZ_BUCKET", 1)))
         kept = [c for c in configs
                 if bt * c.kwargs["BLOCK_R"] * c.kwargs["BLOCK_K"] <= 8192 and c.kwargs["BLOCK_K"] <= max(32, 2 * mean)]
         return kept or configs[:1]
