@@ -77,7 +77,7 @@ RECIPES: dict[str, Recipe] = {
     "abp": Recipe(
         "abp", "Adapting-by-Pruning: weights frozen, mask = 1[theta > 0] learned with a sigmoid surrogate "
         "gradient and a constant drift; stops when the target sparsity is reached",
-        masking="abp", train_encoder=False, weight_lr=0.0, score_lr=5e-4, head_lr=1e-3, cooldown=0.0,
+        masking="abp", train_encoder=False, weight_lr=0.0, score_lr=2e-5, head_lr=1e-3, cooldown=0.0,
         extension="abp"),
     "lpaf": Recipe(
         "lpaf", "LPAF: first-order (movement) pruning, then each pruned matrix factorised into u @ v by a "

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sparsekit.models import TASK_MODEL_CLASSES
 from sparsekit.prune.options import DATA, option
 from sparsekit.prune.options import TASK_TYPES as TASKS_PANEL
-TASK_TYPE_CHOICES = ("sequence-classification", "token-classification", "question-answering")
+
+#: The task type names (their home: models.TASK_MODEL_CLASSES, each type's Hugging Face head).
+TASK_TYPE_CHOICES = tuple(TASK_MODEL_CLASSES)
 TAG_SCHEMES = ("auto", "iob1", "iob2")
 
 
