@@ -182,6 +182,11 @@ def evaluate(
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():
+        if isinstance(value, dict):  # NER's per_type: one row per entity type and measure
+            for name, scores in value.items():
+                for measure, number in scores.items():
+                    table.add_row(f"{name} {measure}", f"{number:.4f}" if isinstance(number, float) else str(number))
+            continue
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
 
