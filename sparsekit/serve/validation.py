@@ -141,23 +141,7 @@ def parse_texts(body: bytes, limits: Limits) -> tuple[list[str | tuple[str, str]
     is neither a string nor a pair of strings, single texts mixed with pairs, a text that is not valid
     Unicode, i.e. holds a lone surrogate escape such as ``"\\ud800"``).
     """
-    if not body.strip():
-        raise RequestError(400, 'empty body; send JSON like {"texts": ["a text", ...]}')
-    try:
-        # Numbers are never valid here, only reported: float() takes any size, where int() refuses over
-        # 4300 digits (a ValueError that is no fault of the JSON).
-        data = json.loads(body, parse_int=float)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise RequestError(400, f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise RequestError(400, "malformed JSON: nested too deeply") from None
-    if not isinstance(data, dict):
-        raise RequestError(422, f'the body must be a JSON object {{"texts": [...]}}, got {_type_name(data)}')
-    if "texts" not in data:
-        raise RequestError(422, 'missing field "texts" (a list of strings, or of [text_a, text_b] pairs)')
-    unknown = sorted(set(data) - {"texts"})
-    if unknown:
-        raise RequestError(422, f'unknown field(s) {", ".join(map(repr, unknown))}; the body takes only "texts"')
+    data = _load_object(body, "texts", '{"texts": ["a text", ...]} (or [text_a, text_b] pairs)')
     texts = data["texts"]
     if isinstance(texts, str):
         raise RequestError(422, '"texts" must be a list; wrap a single text in a list: {"texts": ["..."]}')
