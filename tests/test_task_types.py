@@ -214,3 +214,26 @@ def test_cap_instance_terms_run_for_token_classification(tiny_model_dir, ner_fil
                                  cap="prc,snc", cap_label_weight=0.0, cap_snapshot_every=2))
     recipe = load_pruned(tmp_path / "cap").recipe
     assert result.metrics["f1"] >= 0 and recipe["extensions"]["cap"]["representation"] == "cls"
+
+
+def test_tag_column_and_label_names_reach_the_reader(tiny_model_dir, tmp_path):
+    """--tag-column picks a CoNLL file's tag column (here the middle one; 0 is a valid index, not "unset"), and is
+    recorded for evaluation; --label-names must be comma-separated non-empty names; both only for NER data."""
+    lines = []
+    for words, tags in SENTENCES:
+        lines += [f"{w} {t} X" for w, t in zip(words.split(), tags.split())] + [""]
+    train = tmp_path / "train.conll"
+    train.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    prune(PruneConfig(**{**TOKEN, "model": str(tiny_model_dir), "train_file": str(train),
+                         "validation_file": str(train), "output_dir": str(out), "tag_column": 1, "steps": 1}))
+    data = json.loads((out / "recipe.json").read_text())["data"]
+    assert data["tag_column"] == 1 and "B-PER" in data["label_names"]
+    assert evaluate_saved(out)[0]["true_entities"] > 0
+    from sparsekit.tasks.token import split_names
+
+    assert split_names("O, B-PER,I-PER") == ("O", "B-PER", "I-PER") and split_names(None) is None
+    with pytest.raises(DataError, match="empty name"):
+        split_names("O,,B-PER")
+    with pytest.raises(DataError, match="--tag-column"):
+        DataSource(task="sst2", tag_column=0).check()

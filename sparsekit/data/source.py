@@ -42,7 +42,7 @@ VALIDATION_SPLITS = ("validation", "dev", "validation_matched")
 BUILTIN_TASKS = {"conll2003": "token-classification", "squad": "question-answering"}
 #: The column options of the user's data that each task type reads.
 COLUMN_OPTIONS = {"sequence-classification": ("text_column", "text_pair_column", "label_column", "metric"),
-                  "token-classification": ("tokens_column", "tags_column", "tag_scheme"),
+                  "token-classification": ("tokens_column", "tags_column", "tag_scheme", "tag_column", "label_names"),
                   "question-answering": ("question_column", "context_column", "answers_column")}
 
 
@@ -71,6 +71,8 @@ class DataSource:
     tokens_column: str | None = None
     tags_column: str | None = None
     tag_scheme: str | None = None
+    tag_column: int | None = None
+    label_names: str | None = None
     question_column: str | None = None
     context_column: str | None = None
     answers_column: str | None = None
@@ -116,7 +118,8 @@ class DataSource:
                             f"task; drop --task-type {self.task_type} (or pass your own data with --train-file / "
                             f"--validation-file or --dataset)")
         if task_type in COLUMN_OPTIONS:
-            other = [n for t, names in COLUMN_OPTIONS.items() if t != task_type for n in names if getattr(self, n)]
+            other = [n for t, names in COLUMN_OPTIONS.items() if t != task_type for n in names
+                     if getattr(self, n) is not None]
             if other:
                 flags = ", ".join("--" + n.replace("_", "-") for n in other)
                 raise DataError(f"{flags} do not apply to {task_type} data (pass --task-type to pick the task "
@@ -130,7 +133,7 @@ class DataSource:
                 raise DataError("--data-dir is the GLUE data root; it does not apply to --train-file / --dataset")
         else:
             user = [n for n in ("dataset_config", *(n for names in COLUMN_OPTIONS.values() for n in names))
-                    if getattr(self, n)]
+                    if getattr(self, n) is not None]
             if user:
                 flags = ", ".join("--" + n.replace("_", "-") for n in user)
                 which = "GLUE tasks use" if self.kind == "glue" else f"--task {self.task} uses"

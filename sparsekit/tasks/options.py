@@ -30,6 +30,11 @@ class TaskOptions:
                                            "[ner_tags].", panel=TASKS_PANEL)
     tag_scheme: str | None = option(None, "token-classification: the tags' scheme; IOB1 is converted to IOB2 "
                                           "[auto: detected].", panel=TASKS_PANEL, choices=TAG_SCHEMES)
+    tag_column: int | None = option(None, "token-classification, CoNLL files: the tag's column, from 0; negative "
+                                          "counts from the end [-1: the last].", panel=TASKS_PANEL)
+    label_names: str | None = option(None, "token-classification: the tag names in id order, comma-separated, for "
+                                           "tags written as integer ids without names (O,B-PER,I-PER,...).",
+                                     panel=TASKS_PANEL)
     question_column: str | None = option(None, "question-answering: the question column [question].",
                                          panel=TASKS_PANEL)
     context_column: str | None = option(None, "question-answering: the context column [context].",

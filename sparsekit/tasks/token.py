@@ -59,11 +59,14 @@ class TokenClassification(TaskType):
                                  dataset_config=source.dataset_config,
                                  tokens_column=source.tokens_column or "tokens",
                                  tags_column=source.tags_column or "ner_tags", scheme=source.tag_scheme or "auto",
-                                 train_limit=config.train_samples, dev_limit=config.eval_samples, seed=config.seed)
+                                 train_limit=config.train_samples, dev_limit=config.eval_samples, seed=config.seed,
+                                 tag_column=-1 if source.tag_column is None else source.tag_column,
+                                 label_names=split_names(source.label_names))
         name = task or source.label
         record = {**loaded.record, "kind": source.kind, "task_type": self.name, "task": task, "name": name,
                   "label_names": list(loaded.labels), "tokens_column": source.tokens_column or "tokens",
                   "tags_column": source.tags_column or "ner_tags", "tag_scheme": source.tag_scheme or "auto",
+                  "tag_column": -1 if source.tag_column is None else source.tag_column,
                   "metrics": list(self.metrics), "metric": self.main_metric, "files": loaded.record.get("files"),
                   "dataset": loaded.record.get("dataset"),
                   "train_examples": len(loaded.train), "dev_examples": len(loaded.dev)}
@@ -127,7 +130,7 @@ class TokenClassification(TaskType):
         loaded = load_token_data(train_file=validation_file, validation_file=validation_file, label_names=labels,
                                  tokens_column=columns.get("tokens_column") or data.get("tokens_column") or "tokens",
                                  tags_column=columns.get("tags_column") or data.get("tags_column") or "ner_tags",
-                                 scheme=columns.get("tag_scheme") or "auto")
+                                 scheme=columns.get("tag_scheme") or "auto", tag_column=data.get("tag_column", -1))
         unknown = sorted({t for ex in loaded.dev for t in ex.tags} - set(labels))
         if unknown:
             raise DataError(f"{validation_file}: tags {', '.join(unknown)} are not ones the model was trained on "
@@ -159,3 +162,14 @@ def conll_path(task: str, split: str, data_dir: str | Path | None = None) -> Pat
     if split not in CONLL_SPLITS:
         raise ValueError(f"unknown split {split!r} of {task}; choose one of {', '.join(CONLL_SPLITS)}")
     return builtin_data_dir(task, data_dir) / CONLL_SPLITS[split]
+
+
+def split_names(names: str | None) -> tuple[str, ...] | None:
+    """``--label-names "O,B-PER,I-PER"`` as a tuple of names (None when not given); DataError for an empty name."""
+    if names is None:
+        return None
+    parts = tuple(n.strip() for n in names.split(","))
+    if not all(parts):
+        raise DataError(f"--label-names {names!r} has an empty name; write the tag names in id order, separated "
+                        f"by commas, e.g. O,B-PER,I-PER")
+    return parts
