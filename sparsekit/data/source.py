@@ -165,10 +165,10 @@ def load_data(source: DataSource, train_limit: int | None = None, dev_limit: int
         root = resolve_data_root(source.data_dir)
         train = load_split(spec, "train", root, limit=train_limit, seed=seed)
         dev = load_split(spec, "dev", root, limit=dev_limit, seed=seed)
-        files = {split: _file_record(split_path(spec, split, root)) for split in ("train", "dev")}
+        files = {split: file_record(split_path(spec, split, root)) for split in ("train", "dev")}
         record = {**describe(spec, "glue", files=files), "root": str(root)}
     else:
-        train_table, dev_table, origin = _open_tables(source)
+        train_table, dev_table, origin = open_tables(source)
         spec = _user_spec(source, train_table, dev_table)
         train = _examples(spec, train_table)
         dev = _examples(spec, dev_table)
@@ -260,7 +260,7 @@ def load_evaluation_file(spec: TaskSpec, path: str | Path, text_column: str | No
     including labels the model was not trained on."""
     if text_pair_column and not text_column:
         raise DataError("--text-pair-column needs --text-column (the first text of each pair)")
-    table = _read_file(path, "--validation-file")
+    table = read_table_file(path, "--validation-file")
     texts = tuple(c for c in (text_column, text_pair_column) if c) if text_column else spec.text_fields
     label = label_column or spec.label_field
     if len(texts) != len(spec.text_fields):
@@ -275,7 +275,7 @@ def load_evaluation_file(spec: TaskSpec, path: str | Path, text_column: str | No
 
 
 @dataclass
-class _Table:
+class Table:
     """One split as columns of python values; ``where`` names it in messages (a path, or dataset + split)."""
 
     where: str
@@ -300,11 +300,12 @@ def _quiet_datasets():
             datasets.enable_progress_bars()
 
 
-def _table(dataset: Any, where: str) -> _Table:
-    return _Table(where, {name: list(dataset[name]) for name in dataset.column_names}, dict(dataset.features))
+def as_table(dataset: Any, where: str) -> Table:
+    """A ``datasets.Dataset`` split as a Table named ``where`` in messages."""
+    return Table(where, {name: list(dataset[name]) for name in dataset.column_names}, dict(dataset.features))
 
 
-def _read_file(path: str | Path, flag: str) -> _Table:
+def read_table_file(path: str | Path, flag: str) -> Table:
     """One file read with the ``datasets`` builder its suffix names. Texts are kept as written: no value
     becomes a missing value (an empty field stays an empty string, "NA" stays "NA")."""
     path = Path(path).expanduser()
@@ -329,18 +330,18 @@ def _read_file(path: str | Path, flag: str) -> _Table:
             raise DataError(f"{flag} {path} cannot be read as {path.suffix.lstrip('.').upper()}: "
                             f"{_short(exc)}. Check the file's format; a column whose values mix types (numbers "
                             f"and text) cannot be read either") from exc
-    return _table(dataset, str(path))
+    return as_table(dataset, str(path))
 
 
-def _open_tables(source: DataSource) -> tuple[_Table, _Table, dict]:
+def open_tables(source: DataSource) -> tuple[Table, Table, dict]:
     """The train and validation tables of the user's files or dataset, and what ``describe`` records of them."""
     if source.kind == "files":
-        train = _read_file(source.train_file, "--train-file")
-        dev = _read_file(source.validation_file, "--validation-file")
-        files = {"train": _file_record(Path(source.train_file)),
-                 "validation": _file_record(Path(source.validation_file))}
+        train = read_table_file(source.train_file, "--train-file")
+        dev = read_table_file(source.validation_file, "--validation-file")
+        files = {"train": file_record(Path(source.train_file)),
+                 "validation": file_record(Path(source.validation_file))}
         return train, dev, {"files": files}
-    splits = _open_dataset(source.dataset, source.dataset_config)
+    splits = open_dataset(source.dataset, source.dataset_config)
     if "train" not in splits:
         raise DataError(f"dataset {source.dataset} has no train split (it has: {', '.join(splits) or 'none'}); "
                         f"pass your splits as --train-file / --validation-file instead")
@@ -355,11 +356,11 @@ def _open_tables(source: DataSource) -> tuple[_Table, _Table, dict]:
               "splits": {"train": "train", "validation": validation},
               "fingerprints": {s: getattr(splits[s], "_fingerprint", None) for s in ("train", validation)}}
     where = lambda split: f"dataset {source.dataset} ({split} split)"  # noqa: E731
-    return (_table(splits["train"], where("train")), _table(splits[validation], where(validation)),
+    return (as_table(splits["train"], where("train")), as_table(splits[validation], where(validation)),
             {"dataset": record})
 
 
-def _open_dataset(name: str, config: str | None) -> dict:
+def open_dataset(name: str, config: str | None) -> dict:
     """A DatasetDict-like ``{split: Dataset}``: a ``save_to_disk`` directory, or a hub dataset (cache first)."""
     local = Path(name).expanduser()
     with _quiet_datasets() as datasets:
@@ -391,14 +392,15 @@ def _short(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def _file_record(path: Path) -> dict:
+def file_record(path: Path) -> dict:
+    """What a run records of one data file: its resolved path and sha256."""
     return {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 
 # --------------------------------------------------------------------------------------- columns, labels
 
 
-def _require_columns(table: _Table, needed: tuple[str, ...]) -> None:
+def _require_columns(table: Table, needed: tuple[str, ...]) -> None:
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise DataError(f"{table.where} has no column {', '.join(repr(c) for c in missing)}; the columns found are "
@@ -406,7 +408,7 @@ def _require_columns(table: _Table, needed: tuple[str, ...]) -> None:
                         f"--text-pair-column and --label-column")
 
 
-def _text_columns(source: DataSource, table: _Table) -> tuple[str, ...]:
+def _text_columns(source: DataSource, table: Table) -> tuple[str, ...]:
     if source.text_pair_column and not source.text_column:
         raise DataError("--text-pair-column needs --text-column (the first text of each pair)")
     if source.text_column:
@@ -436,7 +438,7 @@ def _value_kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _label_kind(table: _Table, column: str) -> str:
+def _label_kind(table: Table, column: str) -> str:
     """The one kind of the labels of ``column`` (see _value_kind); DataError for missing or mixed labels."""
     first: dict[str, int] = {}
     for row, value in enumerate(table.columns[column]):
@@ -463,7 +465,7 @@ def _label_kind(table: _Table, column: str) -> str:
     return next(iter(first))
 
 
-def _class_names(table: _Table, column: str, kind: str) -> tuple[str, ...]:
+def _class_names(table: Table, column: str, kind: str) -> tuple[str, ...]:
     values = set(table.columns[column])
     if kind == "str":
         names = sorted(values)
@@ -475,7 +477,7 @@ def _class_names(table: _Table, column: str, kind: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _user_spec(source: DataSource, train: _Table, dev: _Table) -> TaskSpec:
+def _user_spec(source: DataSource, train: Table, dev: Table) -> TaskSpec:
     """The TaskSpec of the user's data: columns, label names / regression and metrics, checked on both splits."""
     texts = _text_columns(source, train)
     label = source.label_column or DEFAULT_LABEL_COLUMN
@@ -545,7 +547,7 @@ def _label_id(spec: TaskSpec, value: Any, where: str) -> int | float:
                     f"{', '.join(map(str, names))}); remove those rows or add examples of it to the train data")
 
 
-def _examples(spec: TaskSpec, table: _Table) -> list[Example]:
+def _examples(spec: TaskSpec, table: Table) -> list[Example]:
     """Every row of ``table`` as an Example: non-empty string texts, labels mapped with ``_label_id``."""
     if len(table) == 0:
         raise DataError(f"{table.where} has no examples; every split needs at least one")

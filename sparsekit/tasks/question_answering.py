@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sparsekit.data.glue import seeded_subset
-from sparsekit.data.source import _file_record, builtin_data_dir
+from sparsekit.data.source import file_record, builtin_data_dir
 from sparsekit.tasks.base import TaskData, TaskType, check_cap_labels, recorded_validation_file, refuse_options
 
 #: Defaults of the question-answering settings (Hugging Face run_qa.py's); the window is --max-length tokens.
@@ -71,7 +71,7 @@ class QuestionAnswering(TaskType):
             train = seeded_subset(train, config.train_samples, config.seed) if config.train_samples else train
             dev = seeded_subset(dev, config.eval_samples, config.seed) if config.eval_samples else dev
             version_2 = any(ex.is_impossible for ex in train + dev)
-            origin = {"files": {"train": _file_record(path), "validation": _file_record(path)}}
+            origin = {"files": {"train": file_record(path), "validation": file_record(path)}}
             extra = {"resplit": {**SQUAD_RESPLIT, "note": RESPLIT_NOTE, "comparable_to_official_dev": False}}
         else:
             loaded = load_qa_data(train_file=source.train_file, validation_file=source.validation_file,

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsekit.data.glue import seeded_subset
-from sparsekit.data.source import DataError, DataSource, _file_record, _open_tables, _read_file
+from sparsekit.data.source import DataError, DataSource, file_record, open_tables, read_table_file
 from sparsekit.tasks.ner.tags import SCHEMES, detect_scheme, entity_starting_i_tags, iob1_to_iob2, is_iob_tag
 
 #: Suffixes read with the ``datasets`` library; every other file is read as CoNLL.
@@ -203,7 +203,7 @@ def _apply_scheme(sentences: list[_Sentence], scheme: str, source: str) -> tuple
 
 def _table_sentences(table: Any, tokens_column: str, tags_column: str,
                      names: Sequence[str] | None) -> list[_Sentence]:
-    """The rows of a ``source._Table`` as sentences (tags as names); DataError for a bad row."""
+    """The rows of a ``source.Table`` as sentences (tags as names); DataError for a bad row."""
     missing = [c for c in (tokens_column, tags_column) if c not in table.columns]
     if missing:
         raise DataError(f"{table.where} has no column {', '.join(map(repr, missing))}; the columns found are "
@@ -295,7 +295,7 @@ def load_token_data(train_file: str | Path | None = None, validation_file: str |
                         f"{missing} is missing")
     names = _checked_names(label_names, "label_names")
     if dataset:
-        train_table, dev_table, origin = _open_tables(DataSource(dataset=dataset, dataset_config=dataset_config))
+        train_table, dev_table, origin = open_tables(DataSource(dataset=dataset, dataset_config=dataset_config))
         names = names or _checked_names(_feature_names(train_table, tags_column), train_table.where)
         splits = {"train": _table_sentences(train_table, tokens_column, tags_column, names),
                   "validation": _table_sentences(dev_table, tokens_column, tags_column, names)}
@@ -309,10 +309,10 @@ def load_token_data(train_file: str | Path | None = None, validation_file: str |
             if formats[split] == "conll":
                 splits[split] = _read_conll(path, tag_column, flag)
             else:
-                table = _read_file(path, flag)
+                table = read_table_file(path, flag)
                 names = names or _checked_names(_feature_names(table, tags_column), table.where)
                 splits[split] = _table_sentences(table, tokens_column, tags_column, names)
-        record = {"kind": "files", "files": {s: _file_record(Path(p).expanduser()) for s, p in
+        record = {"kind": "files", "files": {s: file_record(Path(p).expanduser()) for s, p in
                                              (("train", train_file), ("validation", validation_file))},
                   "formats": formats}
     schemes = {}

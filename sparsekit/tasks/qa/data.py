@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from sparsekit.data.glue import seeded_subset
-from sparsekit.data.source import VALIDATION_SPLITS, DataError, _file_record, _open_dataset, _read_file, _table
+from sparsekit.data.source import (VALIDATION_SPLITS, DataError, as_table, file_record, open_dataset,
+                                   read_table_file)
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def _answers_of(value: Any, context: str, where: str, fixes: list[str] | None) -
 
 
 def _table_examples(table: Any, columns: dict[str, str], fixes: list[str] | None) -> list[QAExample]:
-    """Every row of a source._Table as a QAExample. ``columns`` maps question / context / answers / id to the
+    """Every row of a source.Table as a QAExample. ``columns`` maps question / context / answers / id to the
     table's column names; without an id column the ids are "row-N" (N from 1)."""
     missing = [columns[k] for k in ("question", "context", "answers") if columns[k] not in table.columns]
     if missing:
@@ -266,9 +267,9 @@ def _table_examples(table: Any, columns: dict[str, str], fixes: list[str] | None
 def _read_split(path: str | Path, flag: str, columns: dict[str, str], fixes: list[str]) -> tuple[list, dict]:
     """A SQuAD JSON file or a table file, and its file record (path, sha256, format)."""
     if is_squad_file(path):
-        return read_squad(path, fixes), {**_file_record(Path(path).expanduser()), "format": "squad"}
-    table = _read_file(path, flag)
-    return _table_examples(table, columns, fixes), {**_file_record(Path(path).expanduser()), "format": "table"}
+        return read_squad(path, fixes), {**file_record(Path(path).expanduser()), "format": "squad"}
+    table = read_table_file(path, flag)
+    return _table_examples(table, columns, fixes), {**file_record(Path(path).expanduser()), "format": "table"}
 
 
 def load_qa_data(train_file: str | Path | None = None, validation_file: str | Path | None = None,
@@ -297,13 +298,13 @@ def load_qa_data(train_file: str | Path | None = None, validation_file: str | Pa
     if dataset and (train_file or validation_file):
         raise DataError("pass either --train-file / --validation-file or --dataset, not both")
     if dataset:
-        splits = _open_dataset(dataset, dataset_config)
+        splits = open_dataset(dataset, dataset_config)
         validation = next((s for s in VALIDATION_SPLITS if s in splits), None)
         if "train" not in splits or validation is None:
             raise DataError(f"dataset {dataset} needs a train and a validation split (it has: "
                             f"{', '.join(splits) or 'none'})")
-        train = _table_examples(_table(splits["train"], f"dataset {dataset} (train split)"), columns, fixes)
-        dev = _table_examples(_table(splits[validation], f"dataset {dataset} ({validation} split)"), columns, fixes)
+        train = _table_examples(as_table(splits["train"], f"dataset {dataset} (train split)"), columns, fixes)
+        dev = _table_examples(as_table(splits[validation], f"dataset {dataset} ({validation} split)"), columns, fixes)
         origin = {"kind": "dataset", "dataset": {"name": dataset, "config": dataset_config,
                                                  "splits": {"train": "train", "validation": validation}}}
     elif validation_file:
