@@ -266,7 +266,7 @@ def load_evaluation_file(spec: TaskSpec, path: str | Path, text_column: str | No
     if len(texts) != len(spec.text_fields):
         raise DataError(f"the model was trained on {len(spec.text_fields)} text column(s) "
                         f"({', '.join(spec.text_fields)}); pass as many (--text-column / --text-pair-column)")
-    _require_columns(table, (*texts, label))
+    require_columns(table, (*texts, label))
     spec = _with_columns(spec, texts, label)
     return _examples(spec, table)
 
@@ -400,12 +400,16 @@ def file_record(path: Path) -> dict:
 # --------------------------------------------------------------------------------------- columns, labels
 
 
-def _require_columns(table: Table, needed: tuple[str, ...]) -> None:
+def require_columns(table: Table, needed: tuple[str, ...],
+                    options: str = "--text-column, --text-pair-column and --label-column") -> None:
+    """DataError naming the missing columns of ``needed``, the columns found and ``options`` (the flags that
+    name the columns), or, for a table without rows, that every split needs an example."""
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise DataError(f"{table.where} has no column {', '.join(repr(c) for c in missing)}; the columns found are "
-                        f"{', '.join(repr(c) for c in table.columns) or 'none'}. Name yours with --text-column, "
-                        f"--text-pair-column and --label-column")
+                        f"{', '.join(repr(c) for c in table.columns) or 'none'}. Name yours with {options}")
+    if len(table) == 0:
+        raise DataError(f"{table.where} has no examples; every split needs at least one")
 
 
 def _text_columns(source: DataSource, table: Table) -> tuple[str, ...]:
@@ -482,9 +486,7 @@ def _user_spec(source: DataSource, train: Table, dev: Table) -> TaskSpec:
     texts = _text_columns(source, train)
     label = source.label_column or DEFAULT_LABEL_COLUMN
     for table in (train, dev):
-        if len(table) == 0:
-            raise DataError(f"{table.where} has no examples; every split needs at least one")
-        _require_columns(table, (*texts, label))
+        require_columns(table, (*texts, label))
     feature = train.features.get(label)
     if type(feature).__name__ == "ClassLabel":
         label_format, names, regression = "index", tuple(feature.names), False

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from sparsekit.data.glue import seeded_subset
-from sparsekit.data.source import DataError, DataSource, file_record, open_tables, read_table_file
+from sparsekit.data.source import (DataError, DataSource, file_record, open_tables, read_table_file,
+                                   require_columns)
 from sparsekit.tasks.ner.tags import SCHEMES, detect_scheme, entity_starting_i_tags, iob1_to_iob2, is_iob_tag
 
 #: Suffixes read with the ``datasets`` library; every other file is read as CoNLL.
@@ -204,13 +205,8 @@ def _apply_scheme(sentences: list[_Sentence], scheme: str, source: str) -> tuple
 def _table_sentences(table: Any, tokens_column: str, tags_column: str,
                      names: Sequence[str] | None) -> list[_Sentence]:
     """The rows of a ``source.Table`` as sentences (tags as names); DataError for a bad row."""
-    missing = [c for c in (tokens_column, tags_column) if c not in table.columns]
-    if missing:
-        raise DataError(f"{table.where} has no column {', '.join(map(repr, missing))}; the columns found are "
-                        f"{', '.join(map(repr, table.columns)) or 'none'}. Name yours with tokens_column / "
-                        f"--tokens-column and tags_column / --tags-column")
-    if len(table) == 0:
-        raise DataError(f"{table.where} has no examples; every split needs at least one")
+    require_columns(table, (tokens_column, tags_column),
+                    "tokens_column / --tokens-column and tags_column / --tags-column")
     sentences, empty = [], []
     for row, (words, tags) in enumerate(zip(table.columns[tokens_column], table.columns[tags_column]), 1):
         where = f"{table.where}, row {row}"

@@ -25,7 +25,7 @@ from typing import Any
 
 from sparsekit.data.glue import seeded_subset
 from sparsekit.data.source import (VALIDATION_SPLITS, DataError, as_table, file_record, open_dataset,
-                                   read_table_file)
+                                   read_table_file, require_columns)
 
 log = logging.getLogger(__name__)
 
@@ -243,13 +243,8 @@ def _answers_of(value: Any, context: str, where: str, fixes: list[str] | None) -
 def _table_examples(table: Any, columns: dict[str, str], fixes: list[str] | None) -> list[QAExample]:
     """Every row of a source.Table as a QAExample. ``columns`` maps question / context / answers / id to the
     table's column names; without an id column the ids are "row-N" (N from 1)."""
-    missing = [columns[k] for k in ("question", "context", "answers") if columns[k] not in table.columns]
-    if missing:
-        raise DataError(f"{table.where} has no column {', '.join(repr(c) for c in missing)}; the columns found are "
-                        f"{', '.join(repr(c) for c in table.columns) or 'none'}. Name yours with the question / "
-                        f"context / answers column options")
-    if len(table) == 0:
-        raise DataError(f"{table.where} has no examples; every split needs at least one")
+    require_columns(table, tuple(columns[k] for k in ("question", "context", "answers")),
+                    "the question / context / answers column options")
     ids = table.columns.get(columns["id"])
     titles = table.columns.get("title")
     examples, seen = [], set()
