@@ -142,16 +142,9 @@ def parse_texts(body: bytes, limits: Limits) -> tuple[list[str | tuple[str, str]
     Unicode, i.e. holds a lone surrogate escape such as ``"\\ud800"``).
     """
     data = _load_object(body, "texts", '{"texts": ["a text", ...]} (or [text_a, text_b] pairs)')
-    texts = data["texts"]
-    if isinstance(texts, str):
+    if isinstance(data["texts"], str):
         raise RequestError(422, '"texts" must be a list; wrap a single text in a list: {"texts": ["..."]}')
-    if not isinstance(texts, list):
-        raise RequestError(422, f'"texts" must be a list of strings or [text_a, text_b] pairs, '
-                                f'got {_type_name(texts)}')
-    if not texts:
-        raise RequestError(422, '"texts" is empty; send at least one text')
-    if len(texts) > limits.max_texts:
-        raise RequestError(413, f'"texts" has {len(texts)} items; the limit is {limits.max_texts} per request')
+    texts = _items(data, "texts", limits)
     out: list[str | tuple[str, str]] = []
     for i, item in enumerate(texts):
         if isinstance(item, str):
