@@ -63,6 +63,11 @@ RESULTS = Path(__file__).parent / "results"
 #: EM / F1 on the re-split's 10 held-out dev articles (not comparable to the official dev set).
 TASKS = {"sst2": ["accuracy"], "mrpc": ["accuracy", "f1"], "conll2003": ["precision", "recall", "f1", "test_f1"],
          "squad": ["exact_match", "f1"]}
+#: What "dev" means where it is not the task's official validation split.
+NOTES = {"squad": "dev = the 10 held-out articles (1,767 questions) of sparsekit's seeded re-split of the SQuAD v1.1 "
+                  "dev file (SQuAD's train file is not available offline): **not comparable to the official SQuAD "
+                  "dev set**. The JSON stores EM and F1 as fractions (points / 100).",
+         "conll2003": "dev = the official validation file; test_f1 = entity F1 on the official test file."}
 #: Tasks whose metrics sparsekit reports in points (0..100, like SQuAD's official script): divided by 100 here.
 POINTS_TASKS = ("squad",)
 #: "METHOD at KEEP within MARGIN of the dense fine-tune", per metric, on the means over seeds.
@@ -278,7 +283,8 @@ def build_result(rows: list[dict], args, budget: Budget, wall_seconds: float) ->
     configs = report.configurations(rows, metric_names)
     inequalities = [check for metric in metric_names for chain in CHAINS
                     for check in report.inequality_checks(configs, metric, chain)]
-    return {"benchmark": "accuracy", "task": args.task, "budget": budget.description, "budget_name": budget.name,
+    return {"benchmark": "accuracy", "task": args.task, "note": NOTES.get(args.task), "budget": budget.description,
+            "budget_name": budget.name,
             "seeds": list(args.seeds), "metric_names": metric_names,
             "command": " ".join(["python"] + sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "wall_seconds": wall_seconds, "machine": machine_info(), "versions": library_versions(),
@@ -307,7 +313,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + NEW_METHODS)
-    parser.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS))
+    parser.add_argument("--keeps", nargs="*", type=float, default=list(KEEPS),
+                        help="remaining fractions of the pruning rows (none: the dense rows only)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/accuracy"),
                         help="where the per-row runs go (finished rows are reused, interrupted ones resumed)")
     parser.add_argument("--name", default=None,

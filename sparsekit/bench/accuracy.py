@@ -127,6 +127,8 @@ def to_markdown(result: dict) -> str:
              f"Versions: torch {v['torch']}, transformers {v['transformers']}, sparsekit {v['sparsekit']}  ",
              f"Seeds: {', '.join(str(s) for s in result['seeds'])}; mean ± sample std (n-1) over seeds, "
              f"per-seed values in seed order  ", f"Date: {result['date']}", ""]
+    if result.get("note"):
+        lines += [result["note"], ""]
     header = "| method | target remaining | measured remaining | " + " | ".join(
         f"{name} mean ± std | {name} per seed" for name in metrics) + " | wall time per seed |"
     lines += [header, "|---|---:|---:|" + "---:|---|" * len(metrics) + "---|"]
