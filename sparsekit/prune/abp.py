@@ -10,7 +10,8 @@ sparsekit choices (not from the paper): theta is trained with the engine's AdamW
 paper's selected maximum LR for theta, alpha = 2e-5. AdamW's step is about the LR whatever the gradient's size,
 so the LR sets how far theta (which starts at ~0.01) moves per step: at 5e-4 (sparsekit's default before) 1.6% of
 theta were <= 0 after 50 steps and 4.6% after 100 while the drift had moved them by only 0.0014 / 0.0028 (less
-than any theta's start), and the 600-step SST-2 run at 10% ended at the majority class (50.9% dev accuracy);
+than any theta's start), and the 600-step SST-2 run at 10% ended at the majority class (50.9% dev accuracy,
+benchmarks/results/accuracy_sst2_issue7_cpu.md);
 at 2e-5 no theta reached 0 before step ~200, the drift then pruned in the order the training had set, and the
 same run reached 75.3% (seed 42; benchmarks/results/abp_lr_sst2_cpu.md). Further:
 gamma defaults to ``init_mean / (drift_fraction * total_steps)`` so a CPU-sized run reaches the target
