@@ -171,6 +171,8 @@ def load_tokenizer(source: str | Path):
 TASK_MODEL_CLASSES = {"sequence-classification": "AutoModelForSequenceClassification",
                       "token-classification": "AutoModelForTokenClassification",
                       "question-answering": "AutoModelForQuestionAnswering"}
+#: The class-name ending of each task type's heads (``BertForTokenClassification`` ends in the token one).
+TASK_HEAD_SUFFIXES = {task_type: name.removeprefix("AutoModel") for task_type, name in TASK_MODEL_CLASSES.items()}
 
 
 def auto_model_class(task_type: str = "sequence-classification"):

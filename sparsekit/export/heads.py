@@ -13,13 +13,12 @@ import torch
 from torch import nn
 
 from sparsekit.errors import ModelError
-from sparsekit.models import TASK_MODEL_CLASSES, auto_model_class
+from sparsekit.models import TASK_HEAD_SUFFIXES, TASK_MODEL_CLASSES, auto_model_class
 
 SEQUENCE, TOKEN, QA = "sequence-classification", "token-classification", "question-answering"
 #: The task type names (their home: models.TASK_MODEL_CLASSES, the head class of each).
 TASK_TYPES = tuple(TASK_MODEL_CLASSES)
-#: The Hugging Face class-name suffix of each task type's head.
-_SUFFIXES = {SEQUENCE: "ForSequenceClassification", TOKEN: "ForTokenClassification", QA: "ForQuestionAnswering"}
+_SUFFIXES = TASK_HEAD_SUFFIXES  # their home: models.py
 
 
 def check_task_type(task_type: str) -> str:

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
-
+from sparsekit.models import TASK_HEAD_SUFFIXES
 
 #: The class-name endings of the task heads (``BertForTokenClassification`` ...).
-TASK_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
+TASK_HEADS = tuple(TASK_HEAD_SUFFIXES.values())
 
 
 @dataclass
