@@ -8,6 +8,10 @@ packed weight tensors, ``x [..., in]`` and an optional ``bias [out]``. They rebu
   :mod:`sparsekit.kernels.cpu_layout` (below); also the CPU ops' fallback when the C++ extension is not built.
 * ``triton_csr_linear`` / ``cuda_csr_linear``: the GPU CSR layout of :mod:`sparsekit.kernels.gpu_csr_layout`.
 * ``triton_bsr_linear``: the GPU BSR layout of :mod:`sparsekit.kernels.gpu_bsr_layout`.
+* ``int8_b4_linear``: the CPU INT8 op (:mod:`sparsekit.kernels.cpu_int8`), 1x4-block layout of
+  :mod:`sparsekit.kernels.cpu_int8_layout` (``csrc/spmm_cpu_int8/spmm_cpu_int8.h``); with
+  ``int8_b4_accumulators`` (the exact int32 accumulators every ISA path must reproduce bit for bit) and
+  ``quantize_tokens`` (the per-token activation quantisation). Also the op's fallback without the extension.
 
 The row order of the GPU layouts decides only which program computes a row, never the result.
 
@@ -32,8 +36,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["bsr_linear", "csr_linear", "cuda_csr_linear", "gpu_bsr_to_dense", "gpu_csr_to_dense", "packed_to_dense",
-           "triton_bsr_linear", "triton_csr_linear"]
+__all__ = ["bsr_linear", "csr_linear", "cuda_csr_linear", "gpu_bsr_to_dense", "gpu_csr_to_dense", "int8_b4_accumulators",
+           "int8_b4_linear", "int8_b4_to_dense", "packed_to_dense", "quantize_tokens", "triton_bsr_linear",
+           "triton_csr_linear"]
 
 
 def packed_to_dense(ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, in_features: int,
@@ -119,3 +124,60 @@ def triton_bsr_linear(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Ten
                       bias: torch.Tensor | None = None) -> torch.Tensor:
     """Reference of ``sparsekit::triton_bsr_linear``: ``x [..., in] -> [..., out]`` (float32)."""
     return _linear(x, gpu_bsr_to_dense(row_ptr, col_idx, blocks_t, in_features, out_features), bias)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# INT8, 1x4 blocks along the input dimension (sparsekit::int8_b4_linear)
+# ---------------------------------------------------------------------------------------------------------------
+def int8_b4_to_dense(ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, in_features: int,
+                     out_features: int) -> torch.Tensor:
+    """The dense int8 weight ``q [out, in]`` of the INT8 1x4-block layout (``W ~ scale[:, None] * q``).
+
+    ``ptr`` int32 ``[out + 1]`` (row ``o`` owns blocks ``ptr[o] .. ptr[o+1]-1``), ``col`` int16 ``[nblk]`` (block
+    column: input columns ``4*col .. 4*col+3``), ``val`` int8 ``[nblk * 4]``. Duplicate blocks add."""
+    nkb = -(-in_features // 4)
+    q = torch.zeros(out_features, nkb * 4, dtype=torch.int32, device=val.device)
+    nblk = col.numel()
+    if nblk:
+        p = ptr.to(torch.int64)
+        rows = torch.repeat_interleave(torch.arange(out_features, device=val.device), p[1:] - p[:-1])
+        cols = (col.to(torch.int64)[:, None] * 4 + torch.arange(4, device=val.device)[None, :]).reshape(-1)
+        q.index_put_((rows.repeat_interleave(4), cols), val.to(torch.int32).reshape(-1), accumulate=True)
+    return q[:, :in_features].to(torch.int8)
+
+
+def quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-token quantisation of ``x [M, in]`` float32: ``(xq int8 [M, in], s float32 [M])``.
+
+    ``s = max|x[m, :]| / 127``; ``xq = clamp(round_half_even(x / s), -127, 127)``. A token with ``s == 0`` (all
+    zeros, or an underflowing maximum) has ``xq = 0``; a token holding a NaN / inf has ``s = NaN`` and ``xq = 0``.
+    The same fp32 operations as every ISA path of the kernel, so ``xq`` is bit-identical to theirs."""
+    x = x.to(torch.float32)
+    finite = torch.isfinite(x).all(dim=-1)
+    amax = x.abs().amax(dim=-1) if x.shape[-1] else x.new_zeros(x.shape[:-1])
+    s = torch.where(finite, amax / 127, torch.full_like(amax, float("nan")))
+    ok = finite & (s > 0)
+    safe = torch.where(ok, s, torch.ones_like(s))
+    xq = torch.round(x / safe[:, None]).clamp_(-127, 127)
+    xq = torch.where(ok[:, None], xq, torch.zeros_like(xq)).to(torch.int8)
+    return xq, s
+
+
+def int8_b4_accumulators(x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor,
+                         in_features: int, out_features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact int32 accumulators ``acc [M, out] = xq @ q.T`` and token scales ``s [M]`` for ``x [M, in]``."""
+    xq, s = quantize_tokens(x.reshape(-1, in_features))
+    q = int8_b4_to_dense(ptr, col, val, in_features, out_features)
+    acc = xq.to(torch.int64) @ q.to(torch.int64).T  # exact; |acc| < 2**31 for in_features <= 131072
+    return acc.to(torch.int32), s
+
+
+def int8_b4_linear(x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, scale: torch.Tensor,
+                   in_features: int, out_features: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference of ``sparsekit::int8_b4_linear``: ``x [..., in] -> [..., out]`` float32,
+    ``y = float(acc) * (s[m] * scale[o]) + bias[o]`` (the kernel fuses the last multiply-add: equal to rounding)."""
+    acc, s = int8_b4_accumulators(x, ptr, col, val, in_features, out_features)
+    y = acc.to(torch.float32) * (s[:, None] * scale.to(torch.float32)[None, :])
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return y.reshape(*x.shape[:-1], out_features)
