@@ -107,10 +107,14 @@ def _native_build():
                 failed(ext.name, exc)
 
     def cpu_extension(name: str, sources: list[str], folder: str):
+        inc = os.path.join("csrc", folder)
         return CppExtension(
             name=name,
             sources=sources,
-            include_dirs=[os.path.join(here, "csrc", folder)],
+            include_dirs=[os.path.join(here, inc)],
+            # the headers and the per-ISA kernel bodies (.inc): a change there must rebuild the module too
+            depends=sorted(os.path.join(inc, f) for f in os.listdir(os.path.join(here, inc))
+                           if f.endswith((".h", ".inc"))),
             # -O3, and no -march=native: the binary must run on any x86-64 CPU (see csrc/spmm_cpu/spmm_cpu.h).
             # -g0: no debug info (Python's default CFLAGS carry -g, which makes the module ~20x larger).
             # -fopenmp: ATen's at::parallel_for is a header template that expands to `#pragma omp parallel` when

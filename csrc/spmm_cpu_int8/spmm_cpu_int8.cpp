@@ -74,7 +74,7 @@ struct Item {
   uint8_t* xa;        // activation buffer A [nkb][Tc][4] (kSign: |xq|, kOffset: xq + 128)
   int8_t* xs;         // activation buffer S [nkb][Tc][4] (kSigned, kSign: xq)
   float* tscale;      // [Tc] per-token scales
-  int8_t* qrow;       // [4 * nkb] one quantised token
+  int8_t* qrow;       // [L][4 * nkbp] L quantised tokens (nkbp = nkb rounded up to L)
   int32_t* yt;        // [L][Mt] panel accumulators
   int64_t Tc;         // tokens per chunk (a multiple of Mt)
 };
@@ -134,6 +134,22 @@ struct I8Scalar {
     for (int i = 0; i < n; ++i) p[i] = a.v[i];
   }
   static SK_INLINE wreg bcast(uint32_t w) { return w; }
+  // Per byte: b + 128 as u8 (b ^ 0x80) and |b| (b in [-127, 127]).
+  static SK_INLINE ireg offset_bytes(const ireg& a) {
+    ireg r;
+    for (int i = 0; i < L; ++i) r.v[i] = static_cast<int32_t>(static_cast<uint32_t>(a.v[i]) ^ 0x80808080u);
+    return r;
+  }
+  static SK_INLINE ireg abs_bytes(const ireg& a) {
+    ireg r;
+    for (int i = 0; i < L; ++i) {
+      int8_t b[4];
+      std::memcpy(b, &a.v[i], 4);
+      for (int k = 0; k < 4; ++k) b[k] = static_cast<int8_t>(b[k] < 0 ? -b[k] : b[k]);
+      std::memcpy(&r.v[i], b, 4);
+    }
+    return r;
+  }
   // acc[t] += sum_k xq[t][k] * w[k] over the L tokens t of one block column (4 bytes per token).
   static SK_INLINE ireg dot(const ireg& acc, wreg w, const uint8_t*, const int8_t* ps) {
     int8_t wb[4];
@@ -190,10 +206,10 @@ struct I8Scalar {
     *nonfinite = bad;
     return m;
   }
-  // q[i] = clamp(round_half_even(x[i] / s), -127, 127), i < n.
-  static SK_INLINE void quantize_row(const float* x, int64_t n, float s, int8_t* q) {
+  // q[i] = clamp(round_half_even(x[i] * inv), -127, 127), i < n.
+  static SK_INLINE void quantize_row(const float* x, int64_t n, float inv, int8_t* q) {
     for (int64_t i = 0; i < n; ++i) {
-      const float r = std::nearbyint(x[i] / s);  // default rounding mode: to nearest, ties to even
+      const float r = std::nearbyint(x[i] * inv);  // default rounding mode: to nearest, ties to even
       q[i] = static_cast<int8_t>(r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r));
     }
   }
@@ -226,6 +242,8 @@ alignas(64) const int32_t kMaskTable8[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 
   static TARGET SK_INLINE void istore(int32_t* p, ireg a) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), a); } \
   static TARGET SK_INLINE void istore_partial(int32_t* p, ireg a, int n) { _mm256_maskstore_epi32(p, mask(n), a); } \
   static TARGET SK_INLINE wreg bcast(uint32_t w) { return _mm256_set1_epi32(static_cast<int32_t>(w)); }     \
+  static TARGET SK_INLINE ireg offset_bytes(ireg a) { return _mm256_xor_si256(a, _mm256_set1_epi8(-128)); }  \
+  static TARGET SK_INLINE ireg abs_bytes(ireg a) { return _mm256_abs_epi8(a); }                               \
   static TARGET SK_INLINE void itranspose(ireg* ri) {                                                         \
     __m256 r[8];                                                                                              \
     for (int i = 0; i < 8; ++i) r[i] = _mm256_castsi256_ps(ri[i]);                                            \
@@ -280,11 +298,11 @@ alignas(64) const int32_t kMaskTable8[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 
     *nonfinite = nf;                                                                                          \
     return _mm_cvtss_f32(s);                                                                                  \
   }                                                                                                           \
-  static TARGET SK_INLINE void quantize_row(const float* x, int64_t n, float s, int8_t* q) {                   \
-    const __m256 vs = _mm256_set1_ps(s), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);          \
+  static TARGET SK_INLINE void quantize_row(const float* x, int64_t n, float inv, int8_t* q) {                 \
+    const __m256 vs = _mm256_set1_ps(inv), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);          \
     for (int64_t i = 0; i < n; i += L) {                                                                      \
       const int k = static_cast<int>(std::min<int64_t>(L, n - i));                                           \
-      __m256 r = _mm256_round_ps(_mm256_div_ps(fload_partial(x + i, k), vs),                                  \
+      __m256 r = _mm256_round_ps(_mm256_mul_ps(fload_partial(x + i, k), vs),                                  \
                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                              \
       r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);                                                            \
       const __m256i i32 = _mm256_cvtps_epi32(r);                                                              \
@@ -341,6 +359,8 @@ struct I8AvxVnni {
   static TARGET SK_INLINE void istore(int32_t* p, ireg a) { _mm512_store_si512(p, a); }                       \
   static TARGET SK_INLINE void istore_partial(int32_t* p, ireg a, int n) { _mm512_mask_storeu_epi32(p, mask(n), a); } \
   static TARGET SK_INLINE wreg bcast(uint32_t w) { return _mm512_set1_epi32(static_cast<int32_t>(w)); }     \
+  static TARGET SK_INLINE ireg offset_bytes(ireg a) { return _mm512_xor_si512(a, _mm512_set1_epi8(-128)); }  \
+  static TARGET SK_INLINE ireg abs_bytes(ireg a) { return _mm512_abs_epi8(a); }                               \
   static TARGET SK_INLINE void itranspose(ireg* ri) {                                                         \
     __m512 r[16], t[16];                                                                                      \
     for (int i = 0; i < 16; ++i) r[i] = _mm512_castsi512_ps(ri[i]);                                           \
@@ -391,11 +411,11 @@ struct I8AvxVnni {
     *nonfinite = _mm512_cmp_ps_mask(bad, _mm512_setzero_ps(), _CMP_NEQ_UQ) != 0;                              \
     return _mm512_reduce_max_ps(m);                                                                           \
   }                                                                                                           \
-  static TARGET SK_INLINE void quantize_row(const float* x, int64_t n, float s, int8_t* q) {                   \
-    const __m512 vs = _mm512_set1_ps(s), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);          \
+  static TARGET SK_INLINE void quantize_row(const float* x, int64_t n, float inv, int8_t* q) {                 \
+    const __m512 vs = _mm512_set1_ps(inv), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);          \
     for (int64_t i = 0; i < n; i += L) {                                                                      \
       const int k = static_cast<int>(std::min<int64_t>(L, n - i));                                           \
-      __m512 r = _mm512_roundscale_ps(_mm512_div_ps(fload_partial(x + i, k), vs),                             \
+      __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(fload_partial(x + i, k), vs),                             \
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                         \
       r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);                                                            \
       _mm_mask_storeu_epi8(q + i, mask(k), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(r)));                     \
@@ -673,8 +693,9 @@ void b4_linear(const float* x, int64_t M, int64_t ldx, const B4Weight& w, const 
   const int64_t tiles_per_range = (ntiles + tm - 1) / tm;
   const int64_t Tc = std::min(kChunkTiles, tiles_per_range) * Mt;
   const size_t act = round64(static_cast<size_t>(w.nkb) * static_cast<size_t>(Tc) * 4);
-  const size_t bytes = act * (ops.mode == Mode::kSign ? 2 : 1) + round64(Tc * sizeof(float)) +
-                       round64(static_cast<size_t>(4 * w.nkb)) + round64(L * Mt * sizeof(int32_t));
+  const size_t qrows = round64(static_cast<size_t>(L * 4 * ((w.nkb + L - 1) / L * L)));
+  const size_t bytes = act * (ops.mode == Mode::kSign ? 2 : 1) + round64(Tc * sizeof(float)) + qrows +
+                       round64(L * Mt * sizeof(int32_t));
   std::vector<char> failed(tm * tr, 0);
   const bool dequant = out.kind == Output::Kind::kDequantBias;
   at::parallel_for(0, tm * tr, 1, [&](int64_t b, int64_t e) {
@@ -699,7 +720,7 @@ void b4_linear(const float* x, int64_t M, int64_t ldx, const B4Weight& w, const 
       it.tscale = reinterpret_cast<float*>(q);
       q += round64(Tc * sizeof(float));
       it.qrow = reinterpret_cast<int8_t*>(q);
-      q += round64(static_cast<size_t>(4 * w.nkb));
+      q += qrows;
       it.yt = reinterpret_cast<int32_t*>(q);
       if (dequant) {
         ops.run_dequant(p, it);

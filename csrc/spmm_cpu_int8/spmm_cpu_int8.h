@@ -16,9 +16,10 @@
 //   5 bytes per stored weight group of 4 (one 32-bit word of values + a 16-bit column) plus 4 bytes per row.
 //
 // Quantisation of x (every ISA path, bit for bit the same; reference: sparsekit.kernels.reference.quantize_tokens):
-//   s[m] = max_i |x[m, i]| / 127 (fp32 division), xq[m, i] = clamp(round_half_even(x[m, i] / s[m]), -127, 127)
-//   (fp32 division). A token whose s[m] is 0 (all zeros, or underflow) has xq = 0: its outputs are bias. A token
-//   holding a NaN / inf has s[m] = NaN and xq = 0: all its outputs are NaN.
+//   a[m] = max_i |x[m, i]|, s[m] = a[m] / 127, inv[m] = 127 / a[m] (fp32 divisions),
+//   xq[m, i] = clamp(round_half_even(x[m, i] * inv[m]), -127, 127) (fp32 multiply: one division per token, not
+//   per element). A token whose inv[m] is not finite (all zeros, or a[m] < 127 / FLT_MAX) has xq = 0: its outputs
+//   are bias. A token holding a NaN / inf has s[m] = NaN and xq = 0: all its outputs are NaN.
 // Accumulation (exact, int32): acc[m, o] = sum over the stored blocks e of row o, k < 4, of
 //   xq[m, 4 col[e] + k] * val[4e + k]. |acc| <= in * 127 * 127 < 2**31 because in <= kMaxInFeatures.
 // Output: y[m, o] = float(acc[m, o]) * (s[m] * scale[o]) + bias[o]   (one fp32 multiply, then one FMA).
@@ -26,7 +27,8 @@
 // Kernel: tokens in tiles of Mt = 4 * L (L = int32 lanes: 16 on the 512-bit paths, 8 on the 256-bit ones,
 // 16 on the scalar path). A work item (a range of tiles x a range of row panels of L rows) quantises its tokens
 // into a scratch buffer Xq [nkb][Tc][4] (the 4 features of a block column of one token are one 32-bit word, the
-// operand of the byte dot-product instructions; Tc tokens, up to 4 tiles at a time). For each panel and tile
+// operand of the byte dot-product instructions; Tc tokens, up to 4 tiles at a time; L tokens are quantised into
+// rows and transposed L x L words in registers, so each store writes a whole vector). For each panel and tile
 // it runs each row: per stored block, the row's 4 weights are broadcast as one 32-bit word and multiplied-added
 // against up to 4 vectors of L tokens (two accumulator sets, even / odd blocks, for latency), so the weights
 // are read once per tile and the activations of a tile stay in L1 / L2. The panel's int32 accumulators

@@ -9,7 +9,7 @@ blocks along the input dimension, and float32 activations ``x [..., in]`` quanti
 
 Numerics (exact definition: ``csrc/spmm_cpu_int8/spmm_cpu_int8.h``, reference:
 :func:`sparsekit.kernels.reference.int8_b4_linear`): ``s[m] = max|x[m, :]| / 127``,
-``xq = clamp(round_half_even(x / s), -127, 127)``, ``acc = xq @ q.T`` exactly in int32,
+``xq = clamp(round_half_even(x * (127 / max|x[m, :]|)), -127, 127)``, ``acc = xq @ q.T`` exactly in int32,
 ``y = float(acc) * (s[m] * scale[o]) + bias[o]``. Every ISA path computes bit-identical ``acc``
 (:func:`int8_b4_accumulators` returns them). A token that is all zeros gives ``y = bias``; a token holding a NaN
 / inf gives NaN outputs. The error against the float32 product is the int8 quantisation error of ``x`` and ``W``

@@ -149,18 +149,19 @@ def int8_b4_to_dense(ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, in
 def quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-token quantisation of ``x [M, in]`` float32: ``(xq int8 [M, in], s float32 [M])``.
 
-    ``s = max|x[m, :]| / 127``; ``xq = clamp(round_half_even(x / s), -127, 127)``. A token with ``s == 0`` (all
-    zeros, or an underflowing maximum) has ``xq = 0``; a token holding a NaN / inf has ``s = NaN`` and ``xq = 0``.
-    The same fp32 operations as every ISA path of the kernel, so ``xq`` is bit-identical to theirs."""
+    ``a = max|x[m, :]|``, ``s = a / 127``, ``xq = clamp(round_half_even(x * (127 / a)), -127, 127)`` (fp32). A
+    token whose ``127 / a`` is not finite (all zeros, or ``a < 127 / FLT_MAX``) has ``xq = 0``; a token holding a
+    NaN / inf has ``s = NaN`` and ``xq = 0``. The same fp32 operations as every ISA path of the kernel, so ``xq``
+    is bit-identical to theirs."""
     x = x.to(torch.float32)
     finite = torch.isfinite(x).all(dim=-1)
     amax = x.abs().amax(dim=-1) if x.shape[-1] else x.new_zeros(x.shape[:-1])
     s = torch.where(finite, amax / 127, torch.full_like(amax, float("nan")))
-    ok = finite & (s > 0)
-    safe = torch.where(ok, s, torch.ones_like(s))
-    xq = torch.round(x / safe[:, None]).clamp_(-127, 127)
-    xq = torch.where(ok[:, None], xq, torch.zeros_like(xq)).to(torch.int8)
-    return xq, s
+    inv = 127 / amax
+    ok = finite & torch.isfinite(inv)
+    inv = torch.where(ok, inv, torch.zeros_like(inv))
+    xq = torch.round(torch.where(ok[:, None], x, torch.zeros_like(x)) * inv[:, None]).clamp_(-127, 127)
+    return xq.to(torch.int8), s
 
 
 def int8_b4_accumulators(x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor,
