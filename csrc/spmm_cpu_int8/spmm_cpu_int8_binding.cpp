@@ -41,9 +41,25 @@ Isa checked_isa(const std::string& name) {
   return isa;
 }
 
+// The torch name of a dtype ("int16", not ATen's "Short"), for messages.
+const char* torch_name(at::ScalarType t) {
+  switch (t) {
+    case at::kInt: return "torch.int32";
+    case at::kShort: return "torch.int16";
+    case at::kChar: return "torch.int8";
+    case at::kByte: return "torch.uint8";
+    case at::kFloat: return "torch.float32";
+    case at::kDouble: return "torch.float64";
+    case at::kLong: return "torch.int64";
+    case at::kHalf: return "torch.float16";
+    case at::kBFloat16: return "torch.bfloat16";
+    default: return c10::toString(t);
+  }
+}
+
 void check_vector(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t numel) {
-  TORCH_CHECK_TYPE(t.scalar_type() == dtype, "sparsekit: ", name, " must be ", c10::toString(dtype), ", got ",
-                   t.scalar_type());
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, "sparsekit: ", name, " must be ", torch_name(dtype), ", got ",
+                   torch_name(t.scalar_type()));
   TORCH_CHECK_VALUE(t.device().is_cpu(), "sparsekit: ", name, " must be a CPU tensor, got ", t.device());
   TORCH_CHECK_VALUE(t.layout() == at::kStrided, "sparsekit: ", name, " must be a strided tensor, got layout ",
                     t.layout());
@@ -80,7 +96,8 @@ k::B4Weight checked_weight(const at::Tensor& ptr, const at::Tensor& col, const a
 }
 
 at::Tensor checked_x(const at::Tensor& x, int64_t in_features) {
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "sparsekit: x must be float32, got ", x.scalar_type());
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "sparsekit: x must be torch.float32, got ",
+                   torch_name(x.scalar_type()));
   TORCH_CHECK_VALUE(x.device().is_cpu(), "sparsekit: x must be a CPU tensor, got ", x.device());
   TORCH_CHECK_VALUE(x.layout() == at::kStrided, "sparsekit: x must be a strided tensor, got ", x.layout());
   TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) == in_features, "sparsekit: x must have shape [M, ", in_features,
