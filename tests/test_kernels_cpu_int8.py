@@ -419,3 +419,33 @@ def test_fallback_without_extension(monkeypatch):
     check_output(x, packed, bias, y)
     with pytest.raises(RuntimeError, match="simulated"):
         cpu_int8.int8_b4_accumulators(x, packed)
+
+
+# =============================================================================================
+# The backend (not a default one: int8 changes numerics)
+# =============================================================================================
+def test_int8_backend_reasons_and_build():
+    from sparsekit.backends import CpuInt8B4Backend, LayerSpec
+
+    backend = CpuInt8B4Backend()
+    assert backend.name == "int8-b4-cpu"
+    cpu_spec = LayerSpec(8, 16, 0.1, torch.device("cpu"), torch.float32)
+    assert backend.not_supported_reasons(cpu_spec) == ([] if cpu_int8.available() else
+                                                        [f"INT8 C++ kernels not built: {cpu_int8.unavailable_reason()}"])
+    assert any("density" in r for r in backend.not_supported_reasons(LayerSpec(8, 16, 0.9, cpu_spec.device,
+                                                                                torch.float32)))
+    assert any("in_features" in r for r in backend.not_supported_reasons(
+        LayerSpec(8, MAX_IN_FEATURES + 1, 0.1, cpu_spec.device, torch.float32)))
+    assert any("bfloat16" in r for r in backend.not_supported_reasons(LayerSpec(8, 16, 0.1, cpu_spec.device,
+                                                                                 torch.bfloat16)))
+    spread = torch.zeros(16, 16)
+    spread[:, ::4] = 1.0  # 25% of the weights, but one in every 1x4 block
+    with pytest.raises(ValueError, match="block density"):
+        backend.build(spread, None)
+    if not cpu_int8.available():
+        return
+    w = block_weight(24, 40, 0.2)
+    module = backend.build(w, torch.randn(24))
+    x = torch.randn(6, 40)
+    check_output(x, module.packed, module.bias, module(x))
+    assert ((module(x) - (x @ w.T + module.bias)).abs() <= quantisation_bound(x, w, module.packed)).all()
