@@ -156,8 +156,11 @@ def quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.to(torch.float32)
     finite = torch.isfinite(x).all(dim=-1)
     amax = x.abs().amax(dim=-1) if x.shape[-1] else x.new_zeros(x.shape[:-1])
-    s = torch.where(finite, amax / 127, torch.full_like(amax, float("nan")))
-    inv = 127 / amax
+    # True fp32 divisions, as in the kernel: torch computes `127 / amax` as reciprocal(amax) * 127 and may compute
+    # `amax / 127` as amax * (1 / 127); dividing by a full tensor is an elementwise IEEE division.
+    c127 = torch.full_like(amax, 127.0)
+    s = torch.where(finite, amax / c127, torch.full_like(amax, float("nan")))
+    inv = c127 / amax
     ok = finite & torch.isfinite(inv)
     inv = torch.where(ok, inv, torch.zeros_like(inv))
     xq = torch.round(torch.where(ok[:, None], x, torch.zeros_like(x)) * inv[:, None]).clamp_(-127, 127)
