@@ -392,6 +392,18 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(compiled(x), f(x))
 
 
+@needs_ext
+def test_quantisation_matches_reference_on_many_tokens():
+    """Many random tokens: rounding ties and one-ulp differences of x * (127 / max|x|) would show here (the
+    reference must divide exactly as the kernel does: torch computes `127 / a` as reciprocal(a) * 127)."""
+    packed = pack_cpu_int8_b4(torch.eye(8))
+    x = torch.randn(4096, 8, generator=torch.Generator().manual_seed(7)) * torch.logspace(-3, 3, 4096)[:, None]
+    for isa in ("scalar", cpu_int8.supported_int8_isas()[0]):
+        acc, s = cpu_int8.int8_b4_accumulators(x, packed, isa)
+        xq, ref_s = reference.quantize_tokens(x)
+        assert torch.equal(acc, xq.to(torch.int32) * 127) and torch.equal(s, ref_s)
+
+
 def test_reference_quantize_tokens():
     x = torch.tensor([[1.0, -0.5, 0.25, 0.5 / 127], [0.0, 0.0, 0.0, 0.0], [1.0, float("nan"), 0.0, 0.0]])
     xq, s = reference.quantize_tokens(x)
