@@ -393,15 +393,25 @@ def test_torch_compile_fullgraph():
 
 
 @needs_ext
-def test_quantisation_matches_reference_on_many_tokens():
-    """Many random tokens: rounding ties and one-ulp differences of x * (127 / max|x|) would show here (the
-    reference must divide exactly as the kernel does: torch computes `127 / a` as reciprocal(a) * 127)."""
-    packed = pack_cpu_int8_b4(torch.eye(8))
-    x = torch.randn(4096, 8, generator=torch.Generator().manual_seed(7)) * torch.logspace(-3, 3, 4096)[:, None]
-    for isa in ("scalar", cpu_int8.supported_int8_isas()[0]):
+def test_quantisation_divides_exactly():
+    """xq = round(x * inv) with inv = 127 / max|x| a true fp32 division, in the kernel and the reference alike:
+    tokens [a, x] where reciprocal(a) * 127 (what torch computes for `127 / a`) would round x * inv the other way."""
+    a = torch.rand(20000, generator=torch.Generator().manual_seed(3)) * 10 + 0.1
+    true_inv, recip_inv = torch.full_like(a, 127.0) / a, a.reciprocal() * 127
+    tokens = []
+    for i in (true_inv != recip_inv).nonzero()[:64, 0].tolist():
+        base = (torch.arange(127, dtype=torch.float32) + 0.5) / true_inv[i]
+        cands = torch.cat([base, torch.nextafter(base, base + 1), torch.nextafter(base, base - 1)])
+        cands = cands[cands.abs() < a[i]]
+        flips = cands[torch.round(cands * true_inv[i]) != torch.round(cands * recip_inv[i])]
+        tokens += [torch.stack([a[i], x, -x, torch.tensor(0.0)]) for x in flips[:2]]
+    assert len(tokens) >= 20
+    x = torch.stack(tokens)
+    packed = pack_cpu_int8_b4(torch.eye(4))
+    for isa in cpu_int8.supported_int8_isas():
         acc, s = cpu_int8.int8_b4_accumulators(x, packed, isa)
         xq, ref_s = reference.quantize_tokens(x)
-        assert torch.equal(acc, xq.to(torch.int32) * 127) and torch.equal(s, ref_s)
+        assert torch.equal(acc, xq.to(torch.int32) * 127) and torch.equal(s, ref_s), isa
 
 
 def test_reference_quantize_tokens():
