@@ -190,6 +190,20 @@ def test_strided_and_nd_inputs():
 
 
 @needs_ext
+@pytest.mark.parametrize("isa", ISAS)
+def test_empty_shapes(isa, monkeypatch):
+    monkeypatch.setenv(cpu_int8.INT8_ISA_ENV, isa)
+    bias = torch.randn(5)
+    no_inputs = pack_cpu_int8_b4(torch.zeros(5, 0))
+    assert torch.equal(cpu_int8.int8_b4_linear(torch.randn(3, 0), no_inputs, bias), bias.expand(3, 5))
+    check_exact(torch.randn(3, 0), no_inputs, isa)
+    no_outputs = pack_cpu_int8_b4(torch.zeros(0, 7))
+    assert cpu_int8.int8_b4_linear(torch.randn(3, 7), no_outputs).shape == (3, 0)
+    acc, s = cpu_int8.int8_b4_accumulators(torch.randn(3, 7), no_outputs, isa)
+    assert acc.shape == (3, 0) and s.shape == (3,) and bool((s > 0).all())
+
+
+@needs_ext
 def test_paths_compiled():
     """Every path is compiled in an x86 GCC / Clang build, even where this CPU cannot run it."""
     compiled = cpu_int8.compiled_int8_isas()

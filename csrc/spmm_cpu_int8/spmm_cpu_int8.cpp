@@ -510,7 +510,8 @@ const IsaOps& ops_for(Isa isa) {
 // Driver
 // ==================================================================================================
 
-// Tuning constants (2-core AVX-512 Xeon, BERT-base shapes at 128 tokens).
+// Work-split constants: first values, chosen by reasoning, not tuned by measurement yet (the layer timings of
+// benchmarks/kernels_int8_cpu.py on a quiet machine are the place to tune them).
 constexpr int64_t kPanelOverhead = 8;           // per-panel cost, in stored blocks, for load balancing
 constexpr int64_t kMinWorkPerThread = 1 << 13;  // block x token-vector products; below this fewer threads
 constexpr size_t kRetainBytes = 16u << 20;      // per-thread scratch kept between calls
