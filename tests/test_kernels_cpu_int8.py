@@ -197,6 +197,8 @@ def test_empty_shapes(isa, monkeypatch):
     no_inputs = pack_cpu_int8_b4(torch.zeros(5, 0))
     assert torch.equal(cpu_int8.int8_b4_linear(torch.randn(3, 0), no_inputs, bias), bias.expand(3, 5))
     check_exact(torch.randn(3, 0), no_inputs, isa)
+    assert cpu_int8.int8_b4_linear(torch.randn(2, 3, 0), no_inputs).shape == (2, 3, 5)
+    assert cpu_int8.int8_b4_linear(torch.randn(0), no_inputs).shape == (5,)
     no_outputs = pack_cpu_int8_b4(torch.zeros(0, 7))
     assert cpu_int8.int8_b4_linear(torch.randn(3, 7), no_outputs).shape == (3, 0)
     acc, s = cpu_int8.int8_b4_accumulators(torch.randn(3, 7), no_outputs, isa)

@@ -222,7 +222,7 @@ def _run(op: str, x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: to
         _check_op_args(op, x, ptr, col, val, scale, in_features, out_features, bias)
         _check_cpu(op, (("x", x), ("ptr", ptr), ("col", col), ("val", val), ("scale", scale), ("bias", bias)))
     ext = _EXT.load()
-    x2 = x if x.dim() == 2 else x.reshape(-1, in_features)
+    x2 = x if x.dim() == 2 else x.reshape(1, in_features) if x.dim() == 1 else x.flatten(0, -2)
     if ext is None:
         _warn_unavailable()
         y = reference.int8_b4_linear(x2, ptr, col, val, scale, in_features, out_features, bias)

@@ -170,7 +170,7 @@ def quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def int8_b4_accumulators(x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor,
                          in_features: int, out_features: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact int32 accumulators ``acc [M, out] = xq @ q.T`` and token scales ``s [M]`` for ``x [M, in]``."""
-    xq, s = quantize_tokens(x.reshape(-1, in_features))
+    xq, s = quantize_tokens(x.reshape(1, in_features) if x.dim() == 1 else x.flatten(0, -2))
     q = int8_b4_to_dense(ptr, col, val, in_features, out_features)
     acc = xq.to(torch.int64) @ q.to(torch.int64).T  # exact; |acc| < 2**31 for in_features <= 131072
     return acc.to(torch.int32), s
