@@ -54,7 +54,7 @@ namespace {
 // How a path multiplies bytes (see spmm_cpu_int8.h, "ISA paths"); decides what the activation scratch holds.
 enum class Mode : int {
   kSigned = 0,  // scalar: xq (int8)
-  kSign = 1,    // vpmaddubsw paths: |xq| (u8) and xq (int8), two buffers
+  kSign = 1,    // vpmaddubsw paths: xq (int8); the sign of each weight byte is moved onto it
   kOffset = 2,  // vpdpbusd paths: xq + 128 (u8)
 };
 
@@ -71,8 +71,8 @@ struct Problem {
 struct Item {
   int64_t m0, m1, r0, r1;
   bool write_scale;   // this item writes Output::x_scale for its tokens (one item per token range does)
-  uint8_t* xa;        // activation buffer A [nkb][Tc][4] (kSign: |xq|, kOffset: xq + 128)
-  int8_t* xs;         // activation buffer S [nkb][Tc][4] (kSigned, kSign: xq)
+  uint8_t* xa;        // activation buffer [nkb][Tc][4] of the offset paths: xq + 128 (u8)
+  int8_t* xs;         // the same buffer for the other paths: xq (int8)
   float* tscale;      // [Tc] per-token scales
   int8_t* qrow;       // [L][4 * nkbp] L quantised tokens (nkbp = nkb rounded up to L)
   int32_t* yt;        // [L][Mt] panel accumulators
@@ -134,20 +134,10 @@ struct I8Scalar {
     for (int i = 0; i < n; ++i) p[i] = a.v[i];
   }
   static SK_INLINE wreg bcast(uint32_t w) { return w; }
-  // Per byte: b + 128 as u8 (b ^ 0x80) and |b| (b in [-127, 127]).
+  // Per byte: b + 128 as u8 (b ^ 0x80).
   static SK_INLINE ireg offset_bytes(const ireg& a) {
     ireg r;
     for (int i = 0; i < L; ++i) r.v[i] = static_cast<int32_t>(static_cast<uint32_t>(a.v[i]) ^ 0x80808080u);
-    return r;
-  }
-  static SK_INLINE ireg abs_bytes(const ireg& a) {
-    ireg r;
-    for (int i = 0; i < L; ++i) {
-      int8_t b[4];
-      std::memcpy(b, &a.v[i], 4);
-      for (int k = 0; k < 4; ++k) b[k] = static_cast<int8_t>(b[k] < 0 ? -b[k] : b[k]);
-      std::memcpy(&r.v[i], b, 4);
-    }
     return r;
   }
   // acc[t] += sum_k xq[t][k] * w[k] over the L tokens t of one block column (4 bytes per token).
@@ -231,7 +221,6 @@ alignas(64) const int32_t kMaskTable8[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 
   static constexpr int L = 8;                                                                                 \
   using ireg = __m256i;                                                                                       \
   using freg = __m256;                                                                                        \
-  using wreg = __m256i;                                                                                       \
   static TARGET SK_INLINE __m256i mask(int n) {                                                               \
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskTable8 + 8 - n));                         \
   }                                                                                                           \
@@ -241,9 +230,7 @@ alignas(64) const int32_t kMaskTable8[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 
   static TARGET SK_INLINE ireg iload(const int32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); } \
   static TARGET SK_INLINE void istore(int32_t* p, ireg a) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), a); } \
   static TARGET SK_INLINE void istore_partial(int32_t* p, ireg a, int n) { _mm256_maskstore_epi32(p, mask(n), a); } \
-  static TARGET SK_INLINE wreg bcast(uint32_t w) { return _mm256_set1_epi32(static_cast<int32_t>(w)); }     \
   static TARGET SK_INLINE ireg offset_bytes(ireg a) { return _mm256_xor_si256(a, _mm256_set1_epi8(-128)); }  \
-  static TARGET SK_INLINE ireg abs_bytes(ireg a) { return _mm256_abs_epi8(a); }                               \
   static TARGET SK_INLINE void itranspose(ireg* ri) {                                                         \
     __m256 r[8];                                                                                              \
     for (int i = 0; i < 8; ++i) r[i] = _mm256_castsi256_ps(ri[i]);                                            \
@@ -325,11 +312,18 @@ alignas(64) const int32_t kMaskTable8[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 
 struct I8Avx2 {
   SK_I8_256_COMMON(SK_AVX2_TARGET)
   static constexpr Mode kMode = Mode::kSign;
-  // acc += |xq| * (w with the sign of xq), bytewise: every int16 pair sum <= 2 * 127 * 127, exact.
-  static SK_AVX2_TARGET SK_INLINE ireg dot(ireg acc, wreg w, const uint8_t* pa, const int8_t* ps) {
-    const __m256i a = _mm256_load_si256(reinterpret_cast<const __m256i*>(pa));
-    const __m256i s = _mm256_load_si256(reinterpret_cast<const __m256i*>(ps));
-    const __m256i p16 = _mm256_maddubs_epi16(a, _mm256_sign_epi8(w, s));
+  struct wreg {
+    __m256i abs;  // |w| per byte (u8 <= 127), broadcast
+    __m256i sgn;  // w itself, broadcast: vpsignb moves its sign onto xq
+  };
+  static SK_AVX2_TARGET SK_INLINE wreg bcast(uint32_t w) {
+    const __m256i b = _mm256_set1_epi32(static_cast<int32_t>(w));
+    return {_mm256_abs_epi8(b), b};
+  }
+  // acc += |w| * (xq with the sign of w), bytewise: every int16 pair sum <= 2 * 127 * 127, exact.
+  static SK_AVX2_TARGET SK_INLINE ireg dot(ireg acc, const wreg& w, const uint8_t*, const int8_t* ps) {
+    const __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(ps));
+    const __m256i p16 = _mm256_maddubs_epi16(w.abs, _mm256_sign_epi8(x, w.sgn));
     return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
   }
 };
@@ -338,6 +332,8 @@ struct I8Avx2 {
 struct I8AvxVnni {
   SK_I8_256_COMMON(SK_AVXVNNI_TARGET)
   static constexpr Mode kMode = Mode::kOffset;
+  using wreg = __m256i;
+  static SK_AVXVNNI_TARGET SK_INLINE wreg bcast(uint32_t w) { return _mm256_set1_epi32(static_cast<int32_t>(w)); }
   // acc += (xq + 128) * w, 4 products per lane, no saturation (wrap-around int32; fixed by the compensation).
   static SK_AVXVNNI_TARGET SK_INLINE ireg dot(ireg acc, wreg w, const uint8_t* pa, const int8_t*) {
     return _mm256_dpbusd_avx_epi32(acc, _mm256_load_si256(reinterpret_cast<const __m256i*>(pa)), w);
@@ -350,7 +346,6 @@ struct I8AvxVnni {
   static constexpr int L = 16;                                                                                \
   using ireg = __m512i;                                                                                       \
   using freg = __m512;                                                                                        \
-  using wreg = __m512i;                                                                                       \
   static TARGET SK_INLINE __mmask16 mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }            \
   static TARGET SK_INLINE ireg izero() { return _mm512_setzero_si512(); }                                     \
   static TARGET SK_INLINE ireg iadd(ireg a, ireg b) { return _mm512_add_epi32(a, b); }                        \
@@ -358,9 +353,7 @@ struct I8AvxVnni {
   static TARGET SK_INLINE ireg iload(const int32_t* p) { return _mm512_load_si512(p); }                       \
   static TARGET SK_INLINE void istore(int32_t* p, ireg a) { _mm512_store_si512(p, a); }                       \
   static TARGET SK_INLINE void istore_partial(int32_t* p, ireg a, int n) { _mm512_mask_storeu_epi32(p, mask(n), a); } \
-  static TARGET SK_INLINE wreg bcast(uint32_t w) { return _mm512_set1_epi32(static_cast<int32_t>(w)); }     \
   static TARGET SK_INLINE ireg offset_bytes(ireg a) { return _mm512_xor_si512(a, _mm512_set1_epi8(-128)); }  \
-  static TARGET SK_INLINE ireg abs_bytes(ireg a) { return _mm512_abs_epi8(a); }                               \
   static TARGET SK_INLINE void itranspose(ireg* ri) {                                                         \
     __m512 r[16], t[16];                                                                                      \
     for (int i = 0; i < 16; ++i) r[i] = _mm512_castsi512_ps(ri[i]);                                           \
@@ -425,12 +418,19 @@ struct I8AvxVnni {
 struct I8Avx512Bw {
   SK_I8_512_COMMON(SK_AVX512BW_TARGET)
   static constexpr Mode kMode = Mode::kSign;
-  // As I8Avx2 (AVX-512BW has no vpsignb: the sign comes from a byte mask of xq and a masked negation).
-  static SK_AVX512BW_TARGET SK_INLINE ireg dot(ireg acc, wreg w, const uint8_t* pa, const int8_t* ps) {
-    const __m512i a = _mm512_load_si512(pa);
-    const __mmask64 neg = _mm512_movepi8_mask(_mm512_load_si512(ps));
-    const __m512i ws = _mm512_mask_sub_epi8(w, neg, _mm512_setzero_si512(), w);
-    const __m512i p16 = _mm512_maddubs_epi16(a, ws);
+  struct wreg {
+    __m512i abs;     // |w| per byte (u8 <= 127), broadcast
+    __mmask64 neg;   // the bytes where w < 0
+  };
+  static SK_AVX512BW_TARGET SK_INLINE wreg bcast(uint32_t w) {
+    const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(w));
+    return {_mm512_abs_epi8(b), _mm512_movepi8_mask(b)};
+  }
+  // As I8Avx2 (AVX-512BW has no vpsignb: xq is negated under the byte mask of w < 0).
+  static SK_AVX512BW_TARGET SK_INLINE ireg dot(ireg acc, const wreg& w, const uint8_t*, const int8_t* ps) {
+    const __m512i x = _mm512_load_si512(ps);
+    const __m512i xs = _mm512_mask_sub_epi8(x, w.neg, _mm512_setzero_si512(), x);
+    const __m512i p16 = _mm512_maddubs_epi16(w.abs, xs);
     return _mm512_add_epi32(acc, _mm512_madd_epi16(p16, _mm512_set1_epi16(1)));
   }
 };
@@ -438,6 +438,8 @@ struct I8Avx512Bw {
 struct I8Avx512Vnni {
   SK_I8_512_COMMON(SK_AVX512VNNI_TARGET)
   static constexpr Mode kMode = Mode::kOffset;
+  using wreg = __m512i;
+  static SK_AVX512VNNI_TARGET SK_INLINE wreg bcast(uint32_t w) { return _mm512_set1_epi32(static_cast<int32_t>(w)); }
   static SK_AVX512VNNI_TARGET SK_INLINE ireg dot(ireg acc, wreg w, const uint8_t* pa, const int8_t*) {
     return _mm512_dpbusd_epi32(acc, _mm512_load_si512(pa), w);
   }
@@ -695,7 +697,7 @@ void b4_linear(const float* x, int64_t M, int64_t ldx, const B4Weight& w, const 
   const int64_t Tc = std::min(kChunkTiles, tiles_per_range) * Mt;
   const size_t act = round64(static_cast<size_t>(w.nkb) * static_cast<size_t>(Tc) * 4);
   const size_t qrows = round64(static_cast<size_t>(L * 4 * ((w.nkb + L - 1) / L * L)));
-  const size_t bytes = act * (ops.mode == Mode::kSign ? 2 : 1) + round64(Tc * sizeof(float)) + qrows +
+  const size_t bytes = act + round64(Tc * sizeof(float)) + qrows +
                        round64(L * Mt * sizeof(int32_t));
   std::vector<char> failed(tm * tr, 0);
   const bool dequant = out.kind == Output::Kind::kDequantBias;
@@ -716,8 +718,8 @@ void b4_linear(const float* x, int64_t M, int64_t ldx, const B4Weight& w, const 
       it.Tc = Tc;
       uint8_t* q = s;
       it.xa = q;
-      it.xs = reinterpret_cast<int8_t*>(ops.mode == Mode::kSign ? q + act : q);
-      q += act * (ops.mode == Mode::kSign ? 2 : 1);
+      it.xs = reinterpret_cast<int8_t*>(q);
+      q += act;
       it.tscale = reinterpret_cast<float*>(q);
       q += round64(Tc * sizeof(float));
       it.qrow = reinterpret_cast<int8_t*>(q);

@@ -46,11 +46,12 @@
 //   * avx-vnni (AVX2 + AVX-VNNI, VEX vpdpbusd, e.g. Alder Lake and later, Zen 5): the same on 8 tokens.
 //   * avx512bw: vpmaddubsw + vpmaddwd on 16 tokens; avx2: vpmaddubsw + vpmaddwd on 8 tokens.
 //     vpmaddubsw saturates the int16 sum of two u8 x s8 products, which the offset scheme would overflow
-//     (255 * 127 * 2 > 32767). These paths use the sign trick instead: Xq holds |xq| (u8, <= 127) and xq
-//     itself, and the broadcast weight word takes the sign of xq per byte (vpsignb on AVX2; a mask from
-//     vpmovb2m and a masked byte negation on AVX-512BW), so each pair sum is at most 2 * 127 * 127 = 32258:
-//     never saturates, results EXACT, with the same full 8-bit activation quantisation as every other path
-//     (no accuracy cost; one extra operation per block and vector). This is why q = -128 is forbidden.
+//     (255 * 127 * 2 > 32767). These paths use the sign trick instead: the unsigned operand is |w| (the
+//     broadcast weight word, u8 <= 127, computed once per block), the signed one is xq with the sign of w moved
+//     onto it (vpsignb on AVX2; a masked byte negation under the mask of w < 0 on AVX-512BW), so each pair sum
+//     is at most 2 * 127 * 127 = 32258: never saturates, results EXACT, with the same full 8-bit activation
+//     quantisation as every other path (no accuracy cost; one extra operation per block and vector, and Xq
+//     holds xq itself). This is why q = -128 is forbidden (and xq is clamped to -127).
 //   * scalar: plain int32 loops (any CPU, any compiler).
 // Every path produces int32 accumulators bit-identical to the integer reference. The caller passes the path
 // explicitly; the Python layer picks best_isa() unless SPARSEKIT_INT8_ISA forces one. Unsupported paths raise.
