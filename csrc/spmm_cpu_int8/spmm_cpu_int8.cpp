@@ -101,6 +101,8 @@ constexpr int64_t kChunkTiles = 4;
 // Portable fallback: plain loops over 16 lanes.
 struct I8Scalar {
   static constexpr int L = 16;
+  static constexpr int kNv = 4;
+  static constexpr bool kTwoSets = false;
   static constexpr Mode kMode = Mode::kSigned;
   struct ireg {
     int32_t v[L];
@@ -311,6 +313,8 @@ alignas(64) const int32_t kMaskTable8[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 
 
 struct I8Avx2 {
   SK_I8_256_COMMON(SK_AVX2_TARGET)
+  static constexpr int kNv = 8;  // 64 tokens per tile; one accumulator set (only a vpaddd is loop-carried)
+  static constexpr bool kTwoSets = false;
   static constexpr Mode kMode = Mode::kSign;
   struct wreg {
     __m256i abs;  // |w| per byte (u8 <= 127), broadcast
@@ -331,6 +335,8 @@ struct I8Avx2 {
 #if SK_HAVE_AVXVNNI
 struct I8AvxVnni {
   SK_I8_256_COMMON(SK_AVXVNNI_TARGET)
+  static constexpr int kNv = 4;
+  static constexpr bool kTwoSets = true;
   static constexpr Mode kMode = Mode::kOffset;
   using wreg = __m256i;
   static SK_AVXVNNI_TARGET SK_INLINE wreg bcast(uint32_t w) { return _mm256_set1_epi32(static_cast<int32_t>(w)); }
@@ -417,6 +423,8 @@ struct I8AvxVnni {
 
 struct I8Avx512Bw {
   SK_I8_512_COMMON(SK_AVX512BW_TARGET)
+  static constexpr int kNv = 4;
+  static constexpr bool kTwoSets = false;
   static constexpr Mode kMode = Mode::kSign;
   struct wreg {
     __m512i abs;     // |w| per byte (u8 <= 127), broadcast
@@ -437,6 +445,8 @@ struct I8Avx512Bw {
 
 struct I8Avx512Vnni {
   SK_I8_512_COMMON(SK_AVX512VNNI_TARGET)
+  static constexpr int kNv = 4;
+  static constexpr bool kTwoSets = true;  // vpdpbusd: 5-cycle latency on its accumulator
   static constexpr Mode kMode = Mode::kOffset;
   using wreg = __m512i;
   static SK_AVX512VNNI_TARGET SK_INLINE wreg bcast(uint32_t w) { return _mm512_set1_epi32(static_cast<int32_t>(w)); }
