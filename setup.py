@@ -22,7 +22,8 @@ import sys
 
 from setuptools import setup
 
-CPU_SOURCES = ["csrc/spmm_cpu/spmm_cpu.cpp", "csrc/spmm_cpu/spmm_cpu_binding.cpp"]
+CPU_SOURCES = ["csrc/spmm_cpu/spmm_cpu.cpp", "csrc/spmm_cpu/spmm_cpu_binding.cpp", "csrc/spmm_cpu/encoder_cpu.cpp",
+               "csrc/spmm_cpu/encoder_binding.cpp"]
 CUDA_SOURCES = ["csrc/spmm_cuda/spmm_cuda.cu", "csrc/spmm_cuda/spmm_cuda_binding.cpp"]
 
 

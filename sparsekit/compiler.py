@@ -1,6 +1,8 @@
-"""``sparsekit.compile(model)``: run every Linear of a pruned or exported model on the fastest backend.
+"""``sparsekit.compile(model)``: run every matrix of a pruned or exported model on the fastest backend.
 
-For each Linear (``nn.Linear`` or the exporter's ``FormatLinear``) the backends that can run it (see
+A compacted model on the CPU runs on sparsekit's fused encoder runtime (sparsekit.runtime) and its matrices are
+the fused layer's (Q, K and V stacked); any other model keeps its module tree. For each matrix (``nn.Linear``
+or the exporter's ``FormatLinear``) the backends that can run it (see
 ``sparsekit.backends``) are built and timed on this machine, for this layer's shape and the given token count,
 against dense ``F.linear``; ``sparsekit.backends.choose`` keeps the fastest. A backend must beat dense by
 ``min_gain`` to be chosen, so the compiled model is never slower than dense on a layer (up to timing noise).
@@ -34,17 +36,24 @@ class LayerChoice:
 
 @dataclass
 class CompileReport:
+    """What compile did. runtime: ``fused`` (sparsekit's encoder runtime; layers are its fused matrices,
+    ``layers.<i>.qkv`` ...) or ``modules`` (the model's own modules, each Linear swapped); runtime_why: why."""
+
     layers: list[LayerChoice]
     tokens: int
     threads: int
+    runtime: str = "modules"
+    runtime_why: str = ""
 
     def to_json(self) -> dict:
-        return {"tokens": self.tokens, "threads": self.threads, "layers": [asdict(c) for c in self.layers]}
+        return {"tokens": self.tokens, "threads": self.threads, "runtime": self.runtime,
+                "runtime_why": self.runtime_why, "layers": [asdict(c) for c in self.layers]}
 
     def table(self):
         from rich.table import Table
 
-        table = Table(title=f"sparsekit.compile: {self.tokens} tokens, {self.threads} threads")
+        table = Table(title=f"sparsekit.compile: {self.tokens} tokens, {self.threads} threads, runtime "
+                            f"{self.runtime} ({self.runtime_why})")
         for col, justify in (("layer", "left"), ("shape", "left"), ("density", "right"), ("backend", "left"),
                              ("speedup", "right"), ("why", "left")):
             table.add_column(col, justify=justify)
@@ -109,23 +118,80 @@ def _swap(model: nn.Module, name: str, module: nn.Module, built: dict[str, nn.Mo
         _set(model, name, built["dense"])
 
 
+def _choose_matrix(name: str, weight: torch.Tensor, bias: torch.Tensor | None, candidates: list[Backend],
+                   tokens: int, warmup: int, repeats: int, min_gain: float,
+                   force: str | None) -> tuple[LayerChoice, dict[str, nn.Module]]:
+    """Build every candidate backend of one matrix, time them against dense and choose (see module docstring)."""
+    spec = LayerSpec.of(weight)
+    built, rejected = _build(candidates, spec, weight, bias)
+    timings = _time(built, spec, tokens, warmup, repeats)
+    best, speedup, why = choose(timings, rejected, min_gain, force)
+    return LayerChoice(name, tuple(weight.shape), spec.density, best, why, speedup, timings, rejected), built
+
+
+def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, warmup: int, repeats: int,
+                   min_gain: float, force: str | None) -> list[LayerChoice]:
+    """Install sparsekit's fused encoder (sparsekit.runtime) on a compacted model: per layer, the backend of each
+    fused matrix (Q, K and V stacked as one) measured here, among the backends the fused layer runs."""
+    from sparsekit.runtime import MATRICES, RUNTIME_BACKENDS, FusedEncoder, layer_weights
+
+    fused_candidates = [b for b in candidates if b.name in RUNTIME_BACKENDS]
+    model.runtime = None
+    model.pad_layout()
+    choices, layers, chosen = [], [], []
+    for i, layer in enumerate(model.layers):
+        lw = layer_weights(layer, model.config.hidden_act)
+        picks = {}
+        for matrix in MATRICES:
+            weight, bias = lw.matrices[matrix]
+            choice, _ = _choose_matrix(f"layers.{i}.{matrix}", weight, bias, fused_candidates, tokens, warmup,
+                                       repeats, min_gain, force)
+            choices.append(choice)
+            picks[matrix] = choice.backend
+        layers.append(lw)
+        chosen.append(picks)
+    model.runtime = FusedEncoder(layers, chosen)
+    return choices
+
+
 @torch.no_grad()
 def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None = None, min_gain: float = 1.03,
-            warmup: int = 3, repeats: int = 15, verbose: bool = True, force: str | None = None) -> CompileReport:
-    """Swap each encoder Linear of ``model`` (in place) for the fastest backend measured here.
+            warmup: int = 3, repeats: int = 15, verbose: bool = True, force: str | None = None,
+            fused: bool = True) -> CompileReport:
+    """Make ``model`` (in place) run every encoder matrix on the fastest backend measured here.
+
+    A compacted model (``sparsekit.load`` of an exported artifact) on the CPU gets sparsekit's fused encoder
+    runtime (:mod:`sparsekit.runtime`: Q, K and V as one matrix, fused epilogues and LayerNorms, packed tokens, one
+    op call per forward), each of its matrices on the fastest of dense / ``csr-cpu`` / ``bsr-cpu``. Any other model
+    (a Hugging Face module tree, a GPU model) keeps its modules, each encoder Linear swapped for its fastest
+    backend; ``report.runtime`` says which and why.
 
     tokens: rows of the activation matrix to time with (batch x sequence length of the deployment).
     min_gain: a sparse backend must be at least this much faster than dense to be chosen.
     force: a backend name to run every layer on that it can run, whatever the timings say (for tests and
         debugging; it is still timed against dense for the report, and layers it cannot run stay dense).
+    fused: False keeps a compacted model's module tree too (Linears swapped), e.g. to compare the two.
     Returns the CompileReport; prints its table when ``verbose``.
     """
+    from sparsekit.runtime import unsupported_reason
+
     backends = backends or registry.default_backends()
     if not any(b.name == "dense" for b in backends):
         raise ValueError("the backends must include 'dense', the fallback every layer can use")
     if force is not None and not any(b.name == force for b in backends):
         raise ValueError(f"unknown backend {force!r}; available: {', '.join(b.name for b in backends)}")
     candidates = [b for b in backends if force is None or b.name in ("dense", force)]
+    why_not_fused = unsupported_reason(model) if fused else "fused=False"
+    if why_not_fused is None:
+        report = CompileReport(_compile_fused(model, candidates, tokens, warmup, repeats, min_gain, force), tokens,
+                               torch.get_num_threads(), "fused", "sparsekit fused encoder (sparsekit.runtime)")
+        if verbose:
+            from rich.console import Console
+
+            Console().print(report.table())
+        return report
+    if getattr(model, "runtime", None) is not None:
+        model.runtime = None
     if hasattr(model, "pad_layout"):  # a compacted model: no gathers for ragged heads (zero rows cost kernels nothing)
         model.pad_layout()
     choices = []
@@ -133,13 +199,10 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     for name, module in list(_linears(model)):
         weight = _dense_weight(module, device)
         bias = None if module.bias is None else module.bias.detach()
-        spec = LayerSpec.of(weight)
-        built, rejected = _build(candidates, spec, weight, bias)
-        timings = _time(built, spec, tokens, warmup, repeats)
-        best, speedup, why = choose(timings, rejected, min_gain, force)
-        _swap(model, name, module, built, best)
-        choices.append(LayerChoice(name, tuple(weight.shape), spec.density, best, why, speedup, timings, rejected))
-    report = CompileReport(choices, tokens, torch.get_num_threads())
+        choice, built = _choose_matrix(name, weight, bias, candidates, tokens, warmup, repeats, min_gain, force)
+        _swap(model, name, module, built, choice.backend)
+        choices.append(choice)
+    report = CompileReport(choices, tokens, torch.get_num_threads(), "modules", why_not_fused)
     if verbose:
         from rich.console import Console
 
