@@ -278,6 +278,33 @@ def export_cmd(
     console.print(f"artifact: {result.path} ({task_type})")
 
 
+@app.command("compile")
+def compile_cmd(
+    path: Path = typer.Argument(..., help="An artifact directory (from `sparsekit export` or the main job)."),
+    tokens: int = typer.Option(128, min=1, help="Tokens (batch x length) of the deployment, timed per matrix."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads to measure with [torch's default]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a plan the artifact already has."),
+) -> None:
+    """Measure the fastest backend of every fused matrix on this machine and save the plan into the artifact
+    (compile_plan.json): `sparsekit.load` + `sparsekit.compile`, `serve` and `evaluate` then reuse it on the same
+    CPU, ISA and thread count instead of re-timing."""
+    import torch
+
+    from sparsekit.compiler import compile as compile_model
+    from sparsekit.export.artifact import load
+    from sparsekit.runtime.plan import save_plan
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        model = load(path)
+        report = compile_model(model, tokens=tokens, retime=True)
+        saved = save_plan(report, path, overwrite=overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        _fail(exc)
+    console.print(f"saved {saved} ({len(report.layers)} matrices, {report.tokens} tokens, {report.threads} threads)")
+
+
 @app.command()
 def verify(
     path: Path = typer.Argument(..., help="An artifact directory."),

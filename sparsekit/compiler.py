@@ -11,6 +11,7 @@ speedup per layer.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -130,34 +131,40 @@ def _choose_matrix(name: str, weight: torch.Tensor, bias: torch.Tensor | None, c
 
 
 def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, warmup: int, repeats: int,
-                   min_gain: float, force: str | None) -> list[LayerChoice]:
+                   min_gain: float, force: str | None, plan: dict | None) -> tuple[list[LayerChoice], str]:
     """Install sparsekit's fused encoder (sparsekit.runtime) on a compacted model: per layer, the backend of each
-    fused matrix (Q, K and V stacked as one) measured here, among the backends the fused layer runs."""
+    fused matrix (Q, K and V stacked as one) measured here among the backends the fused layer runs, or taken from
+    ``plan`` when it matches this machine and model. Returns the choices and where they came from."""
     from sparsekit.runtime import MATRICES, RUNTIME_BACKENDS, FusedEncoder, layer_weights
+    from sparsekit.runtime import plan as plans
 
     fused_candidates = [b for b in candidates if b.name in RUNTIME_BACKENDS]
     model.runtime = None
     model.pad_layout()
-    choices, layers, chosen = [], [], []
-    for i, layer in enumerate(model.layers):
-        lw = layer_weights(layer, model.config.hidden_act)
-        picks = {}
-        for matrix in MATRICES:
-            weight, bias = lw.matrices[matrix]
-            choice, _ = _choose_matrix(f"layers.{i}.{matrix}", weight, bias, fused_candidates, tokens, warmup,
-                                       repeats, min_gain, force)
-            choices.append(choice)
-            picks[matrix] = choice.backend
-        layers.append(lw)
-        chosen.append(picks)
-    model.runtime = FusedEncoder(layers, chosen)
-    return choices
+    layers = [layer_weights(layer, model.config.hidden_act) for layer in model.layers]
+    named = {f"layers.{i}.{m}": lw.matrices[m] for i, lw in enumerate(layers) for m in MATRICES}
+    why_retime = None if plan is None else plans.mismatch(plan, {n: tuple(w.shape) for n, (w, _) in named.items()})
+    if plan is not None and why_retime is None and force is None:
+        saved = plan["matrices"]
+        choices = [LayerChoice(name, tuple(w.shape), LayerSpec.of(w).density, saved[name]["backend"],
+                               f"saved plan ({plan['tokens']} tokens)", float(saved[name].get("speedup", 1.0)), {}, {})
+                   for name, (w, _) in named.items()]
+        source = f"saved plan, measured at {plan['tokens']} tokens on this CPU"
+    else:
+        if why_retime is not None:
+            warnings.warn(f"sparsekit.compile: {why_retime}", RuntimeWarning, stacklevel=3)
+        choices = [_choose_matrix(name, w, b, fused_candidates, tokens, warmup, repeats, min_gain, force)[0]
+                   for name, (w, b) in named.items()]
+        source = "measured here"
+    picks = iter(c.backend for c in choices)
+    model.runtime = FusedEncoder(layers, [{m: next(picks) for m in MATRICES} for _ in layers])
+    return choices, source
 
 
 @torch.no_grad()
 def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None = None, min_gain: float = 1.03,
             warmup: int = 3, repeats: int = 15, verbose: bool = True, force: str | None = None,
-            fused: bool = True) -> CompileReport:
+            fused: bool = True, plan: dict | None = None, retime: bool = False) -> CompileReport:
     """Make ``model`` (in place) run every encoder matrix on the fastest backend measured here.
 
     A compacted model (``sparsekit.load`` of an exported artifact) on the CPU gets sparsekit's fused encoder
@@ -171,6 +178,9 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     force: a backend name to run every layer on that it can run, whatever the timings say (for tests and
         debugging; it is still timed against dense for the report, and layers it cannot run stay dense).
     fused: False keeps a compacted model's module tree too (Linears swapped), e.g. to compare the two.
+    plan: a saved compile plan (sparsekit.runtime.plan; default: the loaded artifact's ``model.compile_plan``),
+        reused without timing when it was measured on this CPU, ISA and thread count for this model; otherwise
+        re-measured with a warning saying why. retime: always measure.
     Returns the CompileReport; prints its table when ``verbose``.
     """
     from sparsekit.runtime import unsupported_reason
@@ -183,8 +193,10 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     candidates = [b for b in backends if force is None or b.name in ("dense", force)]
     why_not_fused = unsupported_reason(model) if fused else "fused=False"
     if why_not_fused is None:
-        report = CompileReport(_compile_fused(model, candidates, tokens, warmup, repeats, min_gain, force), tokens,
-                               torch.get_num_threads(), "fused", "sparsekit fused encoder (sparsekit.runtime)")
+        plan = None if retime else (plan if plan is not None else getattr(model, "compile_plan", None))
+        choices, source = _compile_fused(model, candidates, tokens, warmup, repeats, min_gain, force, plan)
+        report = CompileReport(choices, tokens, torch.get_num_threads(), "fused",
+                               f"sparsekit fused encoder (sparsekit.runtime); backends: {source}")
         if verbose:
             from rich.console import Console
 

@@ -16,7 +16,8 @@ from sparsekit.kernels import encoder as encoder_ops
 from sparsekit.kernels.cpu_layout import pack_cpu_bsr, pack_cpu_csr
 from sparsekit.runtime import FusedEncoder, LayerWeights, packing
 
-pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"C++ kernels not built: {kernels.unavailable_reason()}")
+pytestmark = pytest.mark.skipif(not kernels.available(),
+                                reason=f"C++ kernels not built: {kernels.unavailable_reason()}")
 ISAS = [pytest.param(i, marks=pytest.mark.skipif(i not in kernels.supported_isas(), reason=f"CPU lacks {i}"))
         for i in ("avx512", "avx2", "scalar")]
 ACTS = {0: lambda t: t, 1: F.gelu, 2: lambda t: F.gelu(t, approximate="tanh"), 3: F.relu}
@@ -298,3 +299,46 @@ def test_opcheck_fused_ops():
     torch.library.opcheck(torch.ops.sparsekit.encoder_layers.default,
                           (torch.randn(5, 16), cu, enc._tensors, enc._meta, enc._scalars))
     torch.library.opcheck(torch.ops.sparsekit.packed_attention.default, (torch.randn(5, 24), cu, 2, 4, 4, 0.5))
+
+
+# -------------------------------------------------------------------------------------------------- plans
+def test_compile_plan_saved_and_reused(tiny_model_dir, tmp_path):
+    import json
+
+    from conftest import random_sparse_classifier
+    from sparsekit.export.artifact import export, load
+    from sparsekit.models import load_tokenizer
+    from sparsekit.runtime.plan import PLAN_FILE, save_plan
+
+    path = tmp_path / "art"
+    export((random_sparse_classifier(tiny_model_dir, 0.2), load_tokenizer(tiny_model_dir)), path)
+    model = load(path)
+    assert model.compile_plan is None
+    report = sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
+    save_plan(report, path)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        save_plan(report, path)
+    ids = torch.randint(5, 40, (2, 6))
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+
+    again = load(path)
+    assert again.compile_plan is not None
+    reused = sk_compile(again, tokens=8, verbose=False)
+    assert all(c.timings_ms == {} and c.why.startswith("saved plan") for c in reused.layers)
+    assert [c.backend for c in reused.layers] == [c.backend for c in report.layers]
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids).logits, want, rtol=0, atol=1e-5)
+    assert all(c.timings_ms for c in sk_compile(load(path), tokens=8, repeats=2, verbose=False,
+                                                retime=True).layers)
+
+    plan = json.loads((path / PLAN_FILE).read_text())
+    plan["machine"]["cpu"] = "Some Other CPU"
+    (path / PLAN_FILE).write_text(json.dumps(plan))
+    with pytest.warns(RuntimeWarning, match="re-measuring"):
+        other = sk_compile(load(path), tokens=8, repeats=2, verbose=False)
+    assert all(c.timings_ms for c in other.layers)
+
+    (path / PLAN_FILE).write_text('{"format_version": 1, "machine": {}, "tokens": 8, "matrices": {"x": {}}}')
+    with pytest.warns(RuntimeWarning, match="not a usable compile plan"):
+        assert load(path).compile_plan is None

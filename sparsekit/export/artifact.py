@@ -456,6 +456,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
         raise ArtifactError(f"{path}: unexpected tensors {sorted(tensors)[:5]}; the artifact was modified")
     model.tokenizer = _load_tokenizer(path, manifest)
     model.manifest = manifest
+    from sparsekit.runtime.plan import read_plan
+
+    model.compile_plan = read_plan(path)  # the saved sparsekit.compile plan, reused on the same CPU
     return model.to(device).eval().requires_grad_(False)
 
 
