@@ -135,10 +135,11 @@ def smp_s_keep_ratios(scores: Sequence[torch.Tensor], keep_ratio: float, tempera
     """SMP-S budget reallocation across layers for ONE matrix type (spec §3.2, Eq. 4).
 
     ``scores``: the score tensors of one matrix type (e.g. all FFN-in matrices), one per layer,
-    all of the same shape (block scores for block pruning: the mass is then the mean over blocks, and the
-    ratios, fractions of weights, go to the block TopK, which fills them with whole blocks). Returns per-layer keep ratios ``v_l = v * L * R_l / sum(R)`` with
+    all of the same shape. Returns per-layer keep ratios ``v_l = v * L * R_l / sum(R)`` with
     ``R_l = mean(sigmoid(S_l / p))``; the ratios sum to ``L * v``. Ratios above 1 are returned as
     they are (the caller's TopK then keeps the whole matrix, so the real density ends a bit below v).
+    Block pruning passes block scores: ``R_l`` is then the mean over blocks, and the ratios (fractions of
+    weights) go to the block TopK (``sized_topk_mask``), which fills each with whole blocks.
     """
     if not scores:
         return []
