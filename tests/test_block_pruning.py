@@ -359,3 +359,30 @@ def test_structure_aware_smp_with_blocks(tiny_model_dir, tmp_path):
     masks = load_pruned(tmp_path / "run").masks
     assert all(_structured(mask, Block(1, 4)) for mask in masks.values())
     assert 0.2 - 0.02 <= result.density <= 0.2 + 1e-9
+
+
+@pytest.mark.parametrize("method", ["smp-l", "movement", "soft-movement", "magnitude"])
+def test_every_block_method_runs_to_whole_block_masks(tiny_model_dir, tmp_path, method):
+    extra = {"score_lr": 2.0} if method == "soft-movement" else {}  # as test_train: prunes within 6 steps
+    result = prune(_config(tiny_model_dir, tmp_path / method, method=method, keep=0.3, steps=6, block="1x4", **extra))
+    pruned = load_pruned(tmp_path / method)
+    assert pruned.recipe["block"] == "1x4"
+    assert all(_structured(mask, Block(1, 4)) for mask in pruned.masks.values())
+    assert result.density < 1.0
+    if method != "soft-movement":  # soft movement's final density is steered by its threshold over blocks
+        assert 0.3 - 0.02 <= result.density <= 0.3 + 1e-9
+
+
+def test_structure_aware_smp_with_blocks_on_fused_modules(tmp_path):
+    """ModernBERT's fused Wqkv / GLU Wi: block scores expanded, split by row slices, coupled, pooled back."""
+    result = prune(PruneConfig(model="random:modernbert-tiny", method="smp-struct", keep=0.1, steps=3,
+                               train_samples=32, eval_samples=16, batch_size=8, max_length=16, progress=False,
+                               output_dir=str(tmp_path / "run"), block="1x4"))
+    assert all(_structured(mask, Block(1, 4)) for mask in load_pruned(tmp_path / "run").masks.values())
+    assert 0.08 <= result.density <= 0.1 + 1e-9
+
+
+def test_a_recipe_from_before_blocks_loads_as_unstructured():
+    data = PruneConfig().to_dict()
+    del data["block"]
+    assert PruneConfig.from_dict(data).block == "1x1"
