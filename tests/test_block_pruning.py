@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from sparsekit.cli import app
@@ -276,6 +277,10 @@ def test_resume_with_blocks_is_exact_and_another_block_is_refused(tiny_model_dir
     prune(_config(tiny_model_dir, tmp_path / "straight", **run))
     out = tmp_path / "run"
     prune(_config(tiny_model_dir, out, stop_after=3, **run))
+    saved = load_file(str(complete_checkpoints(out)[0] / "model.safetensors"))
+    scores = {k: v for k, v in saved.items() if k.endswith(".mask_scores")}
+    weights = {k: saved[k.replace(".mask_scores", ".weight")] for k in scores}
+    assert scores and all(v.shape == (weights[k].shape[0], weights[k].shape[1] // 4) for k, v in scores.items())
     with pytest.raises(ValueError, match=r"block: '1x4' -> '1x1'"):
         prune(_config(tiny_model_dir, out, resume=True, **{**run, "block": "1x1"}))
     with pytest.raises(ValueError, match=r"block: '1x4' -> '4x1'"):
