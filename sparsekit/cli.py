@@ -71,6 +71,7 @@ def _run_prune(config, export_to: Path | None = None) -> None:
 
 def _print_summary(config, result, wall: float, extra: list[tuple[str, str]] = ()) -> None:
     from sparsekit.data.source import DataSource
+    from sparsekit.prune.report import describe_block
     from sparsekit.tasks import get_task_type
 
     m = result.metrics
@@ -78,7 +79,8 @@ def _print_summary(config, result, wall: float, extra: list[tuple[str, str]] = (
     table = Table(title="What sparsekit did", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("method", f"{config.method} (target {100 * m['target_keep']:.1f}% of encoder weights remaining)")
+    table.add_row("method", f"{config.method}, {describe_block(config.block)} (target {100 * m['target_keep']:.1f}% "
+                            f"of encoder weights remaining)")
     table.add_row("model / data", f"{config.model} / {_data_label(config)}")
     table.add_row("remaining weights", f"{100 * result.density:.2f}% of the prunable encoder matrices")
     for key, value in task_type.summary_metrics(m):
@@ -201,7 +203,8 @@ def report(
     from sparsekit.export.report import render_export_table, summary_lines
     from sparsekit.models import prunable_matrices
     from sparsekit.prune import load_pruned
-    from sparsekit.prune.report import matrix_stats, render_table, to_json
+    from sparsekit.prune.blocks import parse_block
+    from sparsekit.prune.report import describe_block, matrix_stats, render_table, to_json
     from sparsekit.sources import ARTIFACT, directory_kind
 
     if directory_kind(path) == ARTIFACT:
@@ -221,10 +224,11 @@ def report(
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     stats = matrix_stats(prunable_matrices(pruned.model), pruned.masks)
+    block = pruned.recipe.get("block")  # absent in runs recorded before block pruning: unstructured
     if as_json:
-        print(json.dumps(to_json(stats), indent=2))
+        print(json.dumps(to_json(stats, parse_block(block or "1x1")), indent=2))
     else:
-        console.print(render_table(stats, title=f"{path} ({pruned.recipe.get('method')})"))
+        console.print(render_table(stats, title=f"{path} ({pruned.recipe.get('method')}, {describe_block(block)})"))
 
 
 class Format(str, Enum):
