@@ -162,6 +162,9 @@ def evaluate(
     context_column: Optional[str] = typer.Option(None, help="QA: context column of --validation-file [the run's]."),
     answers_column: Optional[str] = typer.Option(None, help="QA: answers column of --validation-file [the run's]."),
     batch_size: int = typer.Option(128),
+    compile_model: bool = typer.Option(True, "--compile/--no-compile",
+                                       help="Run sparsekit.compile first (an artifact evaluates on the fused "
+                                            "runtime, reusing its saved plan)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Evaluate a saved pruning run or artifact on a GLUE dev set, a built-in task's split, or your own labelled
@@ -174,7 +177,7 @@ def evaluate(
     try:
         metrics, where = evaluate_saved(path, task=task, data_dir=data_dir, split=split,
                                         validation_file=validation_file, batch_size=batch_size, progress=True,
-                                        **columns)
+                                        compile=compile_model, **columns)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     if as_json:
