@@ -109,3 +109,10 @@ def parse_block(text: str | Block) -> Block:
                          f"input features of one output row, the int8 kernels' layout) or 1x1 (unstructured); "
                          f"got {text!r}")
     return Block(int(match.group(1)), int(match.group(2)))
+
+
+def recorded_block(recipe: dict | None) -> Block:
+    """The block shape a pruning run recorded in its recipe (``recipe["block"]``); 1x1 when absent (runs from
+    before block pruning, checkpoints without a recipe)."""
+    value = (recipe or {}).get("block") if isinstance(recipe, dict) else None
+    return parse_block(value) if isinstance(value, str) else Block(1, 1)
