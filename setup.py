@@ -7,6 +7,8 @@ against the torch already installed:
 * ``sparsekit._C_cpu`` -- the C++ CPU sparse Linear kernels (``csrc/spmm_cpu``). The AVX-512 / AVX2 code is
   enabled per function and picked at run time, so the module is compiled for the baseline target (no
   ``-march=native``) and runs on any CPU of the architecture.
+* ``sparsekit._C_cpu_int8`` -- the C++ CPU INT8 1x4-block sparse Linear kernels (``csrc/spmm_cpu_int8``), built
+  the same way (AVX-512 VNNI / AVX-VNNI / AVX-512BW / AVX2 / scalar picked at run time).
 * ``sparsekit._C_cuda`` -- the CUDA CSR kernel (``csrc/spmm_cuda``), built only when this torch can use it:
   ``torch.cuda.is_available()``, or a CUDA build of torch (``torch.version.cuda``) with a CUDA toolkit
   (``CUDA_HOME`` / ``nvcc``). Elsewhere (a CPU-only torch) it is skipped with the reason printed.
@@ -24,6 +26,7 @@ from setuptools import setup
 
 CPU_SOURCES = ["csrc/spmm_cpu/spmm_cpu.cpp", "csrc/spmm_cpu/spmm_cpu_binding.cpp", "csrc/spmm_cpu/encoder_cpu.cpp",
                "csrc/spmm_cpu/encoder_binding.cpp"]
+CPU_INT8_SOURCES = ["csrc/spmm_cpu_int8/spmm_cpu_int8.cpp", "csrc/spmm_cpu_int8/spmm_cpu_int8_binding.cpp"]
 CUDA_SOURCES = ["csrc/spmm_cuda/spmm_cuda.cu", "csrc/spmm_cuda/spmm_cuda_binding.cpp"]
 
 
@@ -104,24 +107,36 @@ def _native_build():
                 self.sparsekit_failed = [*getattr(self, "sparsekit_failed", []), ext.name]
                 failed(ext.name, exc)
 
-    cpu = CppExtension(
-        name="sparsekit._C_cpu",
-        sources=CPU_SOURCES,
-        include_dirs=[os.path.join(here, "csrc", "spmm_cpu")],
-        # -O3, and no -march=native: the binary must run on any x86-64 CPU (see csrc/spmm_cpu/spmm_cpu.h).
-        # -g0: no debug info (Python's default CFLAGS carry -g, which makes the module ~20x larger).
-        # -fopenmp: ATen's at::parallel_for is a header template that expands to `#pragma omp parallel` when
-        # torch uses OpenMP; without the flag the pragma is ignored and every kernel silently runs on one thread.
-        extra_compile_args={"cxx": ["/O2", "/openmp"] if os.name == "nt" else ["-O3", "-g0", "-fopenmp"]},
-        extra_link_args=[] if os.name == "nt" else ["-fopenmp"],
-    )
+    def cpu_extension(name: str, sources: list[str], folder: str):
+        inc = os.path.join("csrc", folder)
+        return CppExtension(
+            name=name,
+            sources=sources,
+            include_dirs=[os.path.join(here, inc)],
+            # the headers and the per-ISA kernel bodies (.inc): a change there must rebuild the module too
+            depends=sorted(os.path.join(inc, f) for f in os.listdir(os.path.join(here, inc))
+                           if f.endswith((".h", ".inc"))),
+            # -O3, and no -march=native: the binary must run on any x86-64 CPU (see csrc/spmm_cpu/spmm_cpu.h).
+            # -g0: no debug info (Python's default CFLAGS carry -g, which makes the module ~20x larger).
+            # -fopenmp: ATen's at::parallel_for is a header template that expands to `#pragma omp parallel` when
+            # torch uses OpenMP; without the flag the pragma is ignored and every kernel silently runs on one
+            # thread.
+            extra_compile_args={"cxx": ["/O2", "/openmp"] if os.name == "nt" else ["-O3", "-g0", "-fopenmp"]},
+            extra_link_args=[] if os.name == "nt" else ["-fopenmp"],
+        )
+
+    cpu = [cpu_extension("sparsekit._C_cpu", CPU_SOURCES, "spmm_cpu")]
+    if all(os.path.exists(os.path.join(here, s)) for s in CPU_INT8_SOURCES):
+        cpu.append(cpu_extension("sparsekit._C_cpu_int8", CPU_INT8_SOURCES, "spmm_cpu_int8"))
+    else:
+        _say("INT8 C++ sources not found (csrc/spmm_cpu_int8): building without the INT8 kernels")
     try:
         cuda = _cuda_extension(here)
     except Exception as exc:  # a broken torch CUDA setup must not break the CPU install
         _say(f"skipping the CUDA kernels (sparsekit._C_cuda): {type(exc).__name__}: {exc}")
         cuda = None
     # Plain setuptools compilation (one file at a time); ninja would add nothing for a few files.
-    return [cpu] + ([cuda] if cuda is not None else []), {"build_ext": OptionalBuildExtension.with_options(
+    return cpu + ([cuda] if cuda is not None else []), {"build_ext": OptionalBuildExtension.with_options(
         use_ninja=False)}
 
 

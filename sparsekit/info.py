@@ -1,7 +1,8 @@
 """``sparsekit info``: which backends are built and usable on this machine, and why not the others.
 
 A doctor command in the spirit of ``python -m xformers.info``: the C++ CPU kernels (built? the ISA path
-chosen and the ones this CPU supports; does OpenMP really run the kernels on several threads), CUDA and
+chosen and the ones this CPU supports; does OpenMP really run the kernels on several threads), the C++ INT8
+kernels (built? the int8 paths this CPU has: avx512-vnni / avx-vnni / avx512bw / avx2 / scalar), CUDA and
 its extension, Triton, the compilers torch.compile and the extensions need, ONNX Runtime (an optional
 bench baseline), threads, CPU flags and GPU, library versions. Every backend of
 ``sparsekit.backends.registry.default_backends()`` is asked, through its own ``not_supported_reasons``, whether it
@@ -167,9 +168,27 @@ def collect() -> dict:
     """Everything ``sparsekit info`` reports, as JSON-ready data."""
     from sparsekit.machine import header
 
-    return {**header(), "threads": threads_info(), "cpu_kernels": cpu_kernels_info(), "cuda": cuda_info(),
+    return {**header(), "threads": threads_info(), "cpu_kernels": cpu_kernels_info(),
+            "int8_kernels": int8_kernels_info(), "cuda": cuda_info(),
             "triton": triton_info(), "compilers": compilers_info(), "onnxruntime": onnxruntime_info(),
             "backends": backends_info(), "task_types": task_types_info()}
+
+
+def int8_kernels_info() -> dict:
+    """The C++ INT8 CPU extension: built, why not, the int8 path chosen / supported by this CPU / compiled / forced."""
+    from sparsekit.kernels import cpu_int8
+
+    info = {"built": cpu_int8.available(), "reason": cpu_int8.unavailable_reason(), "isa": None,
+            "supported_isas": [], "compiled_isas": [], "forced_isa": os.environ.get(cpu_int8.INT8_ISA_ENV)}
+    if not info["built"]:
+        return info
+    try:
+        info["isa"] = cpu_int8.int8_isa()
+    except ValueError as exc:  # a bad SPARSEKIT_INT8_ISA value
+        info["reason"] = str(exc)
+    info["supported_isas"] = list(cpu_int8.supported_int8_isas())
+    info["compiled_isas"] = list(cpu_int8.compiled_int8_isas())
+    return info
 
 
 def _yes(ok: bool | None) -> str:
@@ -194,11 +213,19 @@ def _component_rows(data: dict) -> list[tuple[str, str, str]]:
                   f"{', '.join(k['supported_isas'])}; {parallel}")
     else:
         kernel = escape(k["reason"] or "")
+    i8 = data.get("int8_kernels") or {"built": False, "isa": None, "reason": "not collected"}
+    if i8["built"] and i8["isa"]:
+        lacking = [i for i in i8["compiled_isas"] if i not in i8["supported_isas"]]
+        int8 = (f"path {i8['isa']}{' (forced by SPARSEKIT_INT8_ISA)' if i8['forced_isa'] else ''}; this CPU has: "
+                f"{', '.join(i8['supported_isas'])}{'; lacks: ' + ', '.join(lacking) if lacking else ''}")
+    else:
+        int8 = escape(i8["reason"] or "")
     gpus = ", ".join(f"{d['name']} (sm {d['capability']}, {d['memory_gib']} GiB)" for d in cuda["devices"])
     ext = cuda["extension"]
     ext_detail = escape(ext["reason"] or ("loaded" if ext["available"] else ""))
     return [
         ("C++ CPU kernels", _yes(k["built"] and k["isa"] is not None), kernel),
+        ("C++ INT8 CPU kernels", _yes(i8["built"] and i8["isa"] is not None), int8),
         ("CUDA (torch)", _yes(cuda["available"]),
          gpus or f"no CUDA GPU visible (torch built with CUDA {cuda['torch_cuda'] or 'none: CPU-only wheel'})"),
         ("CUDA extension", _yes(ext["available"]) if ext["present"] else _yes(False), ext_detail),

@@ -9,7 +9,7 @@ import torch
 
 #: CPU feature flags that decide which kernel paths can run.
 _INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_bf16",
-                      "avx_vnni", "neon", "asimd")
+                      "avx512_vnni", "avx_vnni", "neon", "asimd")
 
 
 def _cpuinfo() -> tuple[str, set[str]]:

@@ -132,3 +132,25 @@ def test_compiled_minilm_matches_uncompiled():
     report = sk_compile(model, tokens=16, repeats=2, warmup=1, verbose=False, force="csr-cpu")
     assert len(report.layers) == 36 and {c.backend for c in report.layers} == {"csr-cpu"}
     assert (_logits(model, tokenizer) - ref).abs().max().item() <= 1e-4
+
+
+def test_int8_backend_is_timed_when_asked_for(sparse_tiny):
+    """The INT8 1x4-block backend is not a default backend (it changes numerics), but compile times and uses it
+    when it is passed explicitly; the logits stay within the int8 quantisation error."""
+    import copy
+
+    from sparsekit.backends import CpuInt8B4Backend
+    from sparsekit.backends.registry import default_backends
+    from sparsekit.kernels import cpu_int8
+
+    assert "int8-b4-cpu" not in {b.name for b in default_backends()}
+    if not cpu_int8.available():
+        pytest.skip(f"INT8 C++ kernels not built: {cpu_int8.unavailable_reason()}")
+    model, tokenizer = sparse_tiny
+    compiled = copy.deepcopy(model)
+    report = sk_compile(compiled, tokens=8, repeats=2, warmup=1, verbose=False, force="int8-b4-cpu",
+                        backends=[DenseBackend(), CpuInt8B4Backend()])
+    assert {c.backend for c in report.layers} == {"int8-b4-cpu"}
+    assert all(set(c.timings_ms) == {"dense", "int8-b4-cpu"} for c in report.layers)
+    ref, got = _logits(model, tokenizer), _logits(compiled, tokenizer)
+    assert (got - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-3

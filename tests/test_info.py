@@ -85,3 +85,21 @@ def test_new_backends_and_a_cuda_extension_show_up(monkeypatch):
                                          "reason": "no CUDA device (test)"}
     rendered = "".join(str(row) for row in info._component_rows(data))
     assert "no CUDA device (test)" in rendered
+
+
+def test_int8_kernels_are_reported(monkeypatch):
+    from sparsekit.kernels import cpu_int8
+
+    result = runner.invoke(app, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    k = json.loads(result.stdout)["int8_kernels"]
+    assert k["built"] == cpu_int8.available()
+    if not k["built"]:
+        assert k["reason"] == cpu_int8.unavailable_reason()
+        return
+    assert k["isa"] == cpu_int8.int8_isa() == k["supported_isas"][0]
+    assert "scalar" in k["supported_isas"] and set(k["supported_isas"]) <= set(k["compiled_isas"])
+    monkeypatch.setenv(cpu_int8.INT8_ISA_ENV, "scalar")
+    assert info.int8_kernels_info()["isa"] == "scalar" and info.int8_kernels_info()["forced_isa"] == "scalar"
+    text = runner.invoke(app, ["info"])
+    assert "C++ INT8 CPU kernels" in text.output and "forced by SPARSEKIT_INT8_ISA" in text.output

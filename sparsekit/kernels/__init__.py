@@ -13,6 +13,9 @@ an op module holds kernels only):
 
 - :mod:`~sparsekit.kernels.cpu_layout` (CPU CSR / BSR packing) and :mod:`~sparsekit.kernels.cpu` (the ops
   ``torch.ops.sparsekit.csr_linear`` / ``bsr_linear``, ISA selection);
+- :mod:`~sparsekit.kernels.cpu_int8_layout` (``CpuInt8B4Weight``, ``pack_cpu_int8_b4``: int8 weights in 1x4 blocks)
+  and :mod:`~sparsekit.kernels.cpu_int8` (the op ``torch.ops.sparsekit.int8_b4_linear``, C++ extension
+  ``sparsekit._C_cpu_int8``, int8 ISA selection with ``SPARSEKIT_INT8_ISA``; not re-exported here);
 - :mod:`~sparsekit.kernels.gpu_csr_layout` (``GpuCSRWeight``, ``pack_gpu_csr``), used by
   :mod:`~sparsekit.kernels.triton_csr` and :mod:`~sparsekit.kernels.cuda`;
 - :mod:`~sparsekit.kernels.gpu_bsr_layout` (``GpuBSRWeight``, ``pack_gpu_bsr``), used by
@@ -26,7 +29,7 @@ are not imported here (they import Triton): import them by name.
 ``available()`` says whether the C++ kernels are built (if not, the CPU ops fall back to the reference), and
 ``isa()`` which code path runs here (``SPARSEKIT_ISA=avx512|avx2|scalar`` forces one).
 """
-from sparsekit.kernels import cpu, cpu_layout, reference
+from sparsekit.kernels import cpu, cpu_int8, cpu_int8_layout, cpu_layout, reference
 from sparsekit.kernels.cpu import *  # noqa: F403  (the CPU ops' public API, listed once in cpu.__all__)
 from sparsekit.kernels.cpu_layout import *  # noqa: F403  (the CPU packed layout, listed once in cpu_layout.__all__)
 

@@ -10,6 +10,10 @@ packed weight tensors, ``x [..., in]`` and an optional ``bias [out]``. They rebu
 * ``triton_bsr_linear``: the GPU BSR layout of :mod:`sparsekit.kernels.gpu_bsr_layout`.
 * ``packed_attention`` / ``encoder_layers``: the fused encoder ops (:mod:`sparsekit.kernels.encoder`), packed
   tokens with sequence boundaries ``cu_seqlens``; attention through a block-diagonal mask.
+* ``int8_b4_linear``: the CPU INT8 op (:mod:`sparsekit.kernels.cpu_int8`), 1x4-block layout of
+  :mod:`sparsekit.kernels.cpu_int8_layout` (``csrc/spmm_cpu_int8/spmm_cpu_int8.h``); with
+  ``int8_b4_accumulators`` (the exact int32 accumulators every ISA path must reproduce bit for bit) and
+  ``quantize_tokens`` (the per-token activation quantisation). Also the op's fallback without the extension.
 
 The row order of the GPU layouts decides only which program computes a row, never the result.
 
@@ -35,7 +39,8 @@ from __future__ import annotations
 import torch
 
 __all__ = ["bsr_linear", "csr_linear", "cuda_csr_linear", "encoder_layers", "gpu_bsr_to_dense", "gpu_csr_to_dense",
-           "packed_attention", "packed_to_dense", "triton_bsr_linear", "triton_csr_linear"]
+           "int8_b4_accumulators", "int8_b4_linear", "int8_b4_to_dense", "packed_attention", "packed_to_dense",
+           "quantize_tokens", "triton_bsr_linear", "triton_csr_linear"]
 
 
 def packed_to_dense(ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, in_features: int,
@@ -171,3 +176,63 @@ def encoder_layers(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torc
         u = _ACTIVATION_FNS[act](_fused_matrix(t, m, 2, h))
         x = torch.nn.functional.layer_norm(_fused_matrix(t, m, 3, u) + h, (hidden,), t[18], t[19], s[2])
     return x
+
+# ---------------------------------------------------------------------------------------------------------------
+# INT8, 1x4 blocks along the input dimension (sparsekit::int8_b4_linear)
+# ---------------------------------------------------------------------------------------------------------------
+def int8_b4_to_dense(ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, in_features: int,
+                     out_features: int) -> torch.Tensor:
+    """The dense int8 weight ``q [out, in]`` of the INT8 1x4-block layout (``W ~ scale[:, None] * q``).
+
+    ``ptr`` int32 ``[out + 1]`` (row ``o`` owns blocks ``ptr[o] .. ptr[o+1]-1``), ``col`` int16 ``[nblk]`` (block
+    column: input columns ``4*col .. 4*col+3``), ``val`` int8 ``[nblk * 4]``. Duplicate blocks add."""
+    nkb = -(-in_features // 4)
+    q = torch.zeros(out_features, nkb * 4, dtype=torch.int32, device=val.device)
+    nblk = col.numel()
+    if nblk:
+        p = ptr.to(torch.int64)
+        rows = torch.repeat_interleave(torch.arange(out_features, device=val.device), p[1:] - p[:-1])
+        cols = (col.to(torch.int64)[:, None] * 4 + torch.arange(4, device=val.device)[None, :]).reshape(-1)
+        q.index_put_((rows.repeat_interleave(4), cols), val.to(torch.int32).reshape(-1), accumulate=True)
+    return q[:, :in_features].to(torch.int8)
+
+
+def quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-token quantisation of ``x [M, in]`` float32: ``(xq int8 [M, in], s float32 [M])``.
+
+    ``a = max|x[m, :]|``, ``s = a / 127``, ``xq = clamp(round_half_even(x * (127 / a)), -127, 127)`` (fp32). A
+    token whose ``127 / a`` is not finite (all zeros, or ``a < 127 / FLT_MAX``) has ``xq = 0``; a token holding a
+    NaN / inf has ``s = NaN`` and ``xq = 0``. The same fp32 operations as every ISA path of the kernel, so ``xq``
+    is bit-identical to theirs."""
+    x = x.to(torch.float32)
+    finite = torch.isfinite(x).all(dim=-1)
+    amax = x.abs().amax(dim=-1) if x.shape[-1] else x.new_zeros(x.shape[:-1])
+    # True fp32 divisions, as in the kernel: torch computes `127 / amax` as reciprocal(amax) * 127 and may compute
+    # `amax / 127` as amax * (1 / 127); dividing by a full tensor is an elementwise IEEE division.
+    c127 = torch.full_like(amax, 127.0)
+    s = torch.where(finite, amax / c127, torch.full_like(amax, float("nan")))
+    inv = c127 / amax
+    ok = finite & torch.isfinite(inv)
+    inv = torch.where(ok, inv, torch.zeros_like(inv))
+    xq = torch.round(torch.where(ok[:, None], x, torch.zeros_like(x)) * inv[:, None]).clamp_(-127, 127)
+    return xq.to(torch.int8), s
+
+
+def int8_b4_accumulators(x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor,
+                         in_features: int, out_features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact int32 accumulators ``acc [M, out] = xq @ q.T`` and token scales ``s [M]`` for ``x [M, in]``."""
+    xq, s = quantize_tokens(x.reshape(-1, in_features))
+    q = int8_b4_to_dense(ptr, col, val, in_features, out_features)
+    acc = xq.to(torch.int64) @ q.to(torch.int64).T  # exact; |acc| < 2**31 for in_features <= 131072
+    return acc.to(torch.int32), s
+
+
+def int8_b4_linear(x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, scale: torch.Tensor,
+                   in_features: int, out_features: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference of ``sparsekit::int8_b4_linear``: ``x [..., in] -> [..., out]`` float32,
+    ``y = float(acc) * (s[m] * scale[o]) + bias[o]`` (the kernel fuses the last multiply-add: equal to rounding)."""
+    acc, s = int8_b4_accumulators(x, ptr, col, val, in_features, out_features)
+    y = acc.to(torch.float32) * (s[:, None] * scale.to(torch.float32)[None, :])
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return y.reshape(*x.shape[:-1], out_features)

@@ -1,0 +1,282 @@
+"""CPU INT8 sparse x dense Linear kernels: the ``torch.library`` op, its C++ backend and its ISA selection.
+
+Computes ``y ~ x @ W.T + bias`` for a weight ``W [out, in]`` quantised to int8 per output row and stored in 1x4
+blocks along the input dimension, and float32 activations ``x [..., in]`` quantised per token inside the op::
+
+    from sparsekit.kernels import cpu_int8
+    packed = cpu_int8.pack_cpu_int8_b4(weight)          # dense [out, in] -> CpuInt8B4Weight; once, offline
+    y = cpu_int8.int8_b4_linear(x, packed, bias)        # x [..., in] float32 -> y [..., out] float32
+
+Numerics (exact definition: ``csrc/spmm_cpu_int8/spmm_cpu_int8.h``, reference:
+:func:`sparsekit.kernels.reference.int8_b4_linear`): ``s[m] = max|x[m, :]| / 127``,
+``xq = clamp(round_half_even(x * (127 / max|x[m, :]|)), -127, 127)``, ``acc = xq @ q.T`` exactly in int32,
+``y = float(acc) * (s[m] * scale[o]) + bias[o]``. Every ISA path computes bit-identical ``acc``
+(:func:`int8_b4_accumulators` returns them). A token that is all zeros gives ``y = bias``; a token holding a NaN
+/ inf gives NaN outputs. The error against the float32 product is the int8 quantisation error of ``x`` and ``W``
+(about ``0.5 * (s[m] * sum|q[o]| * scale[o] + ...)``, see the tests), so this op changes numerics: it is not a
+default backend.
+
+Op (declared here, once, with ``torch.library.custom_op`` and a fake implementation)::
+
+    sparsekit::int8_b4_linear(Tensor x, Tensor ptr, Tensor col, Tensor val, Tensor scale, int in_features,
+                              int out_features, Tensor? bias=None) -> Tensor
+
+Its CPU implementation is the C++ extension ``sparsekit._C_cpu_int8`` (``csrc/spmm_cpu_int8``): ISA paths
+``avx512-vnni``, ``avx-vnni`` (vpdpbusd), ``avx512bw``, ``avx2`` (vpmaddubsw + vpmaddwd, exact through the sign
+trick) and ``scalar``, chosen at run time from the CPU, or forced with the environment variable
+``SPARSEKIT_INT8_ISA`` (or :func:`force_int8_isa`). The extension is loaded lazily; if it is missing, the op falls
+back to the pure-torch reference with one ``RuntimeWarning`` (``available()`` / ``unavailable_reason()``).
+
+Safety: as for :mod:`sparsekit.kernels.cpu`, every call checks, in C++ before touching memory, the dtypes,
+devices and sizes of all arguments and every index the kernel uses (``ptr`` monotone from 0 to ``len(col)``, each
+block column in range) and that no value is -128; bad arguments raise ``ValueError`` / ``TypeError``.
+Inference only (no autograd formula).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import torch
+
+from sparsekit.formats.validate import KernelInputError
+from sparsekit.kernels import reference
+from sparsekit.kernels.cpu import _plain_eager
+from sparsekit.kernels.cpu_int8_layout import BLOCK, MAX_IN_FEATURES, CpuInt8B4Weight, pack_cpu_int8_b4
+from sparsekit.kernels.extension import LazyExtension, describe_load_error
+
+__all__ = [
+    "INT8_ISAS",
+    "INT8_ISA_ENV",
+    "available",
+    "compiled_int8_isas",
+    "force_int8_isa",
+    "int8_b4_accumulators",
+    "int8_b4_linear",
+    "int8_isa",
+    "pack_cpu_int8_b4",
+    "supported_int8_isas",
+    "unavailable_reason",
+]
+
+#: Environment variable that forces an int8 ISA path (one of :data:`INT8_ISAS`, or ``auto``).
+INT8_ISA_ENV = "SPARSEKIT_INT8_ISA"
+#: int8 ISA paths, fastest first.
+INT8_ISAS: tuple[str, ...] = ("avx512-vnni", "avx-vnni", "avx512bw", "avx2", "scalar")
+_EXTENSION = "sparsekit._C_cpu_int8"
+
+# =============================================================================================
+# Extension loading (lazy)
+# =============================================================================================
+_EXT = LazyExtension(_EXTENSION, describe_load_error(_EXTENSION, (
+    "installed with SPARSEKIT_SKIP_CPP=1, without torch or a C++ compiler at build time, or its build failed; "
+    "reinstall with `pip install --no-build-isolation -e .` and read the build log")))
+_warned_unavailable = False
+
+
+def __getattr__(name: str) -> Any:  # AVAILABLE / UNAVAILABLE_REASON load the extension on first access
+    return _EXT.module_getattr(__name__, name)
+
+
+def available() -> bool:
+    """Whether the C++ INT8 kernels are built and load (the op falls back to the torch reference if not)."""
+    return _EXT.available()
+
+
+def unavailable_reason() -> str | None:
+    """Why the C++ INT8 kernels are unavailable, or None if they are available."""
+    return _EXT.reason
+
+
+def _warn_unavailable() -> None:
+    global _warned_unavailable
+    if not _warned_unavailable:
+        _warned_unavailable = True
+        warnings.warn(f"sparsekit INT8 CPU kernels unavailable, using the slow pure-torch reference: {_EXT.reason}",
+                      RuntimeWarning, stacklevel=4)
+
+
+# =============================================================================================
+# ISA selection
+# =============================================================================================
+_isa_cache: dict[Optional[str], str] = {}
+
+
+def supported_int8_isas() -> tuple[str, ...]:
+    """int8 ISA paths this CPU can run, fastest first (empty if the extension is unavailable)."""
+    ext = _EXT.load()
+    return tuple(ext.supported_isas()) if ext is not None else ()
+
+
+def compiled_int8_isas() -> tuple[str, ...]:
+    """int8 ISA paths compiled into the extension (whether or not this CPU has them; empty if unavailable)."""
+    ext = _EXT.load()
+    return tuple(ext.compiled_isas()) if ext is not None else ()
+
+
+def _resolve_isa() -> str:
+    requested = os.environ.get(INT8_ISA_ENV)
+    hit = _isa_cache.get(requested)
+    if hit is not None:
+        return hit
+    supported = supported_int8_isas()
+    want = (requested or "").strip().lower()
+    if want in ("", "auto"):
+        chosen = supported[0]
+    elif want not in INT8_ISAS:
+        raise ValueError(f"{INT8_ISA_ENV}={requested!r} is not an int8 ISA path; expected one of "
+                         f"{', '.join(INT8_ISAS)} or auto")
+    elif want in supported:
+        chosen = want
+    else:
+        chosen = next(i for i in INT8_ISAS[INT8_ISAS.index(want):] if i in supported)
+        warnings.warn(f"{INT8_ISA_ENV}={want}: this CPU does not support it; using {chosen}", RuntimeWarning,
+                      stacklevel=4)
+    _isa_cache[requested] = chosen
+    return chosen
+
+
+def int8_isa() -> str:
+    """The int8 ISA path the kernels use here and now (one of :data:`INT8_ISAS`), or ``reference`` when the C++
+    extension is unavailable. Honours ``SPARSEKIT_INT8_ISA``."""
+    return _resolve_isa() if available() else "reference"
+
+
+@contextlib.contextmanager
+def force_int8_isa(name: str | None) -> Iterator[None]:
+    """Context manager: run the int8 kernels on path ``name`` (one of :data:`INT8_ISAS`; None = auto) by setting
+    ``SPARSEKIT_INT8_ISA`` (process-wide) for the duration of the block."""
+    if name is not None and name not in INT8_ISAS + ("auto",):
+        raise ValueError(f"unknown int8 ISA {name!r}; expected one of {', '.join(INT8_ISAS)} or auto")
+    old = os.environ.get(INT8_ISA_ENV)
+    if name is None:
+        os.environ.pop(INT8_ISA_ENV, None)
+    else:
+        os.environ[INT8_ISA_ENV] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(INT8_ISA_ENV, None)
+        else:
+            os.environ[INT8_ISA_ENV] = old
+
+
+# =============================================================================================
+# Op
+# =============================================================================================
+_OP = "sparsekit::int8_b4_linear"
+
+
+def _check_x_bias(op: str, x: Any, bias: Any, in_features: int, out_features: int) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype != torch.float32:
+        raise TypeError(f"{op}: x must be float32, got {x.dtype} (convert with x.float())")
+    if x.dim() < 1 or x.shape[-1] != in_features:
+        raise KernelInputError(f"{op}: x must have shape [..., {in_features}] (in_features), got {list(x.shape)}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor):
+            raise TypeError(f"{op}: bias must be a torch.Tensor or None, got {type(bias).__name__}")
+        if bias.dtype != torch.float32:
+            raise TypeError(f"{op}: bias must be float32, got {bias.dtype}")
+        if bias.dim() != 1 or bias.shape[0] != out_features:
+            raise KernelInputError(f"{op}: bias must have shape [{out_features}] (out_features), "
+                                   f"got {list(bias.shape)}")
+
+
+def _check_op_args(op: str, x: Any, ptr: Any, col: Any, val: Any, scale: Any, in_features: int,
+                   out_features: int, bias: Any) -> None:
+    """Shape / dtype checks shared by the real and the fake implementations (no data access)."""
+    _check_x_bias(op, x, bias, in_features, out_features)
+    if not 0 <= in_features <= MAX_IN_FEATURES or out_features < 0:
+        raise KernelInputError(f"{op}: in_features must be in [0, {MAX_IN_FEATURES}] and out_features >= 0, got "
+                               f"{in_features} / {out_features}")
+    for name, t, dtype in (("ptr", ptr, torch.int32), ("col", col, torch.int16), ("val", val, torch.int8),
+                           ("scale", scale, torch.float32)):
+        if not isinstance(t, torch.Tensor) or t.dtype != dtype or t.dim() != 1:
+            raise TypeError(f"{op}: {name} must be a 1-D {dtype} tensor (use pack_cpu_int8_b4), "
+                            f"got {getattr(t, 'dtype', type(t).__name__)}")
+    if ptr.shape[0] != out_features + 1 or val.shape[0] != col.shape[0] * BLOCK or scale.shape[0] != out_features:
+        raise KernelInputError(f"{op}: packed tensors do not match in_features={in_features}, "
+                               f"out_features={out_features}")
+
+
+def _check_cpu(op: str, tensors: tuple) -> None:
+    for name, t in tensors:
+        if t is not None and t.device.type != "cpu":
+            raise KernelInputError(f"{op}: {name} is on {t.device}; sparsekit's INT8 kernels run on the CPU only "
+                                   f"(move the tensors with .cpu())")
+
+
+def _run(op: str, x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, scale: torch.Tensor,
+         in_features: int, out_features: int, bias: Optional[torch.Tensor], packed_ok: bool = False) -> torch.Tensor:
+    """The CPU implementation of the op. ``packed_ok``: the packed tensors come from a validated CpuInt8B4Weight."""
+    if packed_ok:
+        _check_x_bias(op, x, bias, in_features, out_features)
+        _check_cpu(op, (("x", x), ("bias", bias)))
+    else:
+        _check_op_args(op, x, ptr, col, val, scale, in_features, out_features, bias)
+        _check_cpu(op, (("x", x), ("ptr", ptr), ("col", col), ("val", val), ("scale", scale), ("bias", bias)))
+    ext = _EXT.load()
+    x2 = x if x.dim() == 2 else x.reshape(-1, in_features)
+    if ext is None:
+        _warn_unavailable()
+        y = reference.int8_b4_linear(x2, ptr, col, val, scale, in_features, out_features, bias)
+    else:
+        y = ext.linear(x2, ptr, col, val, scale, in_features, out_features, bias, _resolve_isa())
+    return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out_features)
+
+
+@torch.library.custom_op(_OP, mutates_args=())
+def _int8_b4_linear_op(x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor,
+                       scale: torch.Tensor, in_features: int, out_features: int,
+                       bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``sparsekit::int8_b4_linear``: ``x [..., in]`` float32 -> ``[..., out]`` float32 for a packed int8 1x4-block
+    weight. Any tensors are safe to pass: all are validated (module docstring, "Safety")."""
+    return _run(_OP, x, ptr, col, val, scale, in_features, out_features, bias)
+
+
+@_int8_b4_linear_op.register_fake
+def _int8_b4_linear_fake(x, ptr, col, val, scale, in_features, out_features, bias=None):
+    _check_op_args(_OP, x, ptr, col, val, scale, in_features, out_features, bias)
+    return x.new_empty((*x.shape[:-1], out_features))
+
+
+def int8_b4_linear(x: torch.Tensor, packed: CpuInt8B4Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``y ~ x @ W.T + bias`` with int8 weights and per-token int8 activations (op ``sparsekit::int8_b4_linear``).
+
+    Args:
+        x: float32 CPU tensor ``[..., in]`` (row-major; other layouts are copied).
+        packed: from :func:`sparsekit.kernels.cpu_int8_layout.pack_cpu_int8_b4`.
+        bias: float32 ``[out]`` or None.
+    Returns:
+        float32 tensor ``[..., out]``: ``float(acc) * (s[m] * scale[o]) + bias[o]`` (module docstring); the packed
+        indices are re-checked on every call.
+    """
+    if not isinstance(packed, CpuInt8B4Weight):
+        raise TypeError(f"packed must be a CpuInt8B4Weight (from pack_cpu_int8_b4), got {type(packed).__name__}")
+    out, inp = packed.shape
+    if _plain_eager(x, bias):
+        return _run("int8_b4_linear", x, packed.ptr, packed.col, packed.val, packed.scale, inp, out, bias, True)
+    return torch.ops.sparsekit.int8_b4_linear(x, packed.ptr, packed.col, packed.val, packed.scale, inp, out, bias)
+
+
+def int8_b4_accumulators(x: torch.Tensor, packed: CpuInt8B4Weight,
+                         isa: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact int32 accumulators ``acc [M, out]`` and the token scales ``s [M]`` the kernel computes for
+    ``x [M, in]`` on ISA path ``isa`` (default: the one the op uses). For tests and debugging: every path must
+    equal :func:`sparsekit.kernels.reference.int8_b4_accumulators` bit for bit. Needs the extension."""
+    ext = _EXT.load()
+    if ext is None:
+        raise RuntimeError(f"sparsekit INT8 CPU kernels unavailable: {_EXT.reason}")
+    if not isinstance(packed, CpuInt8B4Weight):
+        raise TypeError(f"packed must be a CpuInt8B4Weight (from pack_cpu_int8_b4), got {type(packed).__name__}")
+    out, inp = packed.shape
+    _check_x_bias("int8_b4_accumulators", x, None, inp, out)
+    if x.dim() != 2:
+        raise KernelInputError(f"int8_b4_accumulators: x must be 2-D [M, {inp}], got {list(x.shape)}")
+    return ext.accumulators(x, packed.ptr, packed.col, packed.val, packed.scale, inp, out, isa or _resolve_isa())

@@ -1,0 +1,188 @@
+"""The CPU INT8 kernels' packed layout: a weight quantised and packed once for
+:func:`sparsekit.kernels.cpu_int8.int8_b4_linear`::
+
+    packed = pack_cpu_int8_b4(weight)     # dense float [out, in] -> CpuInt8B4Weight
+
+Quantisation: symmetric, one fp32 scale per output row, ``scale[o] = max|W[o, :]| / 127``,
+``q[o, i] = clamp(round_half_even(W[o, i] / scale[o]), -127, 127)`` (never -128; an all-zero row has scale 0), so
+``W ~ scale[:, None] * q``. Sparsity: 1x4 blocks along the input dimension -- block column ``b`` of row ``o`` covers
+input columns ``4b .. 4b+3`` (``in`` padded with zero columns to a multiple of 4); a block is stored when ANY of
+its four fp32 weights is non-zero, and zeros inside a stored block are explicit zeros. Storage (exact layout:
+``csrc/spmm_cpu_int8/spmm_cpu_int8.h``, reference: :func:`sparsekit.kernels.reference.int8_b4_to_dense`): a
+row-wise CSR over blocks, ``ptr`` int32 ``[out + 1]``, ``col`` int16 ``[nblk]`` (block columns, strictly
+increasing within a row), ``val`` int8 ``[nblk * 4]``, ``scale`` float32 ``[out]``. ``in_features`` is limited to
+:data:`MAX_IN_FEATURES` (int32 accumulators cannot overflow; block columns fit an int16). Everything is validated
+when a packed weight is built, and the op re-checks every index on each call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from sparsekit.formats.base import density_of, nbytes_of
+from sparsekit.formats.validate import (
+    KernelInputError,
+    check_finite,
+    check_row_indices,
+    check_row_ptr,
+    check_shape,
+    check_vector,
+)
+from sparsekit.kernels import reference
+
+__all__ = ["BLOCK", "MAX_IN_FEATURES", "CpuInt8B4Weight", "pack_cpu_int8_b4", "quantize_rows"]
+
+#: Input features per block (the 4 bytes of one dot-product word).
+BLOCK = 4
+#: Largest in_features: ``in * 127 * 127 < 2**31`` (exact int32 accumulators) and block columns fit an int16.
+MAX_IN_FEATURES = 131072
+
+
+@dataclass(frozen=True, eq=False, repr=False, kw_only=True)
+class CpuInt8B4Weight:
+    """An int8 weight ``[out, in]`` in 1x4 blocks, packed once for the CPU INT8 kernels (module docstring).
+
+    Fields: ``shape = (out, in)``, ``ptr`` int32 ``[out + 1]``, ``col`` int16 ``[nblk]``, ``val`` int8
+    ``[nblk * 4]`` in ``[-127, 127]``, ``scale`` float32 ``[out]`` (finite, >= 0). Construction validates
+    everything (dtypes, sizes, pointers, block columns in range and strictly increasing per row, value range,
+    zero padding columns, scales) and raises ``TypeError`` / :class:`~sparsekit.formats.KernelInputError`.
+    Immutable by convention.
+    """
+
+    kind: ClassVar[str] = "int8-b4"
+    shape: tuple[int, int]
+    ptr: torch.Tensor
+    col: torch.Tensor
+    val: torch.Tensor
+    scale: torch.Tensor
+
+    def __post_init__(self) -> None:
+        op = type(self).__name__
+        object.__setattr__(self, "shape", check_shape(self.shape, KernelInputError, op))
+        out, inp = self.shape
+        if inp > MAX_IN_FEATURES:
+            raise KernelInputError(f"{op}: in_features {inp} > {MAX_IN_FEATURES} (int32 accumulators could overflow)")
+        check_vector(op, "ptr", self.ptr, (torch.int32,), out + 1)
+        check_vector(op, "col", self.col, (torch.int16,))
+        nblk = self.col.numel()
+        check_vector(op, "val", self.val, (torch.int8,), nblk * BLOCK)
+        check_vector(op, "scale", self.scale, (torch.float32,), out)
+        for name, t in self.tensors().items():
+            if t.device.type != "cpu":
+                raise KernelInputError(f"{op}: {name} must be on the CPU, got {t.device}")
+        p = check_row_ptr(self.ptr, nblk, ptr_name="ptr", count_what="the number of blocks", error=KernelInputError,
+                          where=op)
+        check_row_indices(p, self.col, ncols=self.nkb, idx_name="col", index_word="block column",
+                          error=KernelInputError, where=op)
+        check_finite(self.scale, "scale", KernelInputError, op)
+        if out and bool((self.scale < 0).any()):
+            raise KernelInputError(f"{op}: scale must be >= 0 (symmetric quantisation)")
+        if nblk and bool((self.val == -128).any()):
+            bad = int(torch.nonzero(self.val == -128)[0, 0])
+            raise KernelInputError(f"{op}: val[{bad}] is -128; int8 values must be in [-127, 127]")
+        if nblk and inp % BLOCK:  # the padding columns of the last block column must be zero
+            last = (self.col.to(torch.int64) == self.nkb - 1)
+            if bool(self.val.view(nblk, BLOCK)[last][:, inp % BLOCK:].any()):
+                raise KernelInputError(f"{op}: values stored for padding columns >= in_features ({inp})")
+
+    # --- derived -------------------------------------------------------------------------------
+    @property
+    def out_features(self) -> int:
+        return self.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        return self.shape[1]
+
+    @property
+    def nkb(self) -> int:
+        """Block columns: ``ceil(in / 4)``."""
+        return -(-self.shape[1] // BLOCK)
+
+    @property
+    def nblocks(self) -> int:
+        """Stored 1x4 blocks."""
+        return self.col.numel()
+
+    @property
+    def nnz(self) -> int:
+        """Stored non-zero int8 weights."""
+        return int(self.val.count_nonzero())
+
+    @property
+    def block_density(self) -> float:
+        """Stored blocks / all ``out * ceil(in / 4)`` blocks."""
+        return density_of(self.nblocks, (self.shape[0], self.nkb))
+
+    @property
+    def density(self) -> float:
+        return density_of(self.nnz, self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return nbytes_of(self.tensors().values())
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"ptr": self.ptr, "col": self.col, "val": self.val, "scale": self.scale}
+
+    def to_int8(self) -> torch.Tensor:
+        """The quantised weight ``q`` as a dense int8 ``[out, in]`` tensor."""
+        return reference.int8_b4_to_dense(self.ptr, self.col, self.val, self.shape[1], self.shape[0])
+
+    def to_dense(self) -> torch.Tensor:
+        """The dequantised weight ``scale[:, None] * q`` as a float32 ``[out, in]`` tensor."""
+        return self.scale[:, None] * self.to_int8().to(torch.float32)
+
+    def __repr__(self) -> str:
+        out, inp = self.shape
+        return (f"{type(self).__name__}(shape=({out}, {inp}), nblocks={self.nblocks}, "
+                f"block_density={self.block_density:.3f}, nbytes={self.nbytes})")
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8 quantisation of a float ``weight [out, in]``: ``(q int8 [out, in], scale float32
+    [out])`` with ``scale = max|W[o, :]| / 127`` and ``q = clamp(round_half_even(W / scale), -127, 127)``
+    (``q = 0`` and ``scale = 0`` for an all-zero row)."""
+    w = weight.to(torch.float32)
+    amax = w.abs().amax(dim=1) if w.shape[1] else w.new_zeros(w.shape[0])
+    scale = amax / 127
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(w / safe[:, None]).clamp_(-127, 127)
+    q = torch.where((scale > 0)[:, None], q, torch.zeros_like(q))
+    return q.to(torch.int8), scale
+
+
+def pack_cpu_int8_b4(weight: Any) -> CpuInt8B4Weight:
+    """Quantise and pack a weight once for :func:`sparsekit.kernels.cpu_int8.int8_b4_linear`.
+
+    Args:
+        weight: a dense ``[out, in]`` float32 / bfloat16 / float16 tensor (on any device; packed on the CPU),
+            finite, ``in <= MAX_IN_FEATURES``.
+    Returns:
+        a :class:`CpuInt8B4Weight`: per-row scales, and the 1x4 blocks holding any non-zero fp32 weight
+        (module docstring). Raises ``TypeError`` / :class:`~sparsekit.formats.KernelInputError` for bad input.
+    """
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"pack_cpu_int8_b4 expects a dense weight tensor, got {type(weight).__name__}")
+    if not weight.is_floating_point() or weight.dim() != 2 or weight.layout != torch.strided:
+        raise TypeError(f"pack_cpu_int8_b4 expects a dense floating-point [out, in] tensor, got "
+                        f"{weight.dtype} {list(weight.shape)} ({weight.layout})")
+    out, inp = weight.shape
+    if inp > MAX_IN_FEATURES:
+        raise KernelInputError(f"pack_cpu_int8_b4: in_features {inp} > {MAX_IN_FEATURES}")
+    w = weight.detach().to("cpu", torch.float32)
+    check_finite(w, "weight", KernelInputError, "pack_cpu_int8_b4")
+    q, scale = quantize_rows(w)
+    nkb = -(-inp // BLOCK)
+    pad = nkb * BLOCK - inp
+    wp = torch.nn.functional.pad(w, (0, pad)).view(out, nkb, BLOCK)
+    qp = torch.nn.functional.pad(q, (0, pad)).view(out, nkb, BLOCK)
+    keep = (wp != 0).any(dim=2)  # [out, nkb]; row-major nonzero order = rows, then increasing block column
+    rows, cols = torch.nonzero(keep, as_tuple=True)
+    ptr = torch.zeros(out + 1, dtype=torch.int64)
+    if rows.numel():
+        torch.cumsum(torch.bincount(rows, minlength=out), dim=0, out=ptr[1:])
+    return CpuInt8B4Weight(shape=(out, inp), ptr=ptr.to(torch.int32), col=cols.to(torch.int16).contiguous(),
+                           val=qp[rows, cols].reshape(-1).contiguous(), scale=scale.contiguous())
