@@ -20,6 +20,9 @@ from torch import nn
 from sparsekit.backends import Backend, LayerSpec, choose, registry
 from sparsekit.timing import measure
 
+#: compile's precisions: fp32 (exact up to rounding) and int8 (int8 weights and activations in the Linears).
+PRECISIONS = ("fp32", "int8")
+
 
 @dataclass
 class LayerChoice:
@@ -45,10 +48,12 @@ class CompileReport:
     threads: int
     runtime: str = "modules"
     runtime_why: str = ""
+    precision: str = "fp32"
 
     def to_json(self) -> dict:
         return {"tokens": self.tokens, "threads": self.threads, "runtime": self.runtime,
-                "runtime_why": self.runtime_why, "layers": [asdict(c) for c in self.layers]}
+                "runtime_why": self.runtime_why, "precision": self.precision,
+                "layers": [asdict(c) for c in self.layers]}
 
     def table(self):
         from rich.table import Table
@@ -164,7 +169,8 @@ def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, war
 @torch.no_grad()
 def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None = None, min_gain: float = 1.03,
             warmup: int = 3, repeats: int = 15, verbose: bool = True, force: str | None = None,
-            fused: bool = True, plan: dict | None = None, retime: bool = False) -> CompileReport:
+            fused: bool = True, plan: dict | None = None, retime: bool = False,
+            precision: str = "fp32") -> CompileReport:
     """Make ``model`` (in place) run every encoder matrix on the fastest backend measured here.
 
     A compacted model (``sparsekit.load`` of an exported artifact) on the CPU gets sparsekit's fused encoder
@@ -178,6 +184,10 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     force: a backend name to run every layer on that it can run, whatever the timings say (for tests and
         debugging; it is still timed against dense for the report, and layers it cannot run stay dense).
     fused: False keeps a compacted model's module tree too (Linears swapped), e.g. to compare the two.
+    precision: ``fp32`` (default: results equal the model's within rounding) or ``int8``: the int8 1x4-block
+        kernel (``int8-b4-cpu``: int8 weights per output row, activations quantised per token) joins the
+        candidates of every matrix, and wins where it is measured fastest; attention, softmax and LayerNorm stay
+        fp32. ``backends`` given explicitly are used as given.
     plan: a saved compile plan (sparsekit.runtime.plan; default: the loaded artifact's ``model.compile_plan``),
         reused without timing when it was measured on this CPU, ISA and thread count for this model; otherwise
         re-measured with a warning saying why. retime: always measure.
@@ -185,7 +195,14 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     """
     from sparsekit.runtime import unsupported_reason
 
-    backends = backends or registry.default_backends()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if backends is None:
+        backends = registry.default_backends()
+        if precision == "int8":
+            from sparsekit.backends import CpuInt8B4Backend
+
+            backends = [*backends, CpuInt8B4Backend()]
     if not any(b.name == "dense" for b in backends):
         raise ValueError("the backends must include 'dense', the fallback every layer can use")
     if force is not None and not any(b.name == force for b in backends):
@@ -194,9 +211,13 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     why_not_fused = unsupported_reason(model) if fused else "fused=False"
     if why_not_fused is None:
         plan = None if retime else (plan if plan is not None else getattr(model, "compile_plan", None))
+        if plan is not None and plan.get("precision", "fp32") != precision:
+            warnings.warn(f"sparsekit.compile: the saved plan is for precision {plan.get('precision', 'fp32')}, "
+                          f"this compile asks for {precision}; re-measuring", RuntimeWarning, stacklevel=2)
+            plan = None
         choices, source = _compile_fused(model, candidates, tokens, warmup, repeats, min_gain, force, plan)
         report = CompileReport(choices, tokens, torch.get_num_threads(), "fused",
-                               f"sparsekit fused encoder (sparsekit.runtime); backends: {source}")
+                               f"sparsekit fused encoder (sparsekit.runtime); backends: {source}", precision)
         if verbose:
             from rich.console import Console
 
@@ -214,7 +235,7 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
         choice, built = _choose_matrix(name, weight, bias, candidates, tokens, warmup, repeats, min_gain, force)
         _swap(model, name, module, built, choice.backend)
         choices.append(choice)
-    report = CompileReport(choices, tokens, torch.get_num_threads(), "modules", why_not_fused)
+    report = CompileReport(choices, tokens, torch.get_num_threads(), "modules", why_not_fused, precision)
     if verbose:
         from rich.console import Console
 

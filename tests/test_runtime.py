@@ -342,3 +342,60 @@ def test_compile_plan_saved_and_reused(tiny_model_dir, tmp_path):
     (path / PLAN_FILE).write_text('{"format_version": 1, "machine": {}, "tokens": 8, "matrices": {"x": {}}}')
     with pytest.warns(RuntimeWarning, match="not a usable compile plan"):
         assert load(path).compile_plan is None
+
+
+# --------------------------------------------------------------------------------------------------- int8
+def _block_masked(w: torch.Tensor, density: float, gen) -> torch.Tensor:
+    """``w`` with random 1x4 blocks (along the input) kept at ``density``."""
+    keep = torch.rand(w.shape[0], -(-w.shape[1] // 4), generator=gen) < density
+    return w * keep.repeat_interleave(4, dim=1)[:, :w.shape[1]]
+
+
+def test_int8_matrix_in_the_fused_layer_matches_reference():
+    """An int8 qkv (its input is the layer input, identical on both sides, so the int32 sums are exact) inside a
+    layer whose other matrices are fp32: kernel == reference up to float rounding, on every int8 path here."""
+    from sparsekit.kernels import cpu_int8
+
+    gen = torch.Generator().manual_seed(8)
+    lw = _layer(gen, 32, 2, 8, 8, 48, 1.0)
+    lw.matrices["qkv"] = (_block_masked(lw.matrices["qkv"][0], 0.3, gen), lw.matrices["qkv"][1])
+    enc = FusedEncoder([lw], [{"qkv": "int8-b4-cpu", "attn_out": "dense", "ffn_in": "csr-cpu", "ffn_out": "dense"}])
+    cu = _cu([5, 1, 9])
+    x = torch.randn(15, 32, generator=gen)
+    want = reference.encoder_layers(x, cu, enc._tensors, enc._meta, enc._scalars)
+    for isa in cpu_int8.supported_int8_isas():
+        with cpu_int8.force_int8_isa(isa):
+            torch.testing.assert_close(enc(x, cu), want, rtol=0, atol=5e-5)
+
+
+def test_compile_int8_precision(tiny_model_dir, tmp_path):
+    """precision="int8" on a 1x4-block model: int8 matrices where forced, logits within the int8 quantisation
+    error of fp32, the precision recorded in the report and the plan (an fp32 compile does not reuse it)."""
+    from conftest import random_sparse_classifier
+    from sparsekit.export.artifact import export, load
+    from sparsekit.models import load_tokenizer, prunable_matrices
+    from sparsekit.runtime.plan import save_plan
+
+    gen = torch.Generator().manual_seed(9)
+    model = random_sparse_classifier(tiny_model_dir, 1.0)
+    with torch.no_grad():
+        for m in prunable_matrices(model):
+            w = model.get_submodule(m.name).weight
+            w.copy_(_block_masked(w, 0.25, gen))
+    path = tmp_path / "art"
+    export((model, load_tokenizer(tiny_model_dir)), path)
+    art = load(path)
+    ids = torch.randint(5, 40, (3, 9), generator=gen)
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    report = sk_compile(art, tokens=16, repeats=2, warmup=1, verbose=False, precision="int8", force="int8-b4-cpu")
+    assert report.precision == "int8" and "int8-b4-cpu" in {c.backend for c in report.layers}
+    with torch.no_grad():
+        got = art(input_ids=ids).logits
+    assert float((got - want).abs().max()) < 0.05 * float(want.abs().max()) + 0.02  # int8 error, not a mismatch
+    save_plan(report, path)
+    with pytest.warns(RuntimeWarning, match="precision"):
+        fp32 = sk_compile(load(path), tokens=16, repeats=2, warmup=1, verbose=False)
+    assert "int8-b4-cpu" not in {c.backend for c in fp32.layers}
+    with pytest.raises(ValueError, match="precision"):
+        sk_compile(load(path), precision="fp16", verbose=False)

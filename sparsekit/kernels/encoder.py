@@ -18,7 +18,9 @@ arguments, layout in ``encoder_binding.cpp``)::
     h   = LayerNorm1(ctx @ Wo.T + bo + x)      # residual in the Linear's epilogue
     y   = LayerNorm2(act(h @ Wi.T + bi) @ Wf.T + bf + h)      # activation in FFN-in's epilogue
 
-Each matrix is dense (BLAS through ATen) or a packed sparse weight (:mod:`sparsekit.kernels.cpu_layout`). The
+Each matrix is dense (BLAS through ATen), a packed sparse weight (:mod:`sparsekit.kernels.cpu_layout`) or an int8
+weight in 1x4 blocks (:mod:`sparsekit.kernels.cpu_int8_layout`: activations quantised per token, int32 sums, the
+epilogue applied after dequantising; ISA path from :func:`sparsekit.kernels.cpu_int8.int8_isa`). The
 pure-torch references are :func:`sparsekit.kernels.reference.encoder_layers` / ``packed_attention``; they are
 also the fallback when the extension is not built. Inference only (no autograd formula).
 """
@@ -32,12 +34,15 @@ from sparsekit.formats.validate import KernelInputError
 from sparsekit.kernels import reference
 from sparsekit.kernels.cpu import _EXT, _plain_eager, _resolve_isa, _warn_unavailable
 
-__all__ = ["ACTIVATIONS", "LAYER_META", "LAYER_SCALARS", "LAYER_TENSORS", "encoder_layers", "packed_attention"]
+__all__ = ["ACTIVATIONS", "DENSE", "INT8", "LAYER_META", "LAYER_SCALARS", "LAYER_TENSORS", "MATRIX_TENSORS", "SPARSE",
+           "encoder_layers", "packed_attention"]
 
 #: The activations the fused FFN-in epilogue computes, by ``config.hidden_act`` name -> the op's code.
 ACTIVATIONS = {"gelu": 1, "gelu_new": 2, "gelu_pytorch_tanh": 2, "gelu_fast": 2, "relu": 3}
-#: Per layer: tensors, ints and floats of ``encoder_layers`` (encoder_binding.cpp).
-LAYER_TENSORS, LAYER_META, LAYER_SCALARS = 20, 24, 3
+#: Per layer: tensors, ints and floats of ``encoder_layers`` (encoder_binding.cpp); tensors per matrix.
+LAYER_TENSORS, LAYER_META, LAYER_SCALARS, MATRIX_TENSORS = 24, 24, 3, 5
+#: The op's matrix kinds: dense fp32 (BLAS), packed sparse fp32 (spmm_cpu.h), int8 1x4 blocks (spmm_cpu_int8.h).
+DENSE, SPARSE, INT8 = 0, 1, 2
 
 
 def _check_packed_tokens(op: str, x: Any, cu_seqlens: Any, width: int | None = None) -> None:
@@ -102,7 +107,17 @@ def _run(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torch.Tensor],
     if ext is None:
         _warn_unavailable()
         return reference.encoder_layers(x, cu_seqlens, tensors, meta, scalars)
-    return ext.encoder_layers(x, cu_seqlens, tensors, meta, scalars, _resolve_isa())
+    return ext.encoder_layers(x, cu_seqlens, tensors, meta, scalars, _resolve_isa(), _int8_isa(meta))
+
+
+def _int8_isa(meta: list[int]) -> str:
+    """The int8 ISA path (only resolved when a matrix is int8: it loads the int8 extension's CPU checks)."""
+    kinds = [meta[i] for layer in range(0, len(meta), LAYER_META) for i in range(layer + 4, layer + 24, 5)]
+    if INT8 not in kinds:
+        return "scalar"
+    from sparsekit.kernels import cpu_int8
+
+    return cpu_int8.int8_isa() if cpu_int8.available() else "scalar"
 
 
 def encoder_layers(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torch.Tensor], meta: list[int],

@@ -146,11 +146,15 @@ def packed_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, heads: int, dq
 
 
 def _fused_matrix(t: list[torch.Tensor], m: list[int], k: int, x: torch.Tensor) -> torch.Tensor:
-    """Matrix ``k`` of one fused layer (tensors ``t``, ints ``m``) applied to ``x``: dense or packed."""
+    """Matrix ``k`` of one fused layer (tensors ``t``, ints ``m``) applied to ``x``: dense, packed or int8."""
+    from sparsekit.kernels.encoder import DENSE, INT8, MATRIX_TENSORS
+
     kind, n_in, n_out, rows, chunk = m[4 + 5 * k:9 + 5 * k]
-    mt = t[4 * k:4 * k + 4]
-    if kind == 0:
+    mt = t[MATRIX_TENSORS * k:MATRIX_TENSORS * (k + 1)]
+    if kind == DENSE:
         return _linear(x, mt[0], mt[1])
+    if kind == INT8:
+        return int8_b4_linear(x, mt[0], mt[1], mt[2], mt[4], n_in, n_out, mt[3])
     return bsr_linear(x, mt[0], mt[1], mt[2], n_in, n_out, rows, chunk, mt[3])
 
 
@@ -171,10 +175,11 @@ def encoder_layers(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torc
         s = scalars[LAYER_SCALARS * layer:LAYER_SCALARS * (layer + 1)]
         heads, dq, dv, act = m[:4]
 
+        ln = t[-4:]
         ctx = packed_attention(_fused_matrix(t, m, 0, x), cu_seqlens, heads, dq, dv, s[0])
-        h = torch.nn.functional.layer_norm(_fused_matrix(t, m, 1, ctx) + x, (hidden,), t[16], t[17], s[1])
+        h = torch.nn.functional.layer_norm(_fused_matrix(t, m, 1, ctx) + x, (hidden,), ln[0], ln[1], s[1])
         u = _ACTIVATION_FNS[act](_fused_matrix(t, m, 2, h))
-        x = torch.nn.functional.layer_norm(_fused_matrix(t, m, 3, u) + h, (hidden,), t[18], t[19], s[2])
+        x = torch.nn.functional.layer_norm(_fused_matrix(t, m, 3, u) + h, (hidden,), ln[2], ln[3], s[2])
     return x
 
 # ---------------------------------------------------------------------------------------------------------------

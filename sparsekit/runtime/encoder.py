@@ -25,7 +25,8 @@ from sparsekit.runtime import packing
 #: The matrices of one fused layer, in the op's order.
 MATRICES = ("qkv", "attn_out", "ffn_in", "ffn_out")
 #: Backends the fused layer can run a matrix on (names of sparsekit.backends), and the op's matrix kind of each.
-RUNTIME_BACKENDS = {"dense": 0, "csr-cpu": 1, "bsr-cpu": 1}
+RUNTIME_BACKENDS = {"dense": encoder_ops.DENSE, "csr-cpu": encoder_ops.SPARSE, "bsr-cpu": encoder_ops.SPARSE,
+                    "int8-b4-cpu": encoder_ops.INT8}
 
 
 @dataclass
@@ -92,12 +93,19 @@ def layer_weights(layer: nn.Module, activation: str) -> LayerWeights:
 
 
 def _packed_matrix(weight: torch.Tensor, bias: torch.Tensor, backend: str) -> tuple[list[torch.Tensor], list[int]]:
-    """The op's four tensors and five ints (kind, in, out, group_rows, chunk) of one matrix on ``backend``."""
+    """The op's five tensors and five ints (kind, in, out, group_rows, chunk) of one matrix on ``backend``."""
     out, inp = weight.shape
+    kind = RUNTIME_BACKENDS[backend]
     if backend == "dense":
-        return [weight, bias, torch.empty(0), torch.empty(0)], [0, inp, out, 1, 1]
+        return [weight, bias, torch.empty(0), torch.empty(0), torch.empty(0)], [kind, inp, out, 1, 1]
+    if backend == "int8-b4-cpu":
+        from sparsekit.kernels.cpu_int8_layout import pack_cpu_int8_b4
+
+        q = pack_cpu_int8_b4(weight)
+        return [q.ptr, q.col, q.val, bias, q.scale], [kind, inp, out, 1, 1]
     packed = pack_cpu_csr(weight) if backend == "csr-cpu" else pack_cpu_bsr(weight, block=(4, 1))
-    return [packed.ptr, packed.col, packed.val, bias], [1, inp, out, packed.group_rows, packed.chunk]
+    return [packed.ptr, packed.col, packed.val, bias, torch.empty(0)], [kind, inp, out, packed.group_rows,
+                                                                         packed.chunk]
 
 
 class FusedEncoder(nn.Module):

@@ -37,6 +37,7 @@ def plan_of(report) -> dict:
         raise ValueError(f"only a fused-runtime compile can be saved as a plan (this one: {report.runtime}, "
                          f"{report.runtime_why})")
     return {"format_version": PLAN_VERSION, "machine": plan_machine(), "tokens": report.tokens,
+            "precision": report.precision,
             "matrices": {c.name: {"shape": list(c.shape), "density": c.density, "backend": c.backend,
                                   "speedup": c.speedup} for c in report.layers}}
 
