@@ -56,15 +56,17 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def masked_bert_base(sparsity: float, seed: int = 0):
-    """Random BERT-base classifier (2 labels) with a random ``sparsity`` fraction of every encoder matrix zeroed."""
+def masked_bert_base(sparsity: float, seed: int = 0, block: int = 1):
+    """Random BERT-base classifier (2 labels) with a random ``sparsity`` fraction of every encoder matrix zeroed,
+    in 1 x ``block`` blocks along the input (1: unstructured)."""
     torch.manual_seed(seed)
     model = load_classifier("random:bert-base", 2).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in prunable_matrices(model):
             w = model.get_submodule(m.name).weight
-            w.mul_(torch.rand(w.shape, generator=g) >= sparsity)
+            keep = torch.rand(w.shape[0], w.shape[1] // block, generator=g) >= sparsity
+            w.mul_(keep.repeat_interleave(block, dim=1))
     return model
 
 
@@ -102,28 +104,35 @@ def linear_share(report, forward_ms: float) -> dict:
             "outside_share": 1 - linear_ms / forward_ms, "matrices": len(report.layers)}
 
 
-def compile_for(model, tokens: int, args, fused: bool = True):
+def compile_for(model, tokens: int, args, fused: bool = True, precision: str = "fp32"):
     return sk_compile(model, tokens=tokens, repeats=args.compile_repeats, warmup=2, verbose=False, fused=fused,
-                      retime=True)
+                      retime=True, precision=precision)
 
 
 def bench_bert(args) -> dict:
     log("building BERT-base models")
     dense = masked_bert_base(0.0)
     engines, missing, ort_model = dense_engines(dense, args)
-    fused, modules = {}, {}
+    fused, modules, blocked = {}, {}, {}
     for s in args.sparsities:
         c, _ = compact(masked_bert_base(s) if s else dense)
         fused[s] = c.eval()
         if s in MODULES_AT:
             modules[s] = copy.deepcopy(fused[s])
-    rows, profiles = [], []
+    for s in args.int8_sparsities:  # 1x4-block masks: fp32 and int8 compiles of the same model
+        c, _ = compact(masked_bert_base(s, block=4))
+        blocked[s] = {"fp32": c.eval(), "int8": copy.deepcopy(c).eval()}
+    rows, profiles, int8_rows = [], [], []
     for batch, seq in args.shapes:
         tokens = batch * seq
         log(f"compiling for {batch}x{seq}")
         reports = {s: compile_for(m, tokens, args) for s, m in fused.items()}
         mod_reports = {s: compile_for(m, tokens, args, fused=False) for s, m in modules.items()}
+        block_reports = {(s, p): compile_for(m, tokens, args, precision=p) for s, pair in blocked.items()
+                         for p, m in pair.items()}
         variants = dict(engines)
+        variants |= {f"b4-{p}-{int(100 * s)}": (lambda x, m=m: m(**x).logits) for s, pair in blocked.items()
+                     for p, m in pair.items()}
         variants |= {f"sparsekit-{int(100 * s)}": (lambda x, m=m: m(**x).logits) for s, m in fused.items()}
         variants |= {f"modules-{int(100 * s)}": (lambda x, m=m: m(**x).logits) for s, m in modules.items()}
         log(f"timing {batch}x{seq}: {', '.join(variants)}")
@@ -147,9 +156,17 @@ def bench_bert(args) -> dict:
             rows.append(row)
             log(f"  {int(100 * s):>3}%: {ms:8.2f} ms  {row['vs_eager']:.2f}x eager, {row['vs_fastest_dense']:.2f}x "
                 f"{fastest_name}" + (f"; modules {row['modules_ms']:.2f} ms" if "modules_ms" in row else ""))
+        for s in blocked:
+            for p in ("fp32", "int8"):
+                ms = t[f"b4-{p}-{int(100 * s)}"]["median_ms"]
+                int8_rows.append({"model": "bert-base, 1x4-block masks", "sparsity": s, "precision": p, "batch": batch,
+                                  "seq": seq, "sparsekit_ms": ms, "vs_eager": eager / ms,
+                                  "vs_fastest_dense": fastest / ms, "fastest_dense": fastest_name,
+                                  "backends": _counts(block_reports[(s, p)])})
+                log(f"  1x4 blocks {int(100 * s)}% {p}: {ms:8.2f} ms  {eager / ms:.2f}x eager")
     if ort_model is not None:
         ort_model.close()
-    return {"rows": rows, "profiles": profiles, "dense_missing": missing}
+    return {"rows": rows, "profiles": profiles, "int8_rows": int8_rows, "dense_missing": missing}
 
 
 def _counts(report) -> dict:
@@ -169,13 +186,15 @@ def bench_minilm(args) -> dict:
     masked = load_pruned(run).model.eval()
     engines, missing, ort_model = dense_engines(masked, args)
     artifact = load(run / "artifact")
-    modules_art = copy.deepcopy(artifact)
+    modules_art, int8_art = copy.deepcopy(artifact), copy.deepcopy(artifact)
     rows = []
     for batch, seq in args.shapes:
         report = compile_for(artifact, batch * seq, args)
         compile_for(modules_art, batch * seq, args, fused=False)
+        int8_report = compile_for(int8_art, batch * seq, args, precision="int8")
         variants = dict(engines) | {"sparsekit": lambda x: artifact(**x).logits,
-                                    "modules": lambda x: modules_art(**x).logits}
+                                    "modules": lambda x: modules_art(**x).logits,
+                                    "sparsekit-int8": lambda x: int8_art(**x).logits}
         t = timed(variants, args, batch, seq)
         eager = t["eager"]["median_ms"]
         fastest_name = min(engines, key=lambda n: t[n]["median_ms"])
@@ -183,7 +202,8 @@ def bench_minilm(args) -> dict:
                      "modules_ms": t["modules"]["median_ms"], "dense_ms": {n: t[n]["median_ms"] for n in engines},
                      "vs_eager": eager / t["sparsekit"]["median_ms"],
                      "vs_fastest_dense": t[fastest_name]["median_ms"] / t["sparsekit"]["median_ms"],
-                     "fastest_dense": fastest_name, "backends": _counts(report)})
+                     "fastest_dense": fastest_name, "backends": _counts(report),
+                     "int8_ms": t["sparsekit-int8"]["median_ms"], "int8_backends": _counts(int8_report)})
         log(f"minilm {batch}x{seq}: sparsekit {rows[-1]['sparsekit_ms']:.2f} ms, {rows[-1]['vs_eager']:.2f}x eager")
     if ort_model is not None:
         ort_model.close()
@@ -262,14 +282,23 @@ def markdown(result: dict) -> str:
                 q = p[name]
                 lines.append(f"| {int(100 * p['sparsity'])}% | {name} | {q['forward_ms']:.2f} | {q['linears_ms']:.2f} "
                              f"| {100 * q['linear_share']:.0f}% | {100 * q['outside_share']:.0f}% |")
+    if bert.get("int8_rows"):
+        lines += ["", "## INT8 + sparsity: BERT-base with 1x4-block masks (issue 16)", "",
+                  "| shape | sparsity | precision | sparsekit ms | vs eager fp32 | vs fastest dense fp32 | backends |",
+                  "|---|---:|---|---:|---:|---:|---|"]
+        for r in bert["int8_rows"]:
+            lines.append(f"| {r['batch']}x{r['seq']} | {int(100 * r['sparsity'])}% | {r['precision']} | "
+                         f"{r['sparsekit_ms']:.2f} | {r['vs_eager']:.2f}x | {r['vs_fastest_dense']:.2f}x "
+                         f"({r['fastest_dense']}) | {', '.join(f'{k} {v}' for k, v in r['backends'].items())} |")
     mini = result.get("minilm") or {}
     if mini.get("rows"):
         lines += ["", f"## MiniLM main-job artifact ({mini['run']})", "",
-                  "| shape | sparsekit ms | vs eager (masked dense) | vs fastest dense | modules runtime ms |",
-                  "|---|---:|---:|---:|---:|"]
+                  "| shape | sparsekit ms | vs eager (masked dense) | vs fastest dense | modules ms | int8 ms |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for r in mini["rows"]:
             lines.append(f"| {r['batch']}x{r['seq']} | {r['sparsekit_ms']:.2f} | {r['vs_eager']:.2f}x | "
-                         f"{r['vs_fastest_dense']:.2f}x ({r['fastest_dense']}) | {r['modules_ms']:.2f} |")
+                         f"{r['vs_fastest_dense']:.2f}x ({r['fastest_dense']}) | {r['modules_ms']:.2f} | "
+                         f"{r['int8_ms']:.2f} |")
     elif mini.get("skipped"):
         lines += ["", f"MiniLM: {mini['skipped']}"]
     tr = result.get("traffic") or {}
@@ -301,6 +330,12 @@ def markdown(result: dict) -> str:
         lines.append(f"- 0-50% sparsity: slowest ratio vs eager dense {worst['vs_eager']:.2f}x "
                      f"({int(100 * worst['sparsity'])}% {worst['batch']}x{worst['seq']}; target >= 0.98x): "
                      f"{'met' if worst['vs_eager'] >= 0.98 else 'MISSED'}")
+    for r in bert.get("int8_rows", []):
+        if r["precision"] == "int8" and r["sparsity"] == 0.9 and (r["batch"], r["seq"]) == (1, 128):
+            met = r["vs_eager"] >= 8 and r["vs_fastest_dense"] >= 6
+            lines.append(f"- issue 16, int8 1x4 blocks 90% 1x128: {r['vs_eager']:.2f}x eager fp32 (target 8x), "
+                         f"{r['vs_fastest_dense']:.2f}x the fastest dense fp32 engine (target 6x): "
+                         f"{'met' if met else 'MISSED'}")
     if "batch_1" in tr:
         sp = tr["batch_1"]["speedup"]
         lines.append(f"- SST-2 dev at batch 1 through Predictor: {sp:.2f}x the dense sentences/s (target 3x): "
@@ -335,6 +370,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sparsities", type=float, nargs="+", default=list(SPARSITIES))
+    p.add_argument("--int8-sparsities", type=float, nargs="*", default=[0.9, 0.95],
+                   help="BERT-base with 1x4-block masks at these sparsities, compiled fp32 and int8")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
@@ -350,6 +387,7 @@ def main(argv=None) -> None:
     args.shapes = list(SHAPES)
     if args.quick:
         args.sparsities, args.shapes, args.repeats, args.rounds, args.min_seconds = [0.95], [(1, 128)], 3, 1, 0.0
+        args.int8_sparsities = [0.9]
     torch.set_num_threads(args.threads)
     try:
         import onnxruntime
