@@ -98,6 +98,8 @@ thread_local Buffer tl_attention;
 constexpr int64_t kRowGrain = 16;
 // Attention work items per thread to aim for (load balance), and the fewest query rows an item takes.
 constexpr int64_t kItemsPerThread = 4;
+// Query rows of one register block of the attention kernels (kRB of encoder_cpu_impl.inc, at most 6).
+constexpr int64_t kMaxQueryRows = 8;
 constexpr int64_t kMinQueryBlock = 16;
 
 }  // namespace
@@ -119,7 +121,7 @@ void packed_attention(const float* qkv, int64_t ldq, const int64_t* cu, int64_t 
   const int64_t nitems = first[nseq];
   if (nitems == 0) return;
   const int64_t lkp = (maxlen + ops.L - 1) / ops.L * ops.L;
-  const size_t scratch = static_cast<size_t>((a.dq + 4) * lkp);  // kt [dq][lkp] + S [4][lkp]
+  const size_t scratch = static_cast<size_t>((a.dq + kMaxQueryRows) * lkp);  // kt [dq][lkp] + S [rows][lkp]
   std::vector<char> failed(static_cast<size_t>(at::get_num_threads()) + 1, 0);
   at::parallel_for(0, nitems, 1, [&](int64_t b, int64_t e) {
     float* buf = tl_attention.get(scratch);
