@@ -24,7 +24,9 @@ import sys
 
 from setuptools import setup
 
-CPU_SOURCES = ["csrc/spmm_cpu/spmm_cpu.cpp", "csrc/spmm_cpu/spmm_cpu_binding.cpp"]
+# The fused encoder (encoder_*) runs int8 matrices too, so _C_cpu also compiles the int8 kernel (not its binding).
+CPU_SOURCES = ["csrc/spmm_cpu/spmm_cpu.cpp", "csrc/spmm_cpu/spmm_cpu_binding.cpp", "csrc/spmm_cpu/encoder_cpu.cpp",
+               "csrc/spmm_cpu/encoder_binding.cpp", "csrc/spmm_cpu_int8/spmm_cpu_int8.cpp"]
 CPU_INT8_SOURCES = ["csrc/spmm_cpu_int8/spmm_cpu_int8.cpp", "csrc/spmm_cpu_int8/spmm_cpu_int8_binding.cpp"]
 CUDA_SOURCES = ["csrc/spmm_cuda/spmm_cuda.cu", "csrc/spmm_cuda/spmm_cuda_binding.cpp"]
 
@@ -81,7 +83,7 @@ def _native_build():
 
     here = os.path.dirname(os.path.abspath(__file__))
     if not all(os.path.exists(os.path.join(here, s)) for s in CPU_SOURCES):
-        _say("C++ sources not found (csrc/spmm_cpu): building without the C++ kernels")
+        _say("C++ sources not found (csrc/spmm_cpu, csrc/spmm_cpu_int8): building without the C++ kernels")
         return [], {}
 
     def failed(what: str, exc: Exception) -> None:
@@ -106,14 +108,14 @@ def _native_build():
                 self.sparsekit_failed = [*getattr(self, "sparsekit_failed", []), ext.name]
                 failed(ext.name, exc)
 
-    def cpu_extension(name: str, sources: list[str], folder: str):
-        inc = os.path.join("csrc", folder)
+    def cpu_extension(name: str, sources: list[str], folders: list[str]):
+        incs = [os.path.join("csrc", folder) for folder in folders]
         return CppExtension(
             name=name,
             sources=sources,
-            include_dirs=[os.path.join(here, inc)],
+            include_dirs=[os.path.join(here, inc) for inc in incs],
             # the headers and the per-ISA kernel bodies (.inc): a change there must rebuild the module too
-            depends=sorted(os.path.join(inc, f) for f in os.listdir(os.path.join(here, inc))
+            depends=sorted(os.path.join(inc, f) for inc in incs for f in os.listdir(os.path.join(here, inc))
                            if f.endswith((".h", ".inc"))),
             # -O3, and no -march=native: the binary must run on any x86-64 CPU (see csrc/spmm_cpu/spmm_cpu.h).
             # -g0: no debug info (Python's default CFLAGS carry -g, which makes the module ~20x larger).
@@ -124,9 +126,9 @@ def _native_build():
             extra_link_args=[] if os.name == "nt" else ["-fopenmp"],
         )
 
-    cpu = [cpu_extension("sparsekit._C_cpu", CPU_SOURCES, "spmm_cpu")]
+    cpu = [cpu_extension("sparsekit._C_cpu", CPU_SOURCES, ["spmm_cpu", "spmm_cpu_int8"])]
     if all(os.path.exists(os.path.join(here, s)) for s in CPU_INT8_SOURCES):
-        cpu.append(cpu_extension("sparsekit._C_cpu_int8", CPU_INT8_SOURCES, "spmm_cpu_int8"))
+        cpu.append(cpu_extension("sparsekit._C_cpu_int8", CPU_INT8_SOURCES, ["spmm_cpu_int8"]))
     else:
         _say("INT8 C++ sources not found (csrc/spmm_cpu_int8): building without the INT8 kernels")
     try:

@@ -32,6 +32,13 @@ functions):
 
     python benchmarks/accuracy.py --keeps 0.1 0.03 --methods smp-s smp-struct abp lpaf kd-smp-s cap-smp-s
     python benchmarks/accuracy.py --keeps 0.1 0.03 --compare-structure
+
+Block pruning (issue 16): ``--block 1x4`` runs the pruning rows with ``PruneConfig.block`` (masks of 1x4 blocks, the
+int8 kernels' layout); their rows are named ``<method>-b1x4`` (directories ``<method>-b1x4-<keep>``), so the
+unstructured rows of the same work dir are reused, not overwritten, and ``--block 1x1 1x4`` puts both in one table
+(the cost of the block constraint at the same remaining fraction; the finetune row is shared):
+
+    python benchmarks/accuracy.py --keeps 0.1 --methods smp-s --block 1x1 1x4
 """
 from __future__ import annotations
 
@@ -48,7 +55,9 @@ import sparsekit
 from sparsekit.bench import accuracy as report
 from sparsekit.machine import machine_info
 from sparsekit.prune import PruneConfig, prune
+from sparsekit.prune.blocks import parse_block
 from sparsekit.prune.checkpoints import complete_checkpoints, run_record
+from sparsekit.prune.recipes import RECIPES
 from sparsekit.versions import library_versions
 
 METHODS = ("smp-s", "smp-l", "soft-movement", "movement", "magnitude")
@@ -77,7 +86,8 @@ CLOSENESS = {"sst2": {"accuracy": [("smp-s", 0.5, 0.005), ("smp-s", 0.1, 0.015)]
              "squad": {}}
 #: Orderings whose adjacent "A >= B" the report checks against the seed spread.
 CHAINS = [("smp-s", "movement", "magnitude"), ("smp-s", "smp-struct")] + [
-    (f"cap-{base}", f"kd-{base}") for base in ("smp-s", "movement", "soft-movement")]
+    (f"cap-{base}", f"kd-{base}") for base in ("smp-s", "movement", "soft-movement")] + [
+    (method, f"{method}-b1x4") for method in ("smp-s", "movement")]  # unstructured >= 1x4 blocks
 PRESETS = {
     "sst2-cpu": dict(task="sst2", full=False, keeps=[0.1, 0.03], methods=["smp-s", "smp-struct", "movement",
                                                                           "magnitude"]),
@@ -127,12 +137,24 @@ def budget_for(args) -> Budget:
                   args.max_length)
 
 
-def row_dir(work: Path, seed: int, method: str, keep: float) -> Path:
+def base_method(method: str) -> str:
+    """The sparsekit method a row runs: ``<base>`` for ``cap-<base>`` / ``kd-<base>``, else ``method``."""
+    return method.split("-", 1)[1] if method.startswith(("cap-", "kd-")) else method
+
+
+def row_name(method: str, block: str = "1x1") -> str:
+    """A row's name in the table and its directory: the method, with ``-b<block>`` for block pruning."""
+    block = parse_block(block)
+    return method if block.unstructured else f"{method}-b{block}"
+
+
+def row_dir(work: Path, seed: int, method: str, keep: float, block: str = "1x1") -> Path:
     """The run directory of one row (``work`` is ``<work-dir>/<task>-<budget>``)."""
-    return work / f"seed{seed}" / f"{method}-{keep:g}"
+    return work / f"seed{seed}" / f"{row_name(method, block)}-{keep:g}"
 
 
-def row_config(method: str, keep: float, seed: int, args, budget: Budget, work: Path) -> PruneConfig:
+def row_config(method: str, keep: float, seed: int, args, budget: Budget, work: Path,
+               block: str = "1x1") -> PruneConfig:
     """The PruneConfig of one row (without resume / overwrite, which depend on what its directory holds)."""
     base, extra = method, {}
     if method.startswith(("cap-", "kd-")):
@@ -145,8 +167,9 @@ def row_config(method: str, keep: float, seed: int, args, budget: Budget, work: 
         if prefix == "kd":
             extra.pop("cap")
     return PruneConfig(method=base, keep=keep, task=args.task, model=args.model,
-                       output_dir=str(row_dir(work, seed, method, keep)), seed=seed, data_dir=args.data_dir,
-                       save_every=args.save_every, progress=not args.quiet, **budget.settings(method), **extra)
+                       output_dir=str(row_dir(work, seed, method, keep, block)), seed=seed, data_dir=args.data_dir,
+                       save_every=args.save_every, progress=not args.quiet, block=str(parse_block(block)),
+                       **budget.settings(method), **extra)
 
 
 def _check_reusable(out: Path, config: PruneConfig) -> None:
@@ -159,9 +182,9 @@ def _check_reusable(out: Path, config: PruneConfig) -> None:
         raise SystemExit(f"{out} holds a finished run with other settings ({detail}); use another --work-dir")
 
 
-def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Path) -> dict:
+def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Path, block: str = "1x1") -> dict:
     """Run (or reuse, or resume) one row; its record for the report (see sparsekit.bench.accuracy)."""
-    config = row_config(method, keep, seed, args, budget, work)
+    config = row_config(method, keep, seed, args, budget, work, block)
     out = Path(config.output_dir)
     wall_file = out.parent / f"{out.name}.wall.json"
     if (out / "metrics.json").is_file():
@@ -187,7 +210,7 @@ def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Pat
         metrics.update({name: metrics[name] / 100 for name in TASKS[args.task] if name in metrics})
     recipe = json.loads((out / "recipe.json").read_text())
     wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {"wall_seconds": None, "sittings": None}
-    return {"method": method, "target_keep": keep if method != "finetune" else 1.0, "seed": seed,
+    return {"method": row_name(method, block), "target_keep": keep if method != "finetune" else 1.0, "seed": seed,
             "density": metrics["density"],
             "metrics": {name: metrics[name] for name in TASKS[args.task] if name in metrics},
             "train_seconds": metrics["train_seconds"], "wall_seconds": wall["wall_seconds"],
@@ -313,6 +336,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + NEW_METHODS)
+    parser.add_argument("--block", nargs="+", default=["1x1"],
+                        help="block shapes of the pruning rows: 1x1 (unstructured, rows named by the method) and/or "
+                             "e.g. 1x4 (rows named <method>-b1x4) [1x1]")
     parser.add_argument("--keeps", nargs="*", type=float, default=list(KEEPS),
                         help="remaining fractions of the pruning rows (none: the dense rows only)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/accuracy"),
@@ -333,6 +359,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.seed is not None:
         args.seeds = [args.seed]
+    try:
+        args.block = list(dict.fromkeys(str(parse_block(b)) for b in args.block))
+    except ValueError as exc:
+        parser.error(str(exc))
+    no_blocks = [m for m in args.methods if not RECIPES[base_method(m)].blocks]
+    if args.block != ["1x1"] and no_blocks:
+        parser.error(f"--block {' '.join(args.block)}: {', '.join(no_blocks)} cannot prune in blocks; drop them from "
+                     f"--methods")
     return args
 
 
@@ -354,8 +388,9 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in args.seeds:
         rows.append(run_row("finetune", 1.0, seed, args, budget, work))
         for keep in args.keeps:
-            for method in args.methods:
-                rows.append(run_row(method, keep, seed, args, budget, work))
+            for block in args.block:
+                for method in args.methods:
+                    rows.append(run_row(method, keep, seed, args, budget, work, block))
     result = build_result(rows, args, budget, time.time() - started)
     stem = args.name or f"accuracy_{args.task}_{budget.name}_seeds"
     (args.results_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")

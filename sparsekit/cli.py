@@ -71,6 +71,7 @@ def _run_prune(config, export_to: Path | None = None) -> None:
 
 def _print_summary(config, result, wall: float, extra: list[tuple[str, str]] = ()) -> None:
     from sparsekit.data.source import DataSource
+    from sparsekit.prune.report import describe_block
     from sparsekit.tasks import get_task_type
 
     m = result.metrics
@@ -78,7 +79,8 @@ def _print_summary(config, result, wall: float, extra: list[tuple[str, str]] = (
     table = Table(title="What sparsekit did", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("method", f"{config.method} (target {100 * m['target_keep']:.1f}% of encoder weights remaining)")
+    table.add_row("method", f"{config.method}, {describe_block(config.block)} (target {100 * m['target_keep']:.1f}% "
+                            f"of encoder weights remaining)")
     table.add_row("model / data", f"{config.model} / {_data_label(config)}")
     table.add_row("remaining weights", f"{100 * result.density:.2f}% of the prunable encoder matrices")
     for key, value in task_type.summary_metrics(m):
@@ -160,6 +162,9 @@ def evaluate(
     context_column: Optional[str] = typer.Option(None, help="QA: context column of --validation-file [the run's]."),
     answers_column: Optional[str] = typer.Option(None, help="QA: answers column of --validation-file [the run's]."),
     batch_size: int = typer.Option(128),
+    compile_model: bool = typer.Option(True, "--compile/--no-compile",
+                                       help="Run sparsekit.compile first (an artifact evaluates on the fused "
+                                            "runtime, reusing its saved plan)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Evaluate a saved pruning run or artifact on a GLUE dev set, a built-in task's split, or your own labelled
@@ -172,7 +177,7 @@ def evaluate(
     try:
         metrics, where = evaluate_saved(path, task=task, data_dir=data_dir, split=split,
                                         validation_file=validation_file, batch_size=batch_size, progress=True,
-                                        **columns)
+                                        compile=compile_model, **columns)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     if as_json:
@@ -201,7 +206,8 @@ def report(
     from sparsekit.export.report import render_export_table, summary_lines
     from sparsekit.models import prunable_matrices
     from sparsekit.prune import load_pruned
-    from sparsekit.prune.report import matrix_stats, render_table, to_json
+    from sparsekit.prune.blocks import parse_block
+    from sparsekit.prune.report import describe_block, matrix_stats, render_table, to_json
     from sparsekit.sources import ARTIFACT, directory_kind
 
     if directory_kind(path) == ARTIFACT:
@@ -221,10 +227,11 @@ def report(
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     stats = matrix_stats(prunable_matrices(pruned.model), pruned.masks)
+    block = pruned.recipe.get("block")  # absent in runs recorded before block pruning: unstructured
     if as_json:
-        print(json.dumps(to_json(stats), indent=2))
+        print(json.dumps(to_json(stats, parse_block(block or "1x1")), indent=2))
     else:
-        console.print(render_table(stats, title=f"{path} ({pruned.recipe.get('method')})"))
+        console.print(render_table(stats, title=f"{path} ({pruned.recipe.get('method')}, {describe_block(block)})"))
 
 
 class Format(str, Enum):
@@ -276,6 +283,33 @@ def export_cmd(
         console.print(line)
     task_type = json.loads((result.path / "manifest.json").read_text()).get("task_type")
     console.print(f"artifact: {result.path} ({task_type})")
+
+
+@app.command("compile")
+def compile_cmd(
+    path: Path = typer.Argument(..., help="An artifact directory (from `sparsekit export` or the main job)."),
+    tokens: int = typer.Option(128, min=1, help="Tokens (batch x length) of the deployment, timed per matrix."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads to measure with [torch's default]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a plan the artifact already has."),
+) -> None:
+    """Measure the fastest backend of every fused matrix on this machine and save the plan into the artifact
+    (compile_plan.json): `sparsekit.load` + `sparsekit.compile`, `serve` and `evaluate` then reuse it on the same
+    CPU, ISA and thread count instead of re-timing."""
+    import torch
+
+    from sparsekit.compiler import compile as compile_model
+    from sparsekit.export.artifact import load
+    from sparsekit.runtime.plan import save_plan
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        model = load(path)
+        report = compile_model(model, tokens=tokens, retime=True)
+        saved = save_plan(report, path, overwrite=overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        _fail(exc)
+    console.print(f"saved {saved} ({len(report.layers)} matrices, {report.tokens} tokens, {report.threads} threads)")
 
 
 @app.command()

@@ -1,6 +1,8 @@
-"""``sparsekit.compile(model)``: run every Linear of a pruned or exported model on the fastest backend.
+"""``sparsekit.compile(model)``: run every matrix of a pruned or exported model on the fastest backend.
 
-For each Linear (``nn.Linear`` or the exporter's ``FormatLinear``) the backends that can run it (see
+A compacted model on the CPU runs on sparsekit's fused encoder runtime (sparsekit.runtime) and its matrices are
+the fused layer's (Q, K and V stacked); any other model keeps its module tree. For each matrix (``nn.Linear``
+or the exporter's ``FormatLinear``) the backends that can run it (see
 ``sparsekit.backends``) are built and timed on this machine, for this layer's shape and the given token count,
 against dense ``F.linear``; ``sparsekit.backends.choose`` keeps the fastest. A backend must beat dense by
 ``min_gain`` to be chosen, so the compiled model is never slower than dense on a layer (up to timing noise).
@@ -9,6 +11,7 @@ speedup per layer.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -16,6 +19,9 @@ from torch import nn
 
 from sparsekit.backends import Backend, LayerSpec, choose, registry
 from sparsekit.timing import measure
+
+#: compile's precisions: fp32 (exact up to rounding) and int8 (int8 weights and activations in the Linears).
+PRECISIONS = ("fp32", "int8")
 
 
 @dataclass
@@ -34,17 +40,26 @@ class LayerChoice:
 
 @dataclass
 class CompileReport:
+    """What compile did. runtime: ``fused`` (sparsekit's encoder runtime; layers are its fused matrices,
+    ``layers.<i>.qkv`` ...) or ``modules`` (the model's own modules, each Linear swapped); runtime_why: why."""
+
     layers: list[LayerChoice]
     tokens: int
     threads: int
+    runtime: str = "modules"
+    runtime_why: str = ""
+    precision: str = "fp32"
 
     def to_json(self) -> dict:
-        return {"tokens": self.tokens, "threads": self.threads, "layers": [asdict(c) for c in self.layers]}
+        return {"tokens": self.tokens, "threads": self.threads, "runtime": self.runtime,
+                "runtime_why": self.runtime_why, "precision": self.precision,
+                "layers": [asdict(c) for c in self.layers]}
 
     def table(self):
         from rich.table import Table
 
-        table = Table(title=f"sparsekit.compile: {self.tokens} tokens, {self.threads} threads")
+        table = Table(title=f"sparsekit.compile: {self.tokens} tokens, {self.threads} threads, runtime "
+                            f"{self.runtime} ({self.runtime_why})")
         for col, justify in (("layer", "left"), ("shape", "left"), ("density", "right"), ("backend", "left"),
                              ("speedup", "right"), ("why", "left")):
             table.add_column(col, justify=justify)
@@ -109,23 +124,107 @@ def _swap(model: nn.Module, name: str, module: nn.Module, built: dict[str, nn.Mo
         _set(model, name, built["dense"])
 
 
+def _choose_matrix(name: str, weight: torch.Tensor, bias: torch.Tensor | None, candidates: list[Backend],
+                   tokens: int, warmup: int, repeats: int, min_gain: float,
+                   force: str | None) -> tuple[LayerChoice, dict[str, nn.Module]]:
+    """Build every candidate backend of one matrix, time them against dense and choose (see module docstring)."""
+    spec = LayerSpec.of(weight)
+    built, rejected = _build(candidates, spec, weight, bias)
+    timings = _time(built, spec, tokens, warmup, repeats)
+    best, speedup, why = choose(timings, rejected, min_gain, force)
+    return LayerChoice(name, tuple(weight.shape), spec.density, best, why, speedup, timings, rejected), built
+
+
+def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, warmup: int, repeats: int,
+                   min_gain: float, force: str | None, plan: dict | None) -> tuple[list[LayerChoice], str]:
+    """Install sparsekit's fused encoder (sparsekit.runtime) on a compacted model: per layer, the backend of each
+    fused matrix (Q, K and V stacked as one) measured here among the backends the fused layer runs, or taken from
+    ``plan`` when it matches this machine and model. Returns the choices and where they came from."""
+    from sparsekit.runtime import MATRICES, RUNTIME_BACKENDS, FusedEncoder, layer_weights
+    from sparsekit.runtime import plan as plans
+
+    fused_candidates = [b for b in candidates if b.name in RUNTIME_BACKENDS]
+    model.runtime = None
+    model.pad_layout()
+    layers = [layer_weights(layer, model.config.hidden_act) for layer in model.layers]
+    named = {f"layers.{i}.{m}": lw.matrices[m] for i, lw in enumerate(layers) for m in MATRICES}
+    why_retime = None if plan is None else plans.mismatch(plan, {n: tuple(w.shape) for n, (w, _) in named.items()})
+    if plan is not None and why_retime is None and force is None:
+        saved = plan["matrices"]
+        choices = [LayerChoice(name, tuple(w.shape), LayerSpec.of(w).density, saved[name]["backend"],
+                               f"saved plan ({plan['tokens']} tokens)", float(saved[name].get("speedup", 1.0)), {}, {})
+                   for name, (w, _) in named.items()]
+        source = f"saved plan, measured at {plan['tokens']} tokens on this CPU"
+    else:
+        if why_retime is not None:
+            warnings.warn(f"sparsekit.compile: {why_retime}", RuntimeWarning, stacklevel=3)
+        choices = [_choose_matrix(name, w, b, fused_candidates, tokens, warmup, repeats, min_gain, force)[0]
+                   for name, (w, b) in named.items()]
+        source = "measured here"
+    picks = iter(c.backend for c in choices)
+    model.runtime = FusedEncoder(layers, [{m: next(picks) for m in MATRICES} for _ in layers])
+    return choices, source
+
+
 @torch.no_grad()
 def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None = None, min_gain: float = 1.03,
-            warmup: int = 3, repeats: int = 15, verbose: bool = True, force: str | None = None) -> CompileReport:
-    """Swap each encoder Linear of ``model`` (in place) for the fastest backend measured here.
+            warmup: int = 3, repeats: int = 15, verbose: bool = True, force: str | None = None,
+            fused: bool = True, plan: dict | None = None, retime: bool = False,
+            precision: str = "fp32") -> CompileReport:
+    """Make ``model`` (in place) run every encoder matrix on the fastest backend measured here.
+
+    A compacted model (``sparsekit.load`` of an exported artifact) on the CPU gets sparsekit's fused encoder
+    runtime (:mod:`sparsekit.runtime`: Q, K and V as one matrix, fused epilogues and LayerNorms, packed tokens, one
+    op call per forward), each of its matrices on the fastest of dense / ``csr-cpu`` / ``bsr-cpu``. Any other model
+    (a Hugging Face module tree, a GPU model) keeps its modules, each encoder Linear swapped for its fastest
+    backend; ``report.runtime`` says which and why.
 
     tokens: rows of the activation matrix to time with (batch x sequence length of the deployment).
     min_gain: a sparse backend must be at least this much faster than dense to be chosen.
     force: a backend name to run every layer on that it can run, whatever the timings say (for tests and
         debugging; it is still timed against dense for the report, and layers it cannot run stay dense).
+    fused: False keeps a compacted model's module tree too (Linears swapped), e.g. to compare the two.
+    precision: ``fp32`` (default: results equal the model's within rounding) or ``int8``: the int8 1x4-block
+        kernel (``int8-b4-cpu``: int8 weights per output row, activations quantised per token) joins the
+        candidates of every matrix, and wins where it is measured fastest; attention, softmax and LayerNorm stay
+        fp32. ``backends`` given explicitly are used as given.
+    plan: a saved compile plan (sparsekit.runtime.plan; default: the loaded artifact's ``model.compile_plan``),
+        reused without timing when it was measured on this CPU, ISA and thread count for this model; otherwise
+        re-measured with a warning saying why. retime: always measure.
     Returns the CompileReport; prints its table when ``verbose``.
     """
-    backends = backends or registry.default_backends()
+    from sparsekit.runtime import unsupported_reason
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if backends is None:
+        backends = registry.default_backends()
+        if precision == "int8":
+            from sparsekit.backends import CpuInt8B4Backend
+
+            backends = [*backends, CpuInt8B4Backend()]
     if not any(b.name == "dense" for b in backends):
         raise ValueError("the backends must include 'dense', the fallback every layer can use")
     if force is not None and not any(b.name == force for b in backends):
         raise ValueError(f"unknown backend {force!r}; available: {', '.join(b.name for b in backends)}")
     candidates = [b for b in backends if force is None or b.name in ("dense", force)]
+    why_not_fused = unsupported_reason(model) if fused else "fused=False"
+    if why_not_fused is None:
+        plan = None if retime else (plan if plan is not None else getattr(model, "compile_plan", None))
+        if plan is not None and plan.get("precision", "fp32") != precision:
+            warnings.warn(f"sparsekit.compile: the saved plan is for precision {plan.get('precision', 'fp32')}, "
+                          f"this compile asks for {precision}; re-measuring", RuntimeWarning, stacklevel=2)
+            plan = None
+        choices, source = _compile_fused(model, candidates, tokens, warmup, repeats, min_gain, force, plan)
+        report = CompileReport(choices, tokens, torch.get_num_threads(), "fused",
+                               f"sparsekit fused encoder (sparsekit.runtime); backends: {source}", precision)
+        if verbose:
+            from rich.console import Console
+
+            Console().print(report.table())
+        return report
+    if getattr(model, "runtime", None) is not None:
+        model.runtime = None
     if hasattr(model, "pad_layout"):  # a compacted model: no gathers for ragged heads (zero rows cost kernels nothing)
         model.pad_layout()
     choices = []
@@ -133,13 +232,10 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     for name, module in list(_linears(model)):
         weight = _dense_weight(module, device)
         bias = None if module.bias is None else module.bias.detach()
-        spec = LayerSpec.of(weight)
-        built, rejected = _build(candidates, spec, weight, bias)
-        timings = _time(built, spec, tokens, warmup, repeats)
-        best, speedup, why = choose(timings, rejected, min_gain, force)
-        _swap(model, name, module, built, best)
-        choices.append(LayerChoice(name, tuple(weight.shape), spec.density, best, why, speedup, timings, rejected))
-    report = CompileReport(choices, tokens, torch.get_num_threads())
+        choice, built = _choose_matrix(name, weight, bias, candidates, tokens, warmup, repeats, min_gain, force)
+        _swap(model, name, module, built, choice.backend)
+        choices.append(choice)
+    report = CompileReport(choices, tokens, torch.get_num_threads(), "modules", why_not_fused, precision)
     if verbose:
         from rich.console import Console
 

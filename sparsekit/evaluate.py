@@ -46,7 +46,8 @@ def evaluate(model: nn.Module, dataset: EncodedDataset, tokenizer, task, batch_s
 
 
 def evaluate_saved(path, task: str | None = None, data_dir=None, split: str = "dev", validation_file=None,
-                   batch_size: int = 128, progress: bool = False, **columns: str | None) -> tuple[dict, str]:
+                   batch_size: int = 128, progress: bool = False, compile: bool = False,
+                   **columns: str | None) -> tuple[dict, str]:
     """Metrics of a saved pruning run or exported artifact at ``path`` (what ``sparsekit evaluate`` prints), and
     a name of what it was evaluated on.
 
@@ -54,6 +55,8 @@ def evaluate_saved(path, task: str | None = None, data_dir=None, split: str = "d
     split of a built-in task (conll2003: train / dev / test; squad: the re-split's dev / train articles), or a
     labelled ``validation_file`` whose columns ``columns`` names (text_column, text_pair_column, label_column;
     tokens_column, tags_column; question_column, context_column, answers_column; None: the run's).
+    compile: run ``sparsekit.compile`` first (an artifact then evaluates on the fused runtime, packed batches,
+    reusing its saved plan; exact within 1e-4).
     ValueError / FileNotFoundError say what is wrong.
     """
     from sparsekit.data.source import BUILTIN_TASKS, recorded_task_type
@@ -69,6 +72,10 @@ def evaluate_saved(path, task: str | None = None, data_dir=None, split: str = "d
     elif task is not None and type_name != "sequence-classification":
         raise ValueError(f"{path} is a {type_name} model; --task {task} is a GLUE (sequence-classification) task")
     task_type = get_task_type(type_name)
+    if compile:
+        from sparsekit.compiler import compile as sparse_compile
+
+        sparse_compile(opened.model, tokens=512, verbose=False)  # the saved plan, if any, wins
     given = {key: value for key, value in columns.items() if value is not None}
     return task_type.evaluate_saved(opened.model, opened.tokenizer, recipe, split=split,
                                     data_dir=str(data_dir) if data_dir is not None else None,

@@ -4,6 +4,7 @@ seed, reused when finished, resumed when interrupted)."""
 import importlib.util
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -153,3 +154,28 @@ def test_a_finished_row_with_other_settings_is_not_reused(bench, tiny_model_dir,
     argv[argv.index("--steps") + 1] = "6"
     with pytest.raises(SystemExit, match="other settings"):
         bench.main(argv)
+
+
+def test_block_rows_are_their_own_rows_beside_the_unstructured_ones(bench, tiny_model_dir, tmp_path, monkeypatch):
+    bench.main(_argv(tiny_model_dir, tmp_path, [0]))
+    trained = []
+
+    def only_block_rows(config):
+        assert config.block == "1x4", f"trained the unstructured row {config.output_dir} again"
+        trained.append(config.output_dir)
+        return prune(config)
+
+    monkeypatch.setattr(bench, "prune", only_block_rows)
+    result = bench.main(_argv(tiny_model_dir, tmp_path, [0]) + ["--block", "1x1", "1x4"])
+    assert [r["method"] for r in result["rows"]] == ["finetune", "movement", "movement-b1x4"]
+    work = tmp_path / "runs" / "sst2-cpu" / "seed0"
+    assert trained == [str(work / "movement-b1x4-0.5")]
+    assert json.loads((work / "movement-b1x4-0.5" / "recipe.json").read_text())["block"] == "1x4"
+
+
+@pytest.mark.parametrize("extra, message", [(["--block", "1x4", "--methods", "abp"], "abp cannot prune in blocks"),
+                                            (["--block", "1by4"], "block \\(--block\\) must be ROWSxCOLS")])
+def test_bad_block_rows_are_refused_before_any_run(bench, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--work-dir", str(tmp_path)] + extra)
+    assert re.search(message, capsys.readouterr().err)

@@ -114,7 +114,7 @@ def test_main_job_command_runs_end_to_end(tiny_model_dir, tmp_path, monkeypatch)
                                  "--latency-seconds", "0.05", "--no-progress"])
     assert result.exit_code == 0, result.output
     for row in ("exact compaction", "dev accuracy: dense", "dev accuracy: pruned", "dev accuracy: compiled artifact",
-                "latency 1x8", "latency 2x8", "compiled layers", "artifact"):
+                "latency 1x8", "latency 2x8", "compiled matrices (fused runtime)", "artifact"):
         assert row in result.output, row
     assert (tmp_path / "main" / "artifact" / "manifest.json").is_file()
     summary = json.loads((tmp_path / "main" / "summary.json").read_text())

@@ -241,3 +241,31 @@ def test_compile_of_compacted_model_is_exact(tiny):
         out = compacted(**x).logits
     assert (out - ref).abs().max().item() <= 1e-4
     assert {c.backend for c in report.layers} == {"csr-cpu"}
+
+
+def test_ffn_align_keeps_1x4_blocks_of_ffn_out_exactly(tiny_model_dir):
+    """ffn_align=4 (a 1x4 block run's export): FFN neurons go in whole aligned groups, so FFN-out's 1x4 blocks
+    stay aligned after compaction, and the compacted model still equals the masked one."""
+    from conftest import random_sparse_classifier
+    from sparsekit.export.compact import compact
+
+    model = random_sparse_classifier(tiny_model_dir, 1.0)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            w_in, w_out = layer.intermediate.dense.weight, layer.output.dense.weight
+            blocks = torch.rand(w_out.shape[0], w_out.shape[1] // 4, generator=gen) < 0.3
+            w_out.mul_(blocks.repeat_interleave(4, dim=1))
+            w_in[torch.rand(w_in.shape[0], generator=gen) < 0.3] = 0  # folded neurons, some inside kept groups
+    ids = torch.randint(5, 40, (2, 7), generator=gen)
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    for align in (1, 4):
+        compacted, _ = compact(model, ffn_align=align)
+        with torch.no_grad():
+            torch.testing.assert_close(compacted(input_ids=ids).logits, want, rtol=0, atol=1e-5)
+    for old, new in zip(model.bert.encoder.layer, compacted.layers):  # the ffn_align=4 model
+        w_old, w_new = old.output.dense.weight, new.ffn_out.weight
+        assert w_new.shape[1] % 4 == 0
+        groups_after = int((w_new != 0).view(w_new.shape[0], -1, 4).any(-1).sum())
+        assert groups_after <= int((w_old != 0).view(w_old.shape[0], -1, 4).any(-1).sum())  # no block was split

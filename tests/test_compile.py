@@ -39,9 +39,22 @@ def test_compiled_artifact_matches(sparse_tiny, tmp_path):
     model = load(tmp_path / "art")
     ref = _logits(model, model.tokenizer)
     report = sk_compile(model, tokens=16, repeats=3, verbose=False)
-    assert {c.name.split(".")[-1] for c in report.layers} >= {"query", "attn_out", "ffn_in", "ffn_out"}
+    assert report.runtime == "fused" and model.runtime is not None
+    assert {c.name.split(".")[-1] for c in report.layers} == {"qkv", "attn_out", "ffn_in", "ffn_out"}
     torch.testing.assert_close(_logits(model, model.tokenizer), ref, rtol=0, atol=1e-4)
     assert report.to_json()["layers"][0]["timings_ms"]["dense"] > 0
+
+
+def test_compiled_artifact_module_tree_matches(sparse_tiny, tmp_path):
+    """fused=False keeps the compacted model's modules (each Linear swapped), and undoes an installed runtime."""
+    export(sparse_tiny, tmp_path / "art")
+    model = load(tmp_path / "art")
+    ref = _logits(model, model.tokenizer)
+    sk_compile(model, tokens=16, repeats=2, verbose=False)
+    report = sk_compile(model, tokens=16, repeats=2, verbose=False, fused=False)
+    assert report.runtime == "modules" and report.runtime_why == "fused=False" and model.runtime is None
+    assert {c.name.split(".")[-1] for c in report.layers} >= {"query", "attn_out", "ffn_in", "ffn_out"}
+    torch.testing.assert_close(_logits(model, model.tokenizer), ref, rtol=0, atol=1e-4)
 
 
 class _SlowBackend(Backend):

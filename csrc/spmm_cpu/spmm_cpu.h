@@ -89,13 +89,29 @@ struct GroupedWeight {
 /// ptr holds nchunks * ngroups + 1 and val nent * rows elements.
 void validate_weight(const GroupedWeight& w, int64_t nent, Isa isa);
 
-/// y[m, :] = x[m, :] @ W^T + bias  for m in [0, M), for a weight that passed validate_weight.
+/// Element-wise activations of the fused epilogue (the values are part of the ops' interface).
+enum class Activation : int { kNone = 0, kGelu = 1, kGeluTanh = 2, kRelu = 3 };
+
+/// What the kernel does to each output value v = (x @ W^T + bias)[m, o] before storing it, in registers:
+///   y[m, o] = act(v) + residual[m * ldr + o]   (no residual: nullptr).
+/// GELU is the erf form (BERT's "gelu"; vec_math.inc: |error| <= 1.5e-7 in erf), kGeluTanh the tanh form.
+struct Epilogue {
+  Activation act = Activation::kNone;
+  const float* residual = nullptr;  ///< float32, row stride ldr (>= out), M rows, or nullptr
+  int64_t ldr = 0;
+};
+
+/// y[m, :] = epilogue(x[m, :] @ W^T + bias)  for m in [0, M), for a weight that passed validate_weight.
 ///   x    : float32, row stride ldx (>= in), M rows.
 ///   bias : float32 [out] or nullptr.
-///   y    : float32, row stride ldy (>= out), M rows; columns [0, out) are fully overwritten.
+///   y    : float32, row stride ldy (>= out), M rows; columns [0, out) are fully overwritten. y must not
+///          overlap x or the residual.
 /// Runs on up to at::get_num_threads() threads. Throws c10::Error on an unsupported ISA or bad sizes.
 void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight& w, const float* bias,
-                    float* y, int64_t ldy, Isa isa);
+                    float* y, int64_t ldy, Isa isa, const Epilogue& epilogue = Epilogue());
+
+/// The epilogue of one value, scalar (std::erf / std::tanh): act(v) + residual[m * ldr + o].
+float apply_epilogue(float v, const Epilogue& epilogue, int64_t m, int64_t o);
 
 }  // namespace spmm_cpu
 }  // namespace sparsekit

@@ -18,71 +18,16 @@
 #include <string>
 #include <vector>
 
+#include "binding_checks.h"
+#include "encoder_binding.h"
 #include "spmm_cpu.h"
 
 namespace {
 
+using sparsekit::binding::check_index_tensor;
+using sparsekit::binding::checked_isa;
+using sparsekit::binding::checked_weight;
 using sparsekit::spmm_cpu::Isa;
-
-Isa parse_isa(const std::string& name) {
-  if (name == "avx512") return Isa::kAvx512;
-  if (name == "avx2") return Isa::kAvx2;
-  if (name == "scalar") return Isa::kScalar;
-  TORCH_CHECK_VALUE(false, "sparsekit: unknown ISA '", name, "' (expected avx512, avx2 or scalar)");
-}
-
-void check_index_tensor(const at::Tensor& t, const char* name, int64_t numel) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "sparsekit: ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK_VALUE(t.layout() == at::kStrided, "sparsekit: ", name, " must be a strided tensor, got layout ",
-                    t.layout());
-  TORCH_CHECK_VALUE(t.dim() == 1, "sparsekit: ", name, " must be 1-D, got shape ", t.sizes());
-  TORCH_CHECK_VALUE(t.is_contiguous(), "sparsekit: ", name, " must be contiguous, got stride ", t.strides());
-  if (numel >= 0) {
-    TORCH_CHECK_VALUE(t.numel() == numel, "sparsekit: ", name, " has ", t.numel(), " elements, expected ", numel);
-  }
-}
-
-// The packed weight (ptr / col / val) as a GroupedWeight after checking everything the kernels index with:
-// dtypes, layouts, devices, sizes, and (validate_weight) the contents of ptr and col.
-sparsekit::spmm_cpu::GroupedWeight checked_weight(const at::Tensor& ptr, const at::Tensor& col,
-                                                  const at::Tensor& val, int64_t in_features,
-                                                  int64_t out_features, int64_t group_rows, int64_t chunk,
-                                                  Isa isa) {
-  TORCH_CHECK_VALUE(group_rows == 1 || group_rows == 2 || group_rows == 4,
-                    "sparsekit: group_rows must be 1, 2 or 4, got ", group_rows);
-  TORCH_CHECK_VALUE(chunk >= 1 && chunk <= 256, "sparsekit: chunk must be in [1, 256], got ", chunk);
-  TORCH_CHECK_VALUE(in_features >= 0 && out_features >= 0 && in_features < (int64_t{1} << 31) &&
-                        out_features < (int64_t{1} << 31),
-                    "sparsekit: in_features / out_features must be in [0, 2**31-1], got ", in_features, " / ",
-                    out_features);
-  sparsekit::spmm_cpu::GroupedWeight w;
-  w.out = out_features;
-  w.in = in_features;
-  w.rows = group_rows;
-  w.ngroups = (out_features + group_rows - 1) / group_rows;
-  w.chunk = chunk;
-  w.nchunks = (in_features + chunk - 1) / chunk;
-  TORCH_CHECK_TYPE(ptr.scalar_type() == at::kInt, "sparsekit: ptr must be int32, got ", ptr.scalar_type());
-  check_index_tensor(ptr, "ptr", w.nchunks * w.ngroups + 1);  // < 2**62 + 1: no overflow
-  TORCH_CHECK_TYPE(col.scalar_type() == at::kByte, "sparsekit: col must be uint8, got ", col.scalar_type());
-  check_index_tensor(col, "col", -1);
-  const int64_t nent = col.numel();
-  TORCH_CHECK_TYPE(val.scalar_type() == at::kFloat, "sparsekit: val must be float32, got ", val.scalar_type());
-  TORCH_CHECK_VALUE(nent <= INT32_MAX, "sparsekit: col has ", nent, " entries, more than an int32 ptr can address");
-  check_index_tensor(val, "val", nent * group_rows);
-  w.ptr = ptr.data_ptr<int32_t>();
-  w.col = col.data_ptr<uint8_t>();
-  w.val = val.data_ptr<float>();
-  sparsekit::spmm_cpu::validate_weight(w, nent, isa);
-  return w;
-}
-
-Isa checked_isa(const std::string& isa_name) {
-  const Isa isa = parse_isa(isa_name);
-  TORCH_CHECK_VALUE(sparsekit::spmm_cpu::isa_supported(isa), "sparsekit: ISA '", isa_name,
-                    "' is not supported by this CPU");
-  return isa;
-}
 
 // validate_weight alone (benchmarks/op_validation_cost.py times it against the whole op).
 void validate_packed(const at::Tensor& ptr, const at::Tensor& col, const at::Tensor& val, int64_t in_features,
@@ -92,7 +37,8 @@ void validate_packed(const at::Tensor& ptr, const at::Tensor& col, const at::Ten
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& col, const at::Tensor& val,
                   int64_t in_features, int64_t out_features, int64_t group_rows, int64_t chunk,
-                  const c10::optional<at::Tensor>& bias, const std::string& isa_name) {
+                  const c10::optional<at::Tensor>& bias, const std::string& isa_name, int64_t act,
+                  const c10::optional<at::Tensor>& residual) {
   const Isa isa = checked_isa(isa_name);
   TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "sparsekit: x must be float32, got ", x.scalar_type());
   TORCH_CHECK_VALUE(x.device().is_cpu(), "sparsekit: x must be a CPU tensor, got ", x.device());
@@ -115,13 +61,28 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& 
   const int64_t M = xc.size(0);
   const int64_t ldx = M > 1 ? xc.stride(0) : in_features;
 
+  sparsekit::spmm_cpu::Epilogue ep;
+  TORCH_CHECK_VALUE(act >= 0 && act <= 3, "sparsekit: act must be 0 (none), 1 (gelu), 2 (gelu_tanh) or 3 (relu), got ",
+                    act);
+  ep.act = static_cast<sparsekit::spmm_cpu::Activation>(act);
+  at::Tensor rc;
+  if (residual.has_value()) {
+    rc = residual->contiguous();
+    TORCH_CHECK_TYPE(rc.scalar_type() == at::kFloat, "sparsekit: residual must be float32, got ", rc.scalar_type());
+    TORCH_CHECK_VALUE(rc.device().is_cpu() && rc.dim() == 2 && rc.size(0) == x.size(0) && rc.size(1) == out_features,
+                      "sparsekit: residual must be a CPU tensor of shape [", x.size(0), ", ", out_features, "], got ",
+                      rc.sizes());
+    ep.residual = rc.data_ptr<float>();
+    ep.ldr = out_features;
+  }
+
   at::Tensor y = at::empty({M, out_features}, x.options());
   if (M == 0 || out_features == 0) return y;
 
   {
     pybind11::gil_scoped_release no_gil;
     sparsekit::spmm_cpu::grouped_linear(xc.data_ptr<float>(), M, ldx, w, bias_ptr, y.data_ptr<float>(),
-                                        out_features, isa);
+                                        out_features, isa, ep);
   }
   return y;
 }
@@ -155,8 +116,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sparsekit CPU sparse x dense Linear kernels (see csrc/spmm_cpu/spmm_cpu.h)";
   m.def("linear", &linear, pybind11::arg("x"), pybind11::arg("ptr"), pybind11::arg("col"), pybind11::arg("val"),
         pybind11::arg("in_features"), pybind11::arg("out_features"), pybind11::arg("group_rows"),
-        pybind11::arg("chunk"), pybind11::arg("bias"), pybind11::arg("isa"),
-        "y = x @ W^T + bias for a packed W (layout: spmm_cpu.h); x float32 [M, in] -> y float32 [M, out].");
+        pybind11::arg("chunk"), pybind11::arg("bias"), pybind11::arg("isa"), pybind11::arg("act") = 0,
+        pybind11::arg("residual") = pybind11::none(),
+        "y = act(x @ W^T + bias) + residual for a packed W (layout: spmm_cpu.h); x float32 [M, in] -> y float32 "
+        "[M, out]; act: 0 none, 1 gelu (erf), 2 gelu (tanh), 3 relu.");
   m.def("validate_packed", &validate_packed, pybind11::arg("ptr"), pybind11::arg("col"), pybind11::arg("val"),
         pybind11::arg("in_features"), pybind11::arg("out_features"), pybind11::arg("group_rows"),
         pybind11::arg("chunk"), pybind11::arg("isa"),
@@ -166,6 +129,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported_isas", &supported_isas, "ISA paths this CPU supports, best first.");
   m.def("parallel_threads", &parallel_threads, pybind11::arg("n"),
         "Distinct threads that one at::parallel_for over n items ran on (1 means the kernels run serially).");
+  sparsekit::binding::register_encoder(m);
 #ifdef TORCH_VERSION
   m.attr("TORCH_VERSION") = TORCH_VERSION;  // torch the extension was built against
 #endif

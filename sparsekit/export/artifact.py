@@ -184,7 +184,10 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         return export_modules(model, tokenizer, recipe, path, formats=formats, min_row_weights=min_row_weights,
                               pack_kw=pack_kw, samples=samples, task=task, data_dir=data_dir,
                               eval_samples=eval_samples)
-    compacted, report = compact(model, min_row_weights=min_row_weights)
+    from sparsekit.prune.blocks import recorded_block
+
+    block = recorded_block(recipe)  # a 1xC block run keeps FFN neurons in aligned groups of C (exact)
+    compacted, report = compact(model, min_row_weights=min_row_weights, ffn_align=block.cols if block.rows == 1 else 1)
     evaluation = None
     if task is not None:
         evaluation = _evaluate_exact_vs_lossy(model, compacted, tokenizer, task, data_dir, eval_samples,
@@ -456,6 +459,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
         raise ArtifactError(f"{path}: unexpected tensors {sorted(tensors)[:5]}; the artifact was modified")
     model.tokenizer = _load_tokenizer(path, manifest)
     model.manifest = manifest
+    from sparsekit.runtime.plan import read_plan
+
+    model.compile_plan = read_plan(path)  # the saved sparsekit.compile plan, reused on the same CPU
     return model.to(device).eval().requires_grad_(False)
 
 

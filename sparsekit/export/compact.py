@@ -125,8 +125,17 @@ class _LayerResult:
     lossy_weights: int
 
 
+def _align_groups(keep: torch.Tensor, group: int) -> torch.Tensor:
+    """``keep`` extended to whole aligned groups of ``group`` consecutive indices (any kept member keeps all)."""
+    if group <= 1 or keep.numel() == 0:
+        return keep
+    pad = -keep.numel() % group
+    grouped = torch.cat([keep, keep.new_zeros(pad)]).view(-1, group).any(dim=1, keepdim=True)
+    return grouped.expand(-1, group).reshape(-1)[:keep.numel()]
+
+
 def _compact_layer(li: int, linears: dict[str, nn.Module], heads: int, head_dim: int, act,
-                   min_row_weights: int) -> _LayerResult:
+                   min_row_weights: int, ffn_align: int = 1) -> _LayerResult:
     W = {k: m.weight.detach().clone() for k, m in linears.items()}
     b = {k: m.bias.detach().clone() for k, m in linears.items()}
     nnz_before = {k: int((w != 0).sum()) for k, w in W.items()}
@@ -168,7 +177,15 @@ def _compact_layer(li: int, linears: dict[str, nn.Module], heads: int, head_dim:
     u_empty, d_unused = ~W["ffn_in"].any(dim=1), ~W["ffn_out"].any(dim=0)
     fold_u = u_empty & ~d_unused
     b["ffn_out"] = b["ffn_out"] + W["ffn_out"][:, fold_u] @ act(b["ffn_in"][fold_u])
-    ffn_idx = torch.nonzero(~(u_empty | d_unused)).flatten()
+    ffn_keep = ~(u_empty | d_unused)
+    if ffn_align > 1:
+        # Keep neurons in whole aligned groups, so FFN-out's 1 x ffn_align weight blocks stay aligned after the
+        # columns are removed (int8 block kernels). A neuron kept only for alignment contributes nothing: its
+        # FFN-out column is zero (unused, or zeroed here because its constant was folded into the bias above).
+        aligned = _align_groups(ffn_keep, ffn_align)
+        W["ffn_out"][:, aligned & fold_u] = 0
+        ffn_keep = aligned
+    ffn_idx = torch.nonzero(ffn_keep).flatten()
 
     new = {"query": (W["query"][qk_idx], b["query"][qk_idx]), "key": (W["key"][qk_idx], b["key"][qk_idx]),
            "value": (W["value"][v_idx], b["value"][v_idx]), "attn_out": (W["attn_out"][:, v_idx], b["attn_out"]),
@@ -196,8 +213,11 @@ def _compact_layer(li: int, linears: dict[str, nn.Module], heads: int, head_dim:
 
 
 @torch.no_grad()
-def compact(model: nn.Module, min_row_weights: int = 0) -> tuple[CompactModel, CompactionReport]:
+def compact(model: nn.Module, min_row_weights: int = 0, ffn_align: int = 1) -> tuple[CompactModel, CompactionReport]:
     """Compact ``model`` exactly (or lossily with ``min_row_weights > 0``). The input is not modified.
+
+    ffn_align: keep FFN neurons in whole aligned groups of this many (the block width of a ``--block 1xC`` run),
+    so FFN-out's 1 x C blocks survive compaction (export passes the recorded block's width).
 
     Returns the compacted model (eval mode, same device and dtype, the input's head: see heads.py) and the
     report. In exact mode the compacted outputs (logits, or QA start / end logits) equal the input's up to
@@ -209,8 +229,10 @@ def compact(model: nn.Module, min_row_weights: int = 0) -> tuple[CompactModel, C
         raise ValueError(f"min_row_weights must be >= 0, got {min_row_weights}")
     config, arch, base, layers = _encoder_parts(model)
     act = ACT2FN[config.hidden_act]
+    if ffn_align < 1:
+        raise ValueError(f"ffn_align must be >= 1, got {ffn_align}")
     results = [_compact_layer(i, arch.layer_linears(layer), arch.heads(config), arch.head_dim(config), act,
-                              min_row_weights) for i, layer in enumerate(layers)]
+                              min_row_weights, ffn_align) for i, layer in enumerate(layers)]
 
     task_type = task_type_of(model)
     head_uses_pooler = task_type == SEQUENCE and config.model_type == "bert"

@@ -234,6 +234,9 @@ class CompactModel(nn.Module):
         self.head_name = HEAD_MODULES[task_type]
         setattr(self, self.head_name, head)
         self.head_uses_pooler = head_uses_pooler
+        #: The fused CPU encoder (sparsekit.runtime.FusedEncoder) that sparsekit.compile installs, or None: the
+        #: layers then run as modules. Padding positions of its output are zeros (they are never computed).
+        self.runtime = None
 
     @property
     def head(self) -> nn.Module:
@@ -247,9 +250,12 @@ class CompactModel(nn.Module):
 
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         x = self.embeddings(input_ids=input_ids, **kwargs)
-        key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-        for layer in self.layers:
-            x = layer(x, key_mask)
+        if self.runtime is not None:  # sparsekit.compile's fused encoder: real tokens only, one op call
+            x = self.runtime.run_padded(x, attention_mask)
+        else:
+            key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+            for layer in self.layers:
+                x = layer(x, key_mask)
         if self.task_type == QA:
             start, end = self.head(x).split(1, dim=-1)
             return QuestionAnsweringModelOutput(start_logits=start.squeeze(-1).contiguous(),

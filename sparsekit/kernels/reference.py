@@ -8,6 +8,8 @@ packed weight tensors, ``x [..., in]`` and an optional ``bias [out]``. They rebu
   :mod:`sparsekit.kernels.cpu_layout` (below); also the CPU ops' fallback when the C++ extension is not built.
 * ``triton_csr_linear`` / ``cuda_csr_linear``: the GPU CSR layout of :mod:`sparsekit.kernels.gpu_csr_layout`.
 * ``triton_bsr_linear``: the GPU BSR layout of :mod:`sparsekit.kernels.gpu_bsr_layout`.
+* ``packed_attention`` / ``encoder_layers``: the fused encoder ops (:mod:`sparsekit.kernels.encoder`), packed
+  tokens with sequence boundaries ``cu_seqlens``; attention through a block-diagonal mask.
 * ``int8_b4_linear``: the CPU INT8 op (:mod:`sparsekit.kernels.cpu_int8`), 1x4-block layout of
   :mod:`sparsekit.kernels.cpu_int8_layout` (``csrc/spmm_cpu_int8/spmm_cpu_int8.h``); with
   ``int8_b4_accumulators`` (the exact int32 accumulators every ISA path must reproduce bit for bit) and
@@ -36,9 +38,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["bsr_linear", "csr_linear", "cuda_csr_linear", "gpu_bsr_to_dense", "gpu_csr_to_dense", "int8_b4_accumulators",
-           "int8_b4_linear", "int8_b4_to_dense", "packed_to_dense", "quantize_tokens", "triton_bsr_linear",
-           "triton_csr_linear"]
+__all__ = ["bsr_linear", "csr_linear", "cuda_csr_linear", "encoder_layers", "gpu_bsr_to_dense", "gpu_csr_to_dense",
+           "int8_b4_accumulators", "int8_b4_linear", "int8_b4_to_dense", "packed_attention", "packed_to_dense",
+           "quantize_tokens", "triton_bsr_linear", "triton_csr_linear"]
 
 
 def packed_to_dense(ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, in_features: int,
@@ -125,6 +127,60 @@ def triton_bsr_linear(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Ten
     """Reference of ``sparsekit::triton_bsr_linear``: ``x [..., in] -> [..., out]`` (float32)."""
     return _linear(x, gpu_bsr_to_dense(row_ptr, col_idx, blocks_t, in_features, out_features), bias)
 
+
+def packed_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, heads: int, dq: int, dv: int,
+                     scale: float) -> torch.Tensor:
+    """``softmax(scale Q K^T) V`` within each sequence of packed tokens: ``qkv [N, H (2 dq + dv)]`` -> ``[N, H dv]``
+    (layout: :mod:`sparsekit.kernels.encoder`). A token attends the tokens of its own sequence only."""
+    n = qkv.shape[0]
+    if heads == 0 or n == 0:
+        return qkv.new_zeros(n, heads * dv)
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    seq = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    same = seq[:, None] == seq[None, :]
+    q = qkv[:, :heads * dq].view(n, heads, dq).transpose(0, 1)
+    k = qkv[:, heads * dq:2 * heads * dq].view(n, heads, dq).transpose(0, 1)
+    v = qkv[:, 2 * heads * dq:].view(n, heads, dv).transpose(0, 1)
+    ctx = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=same, scale=scale)
+    return ctx.transpose(0, 1).reshape(n, heads * dv)
+
+
+def _fused_matrix(t: list[torch.Tensor], m: list[int], k: int, x: torch.Tensor) -> torch.Tensor:
+    """Matrix ``k`` of one fused layer (tensors ``t``, ints ``m``) applied to ``x``: dense, packed or int8."""
+    from sparsekit.kernels.encoder import DENSE, INT8, MATRIX_TENSORS
+
+    kind, n_in, n_out, rows, chunk = m[4 + 5 * k:9 + 5 * k]
+    mt = t[MATRIX_TENSORS * k:MATRIX_TENSORS * (k + 1)]
+    if kind == DENSE:
+        return _linear(x, mt[0], mt[1])
+    if kind == INT8:
+        return int8_b4_linear(x, mt[0], mt[1], mt[2], mt[4], n_in, n_out, mt[3])
+    return bsr_linear(x, mt[0], mt[1], mt[2], n_in, n_out, rows, chunk, mt[3])
+
+
+_ACTIVATION_FNS = {0: lambda t: t, 1: torch.nn.functional.gelu,
+                   2: lambda t: torch.nn.functional.gelu(t, approximate="tanh"), 3: torch.relu}
+
+
+def encoder_layers(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torch.Tensor], meta: list[int],
+                   scalars: list[float]) -> torch.Tensor:
+    """The fused encoder layers (op ``sparsekit::encoder_layers``, argument layout in
+    ``csrc/spmm_cpu/encoder_binding.cpp``) in plain torch: ``x [N, hidden]`` -> ``[N, hidden]``."""
+    from sparsekit.kernels.encoder import LAYER_META, LAYER_SCALARS, LAYER_TENSORS
+
+    hidden = x.shape[1]
+    for layer in range(len(meta) // LAYER_META):
+        t = tensors[LAYER_TENSORS * layer:LAYER_TENSORS * (layer + 1)]
+        m = meta[LAYER_META * layer:LAYER_META * (layer + 1)]
+        s = scalars[LAYER_SCALARS * layer:LAYER_SCALARS * (layer + 1)]
+        heads, dq, dv, act = m[:4]
+
+        ln = t[-4:]
+        ctx = packed_attention(_fused_matrix(t, m, 0, x), cu_seqlens, heads, dq, dv, s[0])
+        h = torch.nn.functional.layer_norm(_fused_matrix(t, m, 1, ctx) + x, (hidden,), ln[0], ln[1], s[1])
+        u = _ACTIVATION_FNS[act](_fused_matrix(t, m, 2, h))
+        x = torch.nn.functional.layer_norm(_fused_matrix(t, m, 3, u) + h, (hidden,), ln[2], ln[3], s[2])
+    return x
 
 # ---------------------------------------------------------------------------------------------------------------
 # INT8, 1x4 blocks along the input dimension (sparsekit::int8_b4_linear)

@@ -1,6 +1,7 @@
 """Mask functions ("binarizers") that turn per-weight scores into masks.
 
-All functions take and return tensors shaped like the weight they mask (``[out, in]``, float32).
+All functions take and return tensors shaped like the weight they mask (``[out, in]``, float32), or, for
+block pruning (blocks.py), like its block grid ``[out/R, ceil(in/C)]`` (one score per block).
 Binary masks are returned as float tensors of 0.0 / 1.0 so they can multiply the weight directly.
 
 The straight-through estimator (STE, spec methods-smp-movement.md §1.2) is applied where a
@@ -13,6 +14,8 @@ import math
 from typing import Sequence
 
 import torch
+
+from sparsekit.prune.blocks import UNSTRUCTURED, Block
 
 # Hard-concrete stretch constants and temperature (Louizos et al.; movement-pruning code).
 L0_LEFT, L0_RIGHT, L0_BETA = -0.1, 1.1, 2.0 / 3.0
@@ -46,19 +49,49 @@ def topk_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     return mask.view_as(values)
 
 
+def sized_topk_mask(values: torch.Tensor, sizes: torch.Tensor, budget: int) -> torch.Tensor:
+    """Float mask over ``values`` keeping the highest entries whose ``sizes`` sum to at most ``budget``.
+
+    Block pruning's TopK (blocks.py): ``values`` are block scores, ``sizes`` (int64, same shape) the real
+    weights of each block, ``budget`` the weights to keep. Blocks are taken in decreasing value order while
+    they fit, so the kept weights are never more than ``budget`` and fewer by less than one block. When every
+    block has the same size ``a`` this is ``topk_mask(values, budget // a)``; otherwise (partial edge blocks) the
+    longest prefix of the stably sorted order is kept.
+    """
+    flat_sizes = sizes.reshape(-1)
+    size = int(flat_sizes[0]) if flat_sizes.numel() else 1
+    if bool((flat_sizes == size).all()):
+        return topk_mask(values, budget // size)
+    flat = values.detach().reshape(-1)
+    order = torch.sort(flat, descending=True, stable=True).indices
+    fits = int(torch.searchsorted(flat_sizes[order].cumsum(0), torch.tensor([budget], device=flat.device),
+                                  right=True))
+    mask = torch.zeros_like(flat)
+    mask[order[:fits]] = 1.0
+    return mask.view_as(values)
+
+
 class _TopKSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, scores: torch.Tensor, keep_ratio: float) -> torch.Tensor:  # type: ignore[override]
-        return topk_mask(scores, kept_count(keep_ratio, scores.numel()))
+    def forward(ctx, scores: torch.Tensor, keep_ratio: float,  # type: ignore[override]
+                sizes: torch.Tensor | None) -> torch.Tensor:
+        if sizes is None:
+            return topk_mask(scores, kept_count(keep_ratio, scores.numel()))
+        return sized_topk_mask(scores, sizes, kept_count(keep_ratio, int(sizes.sum())))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return grad, None
+        return grad, None, None
 
 
-def topk_binarize(scores: torch.Tensor, keep_ratio: float) -> torch.Tensor:
-    """Local TopK with STE: keeps exactly floor(keep_ratio * numel) highest scores of this matrix."""
-    return _TopKSTE.apply(scores, keep_ratio)
+def topk_binarize(scores: torch.Tensor, keep_ratio: float, sizes: torch.Tensor | None = None) -> torch.Tensor:
+    """Local TopK with STE: keeps exactly floor(keep_ratio * numel) highest scores of this matrix.
+
+    With ``sizes`` (block pruning: ``scores`` are block scores ``[out/R, ceil(in/C)]`` and ``sizes`` the real
+    weights per block, blocks.Block.sizes), the budget is floor(keep_ratio * weights) *weights*, filled with
+    whole blocks by ``sized_topk_mask``.
+    """
+    return _TopKSTE.apply(scores, keep_ratio, sizes)
 
 
 class _ThresholdSTE(torch.autograd.Function):
@@ -84,9 +117,18 @@ def threshold_binarize(scores: torch.Tensor, threshold: float, min_kept: int = 0
     return _ThresholdSTE.apply(scores, threshold, min_kept)
 
 
-def magnitude_mask(weight: torch.Tensor, keep_ratio: float) -> torch.Tensor:
-    """Top-|W| mask (no gradient path): the magnitude-pruning / AGP mask of one matrix."""
-    return topk_mask(weight.detach().abs(), kept_count(keep_ratio, weight.numel()))
+def magnitude_mask(weight: torch.Tensor, keep_ratio: float, block: Block = UNSTRUCTURED) -> torch.Tensor:
+    """Top-|W| mask ``[out, in]`` (no gradient path): the magnitude-pruning / AGP mask of one matrix.
+
+    With a ``block``, the blocks with the largest mean |W| over their real weights (the L1 norm of the block
+    divided by its weight count, so a partial edge block is not penalised for its missing weights) are kept,
+    floor(keep_ratio * numel) weights at most (``sized_topk_mask``); the mask is expanded to ``[out, in]``.
+    """
+    if block.unstructured:
+        return topk_mask(weight.detach().abs(), kept_count(keep_ratio, weight.numel()))
+    sizes = block.sizes(weight.shape, device=weight.device)
+    grid = sized_topk_mask(block.pool(weight.detach().abs()), sizes, kept_count(keep_ratio, weight.numel()))
+    return block.expand(grid, weight.shape)
 
 
 def smp_s_keep_ratios(scores: Sequence[torch.Tensor], keep_ratio: float, temperature: float = 1.0) -> list[float]:
@@ -96,6 +138,8 @@ def smp_s_keep_ratios(scores: Sequence[torch.Tensor], keep_ratio: float, tempera
     all of the same shape. Returns per-layer keep ratios ``v_l = v * L * R_l / sum(R)`` with
     ``R_l = mean(sigmoid(S_l / p))``; the ratios sum to ``L * v``. Ratios above 1 are returned as
     they are (the caller's TopK then keeps the whole matrix, so the real density ends a bit below v).
+    Block pruning passes block scores: ``R_l`` is then the mean over blocks, and the ratios (fractions of
+    weights) go to the block TopK (``sized_topk_mask``), which fills each with whole blocks.
     """
     if not scores:
         return []

@@ -34,6 +34,9 @@ _STEP_DIR = re.compile(r"step-(\d+)")
 RESUME_FREE = frozenset({"resume", "overwrite", "progress", "stop_after", "save_every", "output_dir"})
 #: Settings naming paths: compared as resolved paths, so ``./m`` and ``/abs/m`` are the same setting.
 PATH_SETTINGS = ("model", "data_dir", "teacher")
+#: Settings added after runs were first recorded, with a default that is not None: a record written before one
+#: existed ran with this value (so older checkpoints and finished benchmark rows still compare equal).
+ADDED_SETTINGS = {"block": "1x1"}
 
 
 class CheckpointError(ValueError):
@@ -41,8 +44,9 @@ class CheckpointError(ValueError):
 
 
 def run_record(config_dict: dict) -> dict:
-    """The settings that define what a run computes: ``config_dict`` without the resume-free keys, paths resolved."""
-    record = {k: v for k, v in config_dict.items() if k not in RESUME_FREE}
+    """The settings that define what a run computes: ``config_dict`` without the resume-free keys, paths resolved,
+    settings the dict predates at their ADDED_SETTINGS value."""
+    record = {**ADDED_SETTINGS, **{k: v for k, v in config_dict.items() if k not in RESUME_FREE}}
     for key in PATH_SETTINGS:
         value = record.get(key)
         if isinstance(value, str) and value and Path(value).expanduser().exists():
@@ -119,6 +123,7 @@ def check_settings(ckpt: Path, record: dict) -> None:
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{ckpt} has no readable {RUN_CONFIG_FILE}; the run's settings cannot be checked. "
                               f"Start a new run") from exc
+    saved = {**ADDED_SETTINGS, **saved}
     diff = {k: (saved.get(k), v) for k, v in record.items() if saved.get(k) != v}
     diff.update({k: (v, None) for k, v in saved.items() if k not in record})
     if diff:

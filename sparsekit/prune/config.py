@@ -16,10 +16,13 @@ from dataclasses import asdict, dataclass, fields
 
 from sparsekit.data.source import BUILTIN_TASKS, METRIC_CHOICES, DataError, DataSource
 from sparsekit.prune.abp import AbPOptions
+from sparsekit.prune.blocks import parse_block
 from sparsekit.prune.cap import CAPOptions, parse_modules
 from sparsekit.prune.lpaf import LPAFOptions
+from sparsekit.prune.masked_linear import BLOCK_KINDS
 from sparsekit.prune.options import DATA, PRUNING, TRAIN, option
-from sparsekit.prune.recipes import RECIPES
+from sparsekit.prune.pruner import MASKINGS
+from sparsekit.prune.recipes import RECIPES, get_recipe
 from sparsekit.prune.structured import StructuredOptions
 from sparsekit.tasks.options import TaskOptions
 
@@ -80,6 +83,10 @@ class TrainSettings:
                                            panel=PRUNING)
     masking: str | None = option(None, "Override the masking: local, smp-s, global, sigmoid, magnitude, l0.",
                                  panel=PRUNING)
+    block: str = option("1x1", "Prune whole blocks of ROWSxCOLS weights, one score per block: 1x4 = four "
+                               "consecutive input features of one output row (the layout of int8 dot-product "
+                               "kernels); 1x1 = unstructured. For smp-s, smp-l, smp-struct, movement, "
+                               "soft-movement, magnitude.", panel=PRUNING)
     teacher: str | None = option(None, "Fine-tuned model dir for knowledge distillation.", panel=TRAIN)
     kd_alpha: float = option(0.5, "Weight of the distillation loss.", panel=TRAIN)
     kd_temperature: float = option(2.0, "Distillation temperature T.", panel=TRAIN)
@@ -124,6 +131,7 @@ class PruneConfig(StructuredOptions, LPAFOptions, CAPOptions, AbPOptions, TaskOp
                     self.score_init = float(self.score_init)
                 except ValueError:
                     raise ValueError(f"score_init must be a number or 'magnitude', got {self.score_init!r}") from None
+        self._check_block()
         modules = parse_modules(self.cap)  # ValueError for an unknown module
         if "fic" in modules and not self.teacher:
             raise ValueError("the CAP module fic contrasts with a fine-tuned teacher: pass teacher (--teacher DIR)")
@@ -137,6 +145,20 @@ class PruneConfig(StructuredOptions, LPAFOptions, CAPOptions, AbPOptions, TaskOp
             self.task = "sst2"
         if self.resume and self.overwrite:
             raise ValueError("choose either resume (continue the run in output_dir) or overwrite (replace it)")
+
+    def _check_block(self) -> None:
+        """Normalise ``block`` ("1X4 " -> "1x4"); ValueError for a malformed one or a method it does not apply to."""
+        block = parse_block(self.block)
+        self.block = str(block)
+        if block.unstructured:
+            return
+        recipe = get_recipe(self.method)
+        masking = self.masking or recipe.masking
+        if not recipe.blocks or MASKINGS.get(masking) not in BLOCK_KINDS:
+            methods = ", ".join(name for name, r in RECIPES.items() if r.blocks)
+            how = f"{recipe.name} with masking {masking}" if self.masking else recipe.name
+            raise ValueError(f"--block {block} applies to the score-based methods ({methods}) with a TopK, "
+                             f"threshold or magnitude masking, not to {how}; drop --block (or use --block 1x1)")
 
     def to_dict(self) -> dict:
         """Every setting by field name (the ``config`` of recipe.json)."""

@@ -13,6 +13,7 @@ from torch import nn
 
 from sparsekit.models import prunable_matrices, set_submodule
 from sparsekit.prune import binarizers
+from sparsekit.prune.blocks import UNSTRUCTURED, Block
 from sparsekit.prune.masked_linear import MaskedLinear
 
 #: masking function -> MaskedLinear kind
@@ -38,14 +39,19 @@ class Pruner:
         smp_temperature: SMP-S temperature p in R(S) = mean(sigmoid(S / p)).
         global_every: recompute the global TopK threshold every this many steps (movement code: 25).
         min_kept_fraction: per-matrix floor for the threshold maskings (movement code: 0.005).
+        block: prune whole blocks (blocks.py; masked_linear.BLOCK_KINDS maskings): one score per block, the
+            keep ratios count weights for TopK (SMP-S's per-layer ratios come from the block scores' mass); the
+            global and sigmoid thresholds count blocks, which is the same fraction of weights wherever the
+            block divides the matrices.
     """
 
     def __init__(self, model: nn.Module, masking: str, score_init: float | str = 0.0, smp_temperature: float = 1.0,
-                 global_every: int = 25, min_kept_fraction: float = 0.005) -> None:
+                 global_every: int = 25, min_kept_fraction: float = 0.005, block: Block = UNSTRUCTURED) -> None:
         if masking not in MASKINGS:
             raise ValueError(f"unknown masking {masking!r}; expected one of {sorted(MASKINGS)}")
         self.model = model
         self.masking = masking
+        self.block = block
         self.smp_temperature = smp_temperature
         self.global_every = global_every
         self.matrices = prunable_matrices(model)
@@ -53,9 +59,9 @@ class Pruner:
         for m in self.matrices:
             linear = model.get_submodule(m.name)
             masked = linear if isinstance(linear, MaskedLinear) else MaskedLinear.from_linear(
-                linear, MASKINGS[masking], score_init)
-            if masking in ("global", "sigmoid") and min_kept_fraction > 0:
-                masked.min_kept = math.floor(min_kept_fraction * masked.weight.numel()) + 1
+                linear, MASKINGS[masking], score_init, block)
+            if masking in ("global", "sigmoid") and min_kept_fraction > 0:  # in scores: blocks
+                masked.min_kept = math.ceil((math.floor(min_kept_fraction * masked.weight.numel()) + 1) / block.area)
             set_submodule(model, m.name, masked)
             self.modules[m.name] = masked
         self.by_type: dict[str, list[MaskedLinear]] = defaultdict(list)

@@ -22,6 +22,9 @@ class Recipe:
         value that leaves the target fraction, so the run ends on it; see train.py).
     score_init: initial score value, or "magnitude" (scores start as |W| / mean|W| of their matrix).
     warmup / cooldown: fractions of the run with keep = 1 at the start / keep = v_f at the end.
+    blocks: whether ``--block`` applies (blocks.py): the mask is a TopK or a threshold of per-weight scores or
+        magnitudes, which become one score per block. Not for L0 / AbP (their masks are sampled or drift per
+        weight), LPAF (it factorises the pruned matrices) or dense fine-tuning.
     """
 
     name: str
@@ -38,6 +41,7 @@ class Recipe:
     cooldown: float = 0.3
     soft_threshold: float = 0.1  # final tau of sigmoid masking
     extension: str | None = None  # "abp", "lpaf" or "structured": the method's training-loop extension
+    blocks: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
@@ -45,26 +49,26 @@ RECIPES: dict[str, Recipe] = {
         "smp-s", "Static Model Pruning, SMP-S: weights frozen, scores learn the mask; per-layer budgets "
         "reallocated by score mass (Eq. 4)",
         masking="smp-s", train_encoder=False, weight_lr=0.0, score_lr=2e-2, head_lr=1e-3,
-        regularizer_lambda=400.0, lambda_ramp="whole-run"),
+        regularizer_lambda=400.0, lambda_ramp="whole-run", blocks=True),
     "smp-l": Recipe(
         "smp-l", "Static Model Pruning, SMP-L: weights frozen, local TopK of learned scores in every matrix",
         masking="local", train_encoder=False, weight_lr=0.0, score_lr=2e-2, head_lr=1e-3,
-        regularizer_lambda=400.0, lambda_ramp="whole-run"),
+        regularizer_lambda=400.0, lambda_ramp="whole-run", blocks=True),
     "movement": Recipe(
         "movement", "Hard movement pruning: local TopK of scores, weights fine-tuned; scores start at |W| / mean|W| "
         "(the paper's constant 0 is --score-init 0)",
         masking="local", train_encoder=True, weight_lr=5e-5, score_lr=1e-2, head_lr=5e-5,
-        warmup=0.1, cooldown=0.2, score_init="magnitude"),
+        warmup=0.1, cooldown=0.2, score_init="magnitude", blocks=True),
     "soft-movement": Recipe(
         "soft-movement", "Soft movement pruning: sigmoid(S) > tau with the sigmoid regulariser, weights "
         "fine-tuned; lambda adapts so the density follows the keep schedule and tau lands it on the target "
         "in the cool-down",
         masking="sigmoid", train_encoder=True, weight_lr=5e-5, score_lr=1e-2, head_lr=5e-5,
-        regularizer_lambda=400.0, lambda_ramp="adaptive", warmup=0.1, cooldown=0.2),
+        regularizer_lambda=400.0, lambda_ramp="adaptive", warmup=0.1, cooldown=0.2, blocks=True),
     "magnitude": Recipe(
         "magnitude", "Magnitude pruning with the cubic (AGP) schedule: TopK of |W|, weights fine-tuned",
         masking="magnitude", train_encoder=True, weight_lr=5e-5, score_lr=0.0, head_lr=5e-5,
-        warmup=0.1, cooldown=0.2),
+        warmup=0.1, cooldown=0.2, blocks=True),
     "l0": Recipe(
         "l0", "L0 regularisation with hard-concrete masks (continuous), weights fine-tuned",
         masking="l0", train_encoder=True, weight_lr=5e-5, score_lr=0.1, head_lr=5e-5,
@@ -73,7 +77,7 @@ RECIPES: dict[str, Recipe] = {
         "smp-struct", "Structure-aware SMP: SMP-S whose scores are coupled within FFN neurons, V/O and Q/K "
         "dimensions and heads, so masks empty whole rows / columns / heads that exact compaction removes",
         masking="smp-s", train_encoder=False, weight_lr=0.0, score_lr=2e-2, head_lr=1e-3,
-        regularizer_lambda=400.0, lambda_ramp="whole-run", extension="structured"),
+        regularizer_lambda=400.0, lambda_ramp="whole-run", extension="structured", blocks=True),
     "abp": Recipe(
         "abp", "Adapting-by-Pruning: weights frozen, mask = 1[theta > 0] learned with a sigmoid surrogate "
         "gradient and a constant drift; stops when the target sparsity is reached",

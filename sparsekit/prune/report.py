@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from sparsekit.models import MATRIX_SHORT, PrunableMatrix
+from sparsekit.prune.blocks import UNSTRUCTURED, Block, parse_block
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,18 @@ def summary(stats: list[MatrixStats]) -> dict:
     }
 
 
-def to_json(stats: list[MatrixStats]) -> dict:
-    """JSON-ready report: one entry per matrix plus the summary."""
-    return {"matrices": [asdict(s) | {"density": s.density} for s in stats], "summary": summary(stats)}
+def to_json(stats: list[MatrixStats], block: Block = UNSTRUCTURED) -> dict:
+    """JSON-ready report: one entry per matrix, the summary, and the block shape the masks are made of
+    (``"1x4"``; ``"1x1"``: unstructured)."""
+    return {"matrices": [asdict(s) | {"density": s.density} for s in stats], "summary": summary(stats),
+            "block": str(block)}
+
+
+def describe_block(block: str | Block | None) -> str:
+    """How summaries name a run's mask structure: ``"1x4 blocks"``, or ``"unstructured"`` (1x1, or a run
+    recorded before blocks existed: ``None``)."""
+    block = parse_block(block or UNSTRUCTURED)
+    return "unstructured" if block.unstructured else f"{block} blocks"
 
 
 def render_table(stats: list[MatrixStats], title: str = "Per-layer sparsity"):

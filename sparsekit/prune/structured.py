@@ -18,6 +18,10 @@ The remaining-weight budget and its per-layer reallocation are SMP-S's (Pruner, 
 
 Fused modules (ModernBERT's ``Wqkv``, its GLU ``Wi``) are split into their logical matrices by row slices
 (architectures.Matrix.slices); a GLU's gate row joins its FFN neuron's group.
+
+Block pruning (blocks.py, ``--block 1x4``): the groups are defined on weights, so each layer's block scores are
+expanded to ``[out, in]`` (every weight takes its block's score), the effective scores computed as above, and
+block-pooled back (the mean over each block's weights) for the block TopK.
 """
 from __future__ import annotations
 
@@ -192,10 +196,11 @@ class StructuredSMPExtension(Extension):
                 module.score_fn = self._score_fn(i, mtype)
 
     def _scores(self, index: int) -> dict[str, torch.Tensor]:
-        """Logical matrix type -> scores of one layer (a fused module's scores split by its row slices)."""
+        """Logical matrix type -> elementwise scores ``[out, in]`` of one layer (block scores expanded, a fused
+        module's scores split by its row slices)."""
         scores = {}
         for mtype, module in self.layers[index].items():
-            s = module.mask_scores
+            s = module.block.expand(module.mask_scores, module.weight.shape)
             scores.update({t: s[rows] for t, rows in self.matrices[mtype].slices(s.shape[0]).items()})
         return scores
 
@@ -206,7 +211,7 @@ class StructuredSMPExtension(Extension):
                 self._cache[key] = effective_scores(self._scores(index), self.heads, self.coupling,
                                                     self.head_coupling)
             parts = [self._cache[key][t] for t in self.matrices[mtype].types]
-            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+            return self.layers[index][mtype].block.pool(parts[0] if len(parts) == 1 else torch.cat(parts, dim=0))
         return fn
 
     def before_step(self, ctx, step):

@@ -31,6 +31,7 @@ from sparsekit.models import head_parameter_names, load_tokenizer, resolve_model
 from sparsekit.prune import checkpoints
 from sparsekit.prune import report as report_mod
 from sparsekit.prune.abp import AbPExtension
+from sparsekit.prune.blocks import Block, parse_block
 from sparsekit.prune.cap import CAPExtension, parse_modules
 from sparsekit.prune.config import PruneConfig
 from sparsekit.prune.extensions import Extension, TrainContext
@@ -202,7 +203,8 @@ def _param_groups(model: nn.Module, pruner: Pruner | None, recipe: Recipe, confi
 class RunPlan:
     """A run's settings checked and resolved against its recipe (every "method default" filled in).
 
-    task_type: the run's TaskType (sparsekit/tasks/); extensions: the run's extension objects, not yet set up;
+    task_type: the run's TaskType (sparsekit/tasks/); block: the mask's block shape (blocks.py; 1x1 unstructured);
+    extensions: the run's extension objects, not yet set up;
     data: the train / validation examples, read and checked by the task type, with their record for recipe.json;
     tokenizer, train_set, dev_set: the model's tokenizer and the tokenized datasets (built here, so that data
     that cannot be encoded, such as a question longer than QA's window, is refused before the output directory
@@ -220,6 +222,7 @@ class RunPlan:
     cooldown: float
     smp_temperature: float
     score_init: float | str
+    block: Block
     extensions: list[Extension]
     data: TaskData
     tokenizer: Any
@@ -316,8 +319,8 @@ def _resolve(config: PruneConfig) -> RunPlan:
     out = _prepare_output_dir(config)
     return RunPlan(config=config, recipe=recipe, task_type=task_type, masking=masking, lam_final=lam_final,
                    lambda_ramp=lambda_ramp, warmup=warmup, cooldown=cooldown, smp_temperature=smp_temperature,
-                   score_init=score_init, extensions=extensions, data=data, tokenizer=tokenizer,
-                   train_set=train_set, dev_set=dev_set, source=source,
+                   score_init=score_init, block=parse_block(config.block), extensions=extensions, data=data,
+                   tokenizer=tokenizer, train_set=train_set, dev_set=dev_set, source=source,
                    teacher_source=teacher_source, out=out,
                    run_record=checkpoints.run_record(config.to_dict()))
 
@@ -333,8 +336,8 @@ def _build(plan: RunPlan) -> RunSetup:
     set_seed(config.seed)
     tokenizer, train_set, dev_set = plan.tokenizer, plan.train_set, plan.dev_set
     model = task_type.load_model(plan.source, plan.data, seed=config.seed)
-    pruner = Pruner(model, plan.masking, score_init=plan.score_init, smp_temperature=plan.smp_temperature) \
-        if plan.masking else None
+    pruner = Pruner(model, plan.masking, score_init=plan.score_init, smp_temperature=plan.smp_temperature,
+                    block=plan.block) if plan.masking else None
 
     sampler = EpochSampler(len(train_set), config.seed, task_type.lengths(train_set), config.batch_size)
     collate = task_type.collate(tokenizer, plan.data)
@@ -543,7 +546,7 @@ def _finalise(plan: RunPlan, run: RunSetup, end: LoopEnd) -> PruneResult:
     metrics.update(train_seconds=end.train_seconds, steps=end.step, density=density,
                    target_keep=config.keep if plan.masking else 1.0)
     if main:
-        report = report_mod.to_json(stats)
+        report = report_mod.to_json(stats, plan.block)
         if plan.masking:
             report["structure"] = structure_stats(model, masks)
         report.update({e.name: e.report(ctx, masks) for e in plan.extensions})
@@ -557,6 +560,7 @@ def _recipe_record(plan: RunPlan, run: RunSetup, end: LoopEnd) -> dict:
     ctx = run.ctx
     return {
         "method": plan.recipe.name, "description": plan.recipe.description, "masking": plan.masking,
+        "block": str(plan.block),
         "config": plan.config.to_dict(), "steps": ctx.total, "steps_done": end.step,
         "steps_per_epoch": ctx.steps_per_epoch,
         "resolved": {"warmup": plan.warmup, "cooldown": plan.cooldown, "regularizer_lambda": plan.lam_final,

@@ -1,0 +1,358 @@
+// pybind11 entry points of the fused encoder (encoder_cpu.h) and the layer driver encoder_layers().
+//
+// encoder_layers() runs a stack of post-LayerNorm encoder layers over packed tokens in one call (the op
+// sparsekit::encoder_layers of sparsekit/runtime/ops.py). Its arguments are flat lists, per layer in order:
+//   tensors (kTensors per layer): for each matrix of (qkv, attn_out, ffn_in, ffn_out) five tensors --
+//            dense:  weight float32 [out, in] (contiguous), bias float32 [out], three empty tensors;
+//            sparse: ptr int32, col uint8, val float32 (packed layout of spmm_cpu.h), bias float32 [out], empty;
+//            int8:   ptr int32, col int16, val int8, bias float32 [out], scale float32 [out] (1x4-block layout of
+//                    spmm_cpu_int8.h; activations quantised per token, the epilogue applied after dequantising) --
+//            then LayerNorm 1 weight, bias and LayerNorm 2 weight, bias (float32 [hidden]).
+//   meta (kMeta per layer): heads, dq, dv, act, then per matrix: kind (0 dense, 1 sparse, 2 int8), in, out,
+//            group_rows, chunk (group_rows / chunk: sparse only).
+//   scalars (kScalars per layer): attention scale, LayerNorm 1 eps, LayerNorm 2 eps.
+// Every tensor, size and packed index is checked before any kernel runs (ValueError / TypeError).
+#include "encoder_binding.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "binding_checks.h"
+#include "encoder_cpu.h"
+#include "spmm_cpu.h"
+#include "spmm_cpu_int8.h"
+
+namespace sparsekit {
+namespace binding {
+namespace {
+
+using spmm_cpu::Activation;
+using spmm_cpu::Epilogue;
+
+constexpr int64_t kMatrices = 4;
+constexpr int64_t kPerMatrix = 5;
+constexpr int64_t kTensors = kMatrices * kPerMatrix + 4;
+constexpr int64_t kMeta = 4 + kMatrices * 5;
+constexpr int64_t kScalars = 3;
+const char* const kMatrixNames[kMatrices] = {"qkv", "attn_out", "ffn_in", "ffn_out"};
+
+void check_float_vector(const at::Tensor& t, const std::string& what, int64_t n) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, "sparsekit: ", what, " must be float32, got ", t.scalar_type());
+  check_index_tensor(t, what.c_str(), n);
+}
+
+void check_activations(const at::Tensor& x, const char* what, int64_t cols) {
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "sparsekit: ", what, " must be float32, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(x.device().is_cpu() && x.layout() == at::kStrided, "sparsekit: ", what,
+                    " must be a strided CPU tensor");
+  TORCH_CHECK_VALUE(x.dim() == 2 && (cols < 0 || x.size(1) == cols), "sparsekit: ", what, " must have shape [N, ",
+                    cols, "], got ", x.sizes());
+}
+
+// cu_seqlens: int64 [nseq + 1], 0 = cu[0] <= cu[1] <= ... <= cu[nseq] = N.
+const int64_t* checked_cu_seqlens(const at::Tensor& cu, int64_t N) {
+  TORCH_CHECK_TYPE(cu.scalar_type() == at::kLong, "sparsekit: cu_seqlens must be int64, got ", cu.scalar_type());
+  check_index_tensor(cu, "cu_seqlens", -1);
+  TORCH_CHECK_VALUE(cu.numel() >= 1, "sparsekit: cu_seqlens needs at least one element (0)");
+  const int64_t* c = cu.data_ptr<int64_t>();
+  const int64_t nseq = cu.numel() - 1;
+  TORCH_CHECK_VALUE(c[0] == 0, "sparsekit: cu_seqlens[0] must be 0, got ", c[0]);
+  for (int64_t s = 0; s < nseq; ++s) {
+    TORCH_CHECK_VALUE(c[s + 1] >= c[s], "sparsekit: cu_seqlens must be non-decreasing, got cu_seqlens[", s, "] = ",
+                      c[s], " > cu_seqlens[", s + 1, "] = ", c[s + 1]);
+  }
+  TORCH_CHECK_VALUE(c[nseq] == N, "sparsekit: cu_seqlens[-1] must be the number of packed tokens ", N, ", got ",
+                    c[nseq]);
+  return c;
+}
+
+encoder_cpu::AttentionShape attention_shape(int64_t heads, int64_t dq, int64_t dv, double scale) {
+  TORCH_CHECK_VALUE(heads >= 0 && dq >= 1 && dv >= 1, "sparsekit: heads >= 0, dq >= 1 and dv >= 1 are needed, got ",
+                    heads, ", ", dq, ", ", dv);
+  encoder_cpu::AttentionShape a;
+  a.heads = heads;
+  a.dq = dq;
+  a.dv = dv;
+  a.q_off = 0;
+  a.k_off = heads * dq;
+  a.v_off = 2 * heads * dq;
+  a.scale = static_cast<float>(scale);
+  return a;
+}
+
+at::Tensor packed_attention(const at::Tensor& qkv, const at::Tensor& cu_seqlens, int64_t heads, int64_t dq,
+                            int64_t dv, double scale, const std::string& isa_name) {
+  const Isa isa = checked_isa(isa_name);
+  const encoder_cpu::AttentionShape a = attention_shape(heads, dq, dv, scale);
+  check_activations(qkv, "qkv", heads * (2 * dq + dv));
+  const at::Tensor q = qkv.contiguous();
+  const int64_t* cu = checked_cu_seqlens(cu_seqlens, q.size(0));
+  at::Tensor ctx = at::zeros({q.size(0), heads * dv}, q.options());
+  pybind11::gil_scoped_release no_gil;
+  encoder_cpu::packed_attention(q.data_ptr<float>(), q.size(1), cu, cu_seqlens.numel() - 1, a, ctx.data_ptr<float>(),
+                                heads * dv, isa);
+  return ctx;
+}
+
+at::Tensor add_layer_norm(const at::Tensor& x, const c10::optional<at::Tensor>& residual, const at::Tensor& weight,
+                          const at::Tensor& bias, double eps, const std::string& isa_name) {
+  const Isa isa = checked_isa(isa_name);
+  check_activations(x, "x", -1);
+  const int64_t n = x.size(1);
+  TORCH_CHECK_VALUE(n >= 1, "sparsekit: layer_norm needs at least one feature");
+  check_float_vector(weight, "weight", n);
+  check_float_vector(bias, "bias", n);
+  const at::Tensor xc = x.contiguous();
+  at::Tensor rc;
+  if (residual.has_value()) {
+    check_activations(*residual, "residual", n);
+    TORCH_CHECK_VALUE(residual->size(0) == x.size(0), "sparsekit: residual must have ", x.size(0), " rows");
+    rc = residual->contiguous();
+  }
+  at::Tensor y = at::empty_like(xc);
+  pybind11::gil_scoped_release no_gil;
+  encoder_cpu::add_layer_norm(xc.data_ptr<float>(), n, rc.defined() ? rc.data_ptr<float>() : nullptr, n,
+                              weight.data_ptr<float>(), bias.data_ptr<float>(), static_cast<float>(eps),
+                              y.data_ptr<float>(), n, xc.size(0), n, isa);
+  return y;
+}
+
+spmm_cpu_int8::Isa parse_int8_isa(const std::string& name) {
+  using I = spmm_cpu_int8::Isa;
+  const I isa = name == "avx512-vnni" ? I::kAvx512Vnni
+                : name == "avx-vnni"  ? I::kAvxVnni
+                : name == "avx512bw"  ? I::kAvx512Bw
+                : name == "avx2"      ? I::kAvx2
+                                      : I::kScalar;
+  TORCH_CHECK_VALUE(name == spmm_cpu_int8::isa_name(isa), "sparsekit: unknown int8 ISA '", name,
+                    "' (expected avx512-vnni, avx-vnni, avx512bw, avx2 or scalar)");
+  TORCH_CHECK_VALUE(spmm_cpu_int8::isa_supported(isa), "sparsekit: int8 ISA '", name, "' is not supported here");
+  return isa;
+}
+
+// One Linear of a layer: dense (ATen addmm + epilogue_rows), packed sparse fp32 (grouped_linear, epilogue fused in
+// the store) or int8 1x4 blocks (b4_linear with bias, then epilogue_rows).
+struct Matrix {
+  int kind = 0;  // 0 dense, 1 sparse fp32, 2 int8
+  int64_t in = 0, out = 0;
+  at::Tensor weight, bias;  // dense weight [out, in]; bias [out]
+  spmm_cpu::GroupedWeight packed;
+  spmm_cpu_int8::B4Weight packed8;
+
+  void run(const float* x, int64_t M, float* y, const Epilogue& ep, Isa isa, spmm_cpu_int8::Isa isa8) const {
+    if (M == 0 || out == 0) return;
+    if (kind == 1) {
+      spmm_cpu::grouped_linear(x, M, in, packed, bias.data_ptr<float>(), y, out, isa, ep);
+      return;
+    }
+    if (kind == 2) {
+      spmm_cpu_int8::Output o;
+      o.y = y;
+      o.ldy = out;
+      o.bias = bias.data_ptr<float>();
+      spmm_cpu_int8::b4_linear(x, M, in, packed8, o, isa8);
+      encoder_cpu::epilogue_rows(y, out, M, out, ep, isa);
+      return;
+    }
+    at::Tensor yt = at::from_blob(y, {M, out}, at::TensorOptions().dtype(at::kFloat));
+    if (in == 0) {
+      yt.copy_(bias.expand({M, out}));
+    } else {
+      const at::Tensor xt = at::from_blob(const_cast<float*>(x), {M, in}, at::TensorOptions().dtype(at::kFloat));
+      at::addmm_out(yt, bias, xt, weight.t());
+    }
+    encoder_cpu::epilogue_rows(y, out, M, out, ep, isa);
+  }
+};
+
+struct Layer {
+  Matrix m[kMatrices];
+  encoder_cpu::AttentionShape attention;
+  Activation act = Activation::kNone;
+  const float *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;
+  float eps1 = 1e-12f, eps2 = 1e-12f;
+};
+
+// The int8 weight of one matrix after checking dtypes, sizes and (validate_weight) every index and value.
+spmm_cpu_int8::B4Weight checked_int8(const at::Tensor* mt, int64_t in, int64_t out, const std::string& name,
+                                     spmm_cpu_int8::Isa isa8) {
+  TORCH_CHECK_VALUE(in <= spmm_cpu_int8::kMaxInFeatures, "sparsekit: ", name, " has in_features ", in, " > ",
+                    spmm_cpu_int8::kMaxInFeatures);
+  const std::pair<at::ScalarType, const char*> want[4] = {
+      {at::kInt, "ptr"}, {at::kShort, "col"}, {at::kChar, "val"}, {at::kFloat, "scale"}};
+  const at::Tensor* got[4] = {&mt[0], &mt[1], &mt[2], &mt[4]};
+  for (int k = 0; k < 4; ++k) {
+    TORCH_CHECK_TYPE(got[k]->scalar_type() == want[k].first, "sparsekit: ", name, " int8 ", want[k].second,
+                     " has dtype ", got[k]->scalar_type());
+    check_index_tensor(*got[k], want[k].second, -1);
+  }
+  spmm_cpu_int8::B4Weight w;
+  w.out = out;
+  w.in = in;
+  w.nkb = (in + 3) / 4;
+  w.nblk = mt[1].numel();
+  TORCH_CHECK_VALUE(mt[0].numel() == out + 1 && mt[2].numel() == 4 * w.nblk && mt[4].numel() == out,
+                    "sparsekit: ", name, " int8 tensors do not match out = ", out, " and ", w.nblk, " blocks");
+  w.ptr = mt[0].data_ptr<int32_t>();
+  w.col = mt[1].data_ptr<int16_t>();
+  w.val = mt[2].data_ptr<int8_t>();
+  w.scale = mt[4].data_ptr<float>();
+  spmm_cpu_int8::validate_weight(w, isa8);
+  return w;
+}
+
+Layer checked_layer(const std::vector<at::Tensor>& t, const std::vector<int64_t>& meta,
+                    const std::vector<double>& sc, int64_t l, int64_t hidden, Isa isa, spmm_cpu_int8::Isa isa8) {
+  const at::Tensor* lt = t.data() + l * kTensors;
+  const int64_t* lm = meta.data() + l * kMeta;
+  Layer layer;
+  layer.attention = attention_shape(lm[0], lm[1], lm[2], sc[l * kScalars]);
+  TORCH_CHECK_VALUE(lm[3] >= 0 && lm[3] <= 3, "sparsekit: layer ", l, ": act must be 0..3, got ", lm[3]);
+  layer.act = static_cast<Activation>(lm[3]);
+  const int64_t H = lm[0], dq = lm[1], dv = lm[2];
+  const int64_t ffn = lm[4 + 2 * 5 + 2];  // ffn_in's out
+  const int64_t want_in[kMatrices] = {hidden, H * dv, hidden, ffn};
+  const int64_t want_out[kMatrices] = {H * (2 * dq + dv), hidden, -1, hidden};
+  for (int64_t k = 0; k < kMatrices; ++k) {
+    const int64_t* mm = lm + 4 + 5 * k;
+    const std::string name = "layer " + std::to_string(l) + " " + kMatrixNames[k];
+    Matrix& mx = layer.m[k];
+    TORCH_CHECK_VALUE(mm[0] >= 0 && mm[0] <= 2, "sparsekit: ", name, ": kind must be 0 (dense), 1 (sparse) or 2 "
+                      "(int8)");
+    mx.kind = static_cast<int>(mm[0]);
+    mx.in = mm[1];
+    mx.out = mm[2];
+    TORCH_CHECK_VALUE(mx.in == want_in[k] && (want_out[k] < 0 || mx.out == want_out[k]) && mx.out >= 0,
+                      "sparsekit: ", name, " has shape [", mx.out, ", ", mx.in, "], expected [",
+                      want_out[k] < 0 ? mx.out : want_out[k], ", ", want_in[k], "]");
+    const at::Tensor* mt = lt + kPerMatrix * k;
+    if (mx.kind == 0) {
+      TORCH_CHECK_TYPE(mt[0].scalar_type() == at::kFloat, "sparsekit: ", name, " weight must be float32");
+      TORCH_CHECK_VALUE(mt[0].device().is_cpu() && mt[0].dim() == 2 && mt[0].size(0) == mx.out &&
+                            mt[0].size(1) == mx.in && mt[0].is_contiguous(),
+                        "sparsekit: ", name, " weight must be a contiguous CPU tensor [", mx.out, ", ", mx.in,
+                        "], got ", mt[0].sizes());
+      mx.weight = mt[0];
+      mx.bias = mt[1];
+    } else if (mx.kind == 1) {
+      mx.packed = checked_weight(mt[0], mt[1], mt[2], mx.in, mx.out, mm[3], mm[4], isa);
+      mx.bias = mt[3];
+    } else {
+      mx.packed8 = checked_int8(mt, mx.in, mx.out, name, isa8);
+      mx.bias = mt[3];
+    }
+    check_float_vector(mx.bias, name + " bias", mx.out);
+  }
+  const at::Tensor* ln = lt + kPerMatrix * kMatrices;
+  for (int64_t k = 0; k < 4; ++k) {
+    check_float_vector(ln[k], "layer " + std::to_string(l) + " LayerNorm parameter", hidden);
+  }
+  layer.ln1_w = ln[0].data_ptr<float>();
+  layer.ln1_b = ln[1].data_ptr<float>();
+  layer.ln2_w = ln[2].data_ptr<float>();
+  layer.ln2_b = ln[3].data_ptr<float>();
+  layer.eps1 = static_cast<float>(sc[l * kScalars + 1]);
+  layer.eps2 = static_cast<float>(sc[l * kScalars + 2]);
+  return layer;
+}
+
+// Grow-only scratch of the calling thread (no allocation per call in the steady state).
+float* scratch(std::vector<float>& buf, size_t n) {
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, const std::vector<at::Tensor>& tensors,
+                          const std::vector<int64_t>& meta, const std::vector<double>& scalars,
+                          const std::string& isa_name, const std::string& int8_isa_name) {
+  const Isa isa = checked_isa(isa_name);
+  const spmm_cpu_int8::Isa isa8 = parse_int8_isa(int8_isa_name);
+  check_activations(x, "x", -1);
+  const int64_t N = x.size(0), hidden = x.size(1);
+  TORCH_CHECK_VALUE(hidden >= 1, "sparsekit: x needs at least one feature");
+  const int64_t* cu = checked_cu_seqlens(cu_seqlens, N);
+  const int64_t nseq = cu_seqlens.numel() - 1;
+  const int64_t nlayers = static_cast<int64_t>(meta.size()) / kMeta;
+  TORCH_CHECK_VALUE(static_cast<int64_t>(meta.size()) == nlayers * kMeta &&
+                        static_cast<int64_t>(tensors.size()) == nlayers * kTensors &&
+                        static_cast<int64_t>(scalars.size()) == nlayers * kScalars,
+                    "sparsekit: encoder_layers needs ", kTensors, " tensors, ", kMeta, " ints and ", kScalars,
+                    " floats per layer; got ", tensors.size(), ", ", meta.size(), ", ", scalars.size());
+  std::vector<Layer> layers;
+  layers.reserve(static_cast<size_t>(nlayers));
+  for (int64_t l = 0; l < nlayers; ++l) layers.push_back(checked_layer(tensors, meta, scalars, l, hidden, isa, isa8));
+
+  at::Tensor y = x.contiguous().clone();
+  if (N == 0) return y;
+  thread_local std::vector<float> qkv_buf, ctx_buf, h_buf, u_buf;
+  pybind11::gil_scoped_release no_gil;
+  float* xy = y.data_ptr<float>();  // the layer input, then (in place) its output
+  for (const Layer& L : layers) {
+    const encoder_cpu::AttentionShape& a = L.attention;
+    const int64_t nqkv = L.m[0].out, nctx = a.heads * a.dv, ffn = L.m[2].out;
+    float* qkv = scratch(qkv_buf, static_cast<size_t>(N * std::max<int64_t>(nqkv, 1)));
+    float* ctx = scratch(ctx_buf, static_cast<size_t>(N * std::max<int64_t>(nctx, 1)));
+    float* h = scratch(h_buf, static_cast<size_t>(N * hidden));
+    float* u = scratch(u_buf, static_cast<size_t>(N * std::max<int64_t>(ffn, 1)));
+    L.m[0].run(xy, N, qkv, Epilogue(), isa, isa8);
+    encoder_cpu::packed_attention(qkv, nqkv, cu, nseq, a, ctx, nctx, isa);
+    Epilogue residual_x;
+    residual_x.residual = xy;
+    residual_x.ldr = hidden;
+    L.m[1].run(ctx, N, h, residual_x, isa, isa8);  // no heads left (nctx == 0): bias + x
+    encoder_cpu::add_layer_norm(h, hidden, nullptr, 0, L.ln1_w, L.ln1_b, L.eps1, h, hidden, N, hidden, isa);
+    Epilogue act;
+    act.act = L.act;
+    L.m[2].run(h, N, u, act, isa, isa8);
+    Epilogue residual_h;
+    residual_h.residual = h;
+    residual_h.ldr = hidden;
+    L.m[3].run(u, N, xy, residual_h, isa, isa8);
+    encoder_cpu::add_layer_norm(xy, hidden, nullptr, 0, L.ln2_w, L.ln2_b, L.eps2, xy, hidden, N, hidden, isa);
+  }
+  return y;
+}
+
+at::Tensor epilogue_rows(const at::Tensor& y, int64_t act, const c10::optional<at::Tensor>& residual,
+                         const std::string& isa_name) {
+  const Isa isa = checked_isa(isa_name);
+  check_activations(y, "y", -1);
+  TORCH_CHECK_VALUE(act >= 0 && act <= 3, "sparsekit: act must be 0..3, got ", act);
+  at::Tensor out = y.contiguous().clone();
+  Epilogue ep;
+  ep.act = static_cast<Activation>(act);
+  at::Tensor rc;
+  if (residual.has_value()) {
+    check_activations(*residual, "residual", y.size(1));
+    TORCH_CHECK_VALUE(residual->size(0) == y.size(0), "sparsekit: residual must have ", y.size(0), " rows");
+    rc = residual->contiguous();
+    ep.residual = rc.data_ptr<float>();
+    ep.ldr = y.size(1);
+  }
+  pybind11::gil_scoped_release no_gil;
+  encoder_cpu::epilogue_rows(out.data_ptr<float>(), y.size(1), y.size(0), y.size(1), ep, isa);
+  return out;
+}
+
+}  // namespace
+
+void register_encoder(pybind11::module_& m) {
+  m.def("packed_attention", &packed_attention, pybind11::arg("qkv"), pybind11::arg("cu_seqlens"),
+        pybind11::arg("heads"), pybind11::arg("dq"), pybind11::arg("dv"), pybind11::arg("scale"), pybind11::arg("isa"),
+        "Attention over packed sequences (encoder_cpu.h): qkv float32 [N, H (2 dq + dv)] -> ctx [N, H dv].");
+  m.def("add_layer_norm", &add_layer_norm, pybind11::arg("x"), pybind11::arg("residual"), pybind11::arg("weight"),
+        pybind11::arg("bias"), pybind11::arg("eps"), pybind11::arg("isa"),
+        "LayerNorm(x + residual) * weight + bias over the last dimension of x float32 [M, n].");
+  m.def("epilogue_rows", &epilogue_rows, pybind11::arg("y"), pybind11::arg("act"), pybind11::arg("residual"),
+        pybind11::arg("isa"), "act(y) + residual (the dense Linear's epilogue), y float32 [M, n].");
+  m.def("encoder_layers", &encoder_layers, pybind11::arg("x"), pybind11::arg("cu_seqlens"), pybind11::arg("tensors"),
+        pybind11::arg("meta"), pybind11::arg("scalars"), pybind11::arg("isa"), pybind11::arg("int8_isa"),
+        "A stack of fused post-LayerNorm encoder layers over packed tokens x float32 [N, hidden] (encoder_binding.cpp).");
+}
+
+}  // namespace binding
+}  // namespace sparsekit

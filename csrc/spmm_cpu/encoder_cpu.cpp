@@ -1,0 +1,163 @@
+// sparsekit fused encoder pieces (encoder_cpu.h): ISA dispatch and threading. Kernel bodies: encoder_cpu_impl.inc.
+//
+// Built for the baseline target like spmm_cpu.cpp: the AVX2 / AVX-512 bodies carry target attributes and run only
+// after the CPU check of spmm_cpu::isa_supported.
+#include "encoder_cpu.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <vector>
+
+#include "vec.h"
+
+namespace sparsekit {
+namespace encoder_cpu {
+namespace {
+
+using spmm_cpu::Activation;
+using spmm_cpu::Epilogue;
+
+struct EncoderOps {
+  int L;
+  void (*attention_item)(const float* qkv, int64_t ldq, int64_t t0, int64_t len, int64_t h, int64_t i0, int64_t i1,
+                         const AttentionShape& a, float* ctx, int64_t ldc, float* kt, float* S);
+  void (*layer_norm_rows)(const float* x, int64_t ldx, const float* res, int64_t ldr, const float* gamma,
+                          const float* beta, float eps, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n);
+  void (*epilogue_rows_range)(float* y, int64_t ldy, int64_t n, const Epilogue& ep, int64_t m0, int64_t m1);
+};
+
+using spmm_cpu::VecScalar;
+#if SK_X86
+using spmm_cpu::VecAvx2;
+using spmm_cpu::VecAvx512;
+#endif
+
+#define SK_NS enc_scalar
+#define SK_TARGET
+#define SK_VEC VecScalar
+#include "encoder_cpu_impl.inc"
+#undef SK_NS
+#undef SK_TARGET
+#undef SK_VEC
+
+#if SK_X86
+#define SK_NS enc_avx2
+#define SK_TARGET SK_AVX2_TARGET
+#define SK_VEC VecAvx2
+#include "encoder_cpu_impl.inc"
+#undef SK_NS
+#undef SK_TARGET
+#undef SK_VEC
+
+#define SK_NS enc_avx512
+#define SK_TARGET SK_AVX512_TARGET
+#define SK_VEC VecAvx512
+#include "encoder_cpu_impl.inc"
+#undef SK_NS
+#undef SK_TARGET
+#undef SK_VEC
+#endif
+
+const EncoderOps& ops_for(Isa isa) {
+  TORCH_CHECK_VALUE(spmm_cpu::isa_supported(isa), "sparsekit: ISA ", spmm_cpu::isa_name(isa),
+                    " is not supported by this CPU");
+#if SK_X86
+  if (isa == Isa::kAvx512) return enc_avx512::kEncoderOps;
+  if (isa == Isa::kAvx2) return enc_avx2::kEncoderOps;
+#endif
+  return enc_scalar::kEncoderOps;
+}
+
+// Grow-only 64-byte-aligned float buffer, one per thread.
+class Buffer {
+ public:
+  ~Buffer() { std::free(ptr_); }
+  float* get(size_t n) {
+    if (n > cap_) {
+      std::free(ptr_);
+      void* p = nullptr;
+      ptr_ = posix_memalign(&p, 64, std::max<size_t>(n, 16) * sizeof(float)) == 0 ? static_cast<float*>(p) : nullptr;
+      cap_ = ptr_ != nullptr ? n : 0;
+    }
+    return ptr_;
+  }
+
+ private:
+  float* ptr_ = nullptr;
+  size_t cap_ = 0;
+};
+
+thread_local Buffer tl_attention;
+
+// Rows per parallel work item of the row-wise passes (LayerNorm, epilogue): a parallel region costs a few
+// microseconds, more than normalising a handful of rows.
+constexpr int64_t kRowGrain = 16;
+// Attention work items per thread to aim for (load balance), and the fewest query rows an item takes.
+constexpr int64_t kItemsPerThread = 4;
+// Query rows of one register block of the attention kernels (kRB of encoder_cpu_impl.inc, at most 6).
+constexpr int64_t kMaxQueryRows = 8;
+constexpr int64_t kMinQueryBlock = 16;
+
+}  // namespace
+
+void packed_attention(const float* qkv, int64_t ldq, const int64_t* cu, int64_t nseq, const AttentionShape& a,
+                      float* ctx, int64_t ldc, Isa isa) {
+  TORCH_CHECK_VALUE(a.heads >= 0 && a.dq >= 1 && a.dv >= 1, "sparsekit attention: bad head widths");
+  if (a.heads == 0 || nseq == 0) return;
+  const EncoderOps& ops = ops_for(isa);
+  // Work items: (sequence, head, block of query rows), the items of sequence s from first[s]. Each item transposes
+  // its head's keys, so query rows are split only when there are too few (sequence, head) pairs for the threads.
+  int64_t maxlen = 0;
+  for (int64_t s = 0; s < nseq; ++s) maxlen = std::max(maxlen, cu[s + 1] - cu[s]);
+  const int64_t splits = std::max<int64_t>(1, (kItemsPerThread * at::get_num_threads() + nseq * a.heads - 1) /
+                                                  (nseq * a.heads));
+  const int64_t qblock = std::max<int64_t>(kMinQueryBlock, (maxlen + splits - 1) / splits);
+  std::vector<int64_t> first(nseq + 1, 0);
+  for (int64_t s = 0; s < nseq; ++s) first[s + 1] = first[s] + a.heads * ((cu[s + 1] - cu[s] + qblock - 1) / qblock);
+  const int64_t nitems = first[nseq];
+  if (nitems == 0) return;
+  const int64_t lkp = (maxlen + ops.L - 1) / ops.L * ops.L;
+  const size_t scratch = static_cast<size_t>((a.dq + kMaxQueryRows) * lkp);  // kt [dq][lkp] + S [rows][lkp]
+  std::vector<char> failed(static_cast<size_t>(at::get_num_threads()) + 1, 0);
+  at::parallel_for(0, nitems, 1, [&](int64_t b, int64_t e) {
+    float* buf = tl_attention.get(scratch);
+    if (buf == nullptr) {
+      failed[std::min<size_t>(at::get_thread_num(), failed.size() - 1)] = 1;
+      return;
+    }
+    int64_t s = std::upper_bound(first.begin(), first.end(), b) - first.begin() - 1;
+    for (int64_t item = b; item < e; ++item) {
+      while (item >= first[s + 1]) ++s;
+      const int64_t len = cu[s + 1] - cu[s];
+      const int64_t nqb = (len + qblock - 1) / qblock;
+      const int64_t local = item - first[s];
+      const int64_t h = local / nqb, qb = local % nqb;
+      const int64_t i0 = qb * qblock, i1 = std::min(len, i0 + qblock);
+      ops.attention_item(qkv, ldq, cu[s], len, h, i0, i1, a, ctx, ldc, buf, buf + a.dq * lkp);
+    }
+  });
+  for (char f : failed) TORCH_CHECK(!f, "sparsekit attention: out of memory (scratch buffers)");
+}
+
+void add_layer_norm(const float* x, int64_t ldx, const float* residual, int64_t ldr, const float* gamma,
+                    const float* beta, float eps, float* y, int64_t ldy, int64_t M, int64_t n, Isa isa) {
+  TORCH_CHECK_VALUE(n >= 1, "sparsekit layer_norm: at least one feature is needed");
+  if (M <= 0) return;
+  const EncoderOps& ops = ops_for(isa);
+  at::parallel_for(0, M, kRowGrain, [&](int64_t m0, int64_t m1) {
+    ops.layer_norm_rows(x, ldx, residual, ldr, gamma, beta, eps, y, ldy, m0, m1, n);
+  });
+}
+
+void epilogue_rows(float* y, int64_t ldy, int64_t M, int64_t n, const Epilogue& ep, Isa isa) {
+  if (M <= 0 || n <= 0 || (ep.act == Activation::kNone && ep.residual == nullptr)) return;
+  const EncoderOps& ops = ops_for(isa);
+  at::parallel_for(0, M, kRowGrain, [&](int64_t m0, int64_t m1) { ops.epilogue_rows_range(y, ldy, n, ep, m0, m1); });
+}
+
+}  // namespace encoder_cpu
+}  // namespace sparsekit

@@ -1,0 +1,160 @@
+"""sparsekit's CPU encoder runtime: every layer of a compacted model in one fused op call per forward.
+
+:class:`FusedEncoder` holds, per layer, the four matrices the fused layer multiplies -- Q, K and V stacked into one
+``qkv`` matrix (one pass over the activations, written in the head-major layout attention reads), ``attn_out``,
+``ffn_in`` and ``ffn_out`` -- each packed for the backend chosen for it (``dense``: BLAS; ``csr-cpu`` / ``bsr-cpu``:
+sparsekit's kernels), plus the LayerNorms, the attention widths and the activation. ``forward`` runs the op
+``sparsekit::encoder_layers`` (:mod:`sparsekit.kernels.encoder`) on packed tokens: padding never enters a Linear,
+attention runs per sequence, bias + activation and bias + residual are fused into the Linears' epilogues and each
+LayerNorm follows in the same call.
+
+Built by ``sparsekit.compile`` (which measures the backend of each matrix) from a
+:class:`~sparsekit.export.modeling.CompactModel`; :func:`layer_weights` says what it reads from a layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sparsekit.kernels import encoder as encoder_ops
+from sparsekit.kernels.cpu_layout import pack_cpu_bsr, pack_cpu_csr
+from sparsekit.runtime import packing
+
+#: The matrices of one fused layer, in the op's order.
+MATRICES = ("qkv", "attn_out", "ffn_in", "ffn_out")
+#: Backends the fused layer can run a matrix on (names of sparsekit.backends), and the op's matrix kind of each.
+RUNTIME_BACKENDS = {"dense": encoder_ops.DENSE, "csr-cpu": encoder_ops.SPARSE, "bsr-cpu": encoder_ops.SPARSE,
+                    "int8-b4-cpu": encoder_ops.INT8}
+
+
+@dataclass
+class LayerWeights:
+    """What one fused layer computes with (float32, CPU). matrices: name -> (weight ``[out, in]``, bias ``[out]``);
+    qkv stacks Q ``[H dq]``, K ``[H dq]`` and V ``[H dv]`` rows, each head-major. norms: (weight, bias, eps) of
+    LayerNorm 1 (after attention) and 2 (after the FFN)."""
+
+    matrices: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    heads: int
+    dq: int
+    dv: int
+    scale: float
+    activation: str
+    norms: tuple[tuple[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor, float]]
+
+
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why ``model`` cannot run on the fused runtime, or None if it can."""
+    from sparsekit.export.modeling import CompactModel
+
+    if not isinstance(model, CompactModel):
+        return (f"the fused runtime runs sparsekit's compacted models (export the model: `sparsekit export`); "
+                f"{type(model).__name__} keeps its module tree with each Linear on its own backend")
+    params = list(model.parameters())
+    if params and params[0].device.type != "cpu":
+        return f"the fused runtime is CPU-only; the model is on {params[0].device}"
+    if params and any(p.dtype != torch.float32 for p in params):
+        return "the fused runtime computes in float32; the model has other dtypes (call model.float())"
+    act = getattr(model.config, "hidden_act", None)
+    if act not in encoder_ops.ACTIVATIONS:
+        return (f"activation {act!r} has no fused epilogue (supported: {', '.join(encoder_ops.ACTIVATIONS)})")
+    from sparsekit.kernels import cpu
+
+    if not cpu.available():
+        return f"the C++ kernels are not built: {cpu.unavailable_reason()}"
+    return None
+
+
+@torch.no_grad()
+def layer_weights(layer: nn.Module, activation: str) -> LayerWeights:
+    """The fused view of a :class:`~sparsekit.export.modeling.CompactLayer` whose ``pad_layout`` has run (Q / K / V
+    emit every head at the same width)."""
+    from sparsekit.export.modeling import _weight_bias
+
+    att = layer.attention
+    if not (att.padded or att.uniform or att.heads == 0):
+        raise ValueError("call model.pad_layout() first: ragged heads need the padded layout")
+    device = torch.device("cpu")
+    q, k, v = (_weight_bias(getattr(att, n), device) for n in ("query", "key", "value"))
+    heads = att.heads
+    dq = att.qk_pad if heads else 1
+    dv = att.v_pad if heads else 1
+    if heads and (q[0].shape[0] != heads * dq or v[0].shape[0] != heads * dv):
+        raise ValueError(f"Q / V have {q[0].shape[0]} / {v[0].shape[0]} rows, expected {heads} heads of "
+                         f"{dq} / {dv}")
+    qkv = (torch.cat([q[0], k[0], v[0]]).contiguous(), torch.cat([q[1], k[1], v[1]]).contiguous())
+    matrices = {"qkv": qkv, "attn_out": _weight_bias(layer.attn_out, device),
+                "ffn_in": _weight_bias(layer.ffn_in, device), "ffn_out": _weight_bias(layer.ffn_out, device)}
+    matrices = {n: (w.contiguous(), b.contiguous()) for n, (w, b) in matrices.items()}
+    norms = tuple((n.weight.detach().float().contiguous(), n.bias.detach().float().contiguous(), float(n.eps))
+                  for n in (layer.attn_norm, layer.ffn_norm))
+    return LayerWeights(matrices, heads, dq, dv, float(att.scale), activation, norms)
+
+
+def _packed_matrix(weight: torch.Tensor, bias: torch.Tensor, backend: str) -> tuple[list[torch.Tensor], list[int]]:
+    """The op's five tensors and five ints (kind, in, out, group_rows, chunk) of one matrix on ``backend``."""
+    out, inp = weight.shape
+    kind = RUNTIME_BACKENDS[backend]
+    if backend == "dense":
+        return [weight, bias, torch.empty(0), torch.empty(0), torch.empty(0)], [kind, inp, out, 1, 1]
+    if backend == "int8-b4-cpu":
+        from sparsekit.kernels.cpu_int8_layout import pack_cpu_int8_b4
+
+        q = pack_cpu_int8_b4(weight)
+        return [q.ptr, q.col, q.val, bias, q.scale], [kind, inp, out, 1, 1]
+    packed = pack_cpu_csr(weight) if backend == "csr-cpu" else pack_cpu_bsr(weight, block=(4, 1))
+    return [packed.ptr, packed.col, packed.val, bias, torch.empty(0)], [kind, inp, out, packed.group_rows,
+                                                                         packed.chunk]
+
+
+class FusedEncoder(nn.Module):
+    """The encoder layers of a compacted model as one ``sparsekit::encoder_layers`` call.
+
+    Args:
+        layers: one :class:`LayerWeights` per layer.
+        backends: per layer, the backend of each matrix of MATRICES (a key of RUNTIME_BACKENDS).
+    ``forward(tokens [N, hidden], cu_seqlens [nseq + 1])`` runs packed tokens; :meth:`run_padded` a padded batch.
+    """
+
+    def __init__(self, layers: list[LayerWeights], backends: list[dict[str, str]]) -> None:
+        super().__init__()
+        if len(layers) != len(backends):
+            raise ValueError(f"{len(layers)} layers but {len(backends)} backend choices")
+        self.backends = [dict(b) for b in backends]
+        self._tensors: list[torch.Tensor] = []
+        self._meta: list[int] = []
+        self._scalars: list[float] = []
+        for lw, chosen in zip(layers, backends):
+            unknown = {b for b in chosen.values() if b not in RUNTIME_BACKENDS}
+            if unknown or set(chosen) != set(MATRICES):
+                raise ValueError(f"each layer needs a backend for {MATRICES} among {tuple(RUNTIME_BACKENDS)}; "
+                                 f"got {chosen}")
+            self._meta += [lw.heads, lw.dq, lw.dv, encoder_ops.ACTIVATIONS[lw.activation]]
+            for name in MATRICES:
+                tensors, meta = _packed_matrix(*lw.matrices[name], chosen[name])
+                self._tensors += tensors
+                self._meta += meta
+            for weight, bias, _ in lw.norms:
+                self._tensors += [weight, bias]
+            self._scalars += [lw.scale, lw.norms[0][2], lw.norms[1][2]]
+        self.hidden = layers[0].norms[0][0].shape[0] if layers else 0
+
+    def forward(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+        """Packed tokens ``[N, hidden]`` float32 -> ``[N, hidden]`` after every layer."""
+        if not self._meta:
+            return tokens
+        return encoder_ops.encoder_layers(tokens, cu_seqlens, self._tensors, self._meta, self._scalars)
+
+    def run_padded(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """A padded batch ``[B, T, hidden]`` (attention_mask ``[B, T]``, 1 = real) -> ``[B, T, hidden]``: only the
+        real tokens are computed; padding positions come back as zeros."""
+        packed = packing.pack(hidden.float(), attention_mask)
+        return packing.unpack(self(packed.tokens, packed.cu_seqlens), packed)
+
+    def extra_repr(self) -> str:
+        counts: dict[str, int] = {}
+        for chosen in self.backends:
+            for b in chosen.values():
+                counts[b] = counts.get(b, 0) + 1
+        return f"layers={len(self.backends)}, " + ", ".join(f"{b}={n}" for b, n in sorted(counts.items()))

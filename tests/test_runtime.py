@@ -1,0 +1,401 @@
+"""The fused CPU encoder runtime: each fused piece against its unfused reference on every ISA path this CPU has,
+the whole compiled model against the masked dense model (padding patterns, length 1, removed heads and FFNs, the
+three task heads), bad inputs, and torch.compile over the ops."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparsekit import kernels
+from sparsekit.compiler import compile as sk_compile
+from sparsekit.kernels import cpu, reference
+from sparsekit.kernels import encoder as encoder_ops
+from sparsekit.kernels.cpu_layout import pack_cpu_bsr, pack_cpu_csr
+from sparsekit.runtime import FusedEncoder, LayerWeights, packing
+
+pytestmark = pytest.mark.skipif(not kernels.available(),
+                                reason=f"C++ kernels not built: {kernels.unavailable_reason()}")
+ISAS = [pytest.param(i, marks=pytest.mark.skipif(i not in kernels.supported_isas(), reason=f"CPU lacks {i}"))
+        for i in ("avx512", "avx2", "scalar")]
+ACTS = {0: lambda t: t, 1: F.gelu, 2: lambda t: F.gelu(t, approximate="tanh"), 3: F.relu}
+
+
+def _ext():
+    return cpu._EXT.load()
+
+
+@pytest.fixture
+def threads():
+    """Restore the thread count after a test that changes it."""
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
+def _cu(lengths):
+    return torch.tensor([0, *torch.tensor(lengths, dtype=torch.int64).cumsum(0).tolist()], dtype=torch.int64)
+
+
+def _sparse(out, inp, density, gen):
+    return torch.randn(out, inp, generator=gen) * (torch.rand(out, inp, generator=gen) < density)
+
+
+# ------------------------------------------------------------------------------------------- fused pieces
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("heads,dq,dv,lengths", [
+    (12, 64, 64, [128]), (3, 8, 24, [1, 5, 0, 33, 17]), (2, 1, 1, [3]), (4, 16, 40, [200, 7]), (1, 24, 8, [1]),
+    (2, 17, 19, [16, 15, 31])])
+def test_attention_matches_reference(isa, heads, dq, dv, lengths):
+    gen = torch.Generator().manual_seed(0)
+    cu = _cu(lengths)
+    qkv = torch.randn(int(cu[-1]), heads * (2 * dq + dv), generator=gen) * 2
+    got = _ext().packed_attention(qkv, cu, heads, dq, dv, 0.2, isa)
+    # scores up to ~20: fp32 rounding of a score moves a peaked softmax by ~1e-5 relative
+    torch.testing.assert_close(got, reference.packed_attention(qkv, cu, heads, dq, dv, 0.2), rtol=1e-4, atol=2e-5)
+
+
+def test_attention_op_and_no_heads():
+    cu = _cu([3, 2])
+    qkv = torch.randn(5, 2 * (2 * 8 + 8))
+    torch.testing.assert_close(encoder_ops.packed_attention(qkv, cu, 2, 8, 8, 0.5),
+                               reference.packed_attention(qkv, cu, 2, 8, 8, 0.5), rtol=0, atol=2e-5)
+    assert encoder_ops.packed_attention(torch.zeros(5, 0), cu, 0, 1, 1, 1.0).shape == (5, 0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [1, 16, 771])
+def test_layer_norm_matches_torch(isa, n):
+    gen = torch.Generator().manual_seed(1)
+    x, r = torch.randn(37, n, generator=gen) * 5 + 3, torch.randn(37, n, generator=gen)
+    w, b = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
+    torch.testing.assert_close(_ext().add_layer_norm(x, r, w, b, 1e-5, isa), F.layer_norm(x + r, (n,), w, b, 1e-5),
+                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(_ext().add_layer_norm(x, None, w, b, 1e-12, isa), F.layer_norm(x, (n,), w, b, 1e-12),
+                               rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("act", [0, 1, 2, 3])
+def test_dense_epilogue_matches_torch(isa, act):
+    y, r = torch.randn(19, 3077) * 4, torch.randn(19, 3077)
+    torch.testing.assert_close(_ext().epilogue_rows(y, act, r, isa), ACTS[act](y) + r, rtol=0, atol=1e-5)
+    nan = torch.tensor([[float("nan"), float("inf"), -float("inf"), 0.0]])
+    assert torch.isnan(_ext().epilogue_rows(nan, act, None, isa)[0, 0])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("act", [0, 1, 2, 3])
+@pytest.mark.parametrize("tokens", [1, 2, 5, 130])
+@pytest.mark.parametrize("rows", [1, 4])
+def test_sparse_linear_epilogue_matches_unfused(isa, act, tokens, rows, threads):
+    """act(x W^T + b) + residual in the kernel's store (SpMM) and after the GEMV, against the unfused ops."""
+    gen = torch.Generator().manual_seed(2)
+    w = _sparse(300, 517, 0.1, gen)
+    w[7] = 0  # an empty row: bias and epilogue only
+    b, x, res = torch.randn(300, generator=gen), torch.randn(tokens, 517, generator=gen), torch.randn(tokens, 300)
+    packed = pack_cpu_csr(w) if rows == 1 else pack_cpu_bsr(w, block=(4, 1))
+    for n_threads in (1, 2):
+        torch.set_num_threads(n_threads)
+        got = _ext().linear(x, packed.ptr, packed.col, packed.val, 517, 300, rows, packed.chunk, b, isa, act, res)
+        torch.testing.assert_close(got, ACTS[act](x @ w.T + b) + res, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_sparse_linear_epilogue_nonfinite_inputs(isa):
+    """A NaN in x reaches only the outputs whose row holds a weight on it, through the epilogue as well."""
+    w = torch.zeros(32, 40)
+    w[3, 5] = 2.0
+    w[4, 6] = 1.0
+    x = torch.randn(6, 40)
+    x[2, 5] = float("nan")
+    packed = pack_cpu_csr(w)
+    res = torch.randn(6, 32)
+    got = _ext().linear(x, packed.ptr, packed.col, packed.val, 40, 32, 1, packed.chunk, None, isa, 1, res)
+    assert torch.isnan(got[2, 3]) and torch.isfinite(got[2, torch.arange(32) != 3]).all()
+    torch.testing.assert_close(got[2, 4], F.gelu(x[2, 6]) + res[2, 4], rtol=0, atol=1e-5)
+
+
+# -------------------------------------------------------------------------------------------- the layer op
+def _layer(gen, hidden, heads, dq, dv, ffn, density, act="gelu"):
+    def m(out, inp):
+        return _sparse(out, inp, density, gen), torch.randn(out, generator=gen)
+
+    norms = tuple((torch.rand(hidden, generator=gen) + 0.5, torch.randn(hidden, generator=gen), 1e-12)
+                  for _ in range(2))
+    return LayerWeights({"qkv": m(heads * (2 * dq + dv), hidden), "attn_out": m(hidden, heads * dv),
+                         "ffn_in": m(ffn, hidden), "ffn_out": m(hidden, ffn)}, heads, dq if heads else 1,
+                        dv if heads else 1, 0.25, act, norms)
+
+
+LAYERS = [  # (heads, dq, dv, ffn): ordinary, ragged widths, all heads removed, FFN removed
+    (4, 8, 8, 64), (3, 5, 9, 37), (0, 8, 8, 48), (2, 8, 16, 0)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("backend", ["dense", "csr-cpu", "bsr-cpu"])
+@pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
+def test_encoder_layers_match_reference(isa, backend, act):
+    gen = torch.Generator().manual_seed(3)
+    hidden = 32
+    layers = [_layer(gen, hidden, *shape, density=0.3, act=act) for shape in LAYERS]
+    enc = FusedEncoder(layers, [dict.fromkeys(("qkv", "attn_out", "ffn_in", "ffn_out"), backend)] * len(layers))
+    cu = _cu([1, 7, 0, 20])
+    x = torch.randn(28, hidden, generator=gen)
+    want = reference.encoder_layers(x, cu, enc._tensors, enc._meta, enc._scalars)
+    with cpu.force_isa(isa):
+        torch.testing.assert_close(enc(x, cu), want, rtol=0, atol=5e-5)
+
+
+def test_mixed_backends_and_one_token():
+    gen = torch.Generator().manual_seed(4)
+    layers = [_layer(gen, 24, 2, 8, 8, 40, 0.2) for _ in range(2)]
+    chosen = [{"qkv": "csr-cpu", "attn_out": "dense", "ffn_in": "bsr-cpu", "ffn_out": "csr-cpu"},
+              {"qkv": "dense", "attn_out": "bsr-cpu", "ffn_in": "dense", "ffn_out": "dense"}]
+    enc = FusedEncoder(layers, chosen)
+    for lengths in ([1], [1, 1, 1], [9]):
+        cu = _cu(lengths)
+        x = torch.randn(int(cu[-1]), 24, generator=gen)
+        torch.testing.assert_close(enc(x, cu), reference.encoder_layers(x, cu, enc._tensors, enc._meta,
+                                                                        enc._scalars), rtol=0, atol=5e-5)
+
+
+def test_bad_layer_arguments_are_clear_errors():
+    gen = torch.Generator().manual_seed(5)
+    enc = FusedEncoder([_layer(gen, 16, 2, 4, 4, 8, 0.5)], [dict.fromkeys(("qkv", "attn_out", "ffn_in",
+                                                                            "ffn_out"), "csr-cpu")])
+    x, cu = torch.randn(5, 16), _cu([2, 3])
+    with pytest.raises(ValueError, match="cu_seqlens\\[-1\\]"):
+        enc(x, _cu([2, 2]))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        enc(x, torch.tensor([0, 4, 3, 5]))
+    with pytest.raises(TypeError, match="int64"):
+        enc(x, cu.int())
+    with pytest.raises(TypeError, match="float32"):
+        enc(x.double(), cu)
+    with pytest.raises(ValueError, match="per layer"):
+        encoder_ops.encoder_layers(x, cu, enc._tensors[:-1], enc._meta, enc._scalars)
+    bad_meta = list(enc._meta)
+    bad_meta[0] = 3  # heads: the qkv matrix no longer matches
+    with pytest.raises(ValueError, match="qkv has shape"):
+        encoder_ops.encoder_layers(x, cu, enc._tensors, bad_meta, enc._scalars)
+    bad = list(enc._tensors)
+    bad[1] = bad[1].clone()
+    bad[1][0] = 200  # a column index outside its chunk
+    with pytest.raises(ValueError, match="column index out of range"):
+        encoder_ops.encoder_layers(x, cu, bad, enc._meta, enc._scalars)
+    with pytest.raises(ValueError, match="backend"):
+        FusedEncoder([_layer(gen, 16, 2, 4, 4, 8, 0.5)], [{"qkv": "torch-sparse"}])
+
+
+# ------------------------------------------------------------------------------------- packing, the model
+def test_pack_unpack_round_trip():
+    h = torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 1, 1, 0], [1, 1, 1, 1, 1]])
+    p = packing.pack(h, mask)
+    assert p.cu_seqlens.tolist() == [0, 3, 6, 11] and p.tokens.shape == (11, 4)
+    back = packing.unpack(p.tokens, p)
+    torch.testing.assert_close(back[mask.bool()], h[mask.bool()])
+    assert (back[~mask.bool()] == 0).all()
+    full = packing.pack(h, None)
+    assert full.index is None and full.cu_seqlens.tolist() == [0, 5, 10, 15]
+
+
+@pytest.fixture(scope="module")
+def compact_pair(tiny_model_dir, tmp_path_factory):
+    """(masked HF classifier, its exported + loaded compact model): heads and neurons removed by compaction."""
+    from conftest import random_sparse_classifier
+    from sparsekit.export.artifact import export, load
+    from sparsekit.models import load_tokenizer
+    from task_models import prune_randomly
+
+    model = prune_randomly(random_sparse_classifier(tiny_model_dir, 1.0), density=0.3)
+    path = tmp_path_factory.mktemp("fused") / "art"
+    export((model, load_tokenizer(tiny_model_dir)), path)
+    return model, load(path)
+
+
+PADDINGS = {
+    "all real": torch.ones(3, 9, dtype=torch.long),
+    "right padded": torch.tensor([[1] * 9, [1] * 4 + [0] * 5, [1] + [0] * 8]),
+    "holes": torch.tensor([[1, 0, 1, 1, 0, 1, 1, 1, 1], [1] * 9, [1, 1, 0, 0, 0, 0, 0, 0, 1]]),
+}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("padding", list(PADDINGS))
+def test_compiled_model_matches_masked_dense(compact_pair, isa, padding):
+    hf, compact = compact_pair
+    compact = copy.deepcopy(compact)
+    report = sk_compile(compact, tokens=16, repeats=2, warmup=1, verbose=False)
+    assert report.runtime == "fused"
+    assert len(compact.shapes) == 2 and min(len(s.v_widths) for s in compact.shapes) < 4  # a head was removed
+    mask = PADDINGS[padding]
+    gen = torch.Generator().manual_seed(6)
+    ids = torch.randint(5, 40, mask.shape, generator=gen)
+    with torch.no_grad(), cpu.force_isa(isa):
+        want = hf(input_ids=ids, attention_mask=mask).logits
+        got = compact(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["dense", "csr-cpu", "bsr-cpu"])
+def test_forced_backend_fused(compact_pair, backend):
+    hf, compact = compact_pair
+    compact = copy.deepcopy(compact)
+    report = sk_compile(compact, tokens=8, repeats=2, warmup=1, verbose=False, force=backend)
+    assert {c.backend for c in report.layers} == {backend}
+    ids = torch.randint(5, 40, (2, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(compact(input_ids=ids).logits, hf(input_ids=ids).logits, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("task_type", ["token-classification", "question-answering"])
+def test_compiled_task_heads_match(task_type, tmp_path):
+    """Per-token heads: equal at every real position (padding positions are never computed)."""
+    from sparsekit.export.artifact import export, load
+    from sparsekit.export.heads import auto_class, head_output
+    from task_models import make_task_checkpoint
+
+    ckpt = make_task_checkpoint(tmp_path / "ckpt", task_type)
+    export(ckpt, tmp_path / "art")
+    hf, model = auto_class(task_type).from_pretrained(str(ckpt)).eval(), load(tmp_path / "art")
+    sk_compile(model, tokens=16, repeats=2, warmup=1, verbose=False)
+    mask = PADDINGS["right padded"]
+    ids = torch.randint(5, 40, mask.shape)
+    with torch.no_grad():
+        got = head_output(model(input_ids=ids, attention_mask=mask), task_type)
+        want = head_output(hf(input_ids=ids, attention_mask=mask), task_type)
+    real = mask.bool()
+    torch.testing.assert_close(got[real], want[real], rtol=0, atol=1e-4)
+
+
+def test_hugging_face_model_keeps_its_modules_and_says_why(tiny_model_dir):
+    from conftest import random_sparse_classifier
+
+    report = sk_compile(random_sparse_classifier(tiny_model_dir, 0.2), tokens=8, repeats=2, warmup=1, verbose=False)
+    assert report.runtime == "modules" and "sparsekit export" in report.runtime_why
+
+
+def test_torch_compile_over_the_fused_model(compact_pair):
+    hf, compact = compact_pair
+    compact = copy.deepcopy(compact)
+    sk_compile(compact, tokens=8, repeats=2, warmup=1, verbose=False)
+    ids = torch.randint(5, 40, (2, 7))
+    mask = torch.tensor([[1] * 7, [1] * 3 + [0] * 4])
+    compiled = torch.compile(compact)
+    with torch.no_grad():
+        got = compiled(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(got, hf(input_ids=ids, attention_mask=mask).logits, rtol=0, atol=1e-4)
+
+
+def test_opcheck_fused_ops():
+    gen = torch.Generator().manual_seed(7)
+    enc = FusedEncoder([_layer(gen, 16, 2, 4, 4, 8, 0.5)], [dict.fromkeys(("qkv", "attn_out", "ffn_in",
+                                                                            "ffn_out"), "csr-cpu")])
+    cu = _cu([2, 3])
+    torch.library.opcheck(torch.ops.sparsekit.encoder_layers.default,
+                          (torch.randn(5, 16), cu, enc._tensors, enc._meta, enc._scalars))
+    torch.library.opcheck(torch.ops.sparsekit.packed_attention.default, (torch.randn(5, 24), cu, 2, 4, 4, 0.5))
+
+
+# -------------------------------------------------------------------------------------------------- plans
+def test_compile_plan_saved_and_reused(tiny_model_dir, tmp_path):
+    import json
+
+    from conftest import random_sparse_classifier
+    from sparsekit.export.artifact import export, load
+    from sparsekit.models import load_tokenizer
+    from sparsekit.runtime.plan import PLAN_FILE, save_plan
+
+    path = tmp_path / "art"
+    export((random_sparse_classifier(tiny_model_dir, 0.2), load_tokenizer(tiny_model_dir)), path)
+    model = load(path)
+    assert model.compile_plan is None
+    report = sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
+    save_plan(report, path)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        save_plan(report, path)
+    ids = torch.randint(5, 40, (2, 6))
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+
+    again = load(path)
+    assert again.compile_plan is not None
+    reused = sk_compile(again, tokens=8, verbose=False)
+    assert all(c.timings_ms == {} and c.why.startswith("saved plan") for c in reused.layers)
+    assert [c.backend for c in reused.layers] == [c.backend for c in report.layers]
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids).logits, want, rtol=0, atol=1e-5)
+    assert all(c.timings_ms for c in sk_compile(load(path), tokens=8, repeats=2, verbose=False,
+                                                retime=True).layers)
+
+    plan = json.loads((path / PLAN_FILE).read_text())
+    plan["machine"]["cpu"] = "Some Other CPU"
+    (path / PLAN_FILE).write_text(json.dumps(plan))
+    with pytest.warns(RuntimeWarning, match="re-measuring"):
+        other = sk_compile(load(path), tokens=8, repeats=2, verbose=False)
+    assert all(c.timings_ms for c in other.layers)
+
+    (path / PLAN_FILE).write_text('{"format_version": 1, "machine": {}, "tokens": 8, "matrices": {"x": {}}}')
+    with pytest.warns(RuntimeWarning, match="not a usable compile plan"):
+        assert load(path).compile_plan is None
+
+
+# --------------------------------------------------------------------------------------------------- int8
+def _block_masked(w: torch.Tensor, density: float, gen) -> torch.Tensor:
+    """``w`` with random 1x4 blocks (along the input) kept at ``density``."""
+    keep = torch.rand(w.shape[0], -(-w.shape[1] // 4), generator=gen) < density
+    return w * keep.repeat_interleave(4, dim=1)[:, :w.shape[1]]
+
+
+def test_int8_matrix_in_the_fused_layer_matches_reference():
+    """An int8 qkv (its input is the layer input, identical on both sides, so the int32 sums are exact) inside a
+    layer whose other matrices are fp32: kernel == reference up to float rounding, on every int8 path here."""
+    from sparsekit.kernels import cpu_int8
+
+    gen = torch.Generator().manual_seed(8)
+    lw = _layer(gen, 32, 2, 8, 8, 48, 1.0)
+    lw.matrices["qkv"] = (_block_masked(lw.matrices["qkv"][0], 0.3, gen), lw.matrices["qkv"][1])
+    enc = FusedEncoder([lw], [{"qkv": "int8-b4-cpu", "attn_out": "dense", "ffn_in": "csr-cpu", "ffn_out": "dense"}])
+    cu = _cu([5, 1, 9])
+    x = torch.randn(15, 32, generator=gen)
+    want = reference.encoder_layers(x, cu, enc._tensors, enc._meta, enc._scalars)
+    for isa in cpu_int8.supported_int8_isas():
+        with cpu_int8.force_int8_isa(isa):
+            torch.testing.assert_close(enc(x, cu), want, rtol=0, atol=5e-5)
+
+
+def test_compile_int8_precision(tiny_model_dir, tmp_path):
+    """precision="int8" on a 1x4-block model: int8 matrices where forced, logits within the int8 quantisation
+    error of fp32, the precision recorded in the report and the plan (an fp32 compile does not reuse it)."""
+    from conftest import random_sparse_classifier
+    from sparsekit.export.artifact import export, load
+    from sparsekit.models import load_tokenizer, prunable_matrices
+    from sparsekit.runtime.plan import save_plan
+
+    gen = torch.Generator().manual_seed(9)
+    model = random_sparse_classifier(tiny_model_dir, 1.0)
+    with torch.no_grad():
+        for m in prunable_matrices(model):
+            w = model.get_submodule(m.name).weight
+            w.copy_(_block_masked(w, 0.25, gen))
+    path = tmp_path / "art"
+    export((model, load_tokenizer(tiny_model_dir)), path)
+    art = load(path)
+    ids = torch.randint(5, 40, (3, 9), generator=gen)
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    report = sk_compile(art, tokens=16, repeats=2, warmup=1, verbose=False, precision="int8", force="int8-b4-cpu")
+    assert report.precision == "int8" and "int8-b4-cpu" in {c.backend for c in report.layers}
+    with torch.no_grad():
+        got = art(input_ids=ids).logits
+    assert float((got - want).abs().max()) < 0.05 * float(want.abs().max()) + 0.02  # int8 error, not a mismatch
+    save_plan(report, path)
+    with pytest.warns(RuntimeWarning, match="precision"):
+        fp32 = sk_compile(load(path), tokens=16, repeats=2, warmup=1, verbose=False)
+    assert "int8-b4-cpu" not in {c.backend for c in fp32.layers}
+    with pytest.raises(ValueError, match="precision"):
+        sk_compile(load(path), precision="fp16", verbose=False)
