@@ -399,3 +399,12 @@ def test_compile_int8_precision(tiny_model_dir, tmp_path):
     assert "int8-b4-cpu" not in {c.backend for c in fp32.layers}
     with pytest.raises(ValueError, match="precision"):
         sk_compile(load(path), precision="fp16", verbose=False)
+
+
+def test_left_padding_warns_for_a_first_token_classifier(compact_pair):
+    hf, compact = compact_pair
+    compact = copy.deepcopy(compact)
+    sk_compile(compact, tokens=8, repeats=2, warmup=1, verbose=False)
+    ids = torch.randint(5, 40, (2, 5))
+    with pytest.warns(RuntimeWarning, match="left-padded"), torch.no_grad():
+        compact(input_ids=ids, attention_mask=torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]))
