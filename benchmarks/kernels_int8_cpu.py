@@ -87,12 +87,14 @@ def bench_layers(args) -> list[dict]:
                 packed8 = cpu_int8.pack_cpu_int8_b4(w)
                 packed32 = kernels.pack_cpu_csr(w)
                 qlin, qwhy = dynamic_int8_linear(w, b)
-                variants = {f"int8_b4[{isa}]": with_isa(isa, lambda: cpu_int8.int8_b4_linear(x, packed8, b))
+                # default arguments bind this iteration's tensors (the closures run inside the iteration anyway)
+                variants = {f"int8_b4[{isa}]": with_isa(isa, lambda x=x, p=packed8, b=b: cpu_int8.int8_b4_linear(x, p,
+                                                                                                                  b))
                             for isa in paths}
-                variants.update({"fp32_csr": lambda: kernels.csr_linear(x, packed32, b),
-                                 "dense": lambda: F.linear(x, w, b)})
+                variants.update({"fp32_csr": lambda x=x, p=packed32, b=b: kernels.csr_linear(x, p, b),
+                                 "dense": lambda x=x, w=w, b=b: F.linear(x, w, b)})
                 if qlin is not None:
-                    variants["dense_int8_dyn"] = lambda: qlin(x)
+                    variants["dense_int8_dyn"] = lambda x=x, q=qlin: q(x)
                 ref = F.linear(x, w, b)
                 err = float((cpu_int8.int8_b4_linear(x, packed8, b) - ref).abs().max())
                 best = measure_interleaved(variants, args.rounds, warmup=args.warmup, repeats=args.repeats,
@@ -105,13 +107,15 @@ def bench_layers(args) -> list[dict]:
                        "int8_isa": paths[0], "timings": t,
                        "int8_vs_fp32_csr": t["fp32_csr"]["median_ms"] / main,
                        "int8_vs_dense": t["dense"]["median_ms"] / main,
-                       "int8_vs_dense_int8_dyn": (t["dense_int8_dyn"]["median_ms"] / main) if qlin is not None else None,
+                       "int8_vs_dense_int8_dyn": (t["dense_int8_dyn"]["median_ms"] / main
+                                                  if qlin is not None else None),
                        "dense_int8_dyn_unavailable": qwhy,
                        "max_abs_error_vs_fp32": err, "max_abs_fp32": float(ref.abs().max())}
                 rows.append(row)
                 print(f"{out_f}x{in_f} tokens {tokens} sparsity {sparsity:.2f}: int8-b4 {main:.3f} ms  "
                       f"vs fp32 CSR {row['int8_vs_fp32_csr']:.2f}x  vs dense {row['int8_vs_dense']:.2f}x  "
-                      f"vs dense int8 {row['int8_vs_dense_int8_dyn'] or float('nan'):.2f}x", file=sys.stderr, flush=True)
+                      f"vs dense int8 {row['int8_vs_dense_int8_dyn'] or float('nan'):.2f}x", file=sys.stderr,
+                      flush=True)
     return rows
 
 
@@ -120,9 +124,9 @@ def markdown(result: dict) -> str:
     lines = ["# INT8 1x4-block sparse CPU kernel, per layer", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, torch threads {result['args']['threads']}, flags "
              f"{' '.join(m['cpu_flags'])}  ",
-             f"int8 paths this CPU has: {', '.join(result['int8_isas'])}; timed: {result['int8_isa']}; fp32 kernel ISA: "
-             f"{result['fp32_isa']}  ",
-             f"Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v) + "  ",
+             f"int8 paths this CPU has: {', '.join(result['int8_isas'])}; timed: {result['int8_isa']}; "
+             f"fp32 kernel ISA: {result['fp32_isa']}  ",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v) + "  ",
              f"Command: `{result['command']}`  ", f"Date: {result['date']}", "",
              "Speedup of int8-b4 (medians, same run, interleaved); random 1x4-block masks along the input.", "",
              "| W (out x in) | tokens | sparsity | int8-b4 ms | vs fp32 CSR | vs dense fp32 | vs dense int8 (dynamic) "

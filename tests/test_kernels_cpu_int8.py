@@ -185,7 +185,8 @@ def test_strided_and_nd_inputs():
     torch.testing.assert_close(cpu_int8.int8_b4_linear(xt, packed, bias),
                                cpu_int8.int8_b4_linear(xt.contiguous(), packed, bias))
     wide = torch.randn(7, 40)[:, 5:25]  # row stride > in_features
-    torch.testing.assert_close(cpu_int8.int8_b4_linear(wide, packed), cpu_int8.int8_b4_linear(wide.contiguous(), packed))
+    torch.testing.assert_close(cpu_int8.int8_b4_linear(wide, packed),
+                               cpu_int8.int8_b4_linear(wide.contiguous(), packed))
     assert cpu_int8.int8_b4_linear(torch.randn(0, 20), packed).shape == (0, 12)
 
 
@@ -468,8 +469,8 @@ def test_int8_backend_reasons_and_build():
     backend = CpuInt8B4Backend()
     assert backend.name == "int8-b4-cpu"
     cpu_spec = LayerSpec(8, 16, 0.1, torch.device("cpu"), torch.float32)
-    assert backend.not_supported_reasons(cpu_spec) == ([] if cpu_int8.available() else
-                                                        [f"INT8 C++ kernels not built: {cpu_int8.unavailable_reason()}"])
+    unbuilt = [f"INT8 C++ kernels not built: {cpu_int8.unavailable_reason()}"]
+    assert backend.not_supported_reasons(cpu_spec) == ([] if cpu_int8.available() else unbuilt)
     assert any("density" in r for r in backend.not_supported_reasons(LayerSpec(8, 16, 0.9, cpu_spec.device,
                                                                                 torch.float32)))
     assert any("in_features" in r for r in backend.not_supported_reasons(

@@ -13,6 +13,6 @@ from sparsekit.backends.registry import choose, default_backends
 from sparsekit.backends.runner import PackedLinear
 from sparsekit.backends.torch import DenseBackend, Semi24Backend, TorchSparseBackend, is_2_4_sparse
 
-__all__ = ["Backend", "CpuBsrBackend", "CpuCsrBackend", "CpuInt8B4Backend", "CudaCsrBackend", "DenseBackend", "LayerSpec",
-           "PackedLinear", "Semi24Backend", "TorchSparseBackend", "TritonBsrBackend", "TritonCsrBackend", "choose",
-           "default_backends", "is_2_4_sparse"]
+__all__ = ["Backend", "CpuBsrBackend", "CpuCsrBackend", "CpuInt8B4Backend", "CudaCsrBackend", "DenseBackend",
+           "LayerSpec", "PackedLinear", "Semi24Backend", "TorchSparseBackend", "TritonBsrBackend", "TritonCsrBackend",
+           "choose", "default_backends", "is_2_4_sparse"]

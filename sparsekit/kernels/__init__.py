@@ -33,4 +33,4 @@ from sparsekit.kernels import cpu, cpu_int8, cpu_int8_layout, cpu_layout, refere
 from sparsekit.kernels.cpu import *  # noqa: F403  (the CPU ops' public API, listed once in cpu.__all__)
 from sparsekit.kernels.cpu_layout import *  # noqa: F403  (the CPU packed layout, listed once in cpu_layout.__all__)
 
-__all__ = [*cpu.__all__, *cpu_layout.__all__, "reference"]
+__all__ = [*cpu.__all__, *cpu_layout.__all__, "cpu_int8", "cpu_int8_layout", "reference"]
