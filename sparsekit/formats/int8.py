@@ -92,6 +92,7 @@ class Int8BlockFormat(MatrixFormat):
         """The format of quantised ``q`` (int8 ``[out, in]``, in ``[-127, 127]``) and ``scale`` (float32 ``[out]``),
         storing the blocks that hold a non-zero int; validated like a loaded artifact (FormatError)."""
         check_stored_tensor(q, "q", ndim=2, dtypes=(torch.int8,))
+        q = q.contiguous()
         return cls._from_blocks(q, scale, keep=_blocks(q) != 0)
 
     @classmethod
@@ -208,4 +209,4 @@ def _blocks(t: torch.Tensor) -> torch.Tensor:
     """``t [out, in]`` zero-padded to ``4 * ceil(in / 4)`` columns, as ``[out, nkb, 4]``."""
     out, inp = t.shape
     nkb = -(-inp // BLOCK)
-    return torch.nn.functional.pad(t, (0, nkb * BLOCK - inp)).view(out, nkb, BLOCK)
+    return torch.nn.functional.pad(t, (0, nkb * BLOCK - inp)).reshape(out, nkb, BLOCK)
