@@ -95,7 +95,7 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def _build(backends: list[Backend], spec: LayerSpec, weight: torch.Tensor, bias: torch.Tensor | None,
-           int8=None) -> tuple[dict[str, nn.Module], dict[str, list[str]]]:
+           int8: Int8BlockFormat | None = None) -> tuple[dict[str, nn.Module], dict[str, list[str]]]:
     """``(built, rejected)``: the module of every backend that can run the layer, the reasons of the others.
 
     ``int8``: the matrix's stored :class:`~sparsekit.formats.Int8BlockFormat` when it runs at int8 precision: the
@@ -136,7 +136,7 @@ def _swap(model: nn.Module, name: str, module: nn.Module, built: dict[str, nn.Mo
 
 def _choose_matrix(name: str, weight: torch.Tensor, bias: torch.Tensor | None, candidates: list[Backend],
                    tokens: int, warmup: int, repeats: int, min_gain: float, force: str | None,
-                   int8=None) -> tuple[LayerChoice, dict[str, nn.Module]]:
+                   int8: Int8BlockFormat | None = None) -> tuple[LayerChoice, dict[str, nn.Module]]:
     """Build every candidate backend of one matrix, time them against dense and choose (see module docstring;
     ``int8``: see _build)."""
     spec = LayerSpec.of(weight)

@@ -17,8 +17,9 @@ Conventions shared by all formats
   single matrix holds at most ``2**31 - 1`` stored values / blocks.
 * ``nnz`` is the number of stored weight values that lie inside the matrix: dense ``out*in``;
   CSR ``len(values)``; BSR the in-bounds positions of the stored blocks (edge padding excluded);
-  int8-b4 the in-bounds positions of the stored 1x4 blocks; low-rank the parameter count ``r * (out + in)``. ``density = nnz / (out * in)`` (0.0 for a
-  matrix with no elements; may exceed 1 only for a low-rank factorisation larger than dense).
+  int8-b4 the in-bounds positions of the stored 1x4 blocks; low-rank the parameter count
+  ``r * (out + in)``. ``density = nnz / (out * in)`` (0.0 for a matrix with no elements; may exceed 1
+  only for a low-rank factorisation larger than dense).
   ``count_nonzero()`` gives the number of truly non-zero entries of the represented matrix.
 * ``nbytes`` is the exact byte count of all tensors returned by ``tensors()`` (values, indices,
   pointers, permutations, padding).

@@ -3,7 +3,8 @@
 :class:`FusedEncoder` holds, per layer, the four matrices the fused layer multiplies -- Q, K and V stacked into one
 ``qkv`` matrix (one pass over the activations, written in the head-major layout attention reads), ``attn_out``,
 ``ffn_in`` and ``ffn_out`` -- each packed for the backend chosen for it (``dense``: BLAS; ``csr-cpu`` / ``bsr-cpu``:
-sparsekit's kernels; ``int8-b4-cpu``: the int8 kernel, on the stored ints of an int8 artifact's matrices), plus the LayerNorms, the attention widths and the activation. ``forward`` runs the op
+sparsekit's kernels; ``int8-b4-cpu``: the int8 kernel, on the stored ints of an int8 artifact's matrices), plus
+the LayerNorms, the attention widths and the activation. ``forward`` runs the op
 ``sparsekit::encoder_layers`` (:mod:`sparsekit.kernels.encoder`) on packed tokens: padding never enters a Linear,
 attention runs per sequence, bias + activation and bias + residual are fused into the Linears' epilogues and each
 LayerNorm follows in the same call.
