@@ -213,11 +213,13 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     """
     from sparsekit.runtime import unsupported_reason
 
-    if precision is None:
-        from sparsekit.export.artifact import manifest_precision
-
+    if precision is None:  # the loaded artifact's precision
         manifest = getattr(model, "manifest", None)
-        precision = manifest_precision(manifest) if isinstance(manifest, dict) else "fp32"
+        precision = "fp32"
+        if isinstance(manifest, dict):
+            from sparsekit.export.artifact import manifest_precision
+
+            precision = manifest_precision(manifest)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if backends is None:

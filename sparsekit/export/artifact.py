@@ -7,7 +7,8 @@ Layout of an artifact directory:
   source, text columns, label names, metrics; ``sparsekit.data.source.describe``), the compaction summary,
   library versions, the tokenizer's files and length, sha256 checksums of every other file,
   ``task_type`` (export/heads.py), ``labels`` (the head's label names) and ``metric`` (the run's headline
-  metric, or null), and ``manifest_sha256``, the checksum of the manifest's own canonical content;
+  metric, or null), ``precision`` (``fp32``, or ``int8``: every encoder matrix stored ``int8-b4``; absent in
+  artifacts from before it: fp32), and ``manifest_sha256``, the checksum of the manifest's own canonical content;
 - ``model.safetensors``: every tensor (embeddings, LayerNorms, biases, pooler, head (``classifier.*``, or
   ``qa_outputs.*`` for QA), and each
   matrix's format tensors named ``layers.{i}.{matrix}.{tensor}``);
