@@ -218,9 +218,9 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
                               eval_samples=eval_samples)
     from sparsekit.prune.blocks import recorded_block
 
-    run_block = recorded_block(recipe)  # a 1xC block run keeps FFN neurons in aligned groups of C (exact)
-    compacted, report = compact(model, min_row_weights=min_row_weights,
-                                ffn_align=run_block.cols if run_block.rows == 1 else 1)
+    pruned_in = recorded_block(recipe)  # a 1xC block run keeps FFN neurons in aligned groups of C (exact)
+    ffn_align = pruned_in.cols if pruned_in.rows == 1 else 1
+    compacted, report = compact(model, min_row_weights=min_row_weights, ffn_align=ffn_align)
     evaluation = None
     if task is not None:
         evaluation = _evaluate_exact_vs_lossy(model, compacted, tokenizer, task, data_dir, eval_samples,
