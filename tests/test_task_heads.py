@@ -54,7 +54,9 @@ def test_export_load_compile_equal(checkpoints, tmp_path, model_type, task_type)
     head = "qa_outputs" if task_type == QA else "classifier"
     assert report.layers and not any(head in c.name for c in report.layers)  # the head stays as it is
     assert {c.backend for c in report.layers} == {backend}
-    torch.testing.assert_close(_outputs(loaded, loaded.tokenizer, task_type), ref, rtol=0, atol=1e-4)
+    # The fused runtime (compacted BERT) never computes padding positions: compare the real tokens.
+    real = tokenizer(*PAIRS, padding=True, return_tensors="pt")["attention_mask"].bool()
+    torch.testing.assert_close(_outputs(loaded, loaded.tokenizer, task_type)[real], ref[real], rtol=0, atol=1e-4)
     check = verify(tmp_path / "art")
     assert check["ok"] and check["task_type"] == task_type and check["samples"] >= 3
 
