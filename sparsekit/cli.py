@@ -255,6 +255,9 @@ def export_cmd(
     rank: Optional[int] = typer.Option(None, help="Low-rank: the rank."),
     tol: Optional[float] = typer.Option(None, help="Low-rank: smallest rank with this relative error."),
     bf16: bool = typer.Option(False, "--bf16", help="Store values in bfloat16."),
+    precision: str = typer.Option("fp32", "--precision",
+                                  help="fp32, or int8: every matrix stored as int8 1x4 blocks with a scale per row "
+                                       "(lossy; compile runs them on the int8 kernels)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing artifact."),
 ) -> None:
     """Compact a pruned model exactly (optionally lossily) and write one artifact that reloads in one call.
@@ -274,7 +277,7 @@ def export_cmd(
         result = export(source, output, formats=fmt.value, min_row_weights=min_row_weights, task=task,
                         data_dir=str(data_dir) if data_dir else None, eval_samples=eval_samples, block=(br, bc),
                         rank=rank, tol=tol, value_dtype=torch.bfloat16 if bf16 else torch.float32,
-                        overwrite=overwrite)
+                        overwrite=overwrite, precision=precision)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(exc)
     data = json.loads((result.path / REPORT).read_text())

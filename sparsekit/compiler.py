@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from sparsekit.backends import Backend, LayerSpec, choose, registry
+from sparsekit.formats import Int8BlockFormat
 from sparsekit.timing import measure
 
 #: compile's precisions: fp32 (exact up to rounding) and int8 (int8 weights and activations in the Linears).
@@ -93,17 +94,26 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
-def _build(backends: list[Backend], spec: LayerSpec, weight: torch.Tensor,
-           bias: torch.Tensor | None) -> tuple[dict[str, nn.Module], dict[str, list[str]]]:
-    """``(built, rejected)``: the module of every backend that can run the layer, the reasons of the others."""
+def _build(backends: list[Backend], spec: LayerSpec, weight: torch.Tensor, bias: torch.Tensor | None,
+           int8: Int8BlockFormat | None = None) -> tuple[dict[str, nn.Module], dict[str, list[str]]]:
+    """``(built, rejected)``: the module of every backend that can run the layer, the reasons of the others.
+
+    ``int8``: the matrix's stored :class:`~sparsekit.formats.Int8BlockFormat` when it runs at int8 precision: the
+    int8 backend packs those ints as stored, dense runs their dequantised values (``weight``), no other backend
+    runs it."""
+    from sparsekit.backends import CpuInt8B4Backend
+
     built, rejected = {}, {}
     for backend in backends:
         reasons = backend.not_supported_reasons(spec)
+        if int8 is not None and backend.name not in ("dense", CpuInt8B4Backend.name):
+            reasons = [*reasons, f"the matrix is stored int8: it runs as stored ({CpuInt8B4Backend.name}) or dense"]
         if reasons:
             rejected[backend.name] = reasons
             continue
+        source = int8 if int8 is not None and backend.name == CpuInt8B4Backend.name else weight
         try:
-            built[backend.name] = backend.build(weight, bias)
+            built[backend.name] = backend.build(source, bias)
         except (RuntimeError, ValueError) as exc:
             rejected[backend.name] = [f"build failed: {exc}"]
     return built, rejected
@@ -125,21 +135,24 @@ def _swap(model: nn.Module, name: str, module: nn.Module, built: dict[str, nn.Mo
 
 
 def _choose_matrix(name: str, weight: torch.Tensor, bias: torch.Tensor | None, candidates: list[Backend],
-                   tokens: int, warmup: int, repeats: int, min_gain: float,
-                   force: str | None) -> tuple[LayerChoice, dict[str, nn.Module]]:
-    """Build every candidate backend of one matrix, time them against dense and choose (see module docstring)."""
+                   tokens: int, warmup: int, repeats: int, min_gain: float, force: str | None,
+                   int8: Int8BlockFormat | None = None) -> tuple[LayerChoice, dict[str, nn.Module]]:
+    """Build every candidate backend of one matrix, time them against dense and choose (see module docstring;
+    ``int8``: see _build)."""
     spec = LayerSpec.of(weight)
-    built, rejected = _build(candidates, spec, weight, bias)
+    built, rejected = _build(candidates, spec, weight, bias, int8)
     timings = _time(built, spec, tokens, warmup, repeats)
     best, speedup, why = choose(timings, rejected, min_gain, force)
     return LayerChoice(name, tuple(weight.shape), spec.density, best, why, speedup, timings, rejected), built
 
 
 def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, warmup: int, repeats: int,
-                   min_gain: float, force: str | None, plan: dict | None) -> tuple[list[LayerChoice], str]:
+                   min_gain: float, force: str | None, plan: dict | None,
+                   precision: str) -> tuple[list[LayerChoice], str]:
     """Install sparsekit's fused encoder (sparsekit.runtime) on a compacted model: per layer, the backend of each
     fused matrix (Q, K and V stacked as one) measured here among the backends the fused layer runs, or taken from
-    ``plan`` when it matches this machine and model. Returns the choices and where they came from."""
+    ``plan`` when it matches this machine and model. At int8 precision a matrix stored int8 runs its stored ints
+    or dense (see _build). Returns the choices and where they came from."""
     from sparsekit.runtime import MATRICES, RUNTIME_BACKENDS, FusedEncoder, layer_weights
     from sparsekit.runtime import plan as plans
 
@@ -148,6 +161,8 @@ def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, war
     model.pad_layout()
     layers = [layer_weights(layer, model.config.hidden_act) for layer in model.layers]
     named = {f"layers.{i}.{m}": lw.matrices[m] for i, lw in enumerate(layers) for m in MATRICES}
+    stored = {f"layers.{i}.{m}": lw.int8.get(m) if precision == "int8" else None
+              for i, lw in enumerate(layers) for m in MATRICES}
     why_retime = None if plan is None else plans.mismatch(plan, {n: tuple(w.shape) for n, (w, _) in named.items()})
     if plan is not None and why_retime is None and force is None:
         saved = plan["matrices"]
@@ -158,8 +173,8 @@ def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, war
     else:
         if why_retime is not None:
             warnings.warn(f"sparsekit.compile: {why_retime}", RuntimeWarning, stacklevel=3)
-        choices = [_choose_matrix(name, w, b, fused_candidates, tokens, warmup, repeats, min_gain, force)[0]
-                   for name, (w, b) in named.items()]
+        choices = [_choose_matrix(name, w, b, fused_candidates, tokens, warmup, repeats, min_gain, force,
+                                  stored[name])[0] for name, (w, b) in named.items()]
         source = "measured here"
     picks = iter(c.backend for c in choices)
     model.runtime = FusedEncoder(layers, [{m: next(picks) for m in MATRICES} for _ in layers])
@@ -170,7 +185,7 @@ def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, war
 def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None = None, min_gain: float = 1.03,
             warmup: int = 3, repeats: int = 15, verbose: bool = True, force: str | None = None,
             fused: bool = True, plan: dict | None = None, retime: bool = False,
-            precision: str = "fp32") -> CompileReport:
+            precision: str | None = None) -> CompileReport:
     """Make ``model`` (in place) run every encoder matrix on the fastest backend measured here.
 
     A compacted model (``sparsekit.load`` of an exported artifact) on the CPU gets sparsekit's fused encoder
@@ -184,10 +199,13 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     force: a backend name to run every layer on that it can run, whatever the timings say (for tests and
         debugging; it is still timed against dense for the report, and layers it cannot run stay dense).
     fused: False keeps a compacted model's module tree too (Linears swapped), e.g. to compare the two.
-    precision: ``fp32`` (default: results equal the model's within rounding) or ``int8``: the int8 1x4-block
-        kernel (``int8-b4-cpu``: int8 weights per output row, activations quantised per token) joins the
-        candidates of every matrix, and wins where it is measured fastest; attention, softmax and LayerNorm stay
-        fp32. ``backends`` given explicitly are used as given.
+    precision: ``fp32`` (results equal the model's within rounding) or ``int8``: the int8 1x4-block kernel
+        (``int8-b4-cpu``: int8 weights per output row, activations quantised per token) joins the candidates of
+        every matrix, and wins where it is measured fastest; attention, softmax and LayerNorm stay fp32. Default:
+        the loaded artifact's precision (``model.manifest``; fp32 for any other model). The matrices of an int8
+        artifact (stored ``int8-b4``) run at int8 on their stored ints, never re-quantised, or dense on their
+        dequantised values where that is faster; at fp32 every backend runs their dequantised values.
+        ``backends`` given explicitly are used as given.
     plan: a saved compile plan (sparsekit.runtime.plan; default: the loaded artifact's ``model.compile_plan``),
         reused without timing when it was measured on this CPU, ISA and thread count for this model; otherwise
         re-measured with a warning saying why. retime: always measure.
@@ -195,6 +213,13 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     """
     from sparsekit.runtime import unsupported_reason
 
+    if precision is None:  # the loaded artifact's precision
+        manifest = getattr(model, "manifest", None)
+        precision = "fp32"
+        if isinstance(manifest, dict):
+            from sparsekit.export.artifact import manifest_precision
+
+            precision = manifest_precision(manifest)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if backends is None:
@@ -215,7 +240,8 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
             warnings.warn(f"sparsekit.compile: the saved plan is for precision {plan.get('precision', 'fp32')}, "
                           f"this compile asks for {precision}; re-measuring", RuntimeWarning, stacklevel=2)
             plan = None
-        choices, source = _compile_fused(model, candidates, tokens, warmup, repeats, min_gain, force, plan)
+        choices, source = _compile_fused(model, candidates, tokens, warmup, repeats, min_gain, force, plan,
+                                         precision)
         report = CompileReport(choices, tokens, torch.get_num_threads(), "fused",
                                f"sparsekit fused encoder (sparsekit.runtime); backends: {source}", precision)
         if verbose:
@@ -232,7 +258,10 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     for name, module in list(_linears(model)):
         weight = _dense_weight(module, device)
         bias = None if module.bias is None else module.bias.detach()
-        choice, built = _choose_matrix(name, weight, bias, candidates, tokens, warmup, repeats, min_gain, force)
+        fmt = getattr(module, "fmt", None)
+        int8 = fmt if precision == "int8" and isinstance(fmt, Int8BlockFormat) else None
+        choice, built = _choose_matrix(name, weight, bias, candidates, tokens, warmup, repeats, min_gain, force,
+                                       int8)
         _swap(model, name, module, built, choice.backend)
         choices.append(choice)
     report = CompileReport(choices, tokens, torch.get_num_threads(), "modules", why_not_fused, precision)

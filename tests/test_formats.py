@@ -406,7 +406,7 @@ def test_matmul_reference_checks_x():
 
 
 def test_formats_registry_and_repr():
-    assert set(FORMATS) == {"dense", "csr", "bsr", "lowrank"}
+    assert set(FORMATS) == {"dense", "csr", "bsr", "lowrank", "int8-b4"}
     assert FORMATS["csr"] is CSRFormat and FORMATS["bsr"] is BSRFormat
     assert FORMATS["dense"] is DenseFormat and FORMATS["lowrank"] is LowRankFormat
     fmt = to_format(make_weight((768, 768), 0.1), "csr")

@@ -7,6 +7,7 @@ import torch
 from sparsekit.backends.base import Backend
 from sparsekit.backends.runner import PackedLinear
 from sparsekit.backends.base import LayerSpec
+from sparsekit.formats import Int8BlockFormat
 from sparsekit.kernels import cpu, cpu_int8
 from sparsekit.kernels.cpu_int8_layout import MAX_IN_FEATURES, pack_cpu_int8_b4
 from sparsekit.kernels.cpu_layout import pack_cpu_bsr, pack_cpu_csr
@@ -63,7 +64,9 @@ class CpuInt8B4Backend(Backend):
         return []
 
     def build(self, weight, bias):
-        packed = pack_cpu_int8_b4(weight.detach().float())
+        """``weight``: a dense float ``[out, in]`` tensor (quantised here) or an
+        :class:`~sparsekit.formats.Int8BlockFormat` (packed as stored)."""
+        packed = pack_cpu_int8_b4(weight if isinstance(weight, Int8BlockFormat) else weight.detach().float())
         if packed.block_density > self.max_density:
             raise ValueError(f"1x4 block density {packed.block_density:.2f} > {self.max_density}: the sparsity is not "
                              "1x4-block structured enough")

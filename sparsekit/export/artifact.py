@@ -7,7 +7,8 @@ Layout of an artifact directory:
   source, text columns, label names, metrics; ``sparsekit.data.source.describe``), the compaction summary,
   library versions, the tokenizer's files and length, sha256 checksums of every other file,
   ``task_type`` (export/heads.py), ``labels`` (the head's label names) and ``metric`` (the run's headline
-  metric, or null), and ``manifest_sha256``, the checksum of the manifest's own canonical content;
+  metric, or null), ``precision`` (``fp32``, or ``int8``: every encoder matrix stored ``int8-b4``; absent in
+  artifacts from before it: fp32), and ``manifest_sha256``, the checksum of the manifest's own canonical content;
 - ``model.safetensors``: every tensor (embeddings, LayerNorms, biases, pooler, head (``classifier.*``, or
   ``qa_outputs.*`` for QA), and each
   matrix's format tensors named ``layers.{i}.{matrix}.{tensor}``);
@@ -106,6 +107,25 @@ def _choose_format(weight: torch.Tensor, formats: str, **kw) -> MatrixFormat:
     return csr if csr.nbytes < dense.nbytes else dense
 
 
+def _formats_of_precision(formats: str, precision: str) -> str:
+    """The format kind of every matrix for ``precision``: int8 stores every matrix as ``int8-b4``, which only int8
+    stores. ValueError for an unknown precision or a format that contradicts it."""
+    from sparsekit.compiler import PRECISIONS
+    from sparsekit.formats import Int8BlockFormat
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    int8 = Int8BlockFormat.kind
+    if precision == "int8":
+        if formats not in ("auto", int8):
+            raise ValueError(f"precision int8 stores every matrix as {int8}; format {formats!r} does not apply "
+                             f"(leave the format at auto)")
+        return int8
+    if formats == int8:
+        raise ValueError(f"format {int8} stores int8 weights: export with precision='int8' (--precision int8)")
+    return formats
+
+
 def _load_source(source):
     """(model, tokenizer, recipe) from a pruning output dir, a HF checkpoint dir, a PrunedModel, or a pair."""
     from sparsekit.prune.output import PrunedModel
@@ -151,7 +171,8 @@ def task_fields(model, recipe: dict | None) -> dict:
 def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: int = 0,
            value_dtype: torch.dtype = torch.float32, block: tuple[int, int] = (32, 32), rank: int | None = None,
            tol: float | None = None, samples: list | None = None, overwrite: bool = False,
-           task: str | None = None, data_dir: str | None = None, eval_samples: int | None = None) -> ExportResult:
+           task: str | None = None, data_dir: str | None = None, eval_samples: int | None = None,
+           precision: str = "fp32") -> ExportResult:
     """Compact ``source`` and write an artifact directory at ``path``.
 
     source: a pruning output directory, a Hugging Face checkpoint directory with zeros, a PrunedModel,
@@ -161,6 +182,12 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         for every matrix (``block`` for BSR; ``rank`` / ``tol`` for low-rank, which is lossy).
     min_row_weights: > 0 enables the lossy mode (rows with fewer kept weights are dropped). With ``task``,
         the dev metrics of the exact and the lossy model are measured and reported.
+    precision: "fp32" (default) or "int8": every encoder matrix stored as ``int8-b4``
+        (:class:`~sparsekit.formats.Int8BlockFormat`: int8 weights with a float32 scale per output row, in 1x4
+        blocks along the input). Lossy: the weights are rounded to int8 (the manifest records ``"precision":
+        "int8"``, and the recorded samples are the outputs of that dequantised model, so ``verify`` stays exact);
+        ``sparsekit.compile`` then runs those ints on the int8 kernel, which quantises the activations per token at
+        run time. ``formats`` must be "auto" (or "int8-b4"). Compacted (BERT-family) models only.
     samples: the inputs ``verify`` re-runs: texts, or ``(question, context)`` pairs for a QA model [default:
         export/samples.py's for the model's task type].
     overwrite: replace an existing ``path``; without it an existing artifact is never touched.
@@ -170,6 +197,7 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     if formats != "auto" and formats not in FORMATS:
         raise ValueError(f"unknown format {formats!r}; choose auto or one of {', '.join(FORMATS)}")
+    formats = _formats_of_precision(formats, precision)
     model, tokenizer, recipe = _load_source(source)
     model = model.float().eval()
     if task is not None and task_type_of(model) != SEQUENCE:
@@ -179,6 +207,10 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
     if not architecture_for(model.config).compacts:  # keeps its structure: export/module_artifact.py
         from sparsekit.export.module_artifact import export_modules
 
+        if precision != "fp32":
+            raise ValueError(f"precision {precision!r} is supported for compacted (BERT-family) artifacts; a "
+                             f"{architecture_for(model.config).name} model keeps its module tree and is exported in "
+                             f"fp32 (compile it with precision='int8' to run int8 kernels)")
         pack_kw = {"value_dtype": value_dtype, **({"block": block} if formats == "bsr" else {}),
                    **({"rank": rank, "tol": tol} if formats == "lowrank" else {})}
         return export_modules(model, tokenizer, recipe, path, formats=formats, min_row_weights=min_row_weights,
@@ -233,6 +265,7 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         "lossy": {"min_row_weights": min_row_weights, "rows_zeroed": report.lossy_rows_zeroed,
                   "weights_dropped": report.lossy_weights_dropped},
         "export": {"formats": formats, "value_dtype": str(value_dtype).replace("torch.", "")}, **fields,
+        "precision": precision,
     }
     write_artifact(path, tensors, sample_io.samples_json(compacted, tokenizer, texts, fields["task_type"]), tokenizer,
                    report_json, manifest)
@@ -352,6 +385,12 @@ def manifest_task_type(manifest: dict) -> str:
     """The task type a (schema-checked) manifest records; sequence-classification for artifacts from before
     task types were recorded."""
     return manifest.get("task_type", SEQUENCE)
+
+
+def manifest_precision(manifest: dict) -> str:
+    """The precision a (schema-checked) manifest records: ``int8`` (every encoder matrix ``int8-b4``) or ``fp32``
+    (also for artifacts from before precisions were recorded)."""
+    return manifest.get("precision", "fp32")
 
 
 def _base_modules(skeleton, head_uses_pooler: bool, task_type: str) -> dict[str, nn.Module]:

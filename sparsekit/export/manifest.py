@@ -25,9 +25,10 @@ FIELDS = ("format", "version", "created", "config", "head_uses_pooler", "layers"
           "export", "versions", "tokenizer", "checksums", DIGEST_KEY)
 #: Fields an artifact may lack: ``data`` (what the model was trained on) came after the fields above.
 #: ``task_type``, ``labels`` and ``metric`` (TASK_FIELDS) came later still: an artifact has all three or none
-#: (none: a sequence classifier, the only task type before them).
+#: (none: a sequence classifier, the only task type before them). ``precision`` (fp32 or int8: how the encoder
+#: matrices are stored) came last; without it an artifact is fp32.
 TASK_FIELDS = ("task_type", "labels", "metric")
-OPTIONAL_FIELDS = ("data", *TASK_FIELDS)
+OPTIONAL_FIELDS = ("data", *TASK_FIELDS, "precision")
 DATA_FIELDS = ("kind", "task", "name", "text_columns", "label_column", "label_format", "label_names",
                "is_regression", "metrics", "metric", "files", "dataset")
 #: The ``layout`` of a structure-preserving artifact (export/module_artifact.py), and its fields: ``layout``,
@@ -149,6 +150,10 @@ def check_manifest(manifest: dict, where: str, required_files: tuple[str, ...]) 
     _check_classifier_config(c, cfg)
 
     task_type = _check_task(c, manifest)
+    precision = _check_precision(c, manifest, ("fp32", "int8"))
+    from sparsekit.formats import Int8BlockFormat
+
+    int8_kind = Int8BlockFormat.kind
     pooled = cfg["model_type"] == "bert" and task_type == "sequence-classification"
     if c.type(manifest["head_uses_pooler"], "head_uses_pooler", bool) != pooled:
         c.fail(f"head_uses_pooler must be {pooled} for model_type {cfg['model_type']!r} and task type {task_type}")
@@ -174,6 +179,9 @@ def check_manifest(manifest: dict, where: str, required_files: tuple[str, ...]) 
         expected = matrix_shapes(hidden, sum(qk), sum(v), ffn)
         for name in MATRIX_TYPES:
             meta = _check_format_meta(c, matrices[name], f"layers[{i}].matrices.{name}")
+            if (meta.get("kind") == int8_kind) != (precision == "int8"):
+                c.fail(f"layers[{i}].matrices.{name} is {meta.get('kind')!r} in a {precision} artifact (an int8 "
+                       f"artifact stores every matrix as {int8_kind}, and only an int8 artifact does)")
             if meta.get("shape") != list(expected[name]):
                 c.fail(f"layers[{i}].matrices.{name}.shape is {meta.get('shape')!r}; the widths require "
                        f"{list(expected[name])}")
@@ -232,6 +240,18 @@ def _check_task(c: _Check, manifest: dict) -> str:
     return task_type
 
 
+def _check_precision(c: _Check, manifest: dict, allowed: tuple[str, ...]) -> str:
+    """The artifact's ``precision`` (absent: fp32), one of ``allowed`` (those its layout can store)."""
+    from sparsekit.compiler import PRECISIONS
+
+    precision = manifest.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        c.fail(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in allowed:
+        c.fail(f"precision {precision} is not supported for this artifact layout (it stores {', '.join(allowed)})")
+    return precision
+
+
 def _check_format_meta(c: _Check, meta: Any, field: str) -> dict:
     """A matrix format's meta: a dict of JSON scalars and integer lists (the formats check the meaning)."""
     c.type(meta, field, dict)
@@ -278,6 +298,7 @@ def _check_module_manifest(c: _Check, manifest: dict, required_files: tuple[str,
     positions = c.int(getattr(config, "max_position_embeddings", None), "config.max_position_embeddings", 1, MAX_DIM)
     _check_classifier_config(c, cfg)
     _check_task(c, manifest)
+    _check_precision(c, manifest, ("fp32",))
     modules = c.type(manifest["modules"], "modules", list)
     names = set()
     for i, entry in enumerate(modules):

@@ -19,6 +19,7 @@ from torch import nn
 
 from sparsekit.architectures import COMPACT, architecture_for
 from sparsekit.export.heads import QA, SEQUENCE, TOKEN, check_task_type
+from sparsekit.formats import Int8BlockFormat
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,27 @@ def _weight_bias(module: nn.Module, device: torch.device | None = None) -> tuple
 def _take_rows(w: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     """Rows of ``w`` at ``slots``; the index ``len(w)`` (a padding slot, see _pad_index) gives a zero row."""
     return torch.cat([w, w.new_zeros(1, w.shape[1])]).index_select(0, slots)
+
+
+def _remapped(module: nn.Module, device: torch.device, rows=None, cols=None) -> nn.Module:
+    """``module``'s matrix with its rows (and bias) mapped by ``rows`` and its columns by ``cols``: functions of a
+    2-D tensor that gather rows / columns, insert zero ones or pad with zeros (None: unchanged).
+
+    An int8 FormatLinear (:class:`~sparsekit.formats.Int8BlockFormat`) stays int8: the maps apply to its ints
+    ``q [out, in]`` and (rows) its scales ``[out]``, so every stored int is kept bit for bit (inserted rows have
+    scale 0); anything else becomes an ``nn.Linear`` of its mapped dense weight on ``device``.
+    """
+    rows = rows if rows is not None else (lambda t: t)
+    cols = cols if cols is not None else (lambda t: t)
+    w, b = _weight_bias(module, device)
+    bias = rows(b[:, None])[:, 0]
+    fmt = getattr(module, "fmt", None)
+    if isinstance(fmt, Int8BlockFormat):
+        from sparsekit.export.artifact import FormatLinear
+
+        q = cols(rows(fmt.to_int8()))
+        return FormatLinear(Int8BlockFormat.from_quantized(q, rows(fmt.scale[:, None])[:, 0]), bias)
+    return _linear(cols(rows(w)), bias)
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
@@ -163,31 +185,30 @@ class CompactLayer(nn.Module):
         width is rounded up to a
         multiple of ``multiple`` with zero neurons (zero FFN-in rows and bias, zero FFN-out columns) when the
         activation maps 0 to 0, because BLAS runs odd widths slower. Zero rows / columns cost nothing in the
-        sparse kernels, and at most restore the original width for dense. The matrices become ``nn.Linear``
-        (a FormatLinear is densified; compile re-packs it). Calling it again changes nothing.
+        sparse kernels, and at most restore the original width for dense. The padded matrices become ``nn.Linear``
+        (a FormatLinear is densified; compile re-packs it), except int8 ones, which stay int8 FormatLinears with
+        every stored int kept (see _remapped). Calling it again changes nothing.
         """
         att = self.attention
         device = att.qk_index.device  # the model's device: a buffer moves with it, a FormatLinear's format does not
         qk_pad = -(-att.qk_pad // head_multiple) * head_multiple
         v_pad = -(-att.v_pad // head_multiple) * head_multiple
         if not att.padded and att.heads > 0 and (not att.uniform or (qk_pad, v_pad) != (att.qk_pad, att.v_pad)):
-            qk_slots = _pad_index(att.shape.qk_widths, qk_pad).to(device)
-            v_slots = _pad_index(att.shape.v_widths, v_pad).to(device)
+            qk_slots = _pad_index(att.shape.qk_widths, qk_pad)
+            v_slots = _pad_index(att.shape.v_widths, v_pad)
             for name in ("query", "key", "value"):
-                w, b = _weight_bias(getattr(att, name), device)
                 slots = v_slots if name == "value" else qk_slots
-                setattr(att, name, _linear(_take_rows(w, slots), _take_rows(b[:, None], slots)[:, 0]))
-            w, b = _weight_bias(self.attn_out, device)
-            self.attn_out = _linear(_take_rows(w.t(), v_slots).t(), b)
+                setattr(att, name, _remapped(getattr(att, name), device,
+                                             rows=lambda t, s=slots: _take_rows(t, s.to(t.device))))
+            self.attn_out = _remapped(self.attn_out, device,
+                                      cols=lambda t: _take_rows(t.t(), v_slots.to(t.device)).t())
             att.qk_pad, att.v_pad, att.padded = qk_pad, v_pad, True
         width = self.ffn_in.out_features
         target = -(-width // multiple) * multiple
         if target > width and width > 0 and float(self.act(torch.zeros(1))) == 0.0:
-            w_in, b_in = _weight_bias(self.ffn_in, device)
-            w_out, b_out = _weight_bias(self.ffn_out, device)
             extra = target - width
-            self.ffn_in = _linear(F.pad(w_in, (0, 0, 0, extra)), F.pad(b_in, (0, extra)))
-            self.ffn_out = _linear(F.pad(w_out, (0, extra)), b_out)
+            self.ffn_in = _remapped(self.ffn_in, device, rows=lambda t: F.pad(t, (0, 0, 0, extra)))
+            self.ffn_out = _remapped(self.ffn_out, device, cols=lambda t: F.pad(t, (0, extra)))
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attn_norm(self.attn_out(self.attention(x, key_mask)) + x)

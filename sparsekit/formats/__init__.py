@@ -5,7 +5,7 @@
 - :mod:`sparsekit.formats.base`: :class:`MatrixFormat`, :data:`FORMAT_VERSION`, :data:`VALUE_DTYPES`, the
   registry :data:`FORMATS`, :func:`to_format` and :func:`from_tensors` (the conventions every format follows).
 - :mod:`~sparsekit.formats.dense`, :mod:`~sparsekit.formats.csr`, :mod:`~sparsekit.formats.bsr`,
-  :mod:`~sparsekit.formats.lowrank`: one format each.
+  :mod:`~sparsekit.formats.lowrank`, :mod:`~sparsekit.formats.int8`: one format each.
 
 This package imports nothing else from sparsekit: the kernels and the exporter both build on it.
 """
@@ -13,6 +13,7 @@ from sparsekit.formats.base import FORMAT_VERSION, FORMATS, VALUE_DTYPES, Matrix
 from sparsekit.formats.bsr import BSRFormat
 from sparsekit.formats.csr import INT16_MAX_COLS, CSRFormat
 from sparsekit.formats.dense import DenseFormat
+from sparsekit.formats.int8 import Int8BlockFormat
 from sparsekit.formats.lowrank import LowRankFormat
 from sparsekit.formats.validate import FormatError, KernelInputError
 
@@ -24,6 +25,7 @@ __all__ = [
     "FORMAT_VERSION",
     "FormatError",
     "INT16_MAX_COLS",
+    "Int8BlockFormat",
     "KernelInputError",
     "LowRankFormat",
     "MatrixFormat",

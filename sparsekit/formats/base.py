@@ -10,14 +10,16 @@ Conventions shared by all formats
 ---------------------------------
 * ``shape == (out, in)`` is always the true (unpadded) shape of ``W``.
 * All tensors are CPU, C-contiguous (row-major) and, once written by safetensors, little-endian.
-* Value dtypes are ``torch.float32`` or ``torch.bfloat16`` (:data:`VALUE_DTYPES`). Every stored value
-  is finite (no NaN / inf); loaders reject anything else.
+* Value dtypes are ``torch.float32`` or ``torch.bfloat16`` (:data:`VALUE_DTYPES`), except for ``int8-b4``,
+  which stores int8 values and float32 scales (a class's ``value_dtypes``). Every stored float is finite
+  (no NaN / inf); loaders reject anything else.
 * Index tensors are signed integers and all indices are zero-based. Pointer arrays are int32, so a
   single matrix holds at most ``2**31 - 1`` stored values / blocks.
 * ``nnz`` is the number of stored weight values that lie inside the matrix: dense ``out*in``;
   CSR ``len(values)``; BSR the in-bounds positions of the stored blocks (edge padding excluded);
-  low-rank the parameter count ``r * (out + in)``. ``density = nnz / (out * in)`` (0.0 for a
-  matrix with no elements; may exceed 1 only for a low-rank factorisation larger than dense).
+  int8-b4 the in-bounds positions of the stored 1x4 blocks; low-rank the parameter count
+  ``r * (out + in)``. ``density = nnz / (out * in)`` (0.0 for a matrix with no elements; may exceed 1
+  only for a low-rank factorisation larger than dense).
   ``count_nonzero()`` gives the number of truly non-zero entries of the represented matrix.
 * ``nbytes`` is the exact byte count of all tensors returned by ``tensors()`` (values, indices,
   pointers, permutations, padding).
@@ -33,9 +35,10 @@ Formats (``kind``)
 * ``"csr"``     -- :class:`CSRFormat`: compressed sparse rows, int16/int32 columns, row swizzle.
 * ``"bsr"``     -- :class:`BSRFormat`: block-sparse rows, ``br x bc`` blocks, edges zero-padded.
 * ``"lowrank"`` -- :class:`LowRankFormat`: ``W ~= u @ v`` from a truncated SVD.
+* ``"int8-b4"`` -- :class:`Int8BlockFormat`: int8 weights with a float32 scale per row, in 1x4 blocks (lossy).
 
 Use :func:`to_format` to pack a weight and :func:`from_tensors` to load one. Each format lives in its own
-module (:mod:`~sparsekit.formats.dense`, ``csr``, ``bsr``, ``lowrank``) and registers itself in
+module (:mod:`~sparsekit.formats.dense`, ``csr``, ``bsr``, ``lowrank``, ``int8``) and registers itself in
 :data:`FORMATS` by subclassing :class:`MatrixFormat` with a ``kind``; the checks shared with the kernels'
 packed layouts are in :mod:`sparsekit.formats.validate`.
 """
@@ -64,7 +67,6 @@ FORMAT_VERSION = 1
 
 #: Allowed dtypes of stored weight values (dense weight, CSR values, BSR blocks, low-rank factors).
 VALUE_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
-_VALUE_DTYPE_BY_NAME = {dtype_name(d): d for d in VALUE_DTYPES}
 
 #: kind -> format class; every :class:`MatrixFormat` subclass with a ``kind`` registers itself here.
 FORMATS: dict[str, type[MatrixFormat]] = {}
@@ -131,6 +133,8 @@ class MatrixFormat(ABC):
     """
 
     kind: ClassVar[str] = ""
+    #: The dtypes this format stores its values in (``meta()["value_dtype"]`` names one).
+    value_dtypes: ClassVar[tuple[torch.dtype, ...]] = VALUE_DTYPES
     shape: tuple[int, int]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -304,8 +308,8 @@ def from_tensors(meta: Mapping, tensors: Mapping[str, torch.Tensor], *,
             check(isinstance(tensors[tname], torch.Tensor),
                   f"{tname} must be a torch.Tensor, got {type(tensors[tname]).__name__}")
         vd = meta.get("value_dtype")
-        check(vd in _VALUE_DTYPE_BY_NAME,
-              f"meta value_dtype {vd!r} must be one of {sorted(_VALUE_DTYPE_BY_NAME)}")
+        allowed_dtypes = sorted(dtype_name(d) for d in cls.value_dtypes)
+        check(vd in allowed_dtypes, f"meta value_dtype {vd!r} must be one of {allowed_dtypes}")
         fmt = cls._from_parts(meta, tensors, shape)
         check(fmt.shape == shape, f"tensors describe shape {list(fmt.shape)}, meta says {list(shape)}")
         check(dtype_name(fmt.value_dtype) == vd,

@@ -44,6 +44,7 @@ _DTYPE_NAMES = {
     torch.bfloat16: "bfloat16",
     torch.float16: "float16",
     torch.float64: "float64",
+    torch.int8: "int8",
     torch.int16: "int16",
     torch.int32: "int32",
     torch.int64: "int64",

@@ -1,9 +1,11 @@
 """The CPU INT8 kernels' packed layout: a weight quantised and packed once for
 :func:`sparsekit.kernels.cpu_int8.int8_b4_linear`::
 
-    packed = pack_cpu_int8_b4(weight)     # dense float [out, in] -> CpuInt8B4Weight
+    packed = pack_cpu_int8_b4(weight)     # dense float [out, in] or Int8BlockFormat -> CpuInt8B4Weight
 
-Quantisation: symmetric, one fp32 scale per output row, ``scale[o] = max|W[o, :]| / 127``,
+Quantisation (one home: the storage format :class:`sparsekit.formats.Int8BlockFormat` and its
+:func:`~sparsekit.formats.int8.quantize_rows`; a format is packed as stored, without re-quantising): symmetric, one
+fp32 scale per output row, ``scale[o] = max|W[o, :]| / 127``,
 ``q[o, i] = clamp(round_half_even(W[o, i] / scale[o]), -127, 127)`` (never -128; an all-zero row has scale 0), so
 ``W ~ scale[:, None] * q``. Sparsity: 1x4 blocks along the input dimension -- block column ``b`` of row ``o`` covers
 input columns ``4b .. 4b+3`` (``in`` padded with zero columns to a multiple of 4); a block is stored when ANY of
@@ -22,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 
 from sparsekit.formats.base import density_of, nbytes_of
+from sparsekit.formats.int8 import BLOCK, Int8BlockFormat, quantize_rows
 from sparsekit.formats.validate import (
     KernelInputError,
     check_finite,
@@ -34,8 +37,6 @@ from sparsekit.kernels import reference
 
 __all__ = ["BLOCK", "MAX_IN_FEATURES", "CpuInt8B4Weight", "pack_cpu_int8_b4", "quantize_rows"]
 
-#: Input features per block (the 4 bytes of one dot-product word).
-BLOCK = 4
 #: Largest in_features: ``in * 127 * 127 < 2**31`` (exact int32 accumulators) and block columns fit an int16.
 MAX_IN_FEATURES = 131072
 
@@ -141,48 +142,35 @@ class CpuInt8B4Weight:
                 f"block_density={self.block_density:.3f}, nbytes={self.nbytes})")
 
 
-def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row int8 quantisation of a float ``weight [out, in]``: ``(q int8 [out, in], scale float32
-    [out])`` with ``scale = max|W[o, :]| / 127`` and ``q = clamp(round_half_even(W / scale), -127, 127)``
-    (``q = 0`` and ``scale = 0`` for an all-zero row)."""
-    w = weight.to(torch.float32)
-    amax = w.abs().amax(dim=1) if w.shape[1] else w.new_zeros(w.shape[0])
-    scale = amax / 127
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round(w / safe[:, None]).clamp_(-127, 127)
-    q = torch.where((scale > 0)[:, None], q, torch.zeros_like(q))
-    return q.to(torch.int8), scale
-
-
 def pack_cpu_int8_b4(weight: Any) -> CpuInt8B4Weight:
-    """Quantise and pack a weight once for :func:`sparsekit.kernels.cpu_int8.int8_b4_linear`.
+    """Pack a weight once for :func:`sparsekit.kernels.cpu_int8.int8_b4_linear`.
 
     Args:
-        weight: a dense ``[out, in]`` float32 / bfloat16 / float16 tensor (on any device; packed on the CPU),
-            finite, ``in <= MAX_IN_FEATURES``.
+        weight: an :class:`~sparsekit.formats.Int8BlockFormat` (its stored ints, blocks and scales are packed as
+            they are: no re-quantisation, bit-identical), or a dense ``[out, in]`` float32 / bfloat16 / float16
+            tensor (on any device; packed on the CPU), finite, quantised through ``Int8BlockFormat.pack``.
+            ``in <= MAX_IN_FEATURES``.
     Returns:
-        a :class:`CpuInt8B4Weight`: per-row scales, and the 1x4 blocks holding any non-zero fp32 weight
-        (module docstring). Raises ``TypeError`` / :class:`~sparsekit.formats.KernelInputError` for bad input.
+        a :class:`CpuInt8B4Weight`: per-row scales, and the 1x4 blocks of the format (for a dense weight: those
+        holding any non-zero fp32 weight; module docstring). Raises ``TypeError`` /
+        :class:`~sparsekit.formats.KernelInputError` for bad input.
     """
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"pack_cpu_int8_b4 expects a dense weight tensor, got {type(weight).__name__}")
-    if not weight.is_floating_point() or weight.dim() != 2 or weight.layout != torch.strided:
-        raise TypeError(f"pack_cpu_int8_b4 expects a dense floating-point [out, in] tensor, got "
-                        f"{weight.dtype} {list(weight.shape)} ({weight.layout})")
-    out, inp = weight.shape
+    if isinstance(weight, Int8BlockFormat):
+        fmt = weight
+    elif isinstance(weight, torch.Tensor):
+        if not weight.is_floating_point() or weight.dim() != 2 or weight.layout != torch.strided:
+            raise TypeError(f"pack_cpu_int8_b4 expects a dense floating-point [out, in] tensor, got "
+                            f"{weight.dtype} {list(weight.shape)} ({weight.layout})")
+        w = weight.detach().to("cpu", torch.float32)
+        check_finite(w, "weight", KernelInputError, "pack_cpu_int8_b4")
+        if w.shape[1] > MAX_IN_FEATURES:
+            raise KernelInputError(f"pack_cpu_int8_b4: in_features {w.shape[1]} > {MAX_IN_FEATURES}")
+        fmt = Int8BlockFormat.pack(w)
+    else:
+        raise TypeError(f"pack_cpu_int8_b4 expects an Int8BlockFormat or a dense weight tensor, got "
+                        f"{type(weight).__name__}")
+    out, inp = fmt.shape
     if inp > MAX_IN_FEATURES:
         raise KernelInputError(f"pack_cpu_int8_b4: in_features {inp} > {MAX_IN_FEATURES}")
-    w = weight.detach().to("cpu", torch.float32)
-    check_finite(w, "weight", KernelInputError, "pack_cpu_int8_b4")
-    q, scale = quantize_rows(w)
-    nkb = -(-inp // BLOCK)
-    pad = nkb * BLOCK - inp
-    wp = torch.nn.functional.pad(w, (0, pad)).view(out, nkb, BLOCK)
-    qp = torch.nn.functional.pad(q, (0, pad)).view(out, nkb, BLOCK)
-    keep = (wp != 0).any(dim=2)  # [out, nkb]; row-major nonzero order = rows, then increasing block column
-    rows, cols = torch.nonzero(keep, as_tuple=True)
-    ptr = torch.zeros(out + 1, dtype=torch.int64)
-    if rows.numel():
-        torch.cumsum(torch.bincount(rows, minlength=out), dim=0, out=ptr[1:])
-    return CpuInt8B4Weight(shape=(out, inp), ptr=ptr.to(torch.int32), col=cols.to(torch.int16).contiguous(),
-                           val=qp[rows, cols].reshape(-1).contiguous(), scale=scale.contiguous())
+    return CpuInt8B4Weight(shape=(out, inp), ptr=fmt.row_ptr, col=fmt.block_col_idx.to(torch.int16),
+                           val=fmt.values.reshape(-1), scale=fmt.scale)

@@ -3,7 +3,8 @@
 :class:`FusedEncoder` holds, per layer, the four matrices the fused layer multiplies -- Q, K and V stacked into one
 ``qkv`` matrix (one pass over the activations, written in the head-major layout attention reads), ``attn_out``,
 ``ffn_in`` and ``ffn_out`` -- each packed for the backend chosen for it (``dense``: BLAS; ``csr-cpu`` / ``bsr-cpu``:
-sparsekit's kernels), plus the LayerNorms, the attention widths and the activation. ``forward`` runs the op
+sparsekit's kernels; ``int8-b4-cpu``: the int8 kernel, on the stored ints of an int8 artifact's matrices), plus
+the LayerNorms, the attention widths and the activation. ``forward`` runs the op
 ``sparsekit::encoder_layers`` (:mod:`sparsekit.kernels.encoder`) on packed tokens: padding never enters a Linear,
 attention runs per sequence, bias + activation and bias + residual are fused into the Linears' epilogues and each
 LayerNorm follows in the same call.
@@ -13,11 +14,12 @@ Built by ``sparsekit.compile`` (which measures the backend of each matrix) from 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from sparsekit.formats import Int8BlockFormat
 from sparsekit.kernels import encoder as encoder_ops
 from sparsekit.kernels.cpu_layout import pack_cpu_bsr, pack_cpu_csr
 from sparsekit.runtime import packing
@@ -33,7 +35,9 @@ RUNTIME_BACKENDS = {"dense": encoder_ops.DENSE, "csr-cpu": encoder_ops.SPARSE, "
 class LayerWeights:
     """What one fused layer computes with (float32, CPU). matrices: name -> (weight ``[out, in]``, bias ``[out]``);
     qkv stacks Q ``[H dq]``, K ``[H dq]`` and V ``[H dv]`` rows, each head-major. norms: (weight, bias, eps) of
-    LayerNorm 1 (after attention) and 2 (after the FFN)."""
+    LayerNorm 1 (after attention) and 2 (after the FFN). int8: the matrices stored int8 (an int8 artifact), by
+    name; their ``matrices`` weight is the dequantised ``scale[:, None] * q``, and ``int8-b4-cpu`` packs the stored
+    ints as they are (no re-quantisation)."""
 
     matrices: dict[str, tuple[torch.Tensor, torch.Tensor]]
     heads: int
@@ -42,6 +46,7 @@ class LayerWeights:
     scale: float
     activation: str
     norms: tuple[tuple[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor, float]]
+    int8: dict[str, Int8BlockFormat] = field(default_factory=dict)
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -89,11 +94,30 @@ def layer_weights(layer: nn.Module, activation: str) -> LayerWeights:
     matrices = {n: (w.contiguous(), b.contiguous()) for n, (w, b) in matrices.items()}
     norms = tuple((n.weight.detach().float().contiguous(), n.bias.detach().float().contiguous(), float(n.eps))
                   for n in (layer.attn_norm, layer.ffn_norm))
-    return LayerWeights(matrices, heads, dq, dv, float(att.scale), activation, norms)
+    return LayerWeights(matrices, heads, dq, dv, float(att.scale), activation, norms, _int8_matrices(layer))
 
 
-def _packed_matrix(weight: torch.Tensor, bias: torch.Tensor, backend: str) -> tuple[list[torch.Tensor], list[int]]:
-    """The op's five tensors and five ints (kind, in, out, group_rows, chunk) of one matrix on ``backend``."""
+def _int8_matrices(layer: nn.Module) -> dict[str, Int8BlockFormat]:
+    """The fused matrices of ``layer`` stored int8, by name; qkv is int8 when Q, K and V all are (their ints and
+    scales stacked, exactly)."""
+    def int8_of(module: nn.Module) -> Int8BlockFormat | None:
+        fmt = getattr(module, "fmt", None)
+        return fmt if isinstance(fmt, Int8BlockFormat) else None
+
+    att = layer.attention
+    found = {name: int8_of(module) for name, module in (("attn_out", layer.attn_out), ("ffn_in", layer.ffn_in),
+                                                        ("ffn_out", layer.ffn_out))}
+    qkv = [int8_of(getattr(att, n)) for n in ("query", "key", "value")]
+    if all(f is not None for f in qkv):
+        found["qkv"] = Int8BlockFormat.from_quantized(torch.cat([f.to_int8() for f in qkv]),
+                                                      torch.cat([f.scale for f in qkv]))
+    return {name: fmt for name, fmt in found.items() if fmt is not None}
+
+
+def _packed_matrix(weight: torch.Tensor, bias: torch.Tensor, backend: str,
+                   int8: Int8BlockFormat | None = None) -> tuple[list[torch.Tensor], list[int]]:
+    """The op's five tensors and five ints (kind, in, out, group_rows, chunk) of one matrix on ``backend``; an int8
+    matrix's stored format ``int8`` is packed as stored on ``int8-b4-cpu`` (else ``weight`` is quantised)."""
     out, inp = weight.shape
     kind = RUNTIME_BACKENDS[backend]
     if backend == "dense":
@@ -101,7 +125,7 @@ def _packed_matrix(weight: torch.Tensor, bias: torch.Tensor, backend: str) -> tu
     if backend == "int8-b4-cpu":
         from sparsekit.kernels.cpu_int8_layout import pack_cpu_int8_b4
 
-        q = pack_cpu_int8_b4(weight)
+        q = pack_cpu_int8_b4(int8 if int8 is not None else weight)
         return [q.ptr, q.col, q.val, bias, q.scale], [kind, inp, out, 1, 1]
     packed = pack_cpu_csr(weight) if backend == "csr-cpu" else pack_cpu_bsr(weight, block=(4, 1))
     return [packed.ptr, packed.col, packed.val, bias, torch.empty(0)], [kind, inp, out, packed.group_rows,
@@ -132,7 +156,7 @@ class FusedEncoder(nn.Module):
                                  f"got {chosen}")
             self._meta += [lw.heads, lw.dq, lw.dv, encoder_ops.ACTIVATIONS[lw.activation]]
             for name in MATRICES:
-                tensors, meta = _packed_matrix(*lw.matrices[name], chosen[name])
+                tensors, meta = _packed_matrix(*lw.matrices[name], chosen[name], lw.int8.get(name))
                 self._tensors += tensors
                 self._meta += meta
             for weight, bias, _ in lw.norms:
