@@ -241,7 +241,7 @@ def test_compile_of_an_int8_artifact_runs_the_stored_ints(int8_export):
 
     model, path = int8_export
     art = load(path)
-    stored = {(i, n): (l.fmt, l.bias) for i, layer in enumerate(art.layers) for n, l in layer.linears().items()}
+    stored = {(i, n): (m.fmt, m.bias) for i, layer in enumerate(art.layers) for n, m in layer.linears().items()}
     report = sk_compile(art, tokens=16, repeats=2, warmup=1, verbose=False)  # default: the artifact's precision
     assert report.precision == "int8" and {c.backend for c in report.layers} <= {"int8-b4-cpu", "dense"}
     assert all(set(c.rejected) <= {"csr-cpu", "bsr-cpu"} or not c.rejected for c in report.layers)
@@ -323,7 +323,7 @@ def test_pad_layout_keeps_every_stored_int(tiny_model_dir, tmp_path):
     model = _block_sparse_classifier(tiny_model_dir, density=0.15, seed=5)
     export((model, load_tokenizer(tiny_model_dir)), tmp_path / "art", precision="int8")
     art = load(tmp_path / "art")
-    before = [{n: l.fmt for n, l in layer.linears().items()} for layer in art.layers]
+    before = [{n: m.fmt for n, m in layer.linears().items()} for layer in art.layers]
     shapes = list(art.shapes)
     assert any(len(set(s.qk_widths)) > 1 or s.ffn % 16 for s in shapes)  # something to pad
     ids = torch.randint(5, 40, (2, 9), generator=torch.Generator().manual_seed(4))
@@ -332,8 +332,8 @@ def test_pad_layout_keeps_every_stored_int(tiny_model_dir, tmp_path):
         art.pad_layout()
         torch.testing.assert_close(art(input_ids=ids).logits, want, rtol=0, atol=1e-5)
     for layer, old, shape in zip(art.layers, before, shapes):
-        new = {n: l.fmt for n, l in layer.linears().items()}
-        assert all(isinstance(l, FormatLinear) for l in layer.linears().values())
+        new = {n: m.fmt for n, m in layer.linears().items()}
+        assert all(isinstance(m, FormatLinear) for m in layer.linears().values())
         att = layer.attention
         for name in ("query", "key", "value"):
             widths = shape.v_widths if name == "value" else shape.qk_widths
