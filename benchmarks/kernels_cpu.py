@@ -36,8 +36,9 @@ from sparsekit import kernels
 from sparsekit.compiler import compile as sparse_compile
 from sparsekit.data.inputs import random_inputs
 from sparsekit.machine import header
-from sparsekit.models import load_classifier, prunable_matrices
 from sparsekit.timing import measure_interleaved
+
+from runtime_cpu import masked_bert_base  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).parent / "results"
 SHAPES = ((768, 768), (3072, 768), (768, 3072))  # (out, in): Q/K/V/O, FFN-in, FFN-out
@@ -104,17 +105,6 @@ def bench_layers(args) -> list[dict]:
 # ------------------------------------------------------------------------------------------ end to end
 def model_inputs(batch: int, seq: int) -> dict:
     return random_inputs(batch, seq, 20000, seed=1)  # ids 1000..19999
-
-
-def masked_bert_base(sparsity: float, seed: int = 0):
-    torch.manual_seed(seed)
-    model = load_classifier("random:bert-base", 2).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in prunable_matrices(model):
-            w = model.get_submodule(m.name).weight
-            w.mul_(random_mask(w.shape, sparsity, g))
-    return model
 
 
 def compare_models(models: dict, batch: int, seq: int, args) -> dict:

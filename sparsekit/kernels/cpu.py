@@ -52,9 +52,7 @@ measured on a 2-core AVX-512 Xeon (Sapphire-Rapids class); see the constants in 
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
-from collections.abc import Iterator
 from typing import Any, Optional
 
 import torch
@@ -62,7 +60,7 @@ import torch
 from sparsekit.formats.validate import KernelInputError
 from sparsekit.kernels import reference
 from sparsekit.kernels.cpu_layout import MAX_CHUNK, CpuBSRWeight, CpuCSRWeight
-from sparsekit.kernels.extension import LazyExtension, describe_load_error
+from sparsekit.kernels.extension import IsaChoice, LazyExtension, describe_load_error
 
 __all__ = [
     "ISA_ENV",
@@ -117,9 +115,6 @@ def _warn_unavailable() -> None:
 # =============================================================================================
 # ISA selection
 # =============================================================================================
-_isa_cache: dict[Optional[str], str] = {}
-
-
 def supported_isas() -> tuple[str, ...]:
     """ISA paths this CPU can run, fastest first (empty if the extension is unavailable)."""
     ext = _EXT.load()
@@ -136,25 +131,11 @@ def parallel_threads(n: int | None = None) -> int:
     return int(ext.parallel_threads(torch.get_num_threads() if n is None else int(n)))
 
 
+_ISA = IsaChoice(ISA_ENV, ISAS, supported_isas, "")
+
+
 def _resolve_isa() -> str:
-    requested = os.environ.get(ISA_ENV)
-    hit = _isa_cache.get(requested)
-    if hit is not None:
-        return hit
-    supported = supported_isas()
-    want = (requested or "").strip().lower()
-    if want in ("", "auto"):
-        chosen = supported[0]
-    elif want not in ISAS:
-        raise ValueError(f"{ISA_ENV}={requested!r} is not an ISA path; expected one of {', '.join(ISAS)} or auto")
-    elif want in supported:
-        chosen = want
-    else:
-        chosen = next(i for i in ISAS[ISAS.index(want):] if i in supported)
-        warnings.warn(f"{ISA_ENV}={want}: this CPU does not support it; using {chosen}", RuntimeWarning,
-                      stacklevel=4)
-    _isa_cache[requested] = chosen
-    return chosen
+    return _ISA.resolve()
 
 
 def isa() -> str:
@@ -163,25 +144,10 @@ def isa() -> str:
     return _resolve_isa() if available() else "reference"
 
 
-@contextlib.contextmanager
-def force_isa(name: str | None) -> Iterator[None]:
+def force_isa(name: str | None) -> contextlib.AbstractContextManager[None]:
     """Context manager: run the kernels on ISA path ``name`` (``avx512``, ``avx2``, ``scalar``; None = auto)
     by setting ``SPARSEKIT_ISA`` (process-wide) for the duration of the block."""
-    if name is not None and name not in ISAS + ("auto",):
-        raise ValueError(f"unknown ISA {name!r}; expected one of {', '.join(ISAS)} or auto")
-    old = os.environ.get(ISA_ENV)
-    if name is None:
-        os.environ.pop(ISA_ENV, None)
-    else:
-        os.environ[ISA_ENV] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(ISA_ENV, None)
-        else:
-            os.environ[ISA_ENV] = old
-
+    return _ISA.force(name)
 
 
 # =============================================================================================

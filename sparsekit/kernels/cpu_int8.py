@@ -35,9 +35,7 @@ Inference only (no autograd formula).
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
-from collections.abc import Iterator
 from typing import Any, Optional
 
 import torch
@@ -46,7 +44,7 @@ from sparsekit.formats.validate import KernelInputError
 from sparsekit.kernels import reference
 from sparsekit.kernels.cpu import _plain_eager
 from sparsekit.kernels.cpu_int8_layout import BLOCK, MAX_IN_FEATURES, CpuInt8B4Weight, pack_cpu_int8_b4
-from sparsekit.kernels.extension import LazyExtension, describe_load_error
+from sparsekit.kernels.extension import IsaChoice, LazyExtension, describe_load_error
 
 __all__ = [
     "INT8_ISAS",
@@ -102,9 +100,6 @@ def _warn_unavailable() -> None:
 # =============================================================================================
 # ISA selection
 # =============================================================================================
-_isa_cache: dict[Optional[str], str] = {}
-
-
 def supported_int8_isas() -> tuple[str, ...]:
     """int8 ISA paths this CPU can run, fastest first (empty if the extension is unavailable)."""
     ext = _EXT.load()
@@ -117,26 +112,11 @@ def compiled_int8_isas() -> tuple[str, ...]:
     return tuple(ext.compiled_isas()) if ext is not None else ()
 
 
+_ISA = IsaChoice(INT8_ISA_ENV, INT8_ISAS, supported_int8_isas, "int8")
+
+
 def _resolve_isa() -> str:
-    requested = os.environ.get(INT8_ISA_ENV)
-    hit = _isa_cache.get(requested)
-    if hit is not None:
-        return hit
-    supported = supported_int8_isas()
-    want = (requested or "").strip().lower()
-    if want in ("", "auto"):
-        chosen = supported[0]
-    elif want not in INT8_ISAS:
-        raise ValueError(f"{INT8_ISA_ENV}={requested!r} is not an int8 ISA path; expected one of "
-                         f"{', '.join(INT8_ISAS)} or auto")
-    elif want in supported:
-        chosen = want
-    else:
-        chosen = next(i for i in INT8_ISAS[INT8_ISAS.index(want):] if i in supported)
-        warnings.warn(f"{INT8_ISA_ENV}={want}: this CPU does not support it; using {chosen}", RuntimeWarning,
-                      stacklevel=4)
-    _isa_cache[requested] = chosen
-    return chosen
+    return _ISA.resolve()
 
 
 def int8_isa() -> str:
@@ -145,24 +125,10 @@ def int8_isa() -> str:
     return _resolve_isa() if available() else "reference"
 
 
-@contextlib.contextmanager
-def force_int8_isa(name: str | None) -> Iterator[None]:
+def force_int8_isa(name: str | None) -> contextlib.AbstractContextManager[None]:
     """Context manager: run the int8 kernels on path ``name`` (one of :data:`INT8_ISAS`; None = auto) by setting
     ``SPARSEKIT_INT8_ISA`` (process-wide) for the duration of the block."""
-    if name is not None and name not in INT8_ISAS + ("auto",):
-        raise ValueError(f"unknown int8 ISA {name!r}; expected one of {', '.join(INT8_ISAS)} or auto")
-    old = os.environ.get(INT8_ISA_ENV)
-    if name is None:
-        os.environ.pop(INT8_ISA_ENV, None)
-    else:
-        os.environ[INT8_ISA_ENV] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(INT8_ISA_ENV, None)
-        else:
-            os.environ[INT8_ISA_ENV] = old
+    return _ISA.force(name)
 
 
 # =============================================================================================

@@ -1,15 +1,20 @@
-"""Lazy loading of a compiled sparsekit extension: imported on first use, once per process, never raising.
+"""Lazy loading of a compiled sparsekit extension: imported on first use, once per process, never raising; and
+the run-time choice of its ISA path.
 
 ``import sparsekit`` must work without the native kernels (a failed build, ``SPARSEKIT_SKIP_CPP=1``, a CPU-only
-torch for the CUDA one); the ops then fall back or say why. Both ``kernels/cpu.py`` and ``kernels/cuda.py`` load
-their extension through this class, which also answers whether it is available and why not.
+torch for the CUDA one); the ops then fall back or say why. ``kernels/cpu.py``, ``kernels/cpu_int8.py`` and
+``kernels/cuda.py`` load their extension through :class:`LazyExtension`, which also answers whether it is
+available and why not; the CPU ones choose their ISA path with :class:`IsaChoice`.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import threading
-from collections.abc import Callable
-from typing import Any
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, Optional
 
 import torch
 
@@ -78,3 +83,58 @@ class LazyExtension:
     def simulate_unavailable(self, reason: str) -> None:
         """Behave as if the import had failed with ``reason`` (tests of the fallback paths)."""
         self.module, self._reason, self._tried = None, reason, True
+
+
+class IsaChoice:
+    """The ISA path a CPU extension runs: the fastest this CPU supports, or the one the environment variable ``env``
+    forces (``auto`` = fastest; a path the CPU lacks falls back to the next slower one, with one warning).
+
+    paths: every path name, fastest first; supported: the paths this CPU runs, fastest first (non-empty whenever
+    the extension loads); what: the kernels' name in messages ("" for the fp32 kernels, "int8").
+    """
+
+    def __init__(self, env: str, paths: tuple[str, ...], supported: Callable[[], tuple[str, ...]], what: str) -> None:
+        self.env, self.paths, self._supported = env, paths, supported
+        self.what = f"{what} " if what else ""
+        self._cache: dict[Optional[str], str] = {}
+
+    def resolve(self) -> str:
+        """The path to run now (honours the environment variable; cached per value)."""
+        requested = os.environ.get(self.env)
+        hit = self._cache.get(requested)
+        if hit is not None:
+            return hit
+        supported = self._supported()
+        want = (requested or "").strip().lower()
+        if want in ("", "auto"):
+            chosen = supported[0]
+        elif want not in self.paths:
+            raise ValueError(f"{self.env}={requested!r} is not an {self.what}ISA path; expected one of "
+                             f"{', '.join(self.paths)} or auto")
+        elif want in supported:
+            chosen = want
+        else:
+            chosen = next(i for i in self.paths[self.paths.index(want):] if i in supported)
+            warnings.warn(f"{self.env}={want}: this CPU does not support it; using {chosen}", RuntimeWarning,
+                          stacklevel=5)  # the caller of the op
+        self._cache[requested] = chosen
+        return chosen
+
+    @contextlib.contextmanager
+    def force(self, name: str | None) -> Iterator[None]:
+        """Context manager: run path ``name`` (None = auto) by setting the environment variable (process-wide) for
+        the duration of the block."""
+        if name is not None and name not in self.paths + ("auto",):
+            raise ValueError(f"unknown {self.what}ISA {name!r}; expected one of {', '.join(self.paths)} or auto")
+        old = os.environ.get(self.env)
+        if name is None:
+            os.environ.pop(self.env, None)
+        else:
+            os.environ[self.env] = name
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop(self.env, None)
+            else:
+                os.environ[self.env] = old
