@@ -545,6 +545,8 @@ def bench(
     compile_repeats: int = typer.Option(15, help="Timed calls per backend and layer in sparsekit.compile."),
     torch_compile: bool = typer.Option(False, "--torch-compile", help="Also time torch.compile of the dense "
                                                                       "model (minutes of compiling on CPU)."),
+    int8: bool = typer.Option(False, "--int8", help="Also time sparsekit.compile(precision='int8') (the int8 "
+                                                    "1x4-block kernels where they are fastest; int8 numerics)."),
     layers: bool = typer.Option(False, "--layers", help="Layer-level mode: per-layer time of every backend."),
     seed: int = typer.Option(0, help="Seed of the random masks and inputs."),
     task_type: Optional[str] = typer.Option(None, help="Head of a random or checkpoint model: "
@@ -576,7 +578,8 @@ def bench(
         _fail(ValueError("give MODEL and -o OUTDIR (or --compare A.json B.json)"))
     config = BenchConfig(model=model, output_dir=output_dir, sparsity=sparsity, batch=batch, seq=seq,
                          threads=threads, warmup=warmup, repeats=repeats, min_seconds=min_seconds, rounds=rounds,
-                         compile_repeats=compile_repeats, torch_compile=torch_compile, layers=layers, seed=seed,
+                         compile_repeats=compile_repeats, torch_compile=torch_compile, int8=int8, layers=layers,
+                         seed=seed,
                          overwrite=overwrite, task_type=task_type)
     try:
         result = run_bench(config, command=["sparsekit", "bench", *ctx.meta.get("raw_args", [])],

@@ -76,6 +76,8 @@ def test_cli_random_tiny_result_schema(random_result):
         assert c["variants"]["sparsekit"]["status"] == c["variants"]["torch-sparse"]["status"] == "ok"
         assert c["variants"]["torch-compile"]["status"] == "skipped"
         assert "--torch-compile" in c["variants"]["torch-compile"]["reason"]
+        assert c["variants"]["sparsekit-int8"]["status"] == "skipped" and "--int8" in c["variants"]["sparsekit-int8"][
+            "reason"]
         assert "artifact-eager" not in c["variants"]  # only for artifacts
 
 
@@ -84,7 +86,8 @@ def test_cli_random_tiny_csv_and_png(random_result):
     with (out / "bench.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0].keys()) == MODEL_CSV_COLUMNS
-    assert len(rows) == 4 * 5  # configs x variants (dense, torch-compile, torch-sparse, onnxruntime, sparsekit)
+    assert len(rows) == 4 * 6  # configs x variants (dense, torch-compile, torch-sparse, onnxruntime, sparsekit,
+    #                              sparsekit-int8; the skipped ones are rows with their reason)
     dense = [r for r in rows if r["variant"] == "dense"]
     assert all(float(r["speedup"]) == 1.0 and float(r["median_ms"]) > 0 for r in dense)
     _check_png(out / "bench.png")
@@ -276,3 +279,15 @@ def test_expand_multi_values():
     assert expand_multi_values(["--batch=2", "4", "--other", "5"], flags) == \
         ["--batch=2", "--batch", "4", "--other", "5"]
     assert expand_multi_values(["--batch", "x", "8"], flags) == ["--batch", "x", "--batch", "8"]
+
+
+def test_int8_variant_is_opt_in_and_measured(tmp_path):
+    """--int8 adds sparsekit.compile(precision="int8") as the variant sparsekit-int8 (skipped, with the reason,
+    without it); its logits differ from dense by the int8 quantisation error only."""
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["bench", "random:tiny", "--sparsity", "0.9", "--batch", "1", "--seq", "8",
+                                 "--threads", "1", "--int8", "-o", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    variant = json.loads((out / "bench.json").read_text())["configs"][0]["variants"]["sparsekit-int8"]
+    assert variant["status"] == "ok" and variant["info"]["precision"] == "int8"
+    assert variant["max_abs_diff"] < 0.1  # random:tiny's logits are O(1): an int8 error, not a mismatch

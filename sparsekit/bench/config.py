@@ -8,7 +8,7 @@ import torch
 
 #: Every variant a model-level benchmark can time, in the order they are measured and shown.
 #: ``dense`` (PyTorch eager on the original-size masked model) is the reference of every speedup.
-VARIANTS = ("dense", "torch-compile", "torch-sparse", "onnxruntime", "artifact-eager", "sparsekit")
+VARIANTS = ("dense", "torch-compile", "torch-sparse", "onnxruntime", "artifact-eager", "sparsekit", "sparsekit-int8")
 
 VARIANT_DESCRIPTIONS = {
     "dense": "PyTorch eager, original-size model, masked weights as dense zeros (the reference)",
@@ -18,6 +18,8 @@ VARIANT_DESCRIPTIONS = {
     "artifact-eager": "the artifact as sparsekit.load returns it: compacted shapes, dense F.linear, not compiled",
     "sparsekit": "sparsekit.compile: fastest measured backend per encoder Linear (for an artifact: on the "
                  "compacted model)",
+    "sparsekit-int8": "sparsekit.compile(precision='int8'): the int8 1x4-block kernel joins the candidates "
+                      "(opt-in: --int8; int8 numerics, so max_abs_diff is the quantisation error)",
 }
 
 
@@ -47,6 +49,7 @@ class BenchConfig:
         lowest median is reported (the least disturbed by other load on the machine).
     compile_repeats: timed calls per backend and layer inside ``sparsekit.compile``.
     torch_compile: also time ``torch.compile`` of the dense model (slow to compile on CPU, so opt-in).
+    int8: also time ``sparsekit.compile(precision="int8")`` (int8 numerics, so opt-in).
     layers: layer-level mode: per-layer times of every backend (sparsekit.compile's measurements) instead
         of whole-model latency.
     task_type: the head of a random or checkpoint model (export/heads.py; None: a checkpoint's own head,
@@ -66,6 +69,7 @@ class BenchConfig:
     rounds: int = 2
     compile_repeats: int = 15
     torch_compile: bool = False
+    int8: bool = False
     layers: bool = False
     seed: int = 0
     overwrite: bool = False

@@ -144,6 +144,10 @@ def bench_subject(subject: Subject, config: BenchConfig, log: Log) -> list[dict]
                              "threads": threads, "tokens": batch * seq, "compile": _compile_json(sk, report)}
                     if not config.layers:
                         current = dict(found, sparsekit=sk)
+                        current["sparsekit-int8"] = (
+                            variants.sparsekit_compiled(subject.sparse, batch * seq, config.compile_repeats,
+                                                        precision="int8")[0] if config.int8 else
+                            variants.Variant("sparsekit-int8", "skipped", reason="opt-in: pass --int8"))
                         if ort_model is not None:
                             current["onnxruntime"] = ort_model.variant(threads)
                         inputs = task_inputs(batch, seq, subject.vocab_size, subject.task_type, config.seed,

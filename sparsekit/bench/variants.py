@@ -88,16 +88,19 @@ def torch_compile(model: nn.Module, enabled: bool) -> Variant:
                    info={"backend": "inductor", "dynamic": False})
 
 
-def sparsekit_compiled(model: nn.Module, tokens: int, repeats: int) -> tuple[Variant, object]:
-    """``sparsekit.compile`` of a copy of ``model`` for ``tokens`` rows; returns the Variant and the CompileReport."""
+def sparsekit_compiled(model: nn.Module, tokens: int, repeats: int,
+                       precision: str = "fp32") -> tuple[Variant, object]:
+    """``sparsekit.compile`` of a copy of ``model`` for ``tokens`` rows at ``precision`` (fp32: variant
+    ``sparsekit``; int8: ``sparsekit-int8``); returns the Variant and the CompileReport."""
     from sparsekit.compiler import compile as sk_compile
 
     start = time.perf_counter()
     compiled = copy.deepcopy(model)
-    report = sk_compile(compiled, tokens=tokens, repeats=repeats, verbose=False)
+    report = sk_compile(compiled, tokens=tokens, repeats=repeats, verbose=False, precision=precision)
     chosen: dict[str, int] = {}
     for layer in report.layers:
         chosen[layer.backend] = chosen.get(layer.backend, 0) + 1
-    variant = Variant("sparsekit", run=_logits(compiled), setup_s=time.perf_counter() - start,
-                      info={"backends_chosen": chosen})
+    name = "sparsekit" if precision == "fp32" else f"sparsekit-{precision}"
+    variant = Variant(name, run=_logits(compiled), setup_s=time.perf_counter() - start,
+                      info={"backends_chosen": chosen, "runtime": report.runtime, "precision": precision})
     return variant, report
