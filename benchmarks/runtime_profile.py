@@ -1,0 +1,112 @@
+"""Where the fused runtime's forward goes (issue 15): each piece of ``sparsekit::encoder_layers`` timed alone.
+
+BERT-base with random unstructured masks, exactly compacted, ``sparsekit.compile`` (fused runtime) at 1x128. Then,
+with the same packed weights the op holds, each piece is timed on its own (2 threads, median of 30 calls after
+warm-up): every fused matrix with its epilogue (the C++ kernel or BLAS, as the op calls it), the 12 attentions, the
+24 LayerNorms, the per-call index validation of the sparse weights, the embeddings; against the whole forward and
+the op alone. Writes ``benchmarks/results/runtime_profile_cpu.{json,md}``.
+
+    python benchmarks/runtime_profile.py                     # 90% and 95%
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from runtime_cpu import RESULTS, masked_bert_base  # noqa: E402
+
+from sparsekit.compiler import compile as sk_compile  # noqa: E402
+from sparsekit.data.inputs import random_inputs  # noqa: E402
+from sparsekit.export.compact import compact  # noqa: E402
+from sparsekit.kernels import cpu  # noqa: E402
+from sparsekit.kernels.encoder import LAYER_META, LAYER_TENSORS, MATRIX_TENSORS, SPARSE  # noqa: E402
+from sparsekit.machine import header  # noqa: E402
+from sparsekit.runtime import packing  # noqa: E402
+from sparsekit.timing import measure  # noqa: E402
+
+#: Per fused matrix: the epilogue the op applies (activation code, residual added).
+EPILOGUES = ((0, False), (0, True), (1, False), (0, True))
+
+
+def ms(fn) -> float:
+    return 1e3 * measure(fn, 5, 30)["median"]
+
+
+def _dense_matrix(ext, x, weight, bias, act, residual, isa):
+    """A dense fused matrix as the op runs it: BLAS, then the epilogue pass."""
+    return ext.epilogue_rows(torch.addmm(bias, x, weight.t()), act, residual, isa)
+
+
+def profile(sparsity: float, tokens: int) -> dict:
+    ext, isa = cpu._EXT.load(), cpu.isa()
+    model, _ = compact(masked_bert_base(sparsity))
+    model.eval()
+    sk_compile(model, tokens=tokens, verbose=False)
+    x = random_inputs(1, tokens, 20000, seed=1)
+    enc = model.runtime
+    with torch.inference_mode():
+        forward = ms(lambda: model(**x))
+        hidden = model.embeddings(input_ids=x["input_ids"], token_type_ids=x.get("token_type_ids"))
+        packed = packing.pack(hidden, x["attention_mask"])
+        op = ms(lambda: enc(packed.tokens, packed.cu_seqlens))
+        embeddings = ms(lambda: model.embeddings(input_ids=x["input_ids"], token_type_ids=x.get("token_type_ids")))
+        linears = validation = attention = norms = 0.0
+        for layer in range(len(enc._meta) // LAYER_META):
+            t = enc._tensors[LAYER_TENSORS * layer:LAYER_TENSORS * (layer + 1)]
+            m = enc._meta[LAYER_META * layer:LAYER_META * (layer + 1)]
+            heads, dq, dv = m[:3]
+            for k, (act, residual) in enumerate(EPILOGUES):
+                kind, n_in, n_out, rows, chunk = m[4 + 5 * k:9 + 5 * k]
+                mt = t[MATRIX_TENSORS * k:MATRIX_TENSORS * (k + 1)]
+                xi, res = torch.randn(tokens, n_in), (torch.randn(tokens, n_out) if residual else None)
+                if kind == SPARSE:
+                    linears += ms(partial(ext.linear, xi, mt[0], mt[1], mt[2], n_in, n_out, rows, chunk, mt[3], isa,
+                                          act, res))
+                    validation += ms(partial(ext.validate_packed, mt[0], mt[1], mt[2], n_in, n_out, rows, chunk, isa))
+                else:
+                    linears += ms(partial(_dense_matrix, ext, xi, mt[0], mt[1], act, res, isa))
+            qkv = torch.randn(tokens, heads * (2 * dq + dv))
+            attention += ms(partial(ext.packed_attention, qkv, packed.cu_seqlens, heads, dq, dv, 0.125, isa))
+            h = torch.randn(tokens, t[-1].shape[0])
+            norms += 2 * ms(partial(ext.add_layer_norm, h, None, t[-4], t[-3], 1e-12, isa))
+    rest = op - linears - attention - norms
+    return {"sparsity": sparsity, "tokens": tokens, "forward_ms": forward, "encoder_op_ms": op,
+            "embeddings_ms": embeddings, "linears_with_epilogues_ms": linears, "of_which_validation_ms": validation,
+            "attention_ms": attention, "layernorm_ms": norms, "op_rest_ms": rest,
+            "outside_linears_share": 1 - linears / forward}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95])
+    p.add_argument("--tokens", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = [profile(s, args.tokens) for s in args.sparsities]
+    command = " ".join(["python", "benchmarks/runtime_profile.py", *(argv if argv is not None else sys.argv[1:])])
+    result = {**header(), "isa": cpu.isa(), "threads": args.threads, "rows": rows, "command": command}
+    (RESULTS / "runtime_profile_cpu.json").write_text(json.dumps(result, indent=1))
+    lines = ["# Fused runtime profile: BERT-base, random masks, 1 sequence (issue 15)", "",
+             f"Machine: {result['machine']['cpu']}, kernel ISA {result['isa']}, {args.threads} threads. "
+             f"Command: `{command}`. Each piece timed alone (median of 30 after warm-up) with the op's own weights.",
+             "", "| sparsity | tokens | forward ms | encoder op ms | Linears + epilogues ms (validation) | attention "
+             "ms | LayerNorm ms | rest of the op ms | embeddings ms | outside the Linears |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {100 * r['sparsity']:g}% | {r['tokens']} | {r['forward_ms']:.2f} | {r['encoder_op_ms']:.2f} | "
+                     f"{r['linears_with_epilogues_ms']:.2f} ({r['of_which_validation_ms']:.2f}) | "
+                     f"{r['attention_ms']:.2f} | {r['layernorm_ms']:.2f} | {r['op_rest_ms']:.2f} | "
+                     f"{r['embeddings_ms']:.2f} | {100 * r['outside_linears_share']:.0f}% |")
+    (RESULTS / "runtime_profile_cpu.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
