@@ -112,7 +112,8 @@ def _run(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torch.Tensor],
 
 def _int8_isa(meta: list[int]) -> str:
     """The int8 ISA path (only resolved when a matrix is int8: it loads the int8 extension's CPU checks)."""
-    kinds = [meta[i] for layer in range(0, len(meta), LAYER_META) for i in range(layer + 4, layer + 24, 5)]
+    # per layer: heads, dq, dv, act, then (kind, in, out, group_rows, chunk) for each of the 4 matrices
+    kinds = [meta[start + 4 + 5 * k] for start in range(0, len(meta), LAYER_META) for k in range(4)]
     if INT8 not in kinds:
         return "scalar"
     from sparsekit.kernels import cpu_int8

@@ -162,7 +162,6 @@ class FusedEncoder(nn.Module):
             for weight, bias, _ in lw.norms:
                 self._tensors += [weight, bias]
             self._scalars += [lw.scale, lw.norms[0][2], lw.norms[1][2]]
-        self.hidden = layers[0].norms[0][0].shape[0] if layers else 0
 
     def forward(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
         """Packed tokens ``[N, hidden]`` float32 -> ``[N, hidden]`` after every layer."""
