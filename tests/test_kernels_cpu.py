@@ -370,7 +370,7 @@ def test_fallback_without_extension(monkeypatch):
     missing = LazyExtension("sparsekit._C_cpu", str)
     missing.simulate_unavailable("simulated: not built")
     monkeypatch.setattr(cpu, "_EXT", missing)
-    monkeypatch.setattr(cpu, "_warned_unavailable", False)
+    monkeypatch.setattr(cpu._EXT, "warned_fallback", False)
     assert cpu.AVAILABLE is False and cpu.UNAVAILABLE_REASON == "simulated: not built"
     assert not kernels.available() and kernels.isa() == "reference" and kernels.supported_isas() == ()
     w = sparse_weight(12, 20, 0.4)

@@ -445,7 +445,7 @@ def test_fallback_without_extension(monkeypatch):
     missing = LazyExtension("sparsekit._C_cpu_int8", str)
     missing.simulate_unavailable("simulated: not built")
     monkeypatch.setattr(cpu_int8, "_EXT", missing)
-    monkeypatch.setattr(cpu_int8, "_warned_unavailable", False)
+    monkeypatch.setattr(cpu_int8._EXT, "warned_fallback", False)
     assert cpu_int8.AVAILABLE is False and cpu_int8.UNAVAILABLE_REASON == "simulated: not built"
     assert cpu_int8.int8_isa() == "reference" and cpu_int8.supported_int8_isas() == ()
     w = block_weight(12, 20, 0.4)

@@ -52,7 +52,6 @@ measured on a 2-core AVX-512 Xeon (Sapphire-Rapids class); see the constants in 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Any, Optional
 
 import torch
@@ -87,7 +86,6 @@ _EXTENSION = "sparsekit._C_cpu"
 _EXT = LazyExtension(_EXTENSION, describe_load_error(_EXTENSION, (
     "installed with SPARSEKIT_SKIP_CPP=1, without torch or a C++ compiler at build time, or its build failed; "
     "reinstall with `pip install --no-build-isolation -e .` and read the build log")))
-_warned_unavailable = False
 
 
 def __getattr__(name: str) -> Any:  # AVAILABLE / UNAVAILABLE_REASON load the extension on first access
@@ -105,11 +103,7 @@ def unavailable_reason() -> str | None:
 
 
 def _warn_unavailable() -> None:
-    global _warned_unavailable
-    if not _warned_unavailable:
-        _warned_unavailable = True
-        warnings.warn(f"sparsekit CPU kernels unavailable, using the slow pure-torch reference: {_EXT.reason}",
-                      RuntimeWarning, stacklevel=4)  # the caller of csr_linear / bsr_linear
+    _EXT.warn_fallback("CPU kernels")
 
 
 # =============================================================================================

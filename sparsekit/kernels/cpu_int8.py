@@ -35,7 +35,6 @@ Inference only (no autograd formula).
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Any, Optional
 
 import torch
@@ -72,7 +71,6 @@ _EXTENSION = "sparsekit._C_cpu_int8"
 _EXT = LazyExtension(_EXTENSION, describe_load_error(_EXTENSION, (
     "installed with SPARSEKIT_SKIP_CPP=1, without torch or a C++ compiler at build time, or its build failed; "
     "reinstall with `pip install --no-build-isolation -e .` and read the build log")))
-_warned_unavailable = False
 
 
 def __getattr__(name: str) -> Any:  # AVAILABLE / UNAVAILABLE_REASON load the extension on first access
@@ -90,11 +88,7 @@ def unavailable_reason() -> str | None:
 
 
 def _warn_unavailable() -> None:
-    global _warned_unavailable
-    if not _warned_unavailable:
-        _warned_unavailable = True
-        warnings.warn(f"sparsekit INT8 CPU kernels unavailable, using the slow pure-torch reference: {_EXT.reason}",
-                      RuntimeWarning, stacklevel=4)
+    _EXT.warn_fallback("INT8 CPU kernels")
 
 
 # =============================================================================================

@@ -45,6 +45,7 @@ class LazyExtension:
         self._tried = False
         self.module: Any = None  # the loaded module once load() succeeded (read directly on hot paths)
         self._reason: str | None = None
+        self.warned_fallback = False  # warn_fallback has warned (once per process)
 
     def load(self) -> Any:
         """The module, or None (then :attr:`reason` says why). The import is tried once."""
@@ -79,6 +80,14 @@ class LazyExtension:
         if name == "UNAVAILABLE_REASON":
             return self.reason
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    def warn_fallback(self, what: str, stacklevel: int = 5) -> None:
+        """Warn once per process that ``what`` falls back to the slow pure-torch reference, and why (``stacklevel``
+        counted from the caller of this method; the default points past the op's own frames)."""
+        if not self.warned_fallback:
+            self.warned_fallback = True
+            warnings.warn(f"sparsekit {what} unavailable, using the slow pure-torch reference: {self.reason}",
+                          RuntimeWarning, stacklevel=stacklevel)
 
     def simulate_unavailable(self, reason: str) -> None:
         """Behave as if the import had failed with ``reason`` (tests of the fallback paths)."""
