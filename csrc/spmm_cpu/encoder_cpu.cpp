@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "scratch.h"
 #include "vec.h"
 
 namespace sparsekit {
@@ -72,26 +73,7 @@ const EncoderOps& ops_for(Isa isa) {
   return enc_scalar::kEncoderOps;
 }
 
-// Grow-only 64-byte-aligned float buffer, one per thread.
-class Buffer {
- public:
-  ~Buffer() { std::free(ptr_); }
-  float* get(size_t n) {
-    if (n > cap_) {
-      std::free(ptr_);
-      void* p = nullptr;
-      ptr_ = posix_memalign(&p, 64, std::max<size_t>(n, 16) * sizeof(float)) == 0 ? static_cast<float*>(p) : nullptr;
-      cap_ = ptr_ != nullptr ? n : 0;
-    }
-    return ptr_;
-  }
-
- private:
-  float* ptr_ = nullptr;
-  size_t cap_ = 0;
-};
-
-thread_local Buffer tl_attention;
+thread_local Scratch tl_attention;  // keys transposed and scores of one item (each worker thread)
 
 // Rows per parallel work item of the row-wise passes (LayerNorm, epilogue): a parallel region costs a few
 // microseconds, more than normalising a handful of rows.

@@ -19,6 +19,7 @@
 #include <memory>
 #include <vector>
 
+#include "scratch.h"
 #include "vec.h"
 
 namespace sparsekit {
@@ -114,51 +115,6 @@ constexpr int64_t kPanelOverhead = 32;          // per-panel cost, in stored ent
 constexpr int64_t kMinWorkPerThread = 1 << 14;  // lane-FMAs; below this a call runs on fewer threads
 constexpr int64_t kL1Budget = 64 << 10;         // bytes of one column chunk of Xt (about L1 size)
 constexpr int64_t kAccBudget = 256 << 10;       // bytes of Y^T accumulators per block of rows
-constexpr size_t kRetainBytes = 16u << 20;      // per-thread scratch kept between calls
-
-float* aligned_alloc64(size_t bytes) {
-#if defined(_WIN32)
-  return static_cast<float*>(_aligned_malloc(bytes, 64));
-#else
-  void* p = nullptr;
-  return posix_memalign(&p, 64, bytes) == 0 ? static_cast<float*>(p) : nullptr;
-#endif
-}
-
-void aligned_free(float* p) {
-#if defined(_WIN32)
-  _aligned_free(p);
-#else
-  std::free(p);
-#endif
-}
-
-// Grow-only, 64-byte-aligned scratch buffer, one per thread (allocating per call would page-fault).
-class Scratch {
- public:
-  ~Scratch() { aligned_free(ptr_); }
-  float* get(size_t nfloats) {
-    const size_t bytes = std::max<size_t>(64, (nfloats * sizeof(float) + 63) / 64 * 64);
-    if (bytes > cap_) {
-      aligned_free(ptr_);
-      ptr_ = aligned_alloc64(bytes);
-      cap_ = ptr_ != nullptr ? bytes : 0;
-    }
-    return ptr_;
-  }
-  void trim() {  // do not keep huge buffers alive between calls
-    if (cap_ > kRetainBytes) {
-      aligned_free(ptr_);
-      ptr_ = nullptr;
-      cap_ = 0;
-    }
-  }
-
- private:
-  float* ptr_ = nullptr;
-  size_t cap_ = 0;
-};
-
 thread_local Scratch tl_xt;   // transposed activations of one token tile (each worker thread)
 thread_local Scratch tl_acc;  // Y^T accumulators (each worker thread)
 

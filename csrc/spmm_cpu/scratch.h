@@ -1,0 +1,60 @@
+// Per-thread scratch memory of sparsekit's CPU kernels (spmm_cpu.cpp, encoder_cpu.cpp).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdlib>
+#if defined(_WIN32)
+#include <malloc.h>
+#endif
+
+namespace sparsekit {
+namespace {
+
+constexpr size_t kRetainBytes = 16u << 20;  // per-thread scratch kept between calls (Scratch::trim)
+
+float* aligned_alloc64(size_t bytes) {
+#if defined(_WIN32)
+  return static_cast<float*>(_aligned_malloc(bytes, 64));
+#else
+  void* p = nullptr;
+  return posix_memalign(&p, 64, bytes) == 0 ? static_cast<float*>(p) : nullptr;
+#endif
+}
+
+void aligned_free(float* p) {
+#if defined(_WIN32)
+  _aligned_free(p);
+#else
+  std::free(p);
+#endif
+}
+
+// Grow-only, 64-byte-aligned scratch buffer, one per thread (allocating per call would page-fault).
+class Scratch {
+ public:
+  ~Scratch() { aligned_free(ptr_); }
+  float* get(size_t nfloats) {
+    const size_t bytes = std::max<size_t>(64, (nfloats * sizeof(float) + 63) / 64 * 64);
+    if (bytes > cap_) {
+      aligned_free(ptr_);
+      ptr_ = aligned_alloc64(bytes);
+      cap_ = ptr_ != nullptr ? bytes : 0;
+    }
+    return ptr_;
+  }
+  void trim() {  // do not keep huge buffers alive between calls
+    if (cap_ > kRetainBytes) {
+      aligned_free(ptr_);
+      ptr_ = nullptr;
+      cap_ = 0;
+    }
+  }
+
+ private:
+  float* ptr_ = nullptr;
+  size_t cap_ = 0;
+};
+
+}  // namespace
+}  // namespace sparsekit
