@@ -1,19 +1,29 @@
-"""Compile speedup per architecture: DistilBERT- and ModernBERT-shaped models at 90% sparsity, 1 x 128 tokens, CPU.
+"""Compile speedup per architecture: BERT-, DistilBERT-, ModernBERT- and DeBERTa-shaped models at 90% sparsity,
+1 x 128 tokens, CPU.
 
 For every architecture the steps of ``sparsekit run``: prune (magnitude pruning to ``--keep`` over a short
 SST-2 run, or with ``--prune-steps 0`` random unstructured masks) -> export (its artifact layout: compact for
 BERT, structure-preserving for the others) -> ``sparsekit.load`` -> ``sparsekit.compile`` (backends chosen by
-measurement, per layer) -> the compiled logits checked against the masked dense model (max |Δ| <= 1e-4) ->
-latency of the masked dense eager Hugging Face model and of the compiled artifact, measured interleaved
-(sparsekit.timing.measure_interleaved) on random token ids, batch x seq. The models are random-init (no real
-weights of these families can be downloaded here); latency depends on the shapes and the masks only.
+measurement, per matrix; the fused runtime where the family has it, else the module tree) -> the compiled logits
+checked against the masked dense model (max |Δ| <= 1e-4). Timed, interleaved (sparsekit.timing.
+measure_interleaved) on random token ids, batch x seq:
 
-    python benchmarks/architectures_cpu.py                      # distilbert-base, modernbert-base; writes results/
+- ``masked_dense``: the masked dense eager Hugging Face model;
+- ``compiled``: the compiled artifact (``sparsekit.compile`` default: fused runtime where it runs);
+- ``modules``: the same artifact compiled with ``fused=False`` (each Linear on its kernel in the module tree);
+- ``checkpoint``: the pruned Hugging Face model itself, uncompacted, compiled (fused families only: the fused
+  runtime inside the Hugging Face model, sparsekit.runtime.models).
+
+The models are random-init (no real weights of these families can be downloaded here); latency depends on the
+shapes and the masks only.
+
+    python benchmarks/architectures_cpu.py                      # the four base shapes; writes results/
     python benchmarks/architectures_cpu.py --smoke              # tiny shapes, few repeats, writes to /tmp
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -65,12 +75,21 @@ def run_arch(arch: str, args, workdir: Path) -> dict:
     layout = model.manifest.get("layout", "compact")
     tokens = args.batch * args.seq
     report = compile(model, tokens=tokens, verbose=False)
+    modules = load(workdir / f"{arch}-artifact")
+    compile(modules, tokens=tokens, verbose=False, fused=False)
+    variants = {"masked_dense": dense, "compiled": model, "modules": modules}
+    if report.runtime == "fused":
+        checkpoint = copy.deepcopy(dense)
+        if compile(checkpoint, tokens=tokens, verbose=False).runtime == "fused":
+            variants["checkpoint"] = checkpoint
     x = random_inputs(args.batch, args.seq, dense.config.vocab_size, max_id=20000)
     with torch.no_grad():
-        err = float((model(**x).logits - dense(**x).logits).abs().max())
+        want = dense(**x).logits
+        errs = {name: float((m(**x).logits - want).abs().max()) for name, m in variants.items()}
+    err = max(errs.values())
     if err > ATOL:
-        raise SystemExit(f"{arch}: compiled logits differ from the masked dense model by {err:.2e} > {ATOL}")
-    timings = measure_interleaved({"masked_dense": lambda: dense(**x), "compiled": lambda: model(**x)},
+        raise SystemExit(f"{arch}: compiled logits differ from the masked dense model by {errs} > {ATOL}")
+    timings = measure_interleaved({name: (lambda m=m: m(**x)) for name, m in variants.items()},
                                   rounds=args.rounds, warmup=args.warmup, repeats=args.repeats)
     backends: dict[str, int] = {}
     for c in report.layers:
@@ -85,8 +104,10 @@ def run_arch(arch: str, args, workdir: Path) -> dict:
             "density": sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks),
             "skipped_rules": sorted(model.manifest.get("skipped_rules", {})),
             "bytes": {"dense_fp32": exported.bytes_dense, "exported": exported.bytes_exported},
-            "compiled_layers": backends, "max_abs_logit_diff": err, "latency": ms,
-            "speedup": ms["masked_dense"]["median_ms"] / ms["compiled"]["median_ms"]}
+            "runtime": report.runtime, "compiled_layers": backends, "max_abs_logit_diff": err, "latency": ms,
+            "speedup": ms["masked_dense"]["median_ms"] / ms["compiled"]["median_ms"],
+            "speedups": {name: ms["masked_dense"]["median_ms"] / v["median_ms"] for name, v in ms.items()
+                         if name != "masked_dense"}}
 
 
 def markdown(result: dict) -> str:
@@ -97,18 +118,31 @@ def markdown(result: dict) -> str:
              f"torch {result['versions']['torch']}, transformers {result['versions']['transformers']}.",
              f"Masks: {result['masks']}; batch {result['batch']} x {result['seq']} tokens; median of interleaved "
              f"rounds (p25-p75).", "",
-             "| architecture | layout | shape (hidden/layers/heads/FFN) | density | compiled layers | masked dense ms "
-             "| compiled ms | speedup | max abs Δlogit |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| architecture | layout | shape (hidden/layers/heads/FFN) | density | runtime | compiled matrices "
+             "| masked dense ms | artifact compiled ms | artifact, module tree ms | checkpoint compiled ms "
+             "| max abs Δlogit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(r: dict, name: str) -> str:
+        lat = r["latency"].get(name)
+        if lat is None:
+            return "—"
+        ratio = "" if name == "masked_dense" else f" **{r['speedups'][name]:.2f}x**"
+        return f"{lat['median_ms']:.2f} ({lat['p25_ms']:.2f}-{lat['p75_ms']:.2f}){ratio}"
+
     for r in result["rows"]:
-        s, lat = r["shape"], r["latency"]
+        s = r["shape"]
         layers = ", ".join(f"{k} {v}" for k, v in sorted(r["compiled_layers"].items()))
         lines.append(f"| {r['arch']} | {r['layout']} | {s['hidden']}/{s['layers']}/{s['heads']}/{s['ffn']} | "
-                     f"{100 * r['density']:.1f}% | {layers} | {lat['masked_dense']['median_ms']:.2f} "
-                     f"({lat['masked_dense']['p25_ms']:.2f}-{lat['masked_dense']['p75_ms']:.2f}) | "
-                     f"{lat['compiled']['median_ms']:.2f} ({lat['compiled']['p25_ms']:.2f}-"
-                     f"{lat['compiled']['p75_ms']:.2f}) | {r['speedup']:.2f}x | {r['max_abs_logit_diff']:.1e} |")
-    lines += ["", "Layout `modules`: the structure is kept and every prunable module (ModernBERT's fused Wqkv and "
+                     f"{100 * r['density']:.1f}% | {r.get('runtime', 'modules')} | {layers} | "
+                     f"{cell(r, 'masked_dense')} | {cell(r, 'compiled')} | {cell(r, 'modules')} | "
+                     f"{cell(r, 'checkpoint')} | {r['max_abs_logit_diff']:.1e} |")
+    lines += ["", "Ratios: the masked dense eager model's median over each variant's, same run. Artifact compiled: "
+              "`sparsekit.compile` of the loaded artifact (runtime `fused`: sparsekit's fused encoder; `modules`: "
+              "the module tree, each Linear on its kernel, for families the fused layer does not compute). Module "
+              "tree: the same artifact with `fused=False`. Checkpoint compiled: the pruned Hugging Face model "
+              "itself, uncompacted, compiled (the fused runtime inside it; — where the family has none).",
+              "", "Layout `modules`: the structure is kept and every prunable module (ModernBERT's fused Wqkv and "
               "GLU Wi whole) is stored in a sparse format; the skipped exact-compaction rules are listed in the "
               "JSON and the artifact's report."]
     return "\n".join(lines) + "\n"
@@ -116,7 +150,8 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", nargs="+", default=["distilbert-base", "modernbert-base"],
+    parser.add_argument("--archs", nargs="+", default=["bert-base", "distilbert-base", "modernbert-base",
+                                                       "deberta-v2-base"],
                         help="random:<arch>-<shape> names (models.random_model_names)")
     parser.add_argument("--keep", type=float, default=0.1,
                         help="fraction of the encoder weights kept (0.1 = 90%% sparse)")
@@ -143,9 +178,10 @@ def main(argv: list[str] | None = None) -> None:
         for arch in args.archs:
             rows.append(run_arch(arch, args, Path(work)))
             r = rows[-1]
-            print(f"{arch}: {r['layout']}, density {100 * r['density']:.1f}%, compiled {r['compiled_layers']}, "
-                  f"{r['latency']['masked_dense']['median_ms']:.2f} -> {r['latency']['compiled']['median_ms']:.2f} ms "
-                  f"({r['speedup']:.2f}x), max |Δlogit| {r['max_abs_logit_diff']:.1e}", flush=True)
+            print(f"{arch}: {r['layout']}, {r['runtime']} runtime, density {100 * r['density']:.1f}%, compiled "
+                  f"{r['compiled_layers']}, masked dense {r['latency']['masked_dense']['median_ms']:.2f} ms, "
+                  + ", ".join(f"{k} {v:.2f}x" for k, v in r["speedups"].items())
+                  + f", max |Δlogit| {r['max_abs_logit_diff']:.1e}", flush=True)
     masks = (f"magnitude pruning, {args.prune_steps} SST-2 steps" if args.prune_steps > 0 else "random unstructured")
     result = {**header(), "command": "python benchmarks/architectures_cpu.py " + " ".join(argv or sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "isa": kernels.isa(),

@@ -8,7 +8,10 @@ FFN-in, FFN-out; GLU FFNs add FFN-gate). An Architecture says, for one model fam
 - ``matrices``: one Matrix per module of a layer, its ``suffix`` below the layer and the matrix types
   its rows hold, in row order;
 - ``norms``: the LayerNorms after attention and after the FFN (post-LayerNorm layers);
-- which config fields give the head count and hidden size (the FFN width is the FFN-in module's row count);
+- which config fields give the head count, hidden size and FFN activation (the FFN width is the FFN-in
+  module's row count);
+- ``fused``: why sparsekit's fused CPU runtime (sparsekit.runtime) cannot run the family's layers, or ``""``
+  when it can (post-LayerNorm layers with absolute positions: the BERT layer the fused op computes);
 - ``compaction``: which exact-compaction rules of export/compact.py hold for it and are applied
   (COMPACTION_RULES), and ``skipped``: why each other rule is not. A family with every rule is exported
   compact (export/compact.py); any other keeps its structure and stores its matrices in sparse formats
@@ -76,8 +79,10 @@ class Architecture:
     norms: tuple[str, str]
     heads_field: str = "num_attention_heads"
     hidden_field: str = "hidden_size"
+    activation_field: str = "hidden_act"
     compaction: tuple[str, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()
+    fused: str = ""
 
     @property
     def compacts(self) -> bool:
@@ -121,6 +126,10 @@ class Architecture:
         """Dimensions per head: hidden size / heads (before compaction; compacted heads have their own widths)."""
         return int(getattr(config, self.hidden_field)) // self.heads(config)
 
+    def activation(self, config) -> str:
+        """The FFN activation's name (``"gelu"`` ...), as transformers' ACT2FN names it."""
+        return str(getattr(config, self.activation_field))
+
     def layer_modules(self, base_model: nn.Module) -> list[nn.Module]:
         """The encoder layers of a base model (``model.base_model``), in order."""
         return list(base_model.get_submodule(self.layers))
@@ -157,6 +166,7 @@ DISTILBERT = Architecture(
     matrices=_unfused(query="attention.q_lin", key="attention.k_lin", value="attention.v_lin",
                       attn_out="attention.out_lin", ffn_in="ffn.lin1", ffn_out="ffn.lin2"),
     norms=("sa_layer_norm", "output_layer_norm"), heads_field="n_heads", hidden_field="dim",
+    activation_field="activation",
     skipped=tuple((r, f"the rule holds (post-LN, biases, absolute positions) but {_NO_COMPACT_MODEL}; DistilBERT's "
                       f"embeddings (no token types) and pre_classifier head are not written yet")
                   for r in COMPACTION_RULES))
@@ -172,7 +182,8 @@ DEBERTA_V2 = Architecture(
              ("vo-dims", f"the rule holds but {_NO_COMPACT_MODEL}; {_RELATIVE} is not in it"),
              ("qk-dims", f"{_RELATIVE} multiplies Q and K rows with the position embeddings (c2p / p2c terms): an "
                          f"empty K row does not cancel in the softmax"),
-             ("heads", f"{_RELATIVE} is not in sparsekit's compacted model")))
+             ("heads", f"{_RELATIVE} is not in sparsekit's compacted model")),
+    fused=f"{_RELATIVE} (c2p / p2c position terms in every score) is not in the fused attention kernel")
 
 _PRE_LN = "ModernBERT is pre-LayerNorm with rotary positions and no biases"
 MODERNBERT = Architecture(
@@ -185,7 +196,9 @@ MODERNBERT = Architecture(
              ("vo-dims", f"the rule holds (no V bias to fold) but {_NO_COMPACT_MODEL} ({_PRE_LN})"),
              ("qk-dims", "rotary positions rotate Q / K dimensions in pairs: a dimension is removable only with its "
                          "rotary partner"),
-             ("heads", f"{_NO_COMPACT_MODEL} ({_PRE_LN})")))
+             ("heads", f"{_NO_COMPACT_MODEL} ({_PRE_LN})")),
+    fused=f"the fused layer is post-LayerNorm BERT's; {_PRE_LN}, a GeGLU FFN and sliding-window attention in "
+          f"two of every three layers")
 
 #: sparsekit's compacted model (export/modeling.py); its config is the original model's.
 COMPACT = Architecture(

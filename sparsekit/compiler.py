@@ -1,7 +1,8 @@
 """``sparsekit.compile(model)``: run every matrix of a pruned or exported model on the fastest backend.
 
-A compacted model on the CPU runs on sparsekit's fused encoder runtime (sparsekit.runtime) and its matrices are
-the fused layer's (Q, K and V stacked); any other model keeps its module tree. For each matrix (``nn.Linear``
+A model the fused encoder runtime runs (sparsekit.runtime.models: a compacted model, or a Hugging Face post-LayerNorm
+encoder such as BERT or DistilBERT, on the CPU in float32) runs on it and its matrices are the fused layer's (Q, K
+and V stacked); any other model keeps its module tree. For each matrix (``nn.Linear``
 or the exporter's ``FormatLinear``) the backends that can run it (see
 ``sparsekit.backends``) are built and timed on this machine, for this layer's shape and the given token count,
 against dense ``F.linear``; ``sparsekit.backends.choose`` keeps the fastest. A backend must beat dense by
@@ -89,11 +90,6 @@ def _dense_weight(module, device: torch.device) -> torch.Tensor:
     return module.weight.detach()
 
 
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 def _build(backends: list[Backend], spec: LayerSpec, weight: torch.Tensor, bias: torch.Tensor | None,
            int8: Int8BlockFormat | None = None) -> tuple[dict[str, nn.Module], dict[str, list[str]]]:
     """``(built, rejected)``: the module of every backend that can run the layer, the reasons of the others.
@@ -129,9 +125,9 @@ def _time(built: dict[str, nn.Module], spec: LayerSpec, tokens: int, warmup: int
 def _swap(model: nn.Module, name: str, module: nn.Module, built: dict[str, nn.Module], best: str) -> None:
     """Put the chosen module in place of layer ``name``; a FormatLinear left dense runs as dense F.linear."""
     if best != "dense":
-        _set(model, name, built[best])
+        model.set_submodule(name, built[best])
     elif not isinstance(module, nn.Linear):
-        _set(model, name, built["dense"])
+        model.set_submodule(name, built["dense"])
 
 
 def _choose_matrix(name: str, weight: torch.Tensor, bias: torch.Tensor | None, candidates: list[Backend],
@@ -149,17 +145,16 @@ def _choose_matrix(name: str, weight: torch.Tensor, bias: torch.Tensor | None, c
 def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, warmup: int, repeats: int,
                    min_gain: float, force: str | None, plan: dict | None,
                    precision: str) -> tuple[list[LayerChoice], str]:
-    """Install sparsekit's fused encoder (sparsekit.runtime) on a compacted model: per layer, the backend of each
-    fused matrix (Q, K and V stacked as one) measured here among the backends the fused layer runs, or taken from
-    ``plan`` when it matches this machine and model. At int8 precision a matrix stored int8 runs its stored ints
-    or dense (see _build). Returns the choices and where they came from."""
-    from sparsekit.runtime import MATRICES, RUNTIME_BACKENDS, FusedEncoder, layer_weights
+    """Install sparsekit's fused encoder (sparsekit.runtime) in a model it runs (sparsekit.runtime.models): per
+    layer, the backend of each fused matrix (Q, K and V stacked as one) measured here among the backends the fused
+    layer runs, or taken from ``plan`` when it matches this machine and model. At int8 precision a matrix stored
+    int8 runs its stored ints or dense (see _build). Returns the choices and where they came from."""
+    from sparsekit.runtime import MATRICES, RUNTIME_BACKENDS, FusedEncoder
+    from sparsekit.runtime import models as runtime_models
     from sparsekit.runtime import plan as plans
 
     fused_candidates = [b for b in candidates if b.name in RUNTIME_BACKENDS]
-    model.runtime = None
-    model.pad_layout()
-    layers = [layer_weights(layer, model.config.hidden_act) for layer in model.layers]
+    layers = runtime_models.fused_layers(model)
     named = {f"layers.{i}.{m}": lw.matrices[m] for i, lw in enumerate(layers) for m in MATRICES}
     stored = {f"layers.{i}.{m}": lw.int8.get(m) if precision == "int8" else None
               for i, lw in enumerate(layers) for m in MATRICES}
@@ -175,9 +170,15 @@ def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, war
             warnings.warn(f"sparsekit.compile: {why_retime}", RuntimeWarning, stacklevel=3)
         choices = [_choose_matrix(name, w, b, fused_candidates, tokens, warmup, repeats, min_gain, force,
                                   stored[name])[0] for name, (w, b) in named.items()]
+        for choice, (w, _) in zip(choices, named.values()):  # say why the other backends were not candidates
+            for backend in candidates:
+                if backend.name not in RUNTIME_BACKENDS:
+                    own = backend.not_supported_reasons(LayerSpec.of(w))
+                    choice.rejected[backend.name] = own or [f"not a backend of the fused runtime (it runs "
+                                                            f"{', '.join(RUNTIME_BACKENDS)}; fused=False runs it)"]
         source = "measured here"
     picks = iter(c.backend for c in choices)
-    model.runtime = FusedEncoder(layers, [{m: next(picks) for m in MATRICES} for _ in layers])
+    runtime_models.install(model, FusedEncoder(layers, [{m: next(picks) for m in MATRICES} for _ in layers]))
     return choices, source
 
 
@@ -188,17 +189,22 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
             precision: str | None = None) -> CompileReport:
     """Make ``model`` (in place) run every encoder matrix on the fastest backend measured here.
 
-    A compacted model (``sparsekit.load`` of an exported artifact) on the CPU gets sparsekit's fused encoder
-    runtime (:mod:`sparsekit.runtime`: Q, K and V as one matrix, fused epilogues and LayerNorms, packed tokens, one
-    op call per forward), each of its matrices on the fastest of dense / ``csr-cpu`` / ``bsr-cpu``. Any other model
-    (a Hugging Face module tree, a GPU model) keeps its modules, each encoder Linear swapped for its fastest
-    backend; ``report.runtime`` says which and why.
+    On the CPU in float32, a compacted model (``sparsekit.load`` of a compacted artifact) and a Hugging Face
+    encoder of a post-LayerNorm family (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT, DistilBERT: a pruned checkpoint,
+    the pruning engine's output, a structure-keeping artifact) get sparsekit's fused encoder runtime
+    (:mod:`sparsekit.runtime`: Q, K and V as one matrix, fused epilogues and LayerNorms, packed tokens, one op call
+    per forward; :mod:`sparsekit.runtime.models` says how it goes in), each of its matrices on the fastest of
+    dense / ``csr-cpu`` / ``bsr-cpu``. A fused model is inference-only (``model.eval()``) and does not record
+    per-layer hidden states or attentions. Any other model (DeBERTa, ModernBERT, a GPU model, ``fused=False``)
+    keeps its modules, each encoder Linear swapped for its fastest backend; ``report.runtime`` says which and why.
+    Exporting first is still faster than compiling the pruned checkpoint: compaction removes whole heads and
+    neurons, which the uncompacted model computes (as zero rows, which the sparse kernels skip).
 
     tokens: rows of the activation matrix to time with (batch x sequence length of the deployment).
     min_gain: a sparse backend must be at least this much faster than dense to be chosen.
     force: a backend name to run every layer on that it can run, whatever the timings say (for tests and
         debugging; it is still timed against dense for the report, and layers it cannot run stay dense).
-    fused: False keeps a compacted model's module tree too (Linears swapped), e.g. to compare the two.
+    fused: False keeps the module tree of any model (Linears swapped), e.g. to compare the two.
     precision: ``fp32`` (results equal the model's within rounding) or ``int8``: the int8 1x4-block kernel
         (``int8-b4-cpu``: int8 weights per output row, activations quantised per token) joins the candidates of
         every matrix, and wins where it is measured fastest; attention, softmax and LayerNorm stay fp32. Default:
@@ -211,7 +217,7 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
         re-measured with a warning saying why. retime: always measure.
     Returns the CompileReport; prints its table when ``verbose``.
     """
-    from sparsekit.runtime import unsupported_reason
+    from sparsekit.runtime import models as runtime_models
 
     if precision is None:  # the loaded artifact's precision
         manifest = getattr(model, "manifest", None)
@@ -233,7 +239,12 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     if force is not None and not any(b.name == force for b in backends):
         raise ValueError(f"unknown backend {force!r}; available: {', '.join(b.name for b in backends)}")
     candidates = [b for b in backends if force is None or b.name in ("dense", force)]
-    why_not_fused = unsupported_reason(model) if fused else "fused=False"
+    from sparsekit.runtime import RUNTIME_BACKENDS
+
+    why_not_fused = runtime_models.unsupported_reason(model) if fused else "fused=False"
+    if why_not_fused is None and force is not None and force not in RUNTIME_BACKENDS:
+        why_not_fused = (f"force={force!r}: the fused runtime runs {', '.join(RUNTIME_BACKENDS)}; each Linear runs "
+                         f"{force} in the module tree")
     if why_not_fused is None:
         plan = None if retime else (plan if plan is not None else getattr(model, "compile_plan", None))
         if plan is not None and plan.get("precision", "fp32") != precision:
@@ -249,8 +260,7 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
 
             Console().print(report.table())
         return report
-    if getattr(model, "runtime", None) is not None:
-        model.runtime = None
+    runtime_models.remove(model)
     if hasattr(model, "pad_layout"):  # a compacted model: no gathers for ragged heads (zero rows cost kernels nothing)
         model.pad_layout()
     choices = []

@@ -61,7 +61,7 @@ def test_cli_random_tiny_result_schema(random_result):
     for c in data["configs"]:
         assert isinstance(c["id"], str) and c["tokens"] == c["batch"] * c["seq"] and c["threads"] == 1
         assert set(c["variants"]) <= set(VARIANTS) and list(c["variants"])[0] == "dense"
-        assert sum(c["compile"]["backends_chosen"].values()) == len(c["compile"]["layers"]) == 12
+        assert sum(c["compile"]["backends_chosen"].values()) == len(c["compile"]["layers"]) == 8  # 2 fused layers x 4
         for name, s in c["variants"].items():
             assert s["status"] in ("ok", "skipped", "unavailable", "failed")
             if s["status"] == "ok":
@@ -147,14 +147,14 @@ def test_cli_layer_mode_on_a_run_dir(tiny_model_dir, tmp_path):
     data = json.loads((out / "bench.json").read_text())
     assert data["mode"] == "layers" and data["models"][0]["kind"] == "run"
     config = data["configs"][0]
-    assert "variants" not in config and len(config["compile"]["layers"]) == 12
+    assert "variants" not in config and len(config["compile"]["layers"]) == 8  # fused: qkv, attn_out, ffn_in, ffn_out
     for layer in config["compile"]["layers"]:
         assert layer["timings_ms"]["dense"] > 0 and layer["backend"] in layer["timings_ms"]
     with (out / "bench.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0].keys()) == LAYER_CSV_COLUMNS
     assert len(rows) == sum(len(layer["timings_ms"]) for layer in config["compile"]["layers"])
-    assert sum(r["chosen"] == "True" for r in rows) == 12
+    assert sum(r["chosen"] == "True" for r in rows) == 8
     _check_png(out / "bench.png")
 
 

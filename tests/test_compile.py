@@ -29,7 +29,7 @@ def test_compiled_hf_model_matches(sparse_tiny):
 
     compiled = copy.deepcopy(model)
     report = sk_compile(compiled, tokens=16, repeats=3, verbose=False)
-    assert len(report.layers) == 12
+    assert report.runtime == "fused" and len(report.layers) == 8  # 2 layers x (qkv, attn_out, ffn_in, ffn_out)
     assert all(c.backend in c.timings_ms and c.speedup >= 1.0 for c in report.layers)
     torch.testing.assert_close(_logits(compiled, tokenizer), ref, rtol=0, atol=1e-4)
 
@@ -84,7 +84,7 @@ def test_dense_fallback_and_reasons(sparse_tiny):
     report = sk_compile(model, tokens=4, backends=[DenseBackend(), _SlowBackend(), _NeverBackend()], repeats=3,
                         verbose=False)
     assert all(c.backend == "dense" for c in report.layers)
-    assert all(c.rejected["never"] == ["needs a GPU"] for c in report.layers)
+    assert all(c.rejected["never"] == ["needs a GPU"] for c in report.layers)  # its own reason, fused or not
     assert all(isinstance(model.get_submodule(m.name), torch.nn.Linear) for m in prunable_matrices(model))
     with pytest.raises(ValueError, match="dense"):
         sk_compile(model, backends=[_SlowBackend()], verbose=False)
@@ -130,7 +130,8 @@ def test_compiled_minilm_matches_uncompiled():
     tokenizer = load_tokenizer(source)
     ref = _logits(model, tokenizer)
     report = sk_compile(model, tokens=16, repeats=2, warmup=1, verbose=False, force="csr-cpu")
-    assert len(report.layers) == 36 and {c.backend for c in report.layers} == {"csr-cpu"}
+    assert report.runtime == "fused" and len(report.layers) == 6 * 4  # qkv, attn_out, ffn_in, ffn_out
+    assert {c.backend for c in report.layers} == {"csr-cpu"}
     assert (_logits(model, tokenizer) - ref).abs().max().item() <= 1e-4
 
 

@@ -272,13 +272,6 @@ def test_compiled_task_heads_match(task_type, tmp_path):
     torch.testing.assert_close(got[real], want[real], rtol=0, atol=1e-4)
 
 
-def test_hugging_face_model_keeps_its_modules_and_says_why(tiny_model_dir):
-    from conftest import random_sparse_classifier
-
-    report = sk_compile(random_sparse_classifier(tiny_model_dir, 0.2), tokens=8, repeats=2, warmup=1, verbose=False)
-    assert report.runtime == "modules" and "sparsekit export" in report.runtime_why
-
-
 def test_torch_compile_over_the_fused_model(compact_pair):
     hf, compact = compact_pair
     compact = copy.deepcopy(compact)

@@ -438,11 +438,13 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     manifest = _read_manifest(path)
     header = safetensors_header(path, WEIGHTS, MAX_FILE_BYTES)
     from sparsekit.export.module_artifact import is_module_layout, load_modules
+    from sparsekit.runtime.plan import read_plan
 
     if is_module_layout(manifest):  # the structure was kept (export/module_artifact.py)
         model = load_modules(path, manifest, header)
         model.tokenizer = _load_tokenizer(path, manifest)
         model.manifest = manifest
+        model.compile_plan = read_plan(path)  # the saved sparsekit.compile plan (fused families), reused on this CPU
         return model.to(device).eval().requires_grad_(False)
     task_type = manifest_task_type(manifest)
     head_class = auto_class(task_type)
@@ -499,8 +501,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
         raise ArtifactError(f"{path}: unexpected tensors {sorted(tensors)[:5]}; the artifact was modified")
     model.tokenizer = _load_tokenizer(path, manifest)
     model.manifest = manifest
-    from sparsekit.runtime.plan import read_plan
-
     model.compile_plan = read_plan(path)  # the saved sparsekit.compile plan, reused on the same CPU
     return model.to(device).eval().requires_grad_(False)
 

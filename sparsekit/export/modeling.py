@@ -272,10 +272,10 @@ class CompactModel(nn.Module):
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         x = self.embeddings(input_ids=input_ids, **kwargs)
         if self.runtime is not None:  # sparsekit.compile's fused encoder: real tokens only, one op call
-            if self.task_type == SEQUENCE and attention_mask is not None and not bool(attention_mask[:, 0].all()):
-                warnings.warn("left-padded batch: the classifier reads position 0, which is padding here and is not "
-                              "computed by the fused runtime (its hidden state is zeros); pad on the right (the "
-                              "tokenizers' default) or compile with fused=False", RuntimeWarning, stacklevel=2)
+            from sparsekit.runtime.models import warn_if_left_padded
+
+            if self.task_type == SEQUENCE:
+                warn_if_left_padded(attention_mask)
             x = self.runtime.run_padded(x, attention_mask)
         else:
             key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]

@@ -1,6 +1,9 @@
 """sparsekit's CPU encoder runtime (fused layers over packed tokens): :class:`FusedEncoder`, built by
-``sparsekit.compile``; :mod:`~sparsekit.runtime.packing` turns padded batches into packed tokens and back."""
+``sparsekit.compile``; :mod:`~sparsekit.runtime.models` says which models it runs and puts it into them;
+:mod:`~sparsekit.runtime.packing` turns padded batches into packed tokens and back."""
 from sparsekit.runtime.encoder import MATRICES, RUNTIME_BACKENDS, FusedEncoder, LayerWeights, layer_weights, \
-    unsupported_reason
+    stacked_layer
+from sparsekit.runtime.models import FusedLayers, runtime_of, unsupported_reason
 
-__all__ = ["MATRICES", "RUNTIME_BACKENDS", "FusedEncoder", "LayerWeights", "layer_weights", "unsupported_reason"]
+__all__ = ["MATRICES", "RUNTIME_BACKENDS", "FusedEncoder", "FusedLayers", "LayerWeights", "layer_weights",
+           "runtime_of", "stacked_layer", "unsupported_reason"]

@@ -9,8 +9,9 @@ the LayerNorms, the attention widths and the activation. ``forward`` runs the op
 attention runs per sequence, bias + activation and bias + residual are fused into the Linears' epilogues and each
 LayerNorm follows in the same call.
 
-Built by ``sparsekit.compile`` (which measures the backend of each matrix) from a
-:class:`~sparsekit.export.modeling.CompactModel`; :func:`layer_weights` says what it reads from a layer.
+Built by ``sparsekit.compile`` (which measures the backend of each matrix) from the layers of a compacted model
+(:func:`layer_weights`) or of a Hugging Face post-LayerNorm encoder (:func:`stacked_layer`); which models it runs
+and how it is put into them: :mod:`sparsekit.runtime.models`.
 """
 from __future__ import annotations
 
@@ -49,65 +50,49 @@ class LayerWeights:
     int8: dict[str, Int8BlockFormat] = field(default_factory=dict)
 
 
-def unsupported_reason(model: nn.Module) -> str | None:
-    """Why ``model`` cannot run on the fused runtime, or None if it can."""
-    from sparsekit.export.modeling import CompactModel
-
-    if not isinstance(model, CompactModel):
-        return (f"the fused runtime runs sparsekit's compacted models (export the model: `sparsekit export`); "
-                f"{type(model).__name__} keeps its module tree with each Linear on its own backend")
-    params = list(model.parameters())
-    if params and params[0].device.type != "cpu":
-        return f"the fused runtime is CPU-only; the model is on {params[0].device}"
-    if params and any(p.dtype != torch.float32 for p in params):
-        return "the fused runtime computes in float32; the model has other dtypes (call model.float())"
-    act = getattr(model.config, "hidden_act", None)
-    if act not in encoder_ops.ACTIVATIONS:
-        return (f"activation {act!r} has no fused epilogue (supported: {', '.join(encoder_ops.ACTIVATIONS)})")
-    from sparsekit.kernels import cpu
-
-    if not cpu.available():
-        return f"the C++ kernels are not built: {cpu.unavailable_reason()}"
-    return None
-
-
-@torch.no_grad()
 def layer_weights(layer: nn.Module, activation: str) -> LayerWeights:
     """The fused view of a :class:`~sparsekit.export.modeling.CompactLayer` whose ``pad_layout`` has run (Q / K / V
     emit every head at the same width)."""
-    from sparsekit.export.modeling import _weight_bias
+    from sparsekit.architectures import COMPACT
 
     att = layer.attention
     if not (att.padded or att.uniform or att.heads == 0):
         raise ValueError("call model.pad_layout() first: ragged heads need the padded layout")
-    device = torch.device("cpu")
-    q, k, v = (_weight_bias(getattr(att, n), device) for n in ("query", "key", "value"))
     heads = att.heads
-    dq = att.qk_pad if heads else 1
-    dv = att.v_pad if heads else 1
-    if heads and (q[0].shape[0] != heads * dq or v[0].shape[0] != heads * dv):
-        raise ValueError(f"Q / V have {q[0].shape[0]} / {v[0].shape[0]} rows, expected {heads} heads of "
-                         f"{dq} / {dv}")
+    return stacked_layer(COMPACT.layer_linears(layer), COMPACT.layer_norms(layer), heads,
+                         att.qk_pad if heads else 1, att.v_pad if heads else 1, float(att.scale), activation)
+
+
+@torch.no_grad()
+def stacked_layer(linears: dict[str, nn.Module], norms: tuple[nn.Module, nn.Module], heads: int, dq: int, dv: int,
+                  scale: float, activation: str) -> LayerWeights:
+    """The LayerWeights of one post-LayerNorm layer: ``linears`` by matrix type (query, key, value, attn_out,
+    ffn_in, ffn_out; each an ``nn.Linear`` or a FormatLinear, Q / K ``[heads * dq, hidden]``, V
+    ``[heads * dv, hidden]``), ``norms`` the LayerNorms after attention and after the FFN."""
+    from sparsekit.export.modeling import _weight_bias
+
+    device = torch.device("cpu")
+    q, k, v = (_weight_bias(linears[n], device) for n in ("query", "key", "value"))
+    if heads and (q[0].shape[0] != heads * dq or k[0].shape[0] != heads * dq or v[0].shape[0] != heads * dv):
+        raise ValueError(f"Q / K / V have {q[0].shape[0]} / {k[0].shape[0]} / {v[0].shape[0]} rows, expected "
+                         f"{heads} heads of {dq} / {dq} / {dv}")
     qkv = (torch.cat([q[0], k[0], v[0]]).contiguous(), torch.cat([q[1], k[1], v[1]]).contiguous())
-    matrices = {"qkv": qkv, "attn_out": _weight_bias(layer.attn_out, device),
-                "ffn_in": _weight_bias(layer.ffn_in, device), "ffn_out": _weight_bias(layer.ffn_out, device)}
+    matrices = {"qkv": qkv, **{name: _weight_bias(linears[name], device) for name in MATRICES[1:]}}
     matrices = {n: (w.contiguous(), b.contiguous()) for n, (w, b) in matrices.items()}
-    norms = tuple((n.weight.detach().float().contiguous(), n.bias.detach().float().contiguous(), float(n.eps))
-                  for n in (layer.attn_norm, layer.ffn_norm))
-    return LayerWeights(matrices, heads, dq, dv, float(att.scale), activation, norms, _int8_matrices(layer))
+    fused_norms = tuple((n.weight.detach().float().contiguous(), n.bias.detach().float().contiguous(), float(n.eps))
+                        for n in norms)
+    return LayerWeights(matrices, heads, dq, dv, scale, activation, fused_norms, _int8_matrices(linears))
 
 
-def _int8_matrices(layer: nn.Module) -> dict[str, Int8BlockFormat]:
-    """The fused matrices of ``layer`` stored int8, by name; qkv is int8 when Q, K and V all are (their ints and
-    scales stacked, exactly)."""
+def _int8_matrices(linears: dict[str, nn.Module]) -> dict[str, Int8BlockFormat]:
+    """The fused matrices stored int8 (an int8 artifact's FormatLinears), by name; qkv is int8 when Q, K and V all
+    are (their ints and scales stacked, exactly)."""
     def int8_of(module: nn.Module) -> Int8BlockFormat | None:
         fmt = getattr(module, "fmt", None)
         return fmt if isinstance(fmt, Int8BlockFormat) else None
 
-    att = layer.attention
-    found = {name: int8_of(module) for name, module in (("attn_out", layer.attn_out), ("ffn_in", layer.ffn_in),
-                                                        ("ffn_out", layer.ffn_out))}
-    qkv = [int8_of(getattr(att, n)) for n in ("query", "key", "value")]
+    found = {name: int8_of(linears[name]) for name in MATRICES[1:]}
+    qkv = [int8_of(linears[n]) for n in ("query", "key", "value")]
     if all(f is not None for f in qkv):
         found["qkv"] = Int8BlockFormat.from_quantized(torch.cat([f.to_int8() for f in qkv]),
                                                       torch.cat([f.scale for f in qkv]))

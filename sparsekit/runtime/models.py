@@ -1,0 +1,228 @@
+"""Which models the fused encoder runtime runs, and how it goes into them.
+
+Two kinds of model run on :class:`~sparsekit.runtime.encoder.FusedEncoder`:
+
+- a compacted model (:class:`~sparsekit.export.modeling.CompactModel`, ``sparsekit.load`` of a compacted
+  artifact): the runtime is its ``runtime`` attribute, which its forward calls instead of its layers;
+- a Hugging Face model of a family whose layers the fused op computes (``Architecture.fused == ""``: BERT,
+  RoBERTa, XLM-R, ELECTRA, CamemBERT, DistilBERT), uncompacted: a pruned checkpoint, the pruning engine's output
+  or ``sparsekit.load`` of a structure-keeping artifact. The module that loops over its layers (``bert.encoder``,
+  ``distilbert.transformer``) is replaced by :class:`FusedLayers`, which holds the same layer list under the
+  same name (the state dict, ``save_pretrained`` and parameter counts are unchanged) and runs the fused op.
+
+The model's embeddings, pooler and task head stay its own modules, so its outputs keep their types.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from sparsekit.kernels import encoder as encoder_ops
+from sparsekit.runtime.encoder import FusedEncoder, LayerWeights, layer_weights, stacked_layer
+
+
+class FusedLayers(nn.Module):
+    """Stands in for a Hugging Face encoder's layer loop (``BertEncoder``, DistilBERT's ``Transformer``): the
+    same call, ``forward(hidden_states [B, T, hidden], attention_mask)``, the same ``last_hidden_state``
+    (padding positions are zeros: they are never computed), computed by one fused op call.
+
+    ``attention_mask``: what the Hugging Face model passes its layers (``None``, a ``[B, T]`` 0/1 mask, or the
+    ``[B, 1, T, T]`` bool / additive float mask it builds from one): it must be a padding mask (the same keys for
+    every query), the only kind an encoder's user can give. The original loop module is kept (not as a
+    submodule) so :func:`remove` can put it back.
+    """
+
+    def __init__(self, original: nn.Module, list_name: str, encoder: FusedEncoder, reads_first_token: bool) -> None:
+        super().__init__()
+        setattr(self, list_name, getattr(original, list_name))  # same parameters, same state-dict keys
+        self.__dict__["original"] = original
+        self.__dict__["runtime"] = encoder  # holds no parameters of its own; kept out of the state dict
+        self.reads_first_token = reads_first_token
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs):
+        from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
+
+        if self.training:
+            raise RuntimeError("the fused runtime is inference-only (no dropout, no gradients): call model.eval(), "
+                               "or compile with fused=False to train")
+        if args or kwargs.get("encoder_hidden_states") is not None:
+            raise RuntimeError("the fused runtime runs self-attention encoders only (no cross-attention inputs)")
+        key_mask = padding_mask(attention_mask, hidden_states.shape[:2])
+        if self.reads_first_token:
+            warn_if_left_padded(key_mask)
+        out = self.runtime.run_padded(hidden_states, key_mask).to(hidden_states.dtype)
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=out)
+
+    def extra_repr(self) -> str:
+        return f"runtime=FusedEncoder({self.runtime.extra_repr()})"
+
+
+def padding_mask(attention_mask: torch.Tensor | None, batch_tokens: tuple[int, int]) -> torch.Tensor | None:
+    """The ``[B, T]`` bool key mask (True = a real token) of the mask a Hugging Face encoder hands its layers, or
+    None for no padding. ValueError when it is not a padding mask (different keys for different queries, or
+    additive values other than 0 and a large negative)."""
+    if attention_mask is None:
+        return None
+    b, t = batch_tokens
+    if attention_mask.dim() == 2:
+        if tuple(attention_mask.shape) != (b, t):
+            raise ValueError(f"attention_mask is {list(attention_mask.shape)}, expected [batch, tokens] = [{b}, {t}]")
+        return attention_mask.bool()
+    if attention_mask.dim() != 4 or attention_mask.shape[0] != b or attention_mask.shape[-1] != t:
+        raise ValueError(f"the fused runtime takes a [batch, tokens] padding mask; got a mask of shape "
+                         f"{list(attention_mask.shape)} for {b} sequences of {t} tokens")
+    if attention_mask.dtype == torch.bool:
+        allowed = attention_mask
+    else:
+        allowed = attention_mask == 0
+        if not bool((allowed | (attention_mask <= torch.finfo(attention_mask.dtype).min / 2)).all()):
+            raise ValueError("the fused runtime takes padding masks only; this additive mask has values other than 0 "
+                             "and the masked value (a position bias?): compile with fused=False")
+    if not bool((allowed == allowed[:, :1, :1, :]).all()):
+        raise ValueError("the fused runtime takes padding masks only (the same keys for every query and head); this "
+                         "mask differs between queries: compile with fused=False")
+    return allowed[:, 0, 0, :]
+
+
+def warn_if_left_padded(key_mask: torch.Tensor | None) -> None:
+    """Warn when a sequence of the batch (``key_mask [B, T]`` bool / 0-1, True = real) starts with padding: a
+    sequence classifier reads position 0, whose hidden state the fused runtime does not compute (zeros)."""
+    if key_mask is not None and key_mask.shape[1] and not bool(key_mask[:, 0].all()):
+        warnings.warn("left-padded batch: the classifier reads position 0, which is padding here and is not computed "
+                      "by the fused runtime (its hidden state is zeros); pad on the right (the tokenizers' default) "
+                      "or compile with fused=False", RuntimeWarning, stacklevel=4)
+
+
+def _hf_parts(model: nn.Module):
+    """``(architecture, base model)`` of a Hugging Face model of a family sparsekit knows, else None."""
+    from sparsekit.architectures import ARCHITECTURES
+
+    config = getattr(model, "config", None)
+    base = getattr(model, "base_model", None)
+    if config is None or not isinstance(base, nn.Module):
+        return None
+    arch = next((a for a in ARCHITECTURES if getattr(config, "model_type", None) in a.model_types), None)
+    return None if arch is None else (arch, base)
+
+
+def _loop_path(arch) -> tuple[str, str]:
+    """``(path of the module looping over the layers below the base model, name of its layer list)``."""
+    parent, _, list_name = arch.layers.rpartition(".")
+    return parent, list_name
+
+
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why ``model`` cannot run on the fused runtime, or None if it can."""
+    from sparsekit.export.artifact import FormatLinear
+    from sparsekit.export.modeling import CompactModel
+    from sparsekit.kernels import cpu
+
+    if isinstance(model, CompactModel):
+        activation = getattr(model.config, "hidden_act", None)
+        for layer in model.layers:
+            for kind, module in layer.linears().items():
+                if type(module) is not nn.Linear and not isinstance(module, FormatLinear):
+                    return (f"layer matrix {kind} is a {type(module).__name__}: the model is already compiled per "
+                            f"module (reload it to compile fused)")
+    else:
+        parts = _hf_parts(model)
+        if parts is None:
+            return (f"the fused runtime runs sparsekit's compacted models and Hugging Face encoders of the families "
+                    f"sparsekit supports; {type(model).__name__} is neither")
+        arch, base = parts
+        if arch.fused:
+            return f"{arch.name}: {arch.fused}"
+        config = model.config
+        if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+            return "the model is configured as a decoder (causal or cross-attention); the fused layer is an encoder's"
+        if not arch.layers.rpartition(".")[0]:
+            return f"{arch.name}: the layer list is not held by its own loop module"
+        for layer in arch.layer_modules(base):
+            for kind, module in arch.layer_linears(layer).items():
+                if type(module) is not nn.Linear and not isinstance(module, FormatLinear):
+                    return (f"layer matrix {kind} is a {type(module).__name__}, not an nn.Linear: the model is in "
+                            f"training (finish pruning) or already compiled per module (reload it to compile fused)")
+            norms = arch.layer_norms(layer)
+            if any(type(n) is not nn.LayerNorm or n.weight is None or n.bias is None for n in norms):
+                return "the fused layer needs LayerNorms with weight and bias after attention and after the FFN"
+        activation = arch.activation(config)
+    params = list(model.parameters())
+    if params and params[0].device.type != "cpu":
+        return f"the fused runtime is CPU-only; the model is on {params[0].device}"
+    if params and any(p.dtype != torch.float32 for p in params):
+        return "the fused runtime computes in float32; the model has other dtypes (call model.float())"
+    if activation not in encoder_ops.ACTIVATIONS:
+        return f"activation {activation!r} has no fused epilogue (supported: {', '.join(encoder_ops.ACTIVATIONS)})"
+    if not cpu.available():
+        return f"the C++ kernels are not built: {cpu.unavailable_reason()}"
+    return None
+
+
+def remove(model: nn.Module) -> None:
+    """Take the fused runtime out of ``model`` (if it has one): the model runs its own modules again."""
+    from sparsekit.export.modeling import CompactModel
+
+    if isinstance(model, CompactModel):
+        model.runtime = None
+        return
+    parts = _hf_parts(model)
+    if parts is None:
+        return
+    arch, base = parts
+    path, _ = _loop_path(arch)
+    current = base.get_submodule(path)
+    if isinstance(current, FusedLayers):
+        current.original.train(current.training)
+        base.set_submodule(path, current.original)
+
+
+def fused_layers(model: nn.Module) -> list[LayerWeights]:
+    """What the fused encoder computes with, per layer, for a model :func:`unsupported_reason` accepts (its
+    runtime removed first). A compacted model's heads are padded to one width first (``pad_layout``, exact)."""
+    from sparsekit.export.modeling import CompactModel
+
+    remove(model)
+    if isinstance(model, CompactModel):
+        model.pad_layout()
+        return [layer_weights(layer, model.config.hidden_act) for layer in model.layers]
+    arch, base = _hf_parts(model)
+    config, heads = model.config, arch.heads(model.config)
+    head_dim = arch.head_dim(config)
+    return [stacked_layer(arch.layer_linears(layer), arch.layer_norms(layer), heads, head_dim, head_dim,
+                          head_dim ** -0.5, arch.activation(config)) for layer in arch.layer_modules(base)]
+
+
+def install(model: nn.Module, encoder: FusedEncoder) -> None:
+    """Make ``model`` run its encoder layers on ``encoder`` (built from :func:`fused_layers` of it)."""
+    from sparsekit.export.modeling import CompactModel
+
+    if isinstance(model, CompactModel):
+        model.runtime = encoder
+        return
+    arch, base = _hf_parts(model)
+    from sparsekit.export.heads import SEQUENCE, task_type_of
+
+    try:
+        reads_first_token = task_type_of(model) == SEQUENCE
+    except ValueError:  # a bare encoder: its user may read any position
+        reads_first_token = False
+    path, list_name = _loop_path(arch)
+    remove(model)
+    loop = FusedLayers(base.get_submodule(path), list_name, encoder, reads_first_token)
+    base.set_submodule(path, loop.train(base.training))
+
+
+def runtime_of(model: nn.Module) -> FusedEncoder | None:
+    """The FusedEncoder ``model`` runs on, or None."""
+    runtime = getattr(model, "runtime", None)
+    if isinstance(runtime, FusedEncoder):
+        return runtime
+    parts = _hf_parts(model)
+    if parts is None:
+        return None
+    arch, base = parts
+    loop = base.get_submodule(_loop_path(arch)[0])
+    return loop.runtime if isinstance(loop, FusedLayers) else None
+
