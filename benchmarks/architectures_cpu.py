@@ -89,8 +89,9 @@ def run_arch(arch: str, args, workdir: Path) -> dict:
     err = max(errs.values())
     if err > ATOL:
         raise SystemExit(f"{arch}: compiled logits differ from the masked dense model by {errs} > {ATOL}")
-    timings = measure_interleaved({name: (lambda m=m: m(**x)) for name, m in variants.items()},
-                                  rounds=args.rounds, warmup=args.warmup, repeats=args.repeats)
+    with torch.inference_mode():  # every variant without autograd bookkeeping, as a deployment runs it
+        timings = measure_interleaved({name: (lambda m=m: m(**x)) for name, m in variants.items()},
+                                      rounds=args.rounds, warmup=args.warmup, repeats=args.repeats)
     backends: dict[str, int] = {}
     for c in report.layers:
         backends[c.backend] = backends.get(c.backend, 0) + 1
@@ -117,7 +118,7 @@ def markdown(result: dict) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores, {result['threads']} threads, kernels ISA {result['isa']}; "
              f"torch {result['versions']['torch']}, transformers {result['versions']['transformers']}.",
              f"Masks: {result['masks']}; batch {result['batch']} x {result['seq']} tokens; median of interleaved "
-             f"rounds (p25-p75).", "",
+             f"rounds (p25-p75), under torch.inference_mode().", "",
              "| architecture | layout | shape (hidden/layers/heads/FFN) | density | runtime | compiled matrices "
              "| masked dense ms | artifact compiled ms | artifact, module tree ms | checkpoint compiled ms "
              "| max abs Δlogit |",
