@@ -146,6 +146,20 @@ def test_fused_model_is_inference_only():
         model(**_inputs("none"))
 
 
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_per_layer_outputs_are_refused_not_left_empty(model_type):
+    model = _tiny(model_type)
+    sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
+    inputs = _inputs("none")
+    with torch.no_grad():
+        for asked in ("output_hidden_states", "output_attentions"):
+            with pytest.raises(RuntimeError, match=f"{asked}.*fused=False"):
+                model(**inputs, **{asked: True})
+        model.config.output_hidden_states = True
+        with pytest.raises(RuntimeError, match="output_hidden_states"):
+            model(**inputs)
+
+
 def test_left_padding_warns_for_a_sequence_classifier():
     model = _tiny("bert")
     sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)

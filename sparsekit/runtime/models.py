@@ -30,12 +30,15 @@ class FusedLayers(nn.Module):
 
     ``attention_mask``: what the Hugging Face model passes its layers (``None``, a ``[B, T]`` 0/1 mask, or the
     ``[B, 1, T, T]`` bool / additive float mask it builds from one): it must be a padding mask (the same keys for
-    every query), the only kind an encoder's user can give. The original loop module is kept (not as a
+    every query), the only kind an encoder's user can give. Per-layer outputs (``output_hidden_states``,
+    ``output_attentions``) are refused: the layers run as one op. The original loop module is kept (not as a
     submodule) so :func:`remove` can put it back.
     """
 
-    def __init__(self, original: nn.Module, list_name: str, encoder: FusedEncoder, reads_first_token: bool) -> None:
+    def __init__(self, original: nn.Module, list_name: str, encoder: FusedEncoder, reads_first_token: bool,
+                 config) -> None:
         super().__init__()
+        self.config = config  # the model's: output_hidden_states / output_attentions set there are refused too
         setattr(self, list_name, getattr(original, list_name))  # same parameters, same state-dict keys
         self.__dict__["original"] = original
         self.__dict__["runtime"] = encoder  # holds no parameters of its own; kept out of the state dict
@@ -49,6 +52,11 @@ class FusedLayers(nn.Module):
                                "or compile with fused=False to train")
         if args or kwargs.get("encoder_hidden_states") is not None:
             raise RuntimeError("the fused runtime runs self-attention encoders only (no cross-attention inputs)")
+        asked = [name for name in ("output_hidden_states", "output_attentions")
+                 if kwargs.get(name) or getattr(self.config, name, False)]
+        if asked:
+            raise RuntimeError(f"{' and '.join(asked)}: the fused runtime runs every layer in one op and records no "
+                               f"per-layer hidden states or attention maps; compile with fused=False to get them")
         key_mask = padding_mask(attention_mask, hidden_states.shape[:2])
         if self.reads_first_token:
             warn_if_left_padded(key_mask)
@@ -210,7 +218,7 @@ def install(model: nn.Module, encoder: FusedEncoder) -> None:
         reads_first_token = False
     path, list_name = _loop_path(arch)
     remove(model)
-    loop = FusedLayers(base.get_submodule(path), list_name, encoder, reads_first_token)
+    loop = FusedLayers(base.get_submodule(path), list_name, encoder, reads_first_token, model.config)
     base.set_submodule(path, loop.train(base.training))
 
 
