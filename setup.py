@@ -128,7 +128,8 @@ def _native_build():
 
     cpu = [cpu_extension("sparsekit._C_cpu", CPU_SOURCES, ["spmm_cpu", "spmm_cpu_int8"])]
     if all(os.path.exists(os.path.join(here, s)) for s in CPU_INT8_SOURCES):
-        cpu.append(cpu_extension("sparsekit._C_cpu_int8", CPU_INT8_SOURCES, ["spmm_cpu_int8"]))
+        # spmm_cpu/ for the headers the int8 kernel shares with the fp32 one (isa_macros.h, scratch.h, ...)
+        cpu.append(cpu_extension("sparsekit._C_cpu_int8", CPU_INT8_SOURCES, ["spmm_cpu_int8", "spmm_cpu"]))
     else:
         _say("INT8 C++ sources not found (csrc/spmm_cpu_int8): building without the INT8 kernels")
     try:

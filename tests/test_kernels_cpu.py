@@ -365,23 +365,19 @@ def test_vmap_over_x():
 # Without the extension
 # =============================================================================================
 def test_fallback_without_extension(monkeypatch):
-    from sparsekit.kernels.extension import LazyExtension
-
-    missing = LazyExtension("sparsekit._C_cpu", str)
-    missing.simulate_unavailable("simulated: not built")
-    monkeypatch.setattr(cpu, "_EXT", missing)
     monkeypatch.setattr(cpu._EXT, "warned_fallback", False)
-    assert cpu.AVAILABLE is False and cpu.UNAVAILABLE_REASON == "simulated: not built"
-    assert not kernels.available() and kernels.isa() == "reference" and kernels.supported_isas() == ()
-    w = sparse_weight(12, 20, 0.4)
-    x, bias = torch.randn(4, 20), torch.randn(12)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        y = kernels.csr_linear(x, kernels.pack_cpu_csr(w), bias)
-        yb = kernels.bsr_linear(x, kernels.pack_cpu_bsr(w, block=(2, 2)), bias)
-    assert len([c for c in caught if "simulated: not built" in str(c.message)]) == 1
-    assert_matches(y, dense_ref(x, w, bias), 20)
-    assert_matches(yb, dense_ref(x, w, bias), 20)
+    with cpu._EXT.simulate_unavailable("simulated: not built"):
+        assert cpu.AVAILABLE is False and cpu.UNAVAILABLE_REASON == "simulated: not built"
+        assert not kernels.available() and kernels.isa() == "reference" and kernels.supported_isas() == ()
+        w = sparse_weight(12, 20, 0.4)
+        x, bias = torch.randn(4, 20), torch.randn(12)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            y = kernels.csr_linear(x, kernels.pack_cpu_csr(w), bias)
+            yb = kernels.bsr_linear(x, kernels.pack_cpu_bsr(w, block=(2, 2)), bias)
+        assert len([c for c in caught if "simulated: not built" in str(c.message)]) == 1
+        assert_matches(y, dense_ref(x, w, bias), 20)
+        assert_matches(yb, dense_ref(x, w, bias), 20)
 
 
 @needs_ext

@@ -440,24 +440,20 @@ def test_reference_quantize_tokens():
 
 
 def test_fallback_without_extension(monkeypatch):
-    from sparsekit.kernels.extension import LazyExtension
-
-    missing = LazyExtension("sparsekit._C_cpu_int8", str)
-    missing.simulate_unavailable("simulated: not built")
-    monkeypatch.setattr(cpu_int8, "_EXT", missing)
     monkeypatch.setattr(cpu_int8._EXT, "warned_fallback", False)
-    assert cpu_int8.AVAILABLE is False and cpu_int8.UNAVAILABLE_REASON == "simulated: not built"
-    assert cpu_int8.int8_isa() == "reference" and cpu_int8.supported_int8_isas() == ()
-    w = block_weight(12, 20, 0.4)
-    packed, x, bias = pack_cpu_int8_b4(w), torch.randn(4, 20), torch.randn(12)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        y = cpu_int8.int8_b4_linear(x, packed, bias)
-        cpu_int8.int8_b4_linear(x, packed, bias)
-    assert len([c for c in caught if "simulated: not built" in str(c.message)]) == 1
-    check_output(x, packed, bias, y)
-    with pytest.raises(RuntimeError, match="simulated"):
-        cpu_int8.int8_b4_accumulators(x, packed)
+    with cpu_int8._EXT.simulate_unavailable("simulated: not built"):
+        assert cpu_int8.AVAILABLE is False and cpu_int8.UNAVAILABLE_REASON == "simulated: not built"
+        assert cpu_int8.int8_isa() == "reference" and cpu_int8.supported_int8_isas() == ()
+        w = block_weight(12, 20, 0.4)
+        packed, x, bias = pack_cpu_int8_b4(w), torch.randn(4, 20), torch.randn(12)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            y = cpu_int8.int8_b4_linear(x, packed, bias)
+            cpu_int8.int8_b4_linear(x, packed, bias)
+        assert len([c for c in caught if "simulated: not built" in str(c.message)]) == 1
+        check_output(x, packed, bias, y)
+        with pytest.raises(RuntimeError, match="simulated"):
+            cpu_int8.int8_b4_accumulators(x, packed)
 
 
 # =============================================================================================

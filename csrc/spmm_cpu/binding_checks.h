@@ -9,6 +9,7 @@
 #include <string>
 
 #include "spmm_cpu.h"
+#include "tensor_checks.h"
 
 namespace sparsekit {
 namespace binding {
@@ -20,17 +21,6 @@ inline Isa parse_isa(const std::string& name) {
   if (name == "avx2") return Isa::kAvx2;
   if (name == "scalar") return Isa::kScalar;
   TORCH_CHECK_VALUE(false, "sparsekit: unknown ISA '", name, "' (expected avx512, avx2 or scalar)");
-}
-
-inline void check_index_tensor(const at::Tensor& t, const char* name, int64_t numel) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "sparsekit: ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK_VALUE(t.layout() == at::kStrided, "sparsekit: ", name, " must be a strided tensor, got layout ",
-                    t.layout());
-  TORCH_CHECK_VALUE(t.dim() == 1, "sparsekit: ", name, " must be 1-D, got shape ", t.sizes());
-  TORCH_CHECK_VALUE(t.is_contiguous(), "sparsekit: ", name, " must be contiguous, got stride ", t.strides());
-  if (numel >= 0) {
-    TORCH_CHECK_VALUE(t.numel() == numel, "sparsekit: ", name, " has ", t.numel(), " elements, expected ", numel);
-  }
 }
 
 // The packed weight (ptr / col / val) as a GroupedWeight after checking everything the kernels index with:

@@ -1,4 +1,4 @@
-// Per-thread scratch memory of sparsekit's CPU kernels (spmm_cpu.cpp, encoder_cpu.cpp).
+// Per-thread scratch memory of sparsekit's CPU kernels (spmm_cpu.cpp, encoder_cpu.cpp, spmm_cpu_int8.cpp).
 #pragma once
 
 #include <algorithm>
@@ -13,16 +13,16 @@ namespace {
 
 constexpr size_t kRetainBytes = 16u << 20;  // per-thread scratch kept between calls (Scratch::trim)
 
-float* aligned_alloc64(size_t bytes) {
+void* aligned_alloc64(size_t bytes) {
 #if defined(_WIN32)
-  return static_cast<float*>(_aligned_malloc(bytes, 64));
+  return _aligned_malloc(bytes, 64);
 #else
   void* p = nullptr;
-  return posix_memalign(&p, 64, bytes) == 0 ? static_cast<float*>(p) : nullptr;
+  return posix_memalign(&p, 64, bytes) == 0 ? p : nullptr;
 #endif
 }
 
-void aligned_free(float* p) {
+void aligned_free(void* p) {
 #if defined(_WIN32)
   _aligned_free(p);
 #else
@@ -34,8 +34,11 @@ void aligned_free(float* p) {
 class Scratch {
  public:
   ~Scratch() { aligned_free(ptr_); }
-  float* get(size_t nfloats) {
-    const size_t bytes = std::max<size_t>(64, (nfloats * sizeof(float) + 63) / 64 * 64);
+  // At least nfloats floats, or nullptr when out of memory (valid until the next get / get_bytes / trim).
+  float* get(size_t nfloats) { return static_cast<float*>(get_bytes(nfloats * sizeof(float))); }
+  // At least `bytes` bytes, 64-byte aligned, or nullptr when out of memory.
+  void* get_bytes(size_t bytes) {
+    bytes = std::max<size_t>(64, (bytes + 63) / 64 * 64);
     if (bytes > cap_) {
       aligned_free(ptr_);
       ptr_ = aligned_alloc64(bytes);
@@ -52,7 +55,7 @@ class Scratch {
   }
 
  private:
-  float* ptr_ = nullptr;
+  void* ptr_ = nullptr;
   size_t cap_ = 0;
 };
 

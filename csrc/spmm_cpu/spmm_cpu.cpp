@@ -21,6 +21,7 @@
 
 #include "scratch.h"
 #include "vec.h"
+#include "work_split.h"
 
 namespace sparsekit {
 namespace spmm_cpu {
@@ -151,20 +152,6 @@ Isa best_isa() {
 
 namespace {
 
-// Split the panels [0, npanels) into n contiguous ranges of about equal prefix cost; cut has n + 1 entries.
-std::vector<int64_t> balanced_cuts(const std::vector<int64_t>& prefix, int64_t n) {
-  const int64_t npanels = static_cast<int64_t>(prefix.size()) - 1;
-  const int64_t total = prefix[npanels];
-  std::vector<int64_t> cut(n + 1, npanels);
-  cut[0] = 0;
-  for (int64_t t = 1; t < n; ++t) {
-    const int64_t target = total * t / n;
-    cut[t] = std::lower_bound(prefix.begin(), prefix.end(), target) - prefix.begin();
-    cut[t] = std::max(cut[t], cut[t - 1]);
-  }
-  return cut;
-}
-
 // The exact value of output (m, r) under the semantics of spmm_cpu.h: bias plus the products of the stored
 // non-zero weights of row r with x[m, :], zero weights skipped. Scalar; only for outputs the kernels made
 // non-finite on a token whose x holds a NaN / inf (there 0 * inf or 0 * NaN may have entered the sum).
@@ -224,8 +211,7 @@ void validate_weight(const GroupedWeight& w, int64_t nent, Isa isa) {
   const int64_t split = nruns == 0 ? nent
                                    : std::clamp<int64_t>(pp[(w.nchunks - 1) * w.ngroups], int64_t{0}, nent);
   const int64_t last_width = w.in - (w.nchunks - 1) * w.chunk;  // 1 .. chunk
-  int64_t nparts = at::in_parallel_region() ? 1 : at::get_num_threads();
-  nparts = std::max<int64_t>(1, std::min(nparts, (nent + nruns) / kValidateGrain));
+  const int64_t nparts = worker_threads(nent + nruns, kValidateGrain);
   std::vector<char> ptr_ok(nparts, 1);
   std::vector<uint8_t> max_inner(nparts, 0), max_last(nparts, 0);
   auto scan = [&](int64_t t) {
@@ -317,8 +303,7 @@ void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight&
   const int64_t total = prefix[npanels];
   const int64_t nvec = (M + L - 1) / L;
   const int64_t lanes = gemv ? M : nvec * L;
-  int64_t nthreads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  nthreads = std::max<int64_t>(1, std::min(nthreads, total * lanes / kMinWorkPerThread));
+  int64_t nthreads = worker_threads(total * lanes, kMinWorkPerThread);
 
   if (gemv) {  // threads own row ranges
     nthreads = std::min(nthreads, npanels);

@@ -2,7 +2,7 @@
 //
 // Each back-end provides L lanes of fp32 and the handful of operations the kernels use; the kernel bodies
 // (*_impl.inc) are written once against this interface and compiled once per ISA with per-function target
-// attributes (SK_AVX2_TARGET / SK_AVX512_TARGET), so the translation units themselves are built for the
+// attributes (SK_AVX2_TARGET / SK_AVX512_TARGET of isa_macros.h), so the translation units themselves are built for the
 // baseline target and only run a SIMD path after a CPU check. Everything here has internal linkage (an
 // anonymous namespace): each translation unit gets its own copy, so no AVX code can leak into baseline code
 // through the linker.
@@ -13,27 +13,7 @@
 #include <cstring>
 #include <utility>
 
-// The SIMD paths need GCC/Clang target attributes; other compilers build the scalar path only.
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define SK_X86 1
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-// gcc's own intrinsic headers (_mm512_undefined_*, e.g. in _mm512_reduce_add_ps) trip these warnings when
-// inlined into target functions.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#else
-#define SK_X86 0
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define SK_INLINE inline __attribute__((always_inline))
-#elif defined(_MSC_VER)
-#define SK_INLINE __forceinline
-#else
-#define SK_INLINE inline
-#endif
+#include "isa_macros.h"
 
 namespace sparsekit {
 namespace spmm_cpu {
@@ -151,9 +131,6 @@ struct VecScalar {
 };
 
 #if SK_X86
-#define SK_AVX2_TARGET __attribute__((target("avx2,fma")))
-#define SK_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
-
 alignas(64) const int32_t kMaskTable8[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
 struct VecAvx2 {

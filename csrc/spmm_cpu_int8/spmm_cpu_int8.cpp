@@ -16,35 +16,16 @@
 #include <cstring>
 #include <limits>
 #include <vector>
-#if defined(_WIN32)
-#include <malloc.h>
-#endif
 
-// The SIMD paths need GCC/Clang target attributes; other compilers build the scalar path only.
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define SK_X86 1
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "isa_macros.h"
+#include "scratch.h"
+#include "work_split.h"
+
 // AVX-VNNI (VEX vpdpbusd) needs GCC >= 11 / Clang >= 12.
-#if (defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11)
+#if SK_X86 && ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
 #define SK_HAVE_AVXVNNI 1
 #else
 #define SK_HAVE_AVXVNNI 0
-#endif
-#else
-#define SK_X86 0
-#define SK_HAVE_AVXVNNI 0
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define SK_INLINE inline __attribute__((always_inline))
-#elif defined(_MSC_VER)
-#define SK_INLINE __forceinline
-#else
-#define SK_INLINE inline
 #endif
 
 namespace sparsekit {
@@ -208,8 +189,6 @@ struct I8Scalar {
 };
 
 #if SK_X86
-#define SK_AVX2_TARGET __attribute__((target("avx2,fma")))
-#define SK_AVX512BW_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #define SK_AVX512VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
 #if SK_HAVE_AVXVNNI
 #define SK_AVXVNNI_TARGET __attribute__((target("avxvnni,avx2,fma")))
@@ -422,7 +401,7 @@ struct I8AvxVnni {
   }
 
 struct I8Avx512Bw {
-  SK_I8_512_COMMON(SK_AVX512BW_TARGET)
+  SK_I8_512_COMMON(SK_AVX512_TARGET)
   static constexpr int kNv = 4;
   static constexpr bool kTwoSets = false;
   static constexpr Mode kMode = Mode::kSign;
@@ -430,12 +409,12 @@ struct I8Avx512Bw {
     __m512i abs;     // |w| per byte (u8 <= 127), broadcast
     __mmask64 neg;   // the bytes where w < 0
   };
-  static SK_AVX512BW_TARGET SK_INLINE wreg bcast(uint32_t w) {
+  static SK_AVX512_TARGET SK_INLINE wreg bcast(uint32_t w) {
     const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(w));
     return {_mm512_abs_epi8(b), _mm512_movepi8_mask(b)};
   }
   // As I8Avx2 (AVX-512BW has no vpsignb: xq is negated under the byte mask of w < 0).
-  static SK_AVX512BW_TARGET SK_INLINE ireg dot(ireg acc, const wreg& w, const uint8_t*, const int8_t* ps) {
+  static SK_AVX512_TARGET SK_INLINE ireg dot(ireg acc, const wreg& w, const uint8_t*, const int8_t* ps) {
     const __m512i x = _mm512_load_si512(ps);
     const __m512i xs = _mm512_mask_sub_epi8(x, w.neg, _mm512_setzero_si512(), x);
     const __m512i p16 = _mm512_maddubs_epi16(w.abs, xs);
@@ -480,7 +459,7 @@ namespace {
 #undef SK_VEC
 
 #define SK_NS isa_avx512bw
-#define SK_TARGET SK_AVX512BW_TARGET
+#define SK_TARGET SK_AVX512_TARGET
 #define SK_VEC I8Avx512Bw
 #include "spmm_cpu_int8_impl.inc"
 #undef SK_NS
@@ -526,68 +505,9 @@ const IsaOps& ops_for(Isa isa) {
 // benchmarks/kernels_int8_cpu.py on a quiet machine are the place to tune them).
 constexpr int64_t kPanelOverhead = 8;           // per-panel cost, in stored blocks, for load balancing
 constexpr int64_t kMinWorkPerThread = 1 << 13;  // block x token-vector products; below this fewer threads
-constexpr size_t kRetainBytes = 16u << 20;      // per-thread scratch kept between calls
-
-void* aligned_alloc64(size_t bytes) {
-#if defined(_WIN32)
-  return _aligned_malloc(bytes, 64);
-#else
-  void* p = nullptr;
-  return posix_memalign(&p, 64, bytes) == 0 ? p : nullptr;
-#endif
-}
-
-void aligned_free(void* p) {
-#if defined(_WIN32)
-  _aligned_free(p);
-#else
-  std::free(p);
-#endif
-}
-
-// Grow-only, 64-byte-aligned scratch buffer, one per thread (allocating per call would page-fault).
-class Scratch {
- public:
-  ~Scratch() { aligned_free(ptr_); }
-  uint8_t* get(size_t bytes) {
-    bytes = std::max<size_t>(64, (bytes + 63) / 64 * 64);
-    if (bytes > cap_) {
-      aligned_free(ptr_);
-      ptr_ = static_cast<uint8_t*>(aligned_alloc64(bytes));
-      cap_ = ptr_ != nullptr ? bytes : 0;
-    }
-    return ptr_;
-  }
-  void trim() {
-    if (cap_ > kRetainBytes) {
-      aligned_free(ptr_);
-      ptr_ = nullptr;
-      cap_ = 0;
-    }
-  }
-
- private:
-  uint8_t* ptr_ = nullptr;
-  size_t cap_ = 0;
-};
-
 thread_local Scratch tl_scratch;
 
 size_t round64(size_t n) { return (n + 63) / 64 * 64; }
-
-// Split the panels [0, npanels) into n contiguous ranges of about equal prefix cost; cut has n + 1 entries.
-std::vector<int64_t> balanced_cuts(const std::vector<int64_t>& prefix, int64_t n) {
-  const int64_t npanels = static_cast<int64_t>(prefix.size()) - 1;
-  const int64_t total = prefix[npanels];
-  std::vector<int64_t> cut(n + 1, npanels);
-  cut[0] = 0;
-  for (int64_t t = 1; t < n; ++t) {
-    const int64_t target = total * t / n;
-    cut[t] = std::lower_bound(prefix.begin(), prefix.end(), target) - prefix.begin();
-    cut[t] = std::max(cut[t], cut[t - 1]);
-  }
-  return cut;
-}
 
 }  // namespace
 
@@ -696,8 +616,7 @@ void b4_linear(const float* x, int64_t M, int64_t ldx, const B4Weight& w, const 
   }
   const int64_t ntiles = (M + Mt - 1) / Mt;
   const int64_t nvec = (M + L - 1) / L;
-  int64_t nthreads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  nthreads = std::max<int64_t>(1, std::min(nthreads, prefix[npanels] * nvec / kMinWorkPerThread));
+  const int64_t nthreads = worker_threads(prefix[npanels] * nvec, kMinWorkPerThread);
   const int64_t tm = std::min(nthreads, ntiles);                              // token ranges
   const int64_t tr = std::max<int64_t>(1, std::min(nthreads / tm, npanels));  // row ranges
   const std::vector<int64_t> cut = balanced_cuts(prefix, tr);
@@ -714,7 +633,7 @@ void b4_linear(const float* x, int64_t M, int64_t ldx, const B4Weight& w, const 
   at::parallel_for(0, tm * tr, 1, [&](int64_t b, int64_t e) {
     for (int64_t idx = b; idx < e; ++idx) {
       const int64_t im = idx / tr, ir = idx % tr;
-      uint8_t* s = tl_scratch.get(bytes);
+      uint8_t* s = static_cast<uint8_t*>(tl_scratch.get_bytes(bytes));
       if (s == nullptr) {
         failed[idx] = 1;
         continue;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "spmm_cpu_int8.h"
+#include "tensor_checks.h"
 
 namespace {
 
@@ -60,14 +61,7 @@ const char* torch_name(at::ScalarType t) {
 void check_vector(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t numel) {
   TORCH_CHECK_TYPE(t.scalar_type() == dtype, "sparsekit: ", name, " must be ", torch_name(dtype), ", got ",
                    torch_name(t.scalar_type()));
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "sparsekit: ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK_VALUE(t.layout() == at::kStrided, "sparsekit: ", name, " must be a strided tensor, got layout ",
-                    t.layout());
-  TORCH_CHECK_VALUE(t.dim() == 1, "sparsekit: ", name, " must be 1-D, got shape ", t.sizes());
-  TORCH_CHECK_VALUE(t.is_contiguous(), "sparsekit: ", name, " must be contiguous, got stride ", t.strides());
-  if (numel >= 0) {
-    TORCH_CHECK_VALUE(t.numel() == numel, "sparsekit: ", name, " has ", t.numel(), " elements, expected ", numel);
-  }
+  sparsekit::binding::check_index_tensor(t, name, numel);
 }
 
 // The packed weight as a B4Weight after checking everything the kernels index with.

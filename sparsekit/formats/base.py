@@ -59,8 +59,8 @@ from sparsekit.formats.validate import (
     is_int,
 )
 
-__all__ = ["FORMATS", "FORMAT_VERSION", "VALUE_DTYPES", "MatrixFormat", "as_x", "check_value_dtype", "density_of",
-           "from_tensors", "nbytes_of", "prepare_weight", "to_format"]
+__all__ = ["FORMATS", "FORMAT_VERSION", "VALUE_DTYPES", "MatrixFormat", "SizedMatrix", "as_x", "check_value_dtype",
+           "density_of", "from_tensors", "nbytes_of", "prepare_weight", "to_format"]
 
 #: Version of the layouts below, stored as ``meta()["format_version"]``. Bump on any layout change.
 FORMAT_VERSION = 1
@@ -122,7 +122,33 @@ def as_x(x: torch.Tensor, inp: int) -> torch.Tensor:
     return x.to(torch.float32)
 
 
-class MatrixFormat(ABC):
+class SizedMatrix(ABC):
+    """A weight ``[out, in]`` held in tensors (a storage format, a packed kernel layout): from its ``shape``, ``nnz``
+    and ``tensors()`` it reports ``density`` and ``nbytes``."""
+
+    shape: tuple[int, int]
+
+    @property
+    @abstractmethod
+    def nnz(self) -> int:
+        """Stored non-zero weights."""
+
+    @abstractmethod
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """All tensors of the weight, by name (a format's: the tensors it stores)."""
+
+    @property
+    def density(self) -> float:
+        """``nnz / (out * in)``; 0.0 for a matrix with no elements."""
+        return density_of(self.nnz, self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Exact number of bytes of all tensors in ``tensors()``."""
+        return nbytes_of(self.tensors().values())
+
+
+class MatrixFormat(SizedMatrix):
     """Base class of all formats (see the module docstring for the shared conventions).
 
     Subclasses are frozen dataclasses (immutable by convention: do not modify their tensors in
@@ -135,7 +161,6 @@ class MatrixFormat(ABC):
     kind: ClassVar[str] = ""
     #: The dtypes this format stores its values in (``meta()["value_dtype"]`` names one).
     value_dtypes: ClassVar[tuple[torch.dtype, ...]] = VALUE_DTYPES
-    shape: tuple[int, int]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -148,10 +173,6 @@ class MatrixFormat(ABC):
         """Raise FormatError(problem) if the fields are inconsistent."""
 
     @abstractmethod
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The tensors to store, by name (see the class docstring)."""
-
-    @abstractmethod
     def _meta_extra(self) -> dict:
         ...
 
@@ -160,11 +181,6 @@ class MatrixFormat(ABC):
     def _from_parts(cls, meta: Mapping, tensors: Mapping[str, torch.Tensor],
                     shape: tuple[int, int]) -> MatrixFormat:
         """Build from validated-looking meta + tensors; field validation happens in __post_init__."""
-
-    @property
-    @abstractmethod
-    def nnz(self) -> int:
-        ...
 
     @property
     @abstractmethod
@@ -192,16 +208,6 @@ class MatrixFormat(ABC):
             t = getattr(self, name, None)
             if isinstance(t, torch.Tensor) and t.layout == torch.strided and not t.is_contiguous():
                 object.__setattr__(self, name, t.contiguous())
-
-    @property
-    def density(self) -> float:
-        """``nnz / (out * in)``; 0.0 for a matrix with no elements."""
-        return density_of(self.nnz, self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """Exact number of bytes of all tensors in ``tensors()``."""
-        return nbytes_of(self.tensors().values())
 
     def count_nonzero(self) -> int:
         """Number of non-zero entries of the represented matrix."""

@@ -20,9 +20,9 @@ an op module holds kernels only):
   :mod:`~sparsekit.kernels.triton_csr` and :mod:`~sparsekit.kernels.cuda`;
 - :mod:`~sparsekit.kernels.gpu_bsr_layout` (``GpuBSRWeight``, ``pack_gpu_bsr``), used by
   :mod:`~sparsekit.kernels.triton_bsr`;
-- :mod:`~sparsekit.kernels.triton_runtime` (what both Triton kernels share), :mod:`~sparsekit.kernels.extension`
-  (lazy loading of the C++ / CUDA extensions), :mod:`~sparsekit.kernels.reference` (pure-torch references of
-  every op).
+- :mod:`~sparsekit.kernels.triton_runtime` (what both Triton kernels share), :mod:`~sparsekit.kernels.cpu_packed`
+  (what both CPU layouts share), :mod:`~sparsekit.kernels.extension` (lazy loading of the C++ / CUDA extensions,
+  the CPU ones' ISA choice), :mod:`~sparsekit.kernels.reference` (pure-torch references of every op).
 
 The layouts' validation is :mod:`sparsekit.formats.validate`, shared with the storage formats. The GPU modules
 are not imported here (they import Triton): import them by name.

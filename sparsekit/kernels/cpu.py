@@ -51,7 +51,6 @@ measured on a 2-core AVX-512 Xeon (Sapphire-Rapids class); see the constants in 
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Optional
 
 import torch
@@ -59,7 +58,7 @@ import torch
 from sparsekit.formats.validate import KernelInputError
 from sparsekit.kernels import reference
 from sparsekit.kernels.cpu_layout import MAX_CHUNK, CpuBSRWeight, CpuCSRWeight
-from sparsekit.kernels.extension import IsaChoice, LazyExtension, describe_load_error
+from sparsekit.kernels.extension import CpuExtension
 
 __all__ = [
     "ISA_ENV",
@@ -78,41 +77,19 @@ __all__ = [
 ISA_ENV = "SPARSEKIT_ISA"
 #: ISA paths, fastest first.
 ISAS: tuple[str, ...] = ("avx512", "avx2", "scalar")
-_EXTENSION = "sparsekit._C_cpu"
 
 # =============================================================================================
-# Extension loading (lazy)
+# Extension loading (lazy) and ISA selection
 # =============================================================================================
-_EXT = LazyExtension(_EXTENSION, describe_load_error(_EXTENSION, (
-    "installed with SPARSEKIT_SKIP_CPP=1, without torch or a C++ compiler at build time, or its build failed; "
-    "reinstall with `pip install --no-build-isolation -e .` and read the build log")))
-
-
-def __getattr__(name: str) -> Any:  # AVAILABLE / UNAVAILABLE_REASON load the extension on first access
-    return _EXT.module_getattr(__name__, name)
-
-
-def available() -> bool:
-    """Whether the C++ kernels are built and load (the ops fall back to the torch reference if not)."""
-    return _EXT.available()
-
-
-def unavailable_reason() -> str | None:
-    """Why the C++ kernels are unavailable, or None if they are available."""
-    return _EXT.reason
-
-
-def _warn_unavailable() -> None:
-    _EXT.warn_fallback("CPU kernels")
-
-
-# =============================================================================================
-# ISA selection
-# =============================================================================================
-def supported_isas() -> tuple[str, ...]:
-    """ISA paths this CPU can run, fastest first (empty if the extension is unavailable)."""
-    ext = _EXT.load()
-    return tuple(ext.supported_isas()) if ext is not None else ()
+_EXT = CpuExtension("sparsekit._C_cpu", ISA_ENV, ISAS, what="", kernels="CPU kernels")
+__getattr__ = _EXT.module_getattr(__name__)  # AVAILABLE / UNAVAILABLE_REASON load the extension on first access
+# available(): the C++ kernels are built and load (else the ops fall back to the torch reference); else
+# unavailable_reason() says why.
+available, unavailable_reason = _EXT.available, _EXT.unavailable_reason
+# supported_isas(): the paths this CPU runs, fastest first; isa(): the one the kernels use here and now (or
+# "reference"; honours SPARSEKIT_ISA); force_isa(name): context manager that forces one (None = auto).
+supported_isas, isa, force_isa = _EXT.supported_isas, _EXT.isa, _EXT.force_isa
+_resolve_isa, _warn_unavailable = _EXT.resolve_isa, _EXT.warn_unavailable
 
 
 def parallel_threads(n: int | None = None) -> int:
@@ -123,25 +100,6 @@ def parallel_threads(n: int | None = None) -> int:
     if ext is None:
         return 0
     return int(ext.parallel_threads(torch.get_num_threads() if n is None else int(n)))
-
-
-_ISA = IsaChoice(ISA_ENV, ISAS, supported_isas, "")
-
-
-def _resolve_isa() -> str:
-    return _ISA.resolve()
-
-
-def isa() -> str:
-    """The ISA path the kernels use here and now: ``avx512``, ``avx2``, ``scalar``, or ``reference`` when the
-    C++ extension is unavailable. Honours ``SPARSEKIT_ISA``."""
-    return _resolve_isa() if available() else "reference"
-
-
-def force_isa(name: str | None) -> contextlib.AbstractContextManager[None]:
-    """Context manager: run the kernels on ISA path ``name`` (``avx512``, ``avx2``, ``scalar``; None = auto)
-    by setting ``SPARSEKIT_ISA`` (process-wide) for the duration of the block."""
-    return _ISA.force(name)
 
 
 # =============================================================================================

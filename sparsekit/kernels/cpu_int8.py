@@ -34,16 +34,15 @@ Inference only (no autograd formula).
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Optional
 
 import torch
 
 from sparsekit.formats.validate import KernelInputError
 from sparsekit.kernels import reference
-from sparsekit.kernels.cpu import _plain_eager
+from sparsekit.kernels.cpu import _check_x_bias, _plain_eager
 from sparsekit.kernels.cpu_int8_layout import BLOCK, MAX_IN_FEATURES, CpuInt8B4Weight, pack_cpu_int8_b4
-from sparsekit.kernels.extension import IsaChoice, LazyExtension, describe_load_error
+from sparsekit.kernels.extension import CpuExtension
 
 __all__ = [
     "INT8_ISAS",
@@ -63,89 +62,28 @@ __all__ = [
 INT8_ISA_ENV = "SPARSEKIT_INT8_ISA"
 #: int8 ISA paths, fastest first.
 INT8_ISAS: tuple[str, ...] = ("avx512-vnni", "avx-vnni", "avx512bw", "avx2", "scalar")
-_EXTENSION = "sparsekit._C_cpu_int8"
 
 # =============================================================================================
-# Extension loading (lazy)
+# Extension loading (lazy) and ISA selection
 # =============================================================================================
-_EXT = LazyExtension(_EXTENSION, describe_load_error(_EXTENSION, (
-    "installed with SPARSEKIT_SKIP_CPP=1, without torch or a C++ compiler at build time, or its build failed; "
-    "reinstall with `pip install --no-build-isolation -e .` and read the build log")))
-
-
-def __getattr__(name: str) -> Any:  # AVAILABLE / UNAVAILABLE_REASON load the extension on first access
-    return _EXT.module_getattr(__name__, name)
-
-
-def available() -> bool:
-    """Whether the C++ INT8 kernels are built and load (the op falls back to the torch reference if not)."""
-    return _EXT.available()
-
-
-def unavailable_reason() -> str | None:
-    """Why the C++ INT8 kernels are unavailable, or None if they are available."""
-    return _EXT.reason
-
-
-def _warn_unavailable() -> None:
-    _EXT.warn_fallback("INT8 CPU kernels")
-
-
-# =============================================================================================
-# ISA selection
-# =============================================================================================
-def supported_int8_isas() -> tuple[str, ...]:
-    """int8 ISA paths this CPU can run, fastest first (empty if the extension is unavailable)."""
-    ext = _EXT.load()
-    return tuple(ext.supported_isas()) if ext is not None else ()
-
-
-def compiled_int8_isas() -> tuple[str, ...]:
-    """int8 ISA paths compiled into the extension (whether or not this CPU has them; empty if unavailable)."""
-    ext = _EXT.load()
-    return tuple(ext.compiled_isas()) if ext is not None else ()
-
-
-_ISA = IsaChoice(INT8_ISA_ENV, INT8_ISAS, supported_int8_isas, "int8")
-
-
-def _resolve_isa() -> str:
-    return _ISA.resolve()
-
-
-def int8_isa() -> str:
-    """The int8 ISA path the kernels use here and now (one of :data:`INT8_ISAS`), or ``reference`` when the C++
-    extension is unavailable. Honours ``SPARSEKIT_INT8_ISA``."""
-    return _resolve_isa() if available() else "reference"
-
-
-def force_int8_isa(name: str | None) -> contextlib.AbstractContextManager[None]:
-    """Context manager: run the int8 kernels on path ``name`` (one of :data:`INT8_ISAS`; None = auto) by setting
-    ``SPARSEKIT_INT8_ISA`` (process-wide) for the duration of the block."""
-    return _ISA.force(name)
+_EXT = CpuExtension("sparsekit._C_cpu_int8", INT8_ISA_ENV, INT8_ISAS, what="int8", kernels="INT8 CPU kernels")
+__getattr__ = _EXT.module_getattr(__name__)  # AVAILABLE / UNAVAILABLE_REASON load the extension on first access
+# available(): the C++ INT8 kernels are built and load (else the op falls back to the torch reference); else
+# unavailable_reason() says why.
+available, unavailable_reason = _EXT.available, _EXT.unavailable_reason
+# supported_int8_isas(): the int8 paths this CPU runs, fastest first; compiled_int8_isas(): those compiled into the
+# extension, whether or not this CPU has them.
+supported_int8_isas, compiled_int8_isas = _EXT.supported_isas, _EXT.compiled_isas
+# int8_isa(): the int8 path the kernels use here and now (or "reference"; honours SPARSEKIT_INT8_ISA);
+# force_int8_isa(name): context manager that forces one of INT8_ISAS (None = auto).
+int8_isa, force_int8_isa = _EXT.isa, _EXT.force_isa
+_resolve_isa, _warn_unavailable = _EXT.resolve_isa, _EXT.warn_unavailable
 
 
 # =============================================================================================
 # Op
 # =============================================================================================
 _OP = "sparsekit::int8_b4_linear"
-
-
-def _check_x_bias(op: str, x: Any, bias: Any, in_features: int, out_features: int) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{op}: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype != torch.float32:
-        raise TypeError(f"{op}: x must be float32, got {x.dtype} (convert with x.float())")
-    if x.dim() < 1 or x.shape[-1] != in_features:
-        raise KernelInputError(f"{op}: x must have shape [..., {in_features}] (in_features), got {list(x.shape)}")
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor):
-            raise TypeError(f"{op}: bias must be a torch.Tensor or None, got {type(bias).__name__}")
-        if bias.dtype != torch.float32:
-            raise TypeError(f"{op}: bias must be float32, got {bias.dtype}")
-        if bias.dim() != 1 or bias.shape[0] != out_features:
-            raise KernelInputError(f"{op}: bias must have shape [{out_features}] (out_features), "
-                                   f"got {list(bias.shape)}")
 
 
 def _check_op_args(op: str, x: Any, ptr: Any, col: Any, val: Any, scale: Any, in_features: int,
@@ -232,7 +170,7 @@ def int8_b4_accumulators(x: torch.Tensor, packed: CpuInt8B4Weight,
     equal :func:`sparsekit.kernels.reference.int8_b4_accumulators` bit for bit. Needs the extension."""
     ext = _EXT.load()
     if ext is None:
-        raise RuntimeError(f"sparsekit INT8 CPU kernels unavailable: {_EXT.reason}")
+        raise RuntimeError(f"sparsekit INT8 CPU kernels unavailable: {_EXT.unavailable_reason()}")
     if not isinstance(packed, CpuInt8B4Weight):
         raise TypeError(f"packed must be a CpuInt8B4Weight (from pack_cpu_int8_b4), got {type(packed).__name__}")
     out, inp = packed.shape

@@ -23,17 +23,15 @@ from typing import Any, ClassVar
 
 import torch
 
-from sparsekit.formats.base import density_of, nbytes_of
+from sparsekit.formats.base import density_of
 from sparsekit.formats.int8 import BLOCK, Int8BlockFormat, quantize_rows
 from sparsekit.formats.validate import (
     KernelInputError,
     check_finite,
     check_row_indices,
-    check_row_ptr,
-    check_shape,
-    check_vector,
 )
 from sparsekit.kernels import reference
+from sparsekit.kernels.cpu_packed import CpuPackedBase
 
 __all__ = ["BLOCK", "MAX_IN_FEATURES", "CpuInt8B4Weight", "pack_cpu_int8_b4", "quantize_rows"]
 
@@ -42,7 +40,7 @@ MAX_IN_FEATURES = 131072
 
 
 @dataclass(frozen=True, eq=False, repr=False, kw_only=True)
-class CpuInt8B4Weight:
+class CpuInt8B4Weight(CpuPackedBase):
     """An int8 weight ``[out, in]`` in 1x4 blocks, packed once for the CPU INT8 kernels (module docstring).
 
     Fields: ``shape = (out, in)``, ``ptr`` int32 ``[out + 1]``, ``col`` int16 ``[nblk]``, ``val`` int8
@@ -53,28 +51,13 @@ class CpuInt8B4Weight:
     """
 
     kind: ClassVar[str] = "int8-b4"
-    shape: tuple[int, int]
-    ptr: torch.Tensor
-    col: torch.Tensor
-    val: torch.Tensor
     scale: torch.Tensor
 
-    def __post_init__(self) -> None:
-        op = type(self).__name__
-        object.__setattr__(self, "shape", check_shape(self.shape, KernelInputError, op))
-        out, inp = self.shape
+    def _validate(self, op: str, out: int, inp: int) -> None:
         if inp > MAX_IN_FEATURES:
             raise KernelInputError(f"{op}: in_features {inp} > {MAX_IN_FEATURES} (int32 accumulators could overflow)")
-        check_vector(op, "ptr", self.ptr, (torch.int32,), out + 1)
-        check_vector(op, "col", self.col, (torch.int16,))
-        nblk = self.col.numel()
-        check_vector(op, "val", self.val, (torch.int8,), nblk * BLOCK)
-        check_vector(op, "scale", self.scale, (torch.float32,), out)
-        for name, t in self.tensors().items():
-            if t.device.type != "cpu":
-                raise KernelInputError(f"{op}: {name} must be on the CPU, got {t.device}")
-        p = check_row_ptr(self.ptr, nblk, ptr_name="ptr", count_what="the number of blocks", error=KernelInputError,
-                          where=op)
+        nblk, p = self._check_runs(op, out, torch.int16, torch.int8, BLOCK, "the number of blocks",
+                                   more=(("scale", self.scale, torch.float32, out),))
         check_row_indices(p, self.col, ncols=self.nkb, idx_name="col", index_word="block column",
                           error=KernelInputError, where=op)
         check_finite(self.scale, "scale", KernelInputError, op)
@@ -88,15 +71,7 @@ class CpuInt8B4Weight:
             if bool(self.val.view(nblk, BLOCK)[last][:, inp % BLOCK:].any()):
                 raise KernelInputError(f"{op}: values stored for padding columns >= in_features ({inp})")
 
-    # --- derived -------------------------------------------------------------------------------
-    @property
-    def out_features(self) -> int:
-        return self.shape[0]
-
-    @property
-    def in_features(self) -> int:
-        return self.shape[1]
-
+    # --- derived (and CpuPackedBase's out_features, in_features, nnz, density, nbytes) --------------
     @property
     def nkb(self) -> int:
         """Block columns: ``ceil(in / 4)``."""
@@ -108,24 +83,12 @@ class CpuInt8B4Weight:
         return self.col.numel()
 
     @property
-    def nnz(self) -> int:
-        """Stored non-zero int8 weights."""
-        return int(self.val.count_nonzero())
-
-    @property
     def block_density(self) -> float:
         """Stored blocks / all ``out * ceil(in / 4)`` blocks."""
         return density_of(self.nblocks, (self.shape[0], self.nkb))
 
-    @property
-    def density(self) -> float:
-        return density_of(self.nnz, self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return nbytes_of(self.tensors().values())
-
     def tensors(self) -> dict[str, torch.Tensor]:
+        """``{"ptr", "col", "val", "scale"}``."""
         return {"ptr": self.ptr, "col": self.col, "val": self.val, "scale": self.scale}
 
     def to_int8(self) -> torch.Tensor:

@@ -18,18 +18,15 @@ from typing import Any, ClassVar
 
 import torch
 
-from sparsekit.formats.base import density_of, nbytes_of
 from sparsekit.formats.bsr import BSRFormat
 from sparsekit.formats.csr import CSRFormat
 from sparsekit.formats.validate import (
     KernelInputError,
     check_finite,
     check_row_indices,
-    check_row_ptr,
-    check_shape,
-    check_vector,
 )
 from sparsekit.kernels import reference
+from sparsekit.kernels.cpu_packed import CpuPackedBase
 
 __all__ = [
     "MAX_CHUNK",
@@ -67,7 +64,7 @@ def check_chunk(chunk: Any) -> int:
 
 
 @dataclass(frozen=True, eq=False, repr=False, kw_only=True)
-class CpuPackedWeight:
+class CpuPackedWeight(CpuPackedBase):
     """A weight ``[out, in]`` packed once for the CPU kernels (layout in the module docstring).
 
     Fields: ``shape = (out, in)``, ``group_rows`` (R), ``chunk`` (Kc), ``ptr`` int32
@@ -78,32 +75,17 @@ class CpuPackedWeight:
     """
 
     kind: ClassVar[str] = ""
-    shape: tuple[int, int]
     group_rows: int
     chunk: int
-    ptr: torch.Tensor
-    col: torch.Tensor
-    val: torch.Tensor
 
-    def __post_init__(self) -> None:
-        op = type(self).__name__
-        object.__setattr__(self, "shape", check_shape(self.shape, KernelInputError, op))
+    def _validate(self, op: str, out: int, inp: int) -> None:
         if self.group_rows not in (1, 2, 4) or isinstance(self.group_rows, bool):
             raise KernelInputError(f"{op}: group_rows must be 1, 2 or 4, got {self.group_rows!r}")
         check_chunk(self.chunk)
-        out, inp = self.shape
         R, Kc = self.group_rows, self.chunk
         ng, nch = self.ngroups, self.nchunks
-        check_vector(op, "ptr", self.ptr, (torch.int32,), nch * ng + 1)
-        check_vector(op, "col", self.col, (torch.uint8,))
-        nent = self.col.numel()
-        check_vector(op, "val", self.val, (torch.float32,), nent * R)
-        for name, t in (("ptr", self.ptr), ("col", self.col), ("val", self.val)):
-            if t.device.type != "cpu":
-                raise KernelInputError(f"{op}: {name} must be on the CPU, got {t.device}")
         # The runs of (chunk j, group g) are compressed rows over the columns j * Kc + col.
-        p = check_row_ptr(self.ptr, nent, ptr_name="ptr", count_what="the number of entries", error=KernelInputError,
-                          where=op)
+        nent, p = self._check_runs(op, nch * ng, torch.uint8, torch.float32, R, "the number of entries")
         if not nent:
             return
         offsets = self.col.to(torch.int64)
@@ -120,15 +102,7 @@ class CpuPackedWeight:
             if bool(pad.any()):
                 raise KernelInputError(f"{op}: values stored for rows >= out ({out}) in the last group")
 
-    # --- derived -------------------------------------------------------------------------------
-    @property
-    def out_features(self) -> int:
-        return self.shape[0]
-
-    @property
-    def in_features(self) -> int:
-        return self.shape[1]
-
+    # --- derived (and CpuPackedBase's out_features, in_features, nnz, density, nbytes) --------------
     @property
     def ngroups(self) -> int:
         return -(-self.shape[0] // self.group_rows)
@@ -142,20 +116,8 @@ class CpuPackedWeight:
         """Stored entries (each holds ``group_rows`` values)."""
         return self.col.numel()
 
-    @property
-    def nnz(self) -> int:
-        """Stored non-zero weights."""
-        return int(self.val.count_nonzero())
-
-    @property
-    def density(self) -> float:
-        return density_of(self.nnz, self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return nbytes_of(self.tensors().values())
-
     def tensors(self) -> dict[str, torch.Tensor]:
+        """``{"ptr", "col", "val"}``."""
         return {"ptr": self.ptr, "col": self.col, "val": self.val}
 
     def to_dense(self) -> torch.Tensor:

@@ -19,7 +19,7 @@ dispatcher never picks it: :class:`sparsekit.backends.gpu.CudaCsrBackend` report
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
@@ -37,18 +37,9 @@ _EXT = LazyExtension(_EXTENSION, describe_load_error(_EXTENSION, (
     "`pip install --no-build-isolation -e .` on a machine with nvcc and read the build log")))
 
 
-def __getattr__(name: str) -> Any:  # AVAILABLE / UNAVAILABLE_REASON load the extension on first access
-    return _EXT.module_getattr(__name__, name)
-
-
-def available() -> bool:
-    """Whether the CUDA kernel is built and loads."""
-    return _EXT.available()
-
-
-def unavailable_reason() -> str | None:
-    """Why the CUDA kernel is unavailable, or None if it is available."""
-    return _EXT.reason
+__getattr__ = _EXT.module_getattr(__name__)  # AVAILABLE / UNAVAILABLE_REASON load the extension on first access
+# available(): the CUDA kernel is built and loads; else unavailable_reason() says why.
+available, unavailable_reason = _EXT.available, _EXT.unavailable_reason
 
 
 @torch.library.custom_op("sparsekit::cuda_csr_linear", mutates_args=())
@@ -68,7 +59,7 @@ def _cuda_csr_linear_cuda(x, row_ptr, col_idx, values, row_order, in_features, o
     check_gpu_csr_args(op, x, row_ptr, col_idx, values, row_order, in_features, out_features, bias)
     ext = _EXT.load()
     if ext is None:
-        raise RuntimeError(f"{op}: {_EXT.reason}")
+        raise RuntimeError(f"{op}: {_EXT.unavailable_reason()}")
     y = ext.linear(token_rows(x, in_features), row_ptr, col_idx, values, row_order, in_features, out_features, bias)
     return y.reshape(*x.shape[:-1], out_features)
 

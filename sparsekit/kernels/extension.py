@@ -4,7 +4,8 @@ the run-time choice of its ISA path.
 ``import sparsekit`` must work without the native kernels (a failed build, ``SPARSEKIT_SKIP_CPP=1``, a CPU-only
 torch for the CUDA one); the ops then fall back or say why. ``kernels/cpu.py``, ``kernels/cpu_int8.py`` and
 ``kernels/cuda.py`` load their extension through :class:`LazyExtension`, which also answers whether it is
-available and why not; the CPU ones choose their ISA path with :class:`IsaChoice`.
+available and why not; the CPU ones through :class:`CpuExtension`, which adds the choice of their ISA path
+(:class:`IsaChoice`) and the functions their modules export.
 """
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 import torch
+
+
+#: Why a C++ CPU extension (``sparsekit._C_cpu``, ``sparsekit._C_cpu_int8``) may be missing: the ``not_built`` of
+#: :func:`describe_load_error`.
+_CPP_NOT_BUILT = ("installed with SPARSEKIT_SKIP_CPP=1, without torch or a C++ compiler at build time, or its build "
+                 "failed; reinstall with `pip install --no-build-isolation -e .` and read the build log")
 
 
 def describe_load_error(name: str, not_built: str) -> Callable[[BaseException], str]:
@@ -33,7 +40,7 @@ def describe_load_error(name: str, not_built: str) -> Callable[[BaseException], 
 
 
 class LazyExtension:
-    """The extension module ``name`` (e.g. ``"sparsekit._C_cpu"``), or None with a ``reason``.
+    """The extension module ``name`` (e.g. ``"sparsekit._C_cpu"``), or None with a reason (:meth:`unavailable_reason`).
 
     ``describe(exc)`` turns the import error into a message that says what to do. An extension built against
     another torch version (its ``TORCH_VERSION`` attribute) is refused, as importing it could crash later.
@@ -48,7 +55,7 @@ class LazyExtension:
         self.warned_fallback = False  # warn_fallback has warned (once per process)
 
     def load(self) -> Any:
-        """The module, or None (then :attr:`reason` says why). The import is tried once."""
+        """The module, or None (then :meth:`unavailable_reason` says why). The import is tried once."""
         if not self._tried:
             with self._lock:
                 if not self._tried:
@@ -67,31 +74,44 @@ class LazyExtension:
         """Whether the extension is built and loads."""
         return self.load() is not None
 
-    @property
-    def reason(self) -> str | None:
+    def unavailable_reason(self) -> str | None:
         """Why the extension is unavailable, or None if it loads."""
         self.load()
         return self._reason
 
-    def module_getattr(self, module: str, name: str) -> Any:
-        """PEP 562 ``__getattr__`` of the loading module: ``AVAILABLE`` / ``UNAVAILABLE_REASON``, loaded on access."""
-        if name == "AVAILABLE":
-            return self.available()
-        if name == "UNAVAILABLE_REASON":
-            return self.reason
-        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    def module_getattr(self, module: str) -> Callable[[str], Any]:
+        """The PEP 562 ``__getattr__`` of the loading module ``module``: ``AVAILABLE`` / ``UNAVAILABLE_REASON``, loaded
+        on access."""
+
+        def getattr_(name: str) -> Any:
+            if name == "AVAILABLE":
+                return self.available()
+            if name == "UNAVAILABLE_REASON":
+                return self.unavailable_reason()
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+        return getattr_
 
     def warn_fallback(self, what: str, stacklevel: int = 5) -> None:
         """Warn once per process that ``what`` falls back to the slow pure-torch reference, and why (``stacklevel``
         counted from the caller of this method; the default points past the op's own frames)."""
         if not self.warned_fallback:
             self.warned_fallback = True
-            warnings.warn(f"sparsekit {what} unavailable, using the slow pure-torch reference: {self.reason}",
+            warnings.warn(f"sparsekit {what} unavailable, using the slow pure-torch reference: "
+                          f"{self.unavailable_reason()}",
                           RuntimeWarning, stacklevel=stacklevel)
 
-    def simulate_unavailable(self, reason: str) -> None:
-        """Behave as if the import had failed with ``reason`` (tests of the fallback paths)."""
-        self.module, self._reason, self._tried = None, reason, True
+    @contextlib.contextmanager
+    def simulate_unavailable(self, reason: str) -> Iterator[None]:
+        """Context manager: behave as if the import had failed with ``reason`` inside the block (tests of the
+        fallback paths); the loaded state comes back on exit."""
+        self.load()
+        saved = self.module, self._reason
+        self.module, self._reason = None, reason
+        try:
+            yield
+        finally:
+            self.module, self._reason = saved
 
 
 class IsaChoice:
@@ -147,3 +167,50 @@ class IsaChoice:
                 os.environ.pop(self.env, None)
             else:
                 os.environ[self.env] = old
+
+
+class CpuExtension(LazyExtension):
+    """A C++ CPU extension whose kernels run one of several ISA paths (``sparsekit._C_cpu``,
+    ``sparsekit._C_cpu_int8``): a :class:`LazyExtension` with its :class:`IsaChoice` and the functions its op module
+    exports (``available``, ``unavailable_reason``, the ISA queries, ``isa``, ``force_isa``).
+
+    isa_env / isa_paths / what: as :class:`IsaChoice` (``isa_paths`` fastest first); kernels: the kernels' name in
+    the fallback warning (e.g. ``"CPU kernels"``). The extension module lists its paths with ``supported_isas()``
+    (and, where it has one, ``compiled_isas()``).
+    """
+
+    def __init__(self, name: str, isa_env: str, isa_paths: tuple[str, ...], what: str, kernels: str) -> None:
+        super().__init__(name, describe_load_error(name, _CPP_NOT_BUILT))
+        self.kernels = kernels
+        self.isa_choice = IsaChoice(isa_env, isa_paths, self.supported_isas, what)
+
+    def _isa_names(self, query: str) -> tuple[str, ...]:
+        ext = self.load()
+        return tuple(getattr(ext, query)()) if ext is not None else ()
+
+    def supported_isas(self) -> tuple[str, ...]:
+        """ISA paths this CPU can run, fastest first (empty if the extension is unavailable)."""
+        return self._isa_names("supported_isas")
+
+    def compiled_isas(self) -> tuple[str, ...]:
+        """ISA paths compiled into the extension, whether or not this CPU has them (empty if unavailable)."""
+        return self._isa_names("compiled_isas")
+
+    def resolve_isa(self) -> str:
+        """The ISA path the kernels run now (:meth:`IsaChoice.resolve`; the extension must be available)."""
+        return self.isa_choice.resolve()
+
+    def isa(self) -> str:
+        """The ISA path the kernels use here and now, or ``reference`` when the extension is unavailable. Honours
+        the environment variable of the ISA choice (e.g. ``SPARSEKIT_ISA``)."""
+        return self.resolve_isa() if self.available() else "reference"
+
+    def force_isa(self, name: str | None) -> contextlib.AbstractContextManager[None]:
+        """Context manager: run the kernels on ISA path ``name`` (None = auto) by setting the environment variable
+        (process-wide) for the duration of the block."""
+        return self.isa_choice.force(name)
+
+    def warn_unavailable(self) -> None:
+        """Warn once per process that the kernels fall back to the pure-torch reference (called by an op's
+        implementation; the warning points at the op's caller)."""
+        self.warn_fallback(self.kernels)
