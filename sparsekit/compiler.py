@@ -217,6 +217,7 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
         re-measured with a warning saying why. retime: always measure.
     Returns the CompileReport; prints its table when ``verbose``.
     """
+    from sparsekit.runtime import RUNTIME_BACKENDS
     from sparsekit.runtime import models as runtime_models
 
     if precision is None:  # the loaded artifact's precision
@@ -239,8 +240,6 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     if force is not None and not any(b.name == force for b in backends):
         raise ValueError(f"unknown backend {force!r}; available: {', '.join(b.name for b in backends)}")
     candidates = [b for b in backends if force is None or b.name in ("dense", force)]
-    from sparsekit.runtime import RUNTIME_BACKENDS
-
     why_not_fused = runtime_models.unsupported_reason(model) if fused else "fused=False"
     if why_not_fused is None and force is not None and force not in RUNTIME_BACKENDS:
         why_not_fused = (f"force={force!r}: the fused runtime runs {', '.join(RUNTIME_BACKENDS)}; each Linear runs "
