@@ -116,6 +116,7 @@ def run(
     batch: list[int] = typer.Option([1, 8], "--batch", help="Batch sizes of the latency comparison (repeatable)."),
     seq: int = typer.Option(128, help="Sequence length of the latency comparison (and of compile's timing)."),
     latency_seconds: float = typer.Option(2.0, help="Timed seconds per model and batch size."),
+    seed: int = config_option(PruneConfig, "seed"),
     overwrite: bool = config_option(PruneConfig, "overwrite"),
     progress: bool = config_option(PruneConfig, "progress"),
 ) -> None:
@@ -127,7 +128,7 @@ def run(
     if dense_baseline_steps < 0 or seq < 1 or any(b < 1 for b in batch):
         _fail(ValueError("--dense-baseline-steps must be >= 0, --seq and every --batch >= 1"))
     config = PruneConfig(**{**MAIN_JOB, "keep": keep, "steps": steps, "train_samples": train_samples},
-                         output_dir=str(output_dir), data_dir=str(data_dir) if data_dir else None,
+                         output_dir=str(output_dir), data_dir=str(data_dir) if data_dir else None, seed=seed,
                          overwrite=overwrite, progress=progress)
     try:
         result = run_main_job(MainJobConfig(config, dense_baseline_steps, tuple(batch), seq, latency_seconds),

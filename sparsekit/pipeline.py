@@ -133,7 +133,7 @@ def run_main_job(config: MainJobConfig, log=print) -> MainJobResult:
     metric = task.main_metric
     summary = {
         **header(),
-        "model": pc.model, "task": pc.task, "method": pc.method, "target_keep": pc.keep,
+        "model": pc.model, "task": pc.task, "method": pc.method, "target_keep": pc.keep, "seed": pc.seed,
         "remaining_weights": result.density, "steps": result.steps, "metric": metric,
         "dev": {"pruned": result.metrics.get(metric), "compiled_artifact": compiled_metrics.get(metric),
                 "dense_baseline": None if dense is None else dense.get(metric),
@@ -167,7 +167,9 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
              if d["dense_baseline"] is not None else "not run (--dense-baseline-steps 0)")
     rows = [("model / task / method", f"{summary['model']} / {summary['task']} / {summary['method']}"),
             (f"dev {metric}: dense", dense),
-            (f"dev {metric}: pruned", f"{pct(d['pruned'])} ({summary['steps']} steps)"),
+            (f"dev {metric}: pruned", f"{pct(d['pruned'])} ({summary['steps']} steps, "
+                                      + (f"seed {summary['seed']}: one seed" if "seed" in summary else "one seed")
+                                      + ")"),
             (f"dev {metric}: compiled artifact", pct(d["compiled_artifact"])),
             ("remaining weights", f"{100 * summary['remaining_weights']:.2f}% of the encoder matrices"),
             ("exact compaction", f"{100 * c['encoder_params_after'] / max(c['encoder_params_before'], 1):.1f}% of "

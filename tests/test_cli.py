@@ -111,8 +111,9 @@ def test_main_job_command_runs_end_to_end(tiny_model_dir, tmp_path, monkeypatch)
     monkeypatch.setitem(cli.MAIN_JOB, "eval_samples", 16)
     result = runner.invoke(app, ["run", "-o", str(tmp_path / "main"), "--steps", "2", "--train-samples", "32",
                                  "--dense-baseline-steps", "2", "--batch", "1", "--batch", "2", "--seq", "8",
-                                 "--latency-seconds", "0.05", "--no-progress"])
+                                 "--latency-seconds", "0.05", "--seed", "7", "--no-progress"])
     assert result.exit_code == 0, result.output
+    assert "seed 7: one seed" in result.output
     for row in ("exact compaction", "dev accuracy: dense", "dev accuracy: pruned", "dev accuracy: compiled artifact",
                 "latency 1x8", "latency 2x8", "compiled matrices (fused runtime)", "artifact"):
         assert row in result.output, row
@@ -125,6 +126,7 @@ def test_main_job_command_runs_end_to_end(tiny_model_dir, tmp_path, monkeypatch)
     # exact compaction + compile change nothing: the compiled artifact scores as the pruned model does
     assert summary["dev"]["compiled_artifact"] == summary["dev"]["pruned"]
     assert summary["machine"]["cores"] >= 1 and summary["versions"]["torch"]
+    assert summary["seed"] == 7 and json.loads((tmp_path / "main" / "recipe.json").read_text())["config"]["seed"] == 7
 
 
 def test_main_job_refuses_bad_options(tmp_path):
