@@ -14,6 +14,7 @@ from sparsekit.formats.validate import (
     check_finite,
     check_shape,
     check_stored_tensor,
+    entry_rows,
     is_int,
 )
 
@@ -99,8 +100,7 @@ class BSRFormat(MatrixFormat):
 
     def block_rows(self) -> torch.Tensor:
         """``int64 [nblocks]``: the block row of each stored block."""
-        p = self.block_row_ptr.to(torch.int64)
-        return torch.repeat_interleave(torch.arange(self.grid[0]), p[1:] - p[:-1])
+        return entry_rows(self.block_row_ptr)
 
     def _validate(self) -> None:
         out, inp = self.shape

@@ -16,6 +16,7 @@ from sparsekit.formats.validate import (
     check_shape,
     check_stored_tensor,
     dtype_name,
+    entry_rows,
     is_int,
 )
 
@@ -134,7 +135,7 @@ class CSRFormat(MatrixFormat):
         out, inp = self.shape
         w = torch.zeros(out, inp, dtype=torch.float32)
         if self.nnz:
-            rows = torch.repeat_interleave(torch.arange(out), self.row_lengths())
+            rows = entry_rows(self.row_ptr)
             w[rows, self.col_idx.to(torch.int64)] = self.values.to(torch.float32)
         return w
 

@@ -21,6 +21,7 @@ from sparsekit.formats.validate import (
     check_shape,
     check_stored_tensor,
     dtype_name,
+    entry_rows,
     is_int,
 )
 
@@ -168,8 +169,7 @@ class Int8BlockFormat(MatrixFormat):
 
     def block_rows(self) -> torch.Tensor:
         """``int64 [nblocks]``: the output row of each stored block."""
-        p = self.row_ptr.to(torch.int64)
-        return torch.repeat_interleave(torch.arange(self.shape[0]), p[1:] - p[:-1])
+        return entry_rows(self.row_ptr)
 
     def to_int8(self) -> torch.Tensor:
         """The quantised weight ``q`` as a new dense int8 ``[out, in]`` tensor."""

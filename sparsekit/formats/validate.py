@@ -33,6 +33,7 @@ __all__ = [
     "check_swizzled_rows",
     "check_vector",
     "dtype_name",
+    "entry_rows",
     "is_int",
 ]
 
@@ -117,6 +118,13 @@ def check_row_ptr(ptr: torch.Tensor, count: int, *, ptr_name: str = "row_ptr",
                             f"{ptr_name}[{i + 1}]={int(p[i + 1])})")
     check(int(p[-1]) == count, f"{ptr_name}[-1] is {int(p[-1])}, expected {count} ({rule})", error, where)
     return p
+
+
+def entry_rows(ptr: torch.Tensor) -> torch.Tensor:
+    """``int64 [ptr[-1]]``: the slot (row, block row, run ...) of every stored entry of a pointer array ``ptr``
+    (``[slots + 1]``, non-decreasing from 0), on ``ptr``'s device."""
+    p = ptr.to(torch.int64)
+    return torch.repeat_interleave(torch.arange(p.numel() - 1, device=p.device), p[1:] - p[:-1])
 
 
 def check_row_indices(p: torch.Tensor, idx: torch.Tensor, *, ncols: int, idx_name: str = "col_idx",

@@ -24,6 +24,7 @@ from sparsekit.formats.validate import (
     KernelInputError,
     check_finite,
     check_row_indices,
+    entry_rows,
 )
 from sparsekit.kernels import reference
 from sparsekit.kernels.cpu_packed import CpuPackedBase
@@ -93,7 +94,7 @@ class CpuPackedWeight(CpuPackedBase):
             bad = int(torch.nonzero(offsets >= Kc)[0, 0])
             raise KernelInputError(f"{op}: column index out of range: entry {bad} has offset {int(offsets[bad])} in a "
                                    f"chunk of {Kc} columns")
-        run = torch.repeat_interleave(torch.arange(nch * ng), p[1:] - p[:-1])
+        run = entry_rows(p)
         check_row_indices(p, (run // ng) * Kc + offsets, ncols=inp, idx_name="chunk * chunk_size + col",
                           row_word="(chunk, row group) run", error=KernelInputError, where=op)
         check_finite(self.val, "val", KernelInputError, op)
@@ -194,7 +195,7 @@ def pack_cpu_csr(weight: Any, *, chunk: int | None = None) -> CpuCSRWeight:
     else:
         raise TypeError(f"pack_cpu_csr expects a CSRFormat or a dense weight tensor, got {type(weight).__name__}")
     out, inp = fmt.shape
-    rows = torch.repeat_interleave(torch.arange(out), fmt.row_lengths())
+    rows = entry_rows(fmt.row_ptr)
     cols = fmt.col_idx.to(torch.int64)
     vals = fmt.values.to(torch.float32)
     keep = vals != 0

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import torch
 
+from sparsekit.formats.validate import entry_rows
+
 __all__ = ["bsr_linear", "csr_linear", "cuda_csr_linear", "encoder_layers", "gpu_bsr_to_dense", "gpu_csr_to_dense",
            "int8_b4_accumulators", "int8_b4_linear", "int8_b4_to_dense", "packed_attention", "packed_to_dense",
            "quantize_tokens", "triton_bsr_linear", "triton_csr_linear"]
@@ -48,12 +50,10 @@ def packed_to_dense(ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, in_
     """The dense float32 weight ``[out, in]`` represented by a CPU packed weight."""
     R = int(group_rows)
     ngroups = -(-out_features // R)
-    nchunks = -(-in_features // chunk) if in_features else 0
     w = torch.zeros(ngroups * R, in_features, dtype=torch.float32, device=val.device)
     nent = col.numel()
     if nent:
-        counts = (ptr[1:] - ptr[:-1]).to(torch.int64)  # per (chunk, group), chunk-major
-        seg = torch.repeat_interleave(torch.arange(nchunks * ngroups, device=val.device), counts)
+        seg = entry_rows(ptr)  # the (chunk, group) run of each entry, chunk-major
         j, g = seg // ngroups, seg % ngroups
         cols = j * chunk + col.to(torch.int64)
         rows = (g * R)[:, None] + torch.arange(R, device=val.device)[None, :]  # [nent, R]
@@ -91,8 +91,7 @@ def gpu_csr_to_dense(row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch
     """The dense float32 weight ``[out, in]`` of the GPU CSR layout, on the values' device."""
     w = torch.zeros(out_features, in_features, dtype=torch.float32, device=values.device)
     if values.numel():
-        p = row_ptr.to(torch.int64)
-        rows = torch.repeat_interleave(torch.arange(out_features, device=values.device), p[1:] - p[:-1])
+        rows = entry_rows(row_ptr)
         w[rows, col_idx.to(torch.int64)] = values.to(torch.float32)
     return w
 
@@ -104,8 +103,7 @@ def gpu_bsr_to_dense(row_ptr: torch.Tensor, col_idx: torch.Tensor, blocks_t: tor
     nbr, nbc = -(-out_features // br), -(-in_features // bc)
     tiles = torch.zeros(nbr, nbc, br, bc, dtype=torch.float32, device=blocks_t.device)
     if nb:
-        p = row_ptr.to(torch.int64)
-        rows = torch.repeat_interleave(torch.arange(nbr, device=blocks_t.device), p[1:] - p[:-1])
+        rows = entry_rows(row_ptr)
         tiles[rows, col_idx.to(torch.int64)] = blocks_t.to(torch.float32).transpose(1, 2)
     return tiles.permute(0, 2, 1, 3).reshape(nbr * br, nbc * bc)[:out_features, :in_features]
 
@@ -195,8 +193,7 @@ def int8_b4_to_dense(ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, in
     q = torch.zeros(out_features, nkb * 4, dtype=torch.int32, device=val.device)
     nblk = col.numel()
     if nblk:
-        p = ptr.to(torch.int64)
-        rows = torch.repeat_interleave(torch.arange(out_features, device=val.device), p[1:] - p[:-1])
+        rows = entry_rows(ptr)
         cols = (col.to(torch.int64)[:, None] * 4 + torch.arange(4, device=val.device)[None, :]).reshape(-1)
         q.index_put_((rows.repeat_interleave(4), cols), val.to(torch.int32).reshape(-1), accumulate=True)
     return q[:, :in_features].to(torch.int8)
