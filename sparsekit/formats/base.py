@@ -182,10 +182,16 @@ class MatrixFormat(SizedMatrix):
                     shape: tuple[int, int]) -> MatrixFormat:
         """Build from validated-looking meta + tensors; field validation happens in __post_init__."""
 
+    #: The tensor field holding the stored values (dense, CSR, BSR, int8): its dtype is ``value_dtype`` and its
+    #: non-zeros are the matrix's. None (low rank): the subclass defines ``value_dtype``.
+    _values_name: ClassVar[str | None] = None
+
     @property
-    @abstractmethod
     def value_dtype(self) -> torch.dtype:
-        ...
+        """The dtype the values are stored in."""
+        if self._values_name is None:
+            raise NotImplementedError(f"{type(self).__name__} must define value_dtype")
+        return getattr(self, self._values_name).dtype
 
     @abstractmethod
     def to_dense(self) -> torch.Tensor:
@@ -211,7 +217,8 @@ class MatrixFormat(SizedMatrix):
 
     def count_nonzero(self) -> int:
         """Number of non-zero entries of the represented matrix."""
-        return int(self.to_dense().count_nonzero())
+        values = self.to_dense() if self._values_name is None else getattr(self, self._values_name)
+        return int(values.count_nonzero())
 
     def matmul_reference(self, x: torch.Tensor) -> torch.Tensor:
         """Reference ``x @ W.T`` (no bias) in float32: ``x [..., in]`` -> ``[..., out]``.

@@ -52,6 +52,7 @@ class BSRFormat(MatrixFormat):
     """
 
     kind: ClassVar[str] = "bsr"
+    _values_name: ClassVar[str] = "blocks"
     _tensor_names: ClassVar[tuple[str, ...]] = ("block_row_ptr", "block_col_idx", "blocks")
     shape: tuple[int, int]
     block: tuple[int, int]
@@ -139,13 +140,6 @@ class BSRFormat(MatrixFormat):
         h = torch.clamp(out - r0, max=br)
         w = torch.clamp(inp - c0, max=bc)
         return int((h * w).sum())
-
-    @property
-    def value_dtype(self) -> torch.dtype:
-        return self.blocks.dtype
-
-    def count_nonzero(self) -> int:
-        return int(self.blocks.count_nonzero())
 
     def to_dense(self) -> torch.Tensor:
         out, inp = self.shape

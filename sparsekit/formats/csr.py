@@ -66,6 +66,7 @@ class CSRFormat(MatrixFormat):
     """
 
     kind: ClassVar[str] = "csr"
+    _values_name: ClassVar[str] = "values"
     _tensor_names: ClassVar[tuple[str, ...]] = ("row_ptr", "col_idx", "values")
     _optional_tensor_names: ClassVar[tuple[str, ...]] = ("row_order",)
     shape: tuple[int, int]
@@ -116,10 +117,6 @@ class CSRFormat(MatrixFormat):
         return self.values.numel()
 
     @property
-    def value_dtype(self) -> torch.dtype:
-        return self.values.dtype
-
-    @property
     def index_dtype(self) -> torch.dtype:
         return self.col_idx.dtype
 
@@ -127,9 +124,6 @@ class CSRFormat(MatrixFormat):
         """``int64 [out]``: stored entries per row (``row_ptr[1:] - row_ptr[:-1]``)."""
         p = self.row_ptr.to(torch.int64)
         return p[1:] - p[:-1]
-
-    def count_nonzero(self) -> int:
-        return int(self.values.count_nonzero())
 
     def to_dense(self) -> torch.Tensor:
         out, inp = self.shape

@@ -24,6 +24,7 @@ class DenseFormat(MatrixFormat):
     """
 
     kind: ClassVar[str] = "dense"
+    _values_name: ClassVar[str] = "weight"
     _tensor_names: ClassVar[tuple[str, ...]] = ("weight",)
     weight: torch.Tensor
 
@@ -43,13 +44,6 @@ class DenseFormat(MatrixFormat):
     @property
     def nnz(self) -> int:
         return self.weight.numel()
-
-    @property
-    def value_dtype(self) -> torch.dtype:
-        return self.weight.dtype
-
-    def count_nonzero(self) -> int:
-        return int(self.weight.count_nonzero())
 
     def to_dense(self) -> torch.Tensor:
         return self.weight.to(torch.float32, copy=True)

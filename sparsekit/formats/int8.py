@@ -73,6 +73,7 @@ class Int8BlockFormat(MatrixFormat):
     """
 
     kind: ClassVar[str] = "int8-b4"
+    _values_name: ClassVar[str] = "values"
     value_dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.int8,)
     _tensor_names: ClassVar[tuple[str, ...]] = ("row_ptr", "block_col_idx", "values", "scale")
     shape: tuple[int, int]
@@ -157,15 +158,8 @@ class Int8BlockFormat(MatrixFormat):
         return int(width.sum())
 
     @property
-    def value_dtype(self) -> torch.dtype:
-        return self.values.dtype
-
-    @property
     def index_dtype(self) -> torch.dtype:
         return self.block_col_idx.dtype
-
-    def count_nonzero(self) -> int:
-        return int(self.values.count_nonzero())
 
     def block_rows(self) -> torch.Tensor:
         """``int64 [nblocks]``: the output row of each stored block."""
