@@ -72,7 +72,7 @@ def profile(sparsity: float, tokens: int) -> dict:
                 else:
                     linears += ms(partial(_dense_matrix, ext, xi, mt[0], mt[1], act, res, isa))
             qkv = torch.randn(tokens, heads * (2 * dq + dv))
-            attention += ms(partial(ext.packed_attention, qkv, packed.cu_seqlens, heads, dq, dv, 0.125, isa))
+            attention += ms(partial(ext.packed_attention, qkv, packed.cu_seqlens, heads, dq, dv, 0.125, -1, isa))
             h = torch.randn(tokens, t[-1].shape[0])
             norms += 2 * ms(partial(ext.add_layer_norm, h, None, t[-4], t[-3], 1e-12, isa))
     rest = op - linears - attention - norms

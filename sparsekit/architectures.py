@@ -7,11 +7,13 @@ FFN-in, FFN-out; GLU FFNs add FFN-gate). An Architecture says, for one model fam
 - ``layers``: the dotted path of the layer list (module names are ``...{layers}.{i}.{suffix}``);
 - ``matrices``: one Matrix per module of a layer, its ``suffix`` below the layer and the matrix types
   its rows hold, in row order;
-- ``norms``: the LayerNorms after attention and after the FFN (post-LayerNorm layers);
+- ``norms``: the LayerNorms after attention and after the FFN (post-LayerNorm layers), or before them
+  (``pre_norm``: ModernBERT, whose first layer has none before attention);
 - which config fields give the head count, hidden size and FFN activation (the FFN width is the FFN-in
   module's row count);
 - ``fused``: why sparsekit's fused CPU runtime (sparsekit.runtime) cannot run the family's layers, or ``""``
-  when it can (post-LayerNorm layers with absolute positions: the BERT layer the fused op computes);
+  when it can (post-LayerNorm layers with absolute positions, or ModernBERT's pre-LayerNorm layers with rotary
+  positions, GLU FFN and sliding windows);
 - ``compaction``: which exact-compaction rules of export/compact.py hold for it and are applied
   (COMPACTION_RULES), and ``skipped``: why each other rule is not. A family with every rule is exported
   compact (export/compact.py); any other keeps its structure and stores its matrices in sparse formats
@@ -83,6 +85,7 @@ class Architecture:
     compaction: tuple[str, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()
     fused: str = ""
+    pre_norm: bool = False
 
     @property
     def compacts(self) -> bool:
@@ -144,8 +147,18 @@ class Architecture:
         setattr(layer.get_submodule(parent) if parent else layer, child, module)
 
     def layer_norms(self, layer: nn.Module) -> tuple[nn.Module, nn.Module]:
-        """The LayerNorms after attention and after the FFN of one layer."""
+        """The LayerNorms after (``pre_norm``: before) attention and the FFN of one layer; ModernBERT's first
+        layer has an ``nn.Identity`` before attention."""
         return layer.get_submodule(self.norms[0]), layer.get_submodule(self.norms[1])
+
+    def layer_attention(self, config) -> list[tuple[str, int]]:
+        """Per layer, its attention type (``config.layer_types``: ``"full_attention"`` / ``"sliding_attention"``)
+        and window: -1 (every key) or ``w`` (``config.sliding_window``: keys ``|i - j| <= w``, Hugging Face's
+        bidirectional sliding mask)."""
+        n = int(config.num_hidden_layers if hasattr(config, "num_hidden_layers") else config.n_layers)
+        types = list(getattr(config, "layer_types", None) or ["full_attention"] * n)
+        window = getattr(config, "sliding_window", None)
+        return [(t, int(window) if t == "sliding_attention" and window is not None else -1) for t in types]
 
 
 def _unfused(**suffixes: str) -> tuple[Matrix, ...]:
@@ -190,15 +203,13 @@ MODERNBERT = Architecture(
     "modernbert", model_types=("modernbert",), layers="layers",
     matrices=(Matrix("attn.Wqkv", ("query", "key", "value")), Matrix("attn.Wo", ("attn_out",)),
               Matrix("mlp.Wi", ("ffn_in", GATE)), Matrix("mlp.Wo", ("ffn_out",))),
-    norms=("attn_norm", "mlp_norm"),
+    norms=("attn_norm", "mlp_norm"), activation_field="hidden_activation", pre_norm=True,
     skipped=(("ffn-neurons", "a GLU neuron is removable only when its FFN-in and gate rows are both empty or its "
                              f"FFN-out column is; {_NO_COMPACT_MODEL} ({_PRE_LN})"),
              ("vo-dims", f"the rule holds (no V bias to fold) but {_NO_COMPACT_MODEL} ({_PRE_LN})"),
              ("qk-dims", "rotary positions rotate Q / K dimensions in pairs: a dimension is removable only with its "
                          "rotary partner"),
-             ("heads", f"{_NO_COMPACT_MODEL} ({_PRE_LN})")),
-    fused=f"the fused layer is post-LayerNorm BERT's; {_PRE_LN}, a GeGLU FFN and sliding-window attention in "
-          f"two of every three layers")
+             ("heads", f"{_NO_COMPACT_MODEL} ({_PRE_LN})")))
 
 #: sparsekit's compacted model (export/modeling.py); its config is the original model's.
 COMPACT = Architecture(

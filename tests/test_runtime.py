@@ -13,6 +13,7 @@ from sparsekit import kernels
 from sparsekit.compiler import compile as sk_compile
 from sparsekit.kernels import cpu, reference
 from sparsekit.kernels import encoder as encoder_ops
+from sparsekit.formats.validate import KernelInputError
 from sparsekit.kernels.cpu_layout import pack_cpu_bsr, pack_cpu_csr
 from sparsekit.runtime import FusedEncoder, LayerWeights, packing
 
@@ -48,13 +49,24 @@ def _sparse(out, inp, density, gen):
 @pytest.mark.parametrize("heads,dq,dv,lengths", [
     (12, 64, 64, [128]), (3, 8, 24, [1, 5, 0, 33, 17]), (2, 1, 1, [3]), (4, 16, 40, [200, 7]), (1, 24, 8, [1]),
     (2, 17, 19, [16, 15, 31])])
-def test_attention_matches_reference(isa, heads, dq, dv, lengths):
+@pytest.mark.parametrize("window", [-1, 0, 5, 40])
+def test_attention_matches_reference(isa, heads, dq, dv, lengths, window):
     gen = torch.Generator().manual_seed(0)
     cu = _cu(lengths)
     qkv = torch.randn(int(cu[-1]), heads * (2 * dq + dv), generator=gen) * 2
-    got = _ext().packed_attention(qkv, cu, heads, dq, dv, 0.2, isa)
+    got = _ext().packed_attention(qkv, cu, heads, dq, dv, 0.2, window, isa)
     # scores up to ~20: fp32 rounding of a score moves a peaked softmax by ~1e-5 relative
-    torch.testing.assert_close(got, reference.packed_attention(qkv, cu, heads, dq, dv, 0.2), rtol=1e-4, atol=2e-5)
+    want = reference.packed_attention(qkv, cu, heads, dq, dv, 0.2, window)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5)
+
+
+def test_window_zero_attends_to_itself_only():
+    cu = _cu([6, 1])
+    qkv = torch.randn(7, 2 * (2 * 4 + 4))
+    v = qkv[:, 2 * 2 * 4:]
+    torch.testing.assert_close(encoder_ops.packed_attention(qkv, cu, 2, 4, 4, 1.0, window=0), v, rtol=0, atol=1e-6)
+    with pytest.raises(KernelInputError, match="window"):
+        encoder_ops.packed_attention(qkv, cu, 2, 4, 4, 1.0, window=-2)
 
 
 def test_attention_op_and_no_heads():
@@ -147,6 +159,114 @@ def test_encoder_layers_match_reference(isa, backend, act):
     want = reference.encoder_layers(x, cu, enc._tensors, enc._meta, enc._scalars)
     with cpu.force_isa(isa):
         torch.testing.assert_close(enc(x, cu), want, rtol=0, atol=5e-5)
+
+
+def _pre_norm_layer(gen, hidden, heads, d, ffn, *, first=False, window=-1, rope=-1, glu=True, act="gelu",
+                    density=0.3, bias=True):
+    """A ModernBERT-style layer: pre-LayerNorm (none before attention when ``first``), GLU FFN (``ffn`` wide)."""
+    def m(out, inp):
+        b = torch.randn(out, generator=gen) if bias else torch.zeros(out)
+        return _sparse(out, inp, density, gen) / max(density * inp, 1) ** 0.5, b  # the stream stays O(1)
+
+    norms = tuple((torch.rand(hidden, generator=gen) + 0.5, torch.randn(hidden, generator=gen), 1e-5)
+                  for _ in range(2))
+    if first:
+        norms = ((torch.empty(0), torch.empty(0), 0.0), norms[1])
+    return LayerWeights({"qkv": m(3 * heads * d, hidden), "attn_out": m(hidden, heads * d),
+                         "ffn_in": m(2 * ffn if glu else ffn, hidden), "ffn_out": m(hidden, ffn)}, heads, d, d,
+                        d ** -0.5, act, norms,
+                        norm=encoder_ops.PRE_NORM_NO_FIRST if first else encoder_ops.PRE_NORM, glu=glu,
+                        window=window, rope=rope)
+
+
+def _rope_tables(n, d, positions=None, base=10000.0):
+    """cos, sin [n, d] of Hugging Face's default rotary embedding at ``positions`` (default 0 .. n-1)."""
+    pos = torch.arange(n).float() if positions is None else positions.float()
+    inv = 1.0 / base ** (torch.arange(0, d, 2).float() / d)
+    emb = torch.cat([pos[:, None] * inv[None]] * 2, dim=1)
+    return emb.cos(), emb.sin()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("backend", ["dense", "csr-cpu", "bsr-cpu"])
+def test_pre_norm_layers_match_reference(isa, backend):
+    """ModernBERT's layer kinds: no first LayerNorm, rotary Q / K (two tables), GLU FFN, sliding windows,
+    a plain (non-GLU) FFN, no biases, an empty GLU; ragged sequence lengths incl. 0 and 1."""
+    gen = torch.Generator().manual_seed(11)
+    hidden, d = 32, 8
+    layers = [_pre_norm_layer(gen, hidden, 4, d, 24, first=True, rope=0),
+              _pre_norm_layer(gen, hidden, 4, d, 24, window=2, rope=1),
+              _pre_norm_layer(gen, hidden, 4, d, 24, window=0, rope=1, glu=False, act="gelu_new"),
+              _pre_norm_layer(gen, hidden, 4, d, 24, rope=0, bias=False),
+              _pre_norm_layer(gen, hidden, 4, d, 0, window=5)]
+    enc = FusedEncoder(layers, [dict.fromkeys(("qkv", "attn_out", "ffn_in", "ffn_out"), backend)] * len(layers))
+    assert enc.rotary_tables == 2
+    lengths = [1, 9, 0, 20]
+    cu = _cu(lengths)
+    positions = torch.cat([torch.arange(n) for n in lengths])
+    rope = [*_rope_tables(30, d, positions, 160000.0), *_rope_tables(30, d, positions)]
+    x = torch.randn(30, hidden, generator=gen)
+    want = reference.encoder_layers(x, cu, enc._tensors, enc._meta, enc._scalars, rope)
+    with cpu.force_isa(isa):
+        torch.testing.assert_close(enc(x, cu, rope), want, rtol=1e-5, atol=5e-5)
+
+
+def test_pre_norm_reference_is_modernbert_layer():
+    """The reference of the pre-LayerNorm layer computes what Hugging Face's ModernBERT layer does."""
+    from transformers import ModernBertConfig
+    from transformers.models.modernbert.modeling_modernbert import ModernBertEncoderLayer, ModernBertRotaryEmbedding
+
+    from sparsekit.runtime import stacked_layer
+
+    config = ModernBertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=24, num_hidden_layers=3,
+                              local_attention=4, global_attn_every_n_layers=3)
+    torch.manual_seed(0)
+    layer = ModernBertEncoderLayer(config, layer_idx=1).eval()  # sliding window, LayerNorm before attention
+    for p in layer.parameters():
+        p.data.normal_(0, 0.3)
+    x = torch.randn(1, 7, 32)
+    rotary = ModernBertRotaryEmbedding(config)
+    cos, sin = rotary(x, torch.arange(7)[None], "sliding_attention")
+    window = (torch.arange(7)[:, None] - torch.arange(7)[None]).abs() <= config.sliding_window
+    mask = torch.zeros(1, 1, 7, 7).masked_fill(~window, float("-inf"))
+    with torch.no_grad():
+        want = layer(x, attention_mask=mask, position_embeddings=(cos, sin))
+    linears = {"query+key+value": layer.attn.Wqkv, "attn_out": layer.attn.Wo, "ffn_in+ffn_gate": layer.mlp.Wi,
+               "ffn_out": layer.mlp.Wo}
+    lw = stacked_layer(linears, (layer.attn_norm, layer.mlp_norm), 4, 8, 8, 8 ** -0.5, "gelu",
+                       norm=encoder_ops.PRE_NORM, window=config.sliding_window, rope=0)
+    enc = FusedEncoder([lw], [dict.fromkeys(("qkv", "attn_out", "ffn_in", "ffn_out"), "dense")])
+    got_ref = reference.encoder_layers(x[0], _cu([7]), enc._tensors, enc._meta, enc._scalars, [cos[0], sin[0]])
+    torch.testing.assert_close(got_ref, want[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(enc(x[0], _cu([7]), [cos[0], sin[0]]), want[0], rtol=0, atol=1e-5)
+
+
+def test_pre_norm_bad_arguments_are_clear_errors():
+    gen = torch.Generator().manual_seed(12)
+    enc = FusedEncoder([_pre_norm_layer(gen, 16, 2, 4, 8, rope=0)], [dict.fromkeys(("qkv", "attn_out", "ffn_in",
+                                                                                  "ffn_out"), "dense")])
+    x, cu = torch.randn(5, 16), _cu([2, 3])
+    cos, sin = _rope_tables(5, 4)
+    with pytest.raises(ValueError, match="1 rotary tables"):
+        enc(x, cu)
+    with pytest.raises(ValueError, match="rotary tables must be contiguous CPU tensors \\[5, 4\\]"):
+        enc(x, cu, [cos[:4], sin[:4]])
+    with pytest.raises(TypeError, match="float32"):
+        enc(x, cu, [cos.double(), sin])
+    with pytest.raises(KernelInputError, match="pairs"):
+        encoder_ops.encoder_layers(x, cu, enc._tensors, enc._meta, enc._scalars, [cos])
+    bad = list(enc._meta)
+    bad[7] = 3  # a table that was not given
+    with pytest.raises(ValueError, match="rotary table 3"):
+        encoder_ops.encoder_layers(x, cu, enc._tensors, bad, enc._scalars, [cos, sin])
+    bad = list(enc._meta)
+    bad[4] = 7  # norm kind
+    with pytest.raises(ValueError, match="norm must be 0..2"):
+        encoder_ops.encoder_layers(x, cu, enc._tensors, bad, enc._scalars, [cos, sin])
+    bad = list(enc._meta)
+    bad[6] = -3  # window
+    with pytest.raises(ValueError, match="window"):
+        encoder_ops.encoder_layers(x, cu, enc._tensors, bad, enc._scalars, [cos, sin])
 
 
 def test_mixed_backends_and_one_token():
@@ -290,8 +410,13 @@ def test_opcheck_fused_ops():
                                                                             "ffn_out"), "csr-cpu")])
     cu = _cu([2, 3])
     torch.library.opcheck(torch.ops.sparsekit.encoder_layers.default,
-                          (torch.randn(5, 16), cu, enc._tensors, enc._meta, enc._scalars))
-    torch.library.opcheck(torch.ops.sparsekit.packed_attention.default, (torch.randn(5, 24), cu, 2, 4, 4, 0.5))
+                          (torch.randn(5, 16), cu, enc._tensors, enc._meta, enc._scalars, []))
+    torch.library.opcheck(torch.ops.sparsekit.packed_attention.default, (torch.randn(5, 24), cu, 2, 4, 4, 0.5, -1))
+    pre = FusedEncoder([_pre_norm_layer(gen, 16, 2, 4, 8, first=True, window=1, rope=0)],
+                       [dict.fromkeys(("qkv", "attn_out", "ffn_in", "ffn_out"), "csr-cpu")])
+    torch.library.opcheck(torch.ops.sparsekit.encoder_layers.default,
+                          (torch.randn(5, 16), cu, pre._tensors, pre._meta, pre._scalars, list(_rope_tables(5, 4))))
+    torch.library.opcheck(torch.ops.sparsekit.packed_attention.default, (torch.randn(5, 24), cu, 2, 4, 4, 0.5, 1))
 
 
 # -------------------------------------------------------------------------------------------------- plans

@@ -1,6 +1,6 @@
-"""The fused runtime inside Hugging Face models (sparsekit.runtime.models): uncompacted BERT-family and DistilBERT
-models, their three task heads, structure-keeping artifacts and the families it does not run, against the
-masked dense model on every ISA path this CPU has."""
+"""The fused runtime inside Hugging Face models (sparsekit.runtime.models): uncompacted BERT-family, DistilBERT and
+ModernBERT models, their three task heads, structure-keeping artifacts and the family it does not run, against
+the masked dense model on every ISA path this CPU has."""
 from __future__ import annotations
 
 import copy
@@ -24,16 +24,23 @@ PADDINGS = {
     "right padded": torch.tensor([[1] * 9, [1] * 4 + [0] * 5, [1] + [0] * 8]),
     "holes": torch.tensor([[1, 0, 1, 1, 0, 1, 1, 1, 1], [1] * 9, [1, 1, 0, 0, 0, 0, 0, 0, 1]]),
 }
-FUSED_FAMILIES = ("bert", "roberta", "electra", "distilbert")
+FUSED_FAMILIES = ("bert", "roberta", "electra", "distilbert", "modernbert")
 
 
-def _tiny(model_type: str, task_type: str = SEQUENCE, act: str | None = None, seed: int = 0):
-    """A random tiny ``model_type`` model with a ``task_type`` head, randomly pruned (rows, a whole head), eval."""
+def _tiny(model_type: str, task_type: str = SEQUENCE, act: str | None = None, seed: int = 0, **extra):
+    """A random tiny ``model_type`` model with a ``task_type`` head, randomly pruned (rows, a whole head), eval.
+    ModernBERT's: 3 layers (global, sliding, sliding attention) with a window of +-2 tokens, so the 9-token inputs
+    cross it."""
     from transformers import AutoConfig
 
     from task_models import prune_randomly
 
-    if model_type == "distilbert":
+    if model_type == "modernbert":
+        dims = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+                    max_position_embeddings=64, local_attention=4, global_attn_every_n_layers=3, pad_token_id=0,
+                    bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)
+        dims.update({"hidden_activation": act} if act else {})
+    elif model_type == "distilbert":
         dims = dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64)
         dims.update({"activation": act} if act else {})
     else:
@@ -42,7 +49,8 @@ def _tiny(model_type: str, task_type: str = SEQUENCE, act: str | None = None, se
         dims.update({"hidden_act": act} if act else {})
     if model_type in ("roberta", "electra"):
         dims["type_vocab_size"] = 1
-    config = AutoConfig.for_model(model_type, vocab_size=60, num_labels=2 if task_type == QA else 3, **dims)
+    config = AutoConfig.for_model(model_type, vocab_size=60, num_labels=2 if task_type == QA else 3,
+                                  **{**dims, **extra})
     torch.manual_seed(seed)
     return prune_randomly(auto_class(task_type).from_config(config), seed=seed)
 
@@ -69,14 +77,18 @@ def test_hugging_face_model_fused_matches_masked_dense(model_type, padding, isa)
     keys = list(model.state_dict())
     report = sk_compile(model, tokens=16, repeats=2, warmup=1, verbose=False)
     assert report.runtime == "fused", report.runtime_why
-    assert len(report.layers) == 2 * 4  # qkv, attn_out, ffn_in, ffn_out per layer
+    assert len(report.layers) == model.config.num_hidden_layers * 4  # qkv, attn_out, ffn_in, ffn_out per layer
     assert list(model.state_dict()) == keys  # the layers are still there, under the same names
     inputs = _inputs(padding)
+    if model_type == "modernbert" and padding == "holes":  # sliding windows count positions, packing tokens
+        with torch.no_grad(), pytest.raises(ValueError, match="holes"):
+            model(**inputs)
+        return
     with torch.no_grad(), cpu.force_isa(isa):
         _compare(model(**inputs), reference(**inputs), SEQUENCE, inputs.get("attention_mask"))
 
 
-@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "modernbert"])
 @pytest.mark.parametrize("task_type", [TOKEN, QA])
 def test_per_token_heads_fused(model_type, task_type):
     model = _tiny(model_type, task_type)
@@ -138,15 +150,16 @@ def test_recompile_and_unfused_restore_the_modules():
     assert "already compiled per module" in unsupported_reason(model)
 
 
-def test_fused_model_is_inference_only():
-    model = _tiny("distilbert")
+@pytest.mark.parametrize("model_type", ["distilbert", "modernbert"])
+def test_fused_model_is_inference_only(model_type):
+    model = _tiny(model_type)
     sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
     model.train()
     with pytest.raises(RuntimeError, match="inference-only"):
         model(**_inputs("none"))
 
 
-@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "modernbert"])
 def test_per_layer_outputs_are_refused_not_left_empty(model_type):
     model = _tiny(model_type)
     sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
@@ -167,7 +180,40 @@ def test_left_padding_warns_for_a_sequence_classifier():
         model(input_ids=torch.randint(5, 55, (2, 4)), attention_mask=torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]]))
 
 
-@pytest.mark.parametrize("name,why", [("deberta-v2-tiny", "relative-position"), ("modernbert-tiny", "pre-LayerNorm")])
+def test_modernbert_left_padding_positions_and_biases():
+    """Left padding (Hugging Face's positions count from the padded start: the packed tokens get the same), given
+    position_ids, biases in every Linear and LayerNorm, every layer global (holes are then fine)."""
+    model = _tiny("modernbert", TOKEN, attention_bias=True, mlp_bias=True, norm_bias=True)
+    reference = copy.deepcopy(model)
+    sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
+    ids = _inputs("none")["input_ids"]
+    left = torch.tensor([[1] * 9, [0] * 3 + [1] * 6, [0] * 8 + [1]])
+    with torch.no_grad():
+        _compare(model(input_ids=ids, attention_mask=left), reference(input_ids=ids, attention_mask=left), TOKEN,
+                 left)
+        shifted = {"input_ids": ids, "position_ids": torch.arange(9)[None] + 5}
+        _compare(model(**shifted), reference(**shifted), TOKEN, None)
+    every_layer_global = _tiny("modernbert", global_attn_every_n_layers=1)
+    reference = copy.deepcopy(every_layer_global)
+    sk_compile(every_layer_global, tokens=8, repeats=2, warmup=1, verbose=False)
+    inputs = _inputs("holes")
+    with torch.no_grad():
+        _compare(every_layer_global(**inputs), reference(**inputs), SEQUENCE, None)
+
+
+def test_modernbert_unfused_restores_its_forward():
+    model = _tiny("modernbert")
+    reference = copy.deepcopy(model)
+    sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
+    assert runtime_of(model) is not None and "forward" in model.model.__dict__
+    report = sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False, fused=False, force="csr-cpu")
+    assert report.runtime == "modules" and runtime_of(model) is None and "forward" not in model.model.__dict__
+    inputs = _inputs("right padded")
+    with torch.no_grad():
+        _compare(model(**inputs), reference(**inputs), SEQUENCE, None)
+
+
+@pytest.mark.parametrize("name,why", [("deberta-v2-tiny", "relative-position")])
 def test_unfused_families_keep_their_modules_and_say_why(name, why):
     from transformers import AutoModelForSequenceClassification
 
@@ -203,9 +249,10 @@ def test_padding_mask_of_the_masks_hugging_face_builds():
         padding_mask(key, (2, 4))
 
 
-def test_structure_keeping_artifact_runs_fused_with_its_plan(tmp_path):
-    """A DistilBERT artifact keeps its module tree (FormatLinear matrices): compile fuses it, the plan is saved into
-    the artifact and reused by load + compile without timing."""
+@pytest.mark.parametrize("model_type", ["distilbert", "modernbert"])
+def test_structure_keeping_artifact_runs_fused_with_its_plan(tmp_path, model_type):
+    """DistilBERT and ModernBERT artifacts keep their module tree (FormatLinear matrices): compile fuses it, the
+    plan is saved into the artifact and reused by load + compile without timing."""
     from sparsekit.export.artifact import export, load
     from sparsekit.models import load_tokenizer
     from sparsekit.runtime.plan import save_plan
@@ -213,7 +260,7 @@ def test_structure_keeping_artifact_runs_fused_with_its_plan(tmp_path):
     from conftest import make_tiny_model_dir
 
     tokenizer = load_tokenizer(make_tiny_model_dir(tmp_path / "tok"))
-    model = _tiny("distilbert")
+    model = _tiny(model_type)
     model.resize_token_embeddings(len(tokenizer))
     export((model, tokenizer), tmp_path / "art")
     loaded = load(tmp_path / "art")
@@ -247,8 +294,9 @@ def test_int8_precision_on_a_hugging_face_model():
     assert (got - want).abs().max() < 0.1 * want.abs().max() + 1e-3  # quantised: close, not exact
 
 
-def test_torch_compile_over_a_fused_hugging_face_model():
-    model = _tiny("bert")
+@pytest.mark.parametrize("model_type", ["bert", "modernbert"])
+def test_torch_compile_over_a_fused_hugging_face_model(model_type):
+    model = _tiny(model_type)
     reference = copy.deepcopy(model)
     sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
     inputs = _inputs("right padded")

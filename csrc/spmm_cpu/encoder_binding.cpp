@@ -1,16 +1,22 @@
 // pybind11 entry points of the fused encoder (encoder_cpu.h) and the layer driver encoder_layers().
 //
-// encoder_layers() runs a stack of post-LayerNorm encoder layers over packed tokens in one call (the op
-// sparsekit::encoder_layers of sparsekit/runtime/ops.py). Its arguments are flat lists, per layer in order:
+// encoder_layers() runs a stack of encoder layers (encoder_cpu.h: post-LayerNorm, or pre-LayerNorm with rotary
+// positions, GLU FFN and sliding windows) over packed tokens in one call (the op sparsekit::encoder_layers of
+// sparsekit/kernels/encoder.py). Its arguments are flat lists, per layer in order:
 //   tensors (kTensors per layer): for each matrix of (qkv, attn_out, ffn_in, ffn_out) five tensors --
 //            dense:  weight float32 [out, in] (contiguous), bias float32 [out], three empty tensors;
 //            sparse: ptr int32, col uint8, val float32 (packed layout of spmm_cpu.h), bias float32 [out], empty;
 //            int8:   ptr int32, col int16, val int8, bias float32 [out], scale float32 [out] (1x4-block layout of
 //                    spmm_cpu_int8.h; activations quantised per token, the epilogue applied after dequantising) --
-//            then LayerNorm 1 weight, bias and LayerNorm 2 weight, bias (float32 [hidden]).
-//   meta (kMeta per layer): heads, dq, dv, act, then per matrix: kind (0 dense, 1 sparse, 2 int8), in, out,
-//            group_rows, chunk (group_rows / chunk: sparse only).
+//            then LayerNorm 1 weight, bias and LayerNorm 2 weight, bias (float32 [hidden]; LayerNorm 1's two
+//            empty when norm is 2).
+//   meta (kMeta per layer): heads, dq, dv, act, norm (0 post-LayerNorm, 1 pre-LayerNorm, 2 pre-LayerNorm without
+//            LayerNorm 1), glu (0 / 1: ffn_in stacks FFN-in on gate rows), window (-1: every key; w >= 0: keys
+//            with |i - j| <= w), rotary (-1: none; t: rotary tables rope[2 t] (cos), rope[2 t + 1] (sin), each
+//            float32 [N, dq]), then per matrix: kind (0 dense, 1 sparse, 2 int8), in, out, group_rows, chunk
+//            (group_rows / chunk: sparse only).
 //   scalars (kScalars per layer): attention scale, LayerNorm 1 eps, LayerNorm 2 eps.
+//   rope: the rotary tables the layers name (cos / sin of each packed token's position), or none.
 // Every tensor, size and packed index is checked before any kernel runs (ValueError / TypeError).
 #include "encoder_binding.h"
 
@@ -36,7 +42,9 @@ using spmm_cpu::Epilogue;
 constexpr int64_t kMatrices = 4;
 constexpr int64_t kPerMatrix = 5;
 constexpr int64_t kTensors = kMatrices * kPerMatrix + 4;
-constexpr int64_t kMeta = 4 + kMatrices * 5;
+constexpr int64_t kHeadMeta = 8;  // heads, dq, dv, act, norm, glu, window, rotary
+constexpr int64_t kMeta = kHeadMeta + kMatrices * 5;
+enum Norm : int64_t { kPostNorm = 0, kPreNorm = 1, kPreNormNoFirst = 2 };
 constexpr int64_t kScalars = 3;
 const char* const kMatrixNames[kMatrices] = {"qkv", "attn_out", "ffn_in", "ffn_out"};
 
@@ -85,9 +93,11 @@ encoder_cpu::AttentionShape attention_shape(int64_t heads, int64_t dq, int64_t d
 }
 
 at::Tensor packed_attention(const at::Tensor& qkv, const at::Tensor& cu_seqlens, int64_t heads, int64_t dq,
-                            int64_t dv, double scale, const std::string& isa_name) {
+                            int64_t dv, double scale, int64_t window, const std::string& isa_name) {
   const Isa isa = checked_isa(isa_name);
-  const encoder_cpu::AttentionShape a = attention_shape(heads, dq, dv, scale);
+  encoder_cpu::AttentionShape a = attention_shape(heads, dq, dv, scale);
+  TORCH_CHECK_VALUE(window >= -1, "sparsekit: window must be -1 (every key) or >= 0, got ", window);
+  a.window = window;
   check_activations(qkv, "qkv", heads * (2 * dq + dv));
   const at::Tensor q = qkv.contiguous();
   const int64_t* cu = checked_cu_seqlens(cu_seqlens, q.size(0));
@@ -173,6 +183,10 @@ struct Layer {
   Matrix m[kMatrices];
   encoder_cpu::AttentionShape attention;
   Activation act = Activation::kNone;
+  int64_t norm = kPostNorm;
+  bool glu = false;
+  int64_t ffn = 0;  // FFN width (GLU: half of ffn_in's rows)
+  const float *rope_cos = nullptr, *rope_sin = nullptr;
   const float *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;
   float eps1 = 1e-12f, eps2 = 1e-12f;
 };
@@ -206,19 +220,45 @@ spmm_cpu_int8::B4Weight checked_int8(const at::Tensor* mt, int64_t in, int64_t o
 }
 
 Layer checked_layer(const std::vector<at::Tensor>& t, const std::vector<int64_t>& meta,
-                    const std::vector<double>& sc, int64_t l, int64_t hidden, Isa isa, spmm_cpu_int8::Isa isa8) {
+                    const std::vector<double>& sc, const std::vector<at::Tensor>& rope, int64_t l, int64_t N,
+                    int64_t hidden, Isa isa, spmm_cpu_int8::Isa isa8) {
   const at::Tensor* lt = t.data() + l * kTensors;
   const int64_t* lm = meta.data() + l * kMeta;
+  const std::string where = "sparsekit: layer " + std::to_string(l);
   Layer layer;
   layer.attention = attention_shape(lm[0], lm[1], lm[2], sc[l * kScalars]);
-  TORCH_CHECK_VALUE(lm[3] >= 0 && lm[3] <= 3, "sparsekit: layer ", l, ": act must be 0..3, got ", lm[3]);
+  TORCH_CHECK_VALUE(lm[3] >= 0 && lm[3] <= 3, where, ": act must be 0..3, got ", lm[3]);
   layer.act = static_cast<Activation>(lm[3]);
+  TORCH_CHECK_VALUE(lm[4] >= kPostNorm && lm[4] <= kPreNormNoFirst, where, ": norm must be 0..2, got ", lm[4]);
+  layer.norm = lm[4];
+  TORCH_CHECK_VALUE(lm[5] == 0 || lm[5] == 1, where, ": glu must be 0 or 1, got ", lm[5]);
+  layer.glu = lm[5] == 1;
+  TORCH_CHECK_VALUE(lm[6] >= -1, where, ": window must be -1 (every key) or >= 0, got ", lm[6]);
+  layer.attention.window = lm[6];
   const int64_t H = lm[0], dq = lm[1], dv = lm[2];
-  const int64_t ffn = lm[4 + 2 * 5 + 2];  // ffn_in's out
-  const int64_t want_in[kMatrices] = {hidden, H * dv, hidden, ffn};
+  if (lm[7] != -1) {
+    TORCH_CHECK_VALUE(lm[7] >= 0 && 2 * lm[7] + 1 < static_cast<int64_t>(rope.size()), where, ": rotary table ",
+                      lm[7], " is not among the ", rope.size() / 2, " given");
+    TORCH_CHECK_VALUE(dq % 2 == 0, where, ": rotary positions need an even Q·K width per head, got ", dq);
+    const at::Tensor* tab = &rope[2 * lm[7]];
+    for (int k = 0; k < 2; ++k) {
+      TORCH_CHECK_TYPE(tab[k].scalar_type() == at::kFloat, where, ": rotary tables must be float32");
+      TORCH_CHECK_VALUE(tab[k].device().is_cpu() && tab[k].is_contiguous() && tab[k].dim() == 2 &&
+                            tab[k].size(0) == N && tab[k].size(1) == dq,
+                        where, ": rotary tables must be contiguous CPU tensors [", N, ", ", dq, "], got ",
+                        tab[k].sizes());
+    }
+    layer.rope_cos = tab[0].data_ptr<float>();
+    layer.rope_sin = tab[1].data_ptr<float>();
+  }
+  const int64_t ffn_rows = lm[kHeadMeta + 2 * 5 + 2];  // ffn_in's out
+  TORCH_CHECK_VALUE(!layer.glu || ffn_rows % 2 == 0, where, ": a GLU ffn_in needs an even row count, got ",
+                    ffn_rows);
+  layer.ffn = layer.glu ? ffn_rows / 2 : ffn_rows;
+  const int64_t want_in[kMatrices] = {hidden, H * dv, hidden, layer.ffn};
   const int64_t want_out[kMatrices] = {H * (2 * dq + dv), hidden, -1, hidden};
   for (int64_t k = 0; k < kMatrices; ++k) {
-    const int64_t* mm = lm + 4 + 5 * k;
+    const int64_t* mm = lm + kHeadMeta + 5 * k;
     const std::string name = "layer " + std::to_string(l) + " " + kMatrixNames[k];
     Matrix& mx = layer.m[k];
     TORCH_CHECK_VALUE(mm[0] >= 0 && mm[0] <= 2, "sparsekit: ", name, ": kind must be 0 (dense), 1 (sparse) or 2 "
@@ -248,11 +288,13 @@ Layer checked_layer(const std::vector<at::Tensor>& t, const std::vector<int64_t>
     check_float_vector(mx.bias, name + " bias", mx.out);
   }
   const at::Tensor* ln = lt + kPerMatrix * kMatrices;
-  for (int64_t k = 0; k < 4; ++k) {
+  for (int64_t k = layer.norm == kPreNormNoFirst ? 2 : 0; k < 4; ++k) {
     check_float_vector(ln[k], "layer " + std::to_string(l) + " LayerNorm parameter", hidden);
   }
-  layer.ln1_w = ln[0].data_ptr<float>();
-  layer.ln1_b = ln[1].data_ptr<float>();
+  if (layer.norm != kPreNormNoFirst) {
+    layer.ln1_w = ln[0].data_ptr<float>();
+    layer.ln1_b = ln[1].data_ptr<float>();
+  }
   layer.ln2_w = ln[2].data_ptr<float>();
   layer.ln2_b = ln[3].data_ptr<float>();
   layer.eps1 = static_cast<float>(sc[l * kScalars + 1]);
@@ -268,7 +310,8 @@ float* scratch(std::vector<float>& buf, size_t n) {
 
 at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, const std::vector<at::Tensor>& tensors,
                           const std::vector<int64_t>& meta, const std::vector<double>& scalars,
-                          const std::string& isa_name, const std::string& int8_isa_name) {
+                          const std::vector<at::Tensor>& rope, const std::string& isa_name,
+                          const std::string& int8_isa_name) {
   const Isa isa = checked_isa(isa_name);
   const spmm_cpu_int8::Isa isa8 = parse_int8_isa(int8_isa_name);
   check_activations(x, "x", -1);
@@ -284,35 +327,60 @@ at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, con
                     " floats per layer; got ", tensors.size(), ", ", meta.size(), ", ", scalars.size());
   std::vector<Layer> layers;
   layers.reserve(static_cast<size_t>(nlayers));
-  for (int64_t l = 0; l < nlayers; ++l) layers.push_back(checked_layer(tensors, meta, scalars, l, hidden, isa, isa8));
+  for (int64_t l = 0; l < nlayers; ++l) {
+    layers.push_back(checked_layer(tensors, meta, scalars, rope, l, N, hidden, isa, isa8));
+  }
 
   at::Tensor y = x.contiguous().clone();
   if (N == 0) return y;
-  thread_local std::vector<float> qkv_buf, ctx_buf, h_buf, u_buf;
+  thread_local std::vector<float> qkv_buf, ctx_buf, h_buf, u_buf, a_buf, g_buf;
   pybind11::gil_scoped_release no_gil;
   float* xy = y.data_ptr<float>();  // the layer input, then (in place) its output
   for (const Layer& L : layers) {
     const encoder_cpu::AttentionShape& a = L.attention;
-    const int64_t nqkv = L.m[0].out, nctx = a.heads * a.dv, ffn = L.m[2].out;
+    const int64_t nqkv = L.m[0].out, nctx = a.heads * a.dv, nu = L.m[2].out;
     float* qkv = scratch(qkv_buf, static_cast<size_t>(N * std::max<int64_t>(nqkv, 1)));
     float* ctx = scratch(ctx_buf, static_cast<size_t>(N * std::max<int64_t>(nctx, 1)));
     float* h = scratch(h_buf, static_cast<size_t>(N * hidden));
-    float* u = scratch(u_buf, static_cast<size_t>(N * std::max<int64_t>(ffn, 1)));
-    L.m[0].run(xy, N, qkv, Epilogue(), isa, isa8);
+    float* u = scratch(u_buf, static_cast<size_t>(N * std::max<int64_t>(nu, 1)));
+    const bool pre = L.norm != kPostNorm;
+    float* normed = pre ? scratch(a_buf, static_cast<size_t>(N * hidden)) : nullptr;
+    // Attention: qkv from x (post-LN), LayerNorm1(x) (pre-LN) or x (pre-LN, no LayerNorm 1); h = O(ctx) + x.
+    const float* attn_in = xy;
+    if (L.norm == kPreNorm) {
+      encoder_cpu::add_layer_norm(xy, hidden, nullptr, 0, L.ln1_w, L.ln1_b, L.eps1, normed, hidden, N, hidden, isa);
+      attn_in = normed;
+    }
+    L.m[0].run(attn_in, N, qkv, Epilogue(), isa, isa8);
+    if (L.rope_cos != nullptr) encoder_cpu::rotary_rows(qkv, nqkv, N, a, L.rope_cos, L.rope_sin, isa);
     encoder_cpu::packed_attention(qkv, nqkv, cu, nseq, a, ctx, nctx, isa);
     Epilogue residual_x;
     residual_x.residual = xy;
     residual_x.ldr = hidden;
     L.m[1].run(ctx, N, h, residual_x, isa, isa8);  // no heads left (nctx == 0): bias + x
-    encoder_cpu::add_layer_norm(h, hidden, nullptr, 0, L.ln1_w, L.ln1_b, L.eps1, h, hidden, N, hidden, isa);
-    Epilogue act;
-    act.act = L.act;
-    L.m[2].run(h, N, u, act, isa, isa8);
+    if (!pre) encoder_cpu::add_layer_norm(h, hidden, nullptr, 0, L.ln1_w, L.ln1_b, L.eps1, h, hidden, N, hidden, isa);
+    // FFN: y = FFN(h) + h (post-LN: then LayerNorm 2) or FFN(LayerNorm2(h)) + h (pre-LN).
+    const float* ffn_in = h;
+    if (pre) {
+      encoder_cpu::add_layer_norm(h, hidden, nullptr, 0, L.ln2_w, L.ln2_b, L.eps2, normed, hidden, N, hidden, isa);
+      ffn_in = normed;
+    }
+    const float* ffn_hidden = u;
+    if (L.glu) {
+      L.m[2].run(ffn_in, N, u, Epilogue(), isa, isa8);
+      float* g = scratch(g_buf, static_cast<size_t>(N * std::max<int64_t>(L.ffn, 1)));
+      encoder_cpu::glu_rows(u, nu, N, L.ffn, L.act, g, L.ffn, isa);
+      ffn_hidden = g;
+    } else {
+      Epilogue act;
+      act.act = L.act;
+      L.m[2].run(ffn_in, N, u, act, isa, isa8);
+    }
     Epilogue residual_h;
     residual_h.residual = h;
     residual_h.ldr = hidden;
-    L.m[3].run(u, N, xy, residual_h, isa, isa8);
-    encoder_cpu::add_layer_norm(xy, hidden, nullptr, 0, L.ln2_w, L.ln2_b, L.eps2, xy, hidden, N, hidden, isa);
+    L.m[3].run(ffn_hidden, N, xy, residual_h, isa, isa8);
+    if (!pre) encoder_cpu::add_layer_norm(xy, hidden, nullptr, 0, L.ln2_w, L.ln2_b, L.eps2, xy, hidden, N, hidden, isa);
   }
   return y;
 }
@@ -342,7 +410,8 @@ at::Tensor epilogue_rows(const at::Tensor& y, int64_t act, const c10::optional<a
 
 void register_encoder(pybind11::module_& m) {
   m.def("packed_attention", &packed_attention, pybind11::arg("qkv"), pybind11::arg("cu_seqlens"),
-        pybind11::arg("heads"), pybind11::arg("dq"), pybind11::arg("dv"), pybind11::arg("scale"), pybind11::arg("isa"),
+        pybind11::arg("heads"), pybind11::arg("dq"), pybind11::arg("dv"), pybind11::arg("scale"),
+        pybind11::arg("window"), pybind11::arg("isa"),
         "Attention over packed sequences (encoder_cpu.h): qkv float32 [N, H (2 dq + dv)] -> ctx [N, H dv].");
   m.def("add_layer_norm", &add_layer_norm, pybind11::arg("x"), pybind11::arg("residual"), pybind11::arg("weight"),
         pybind11::arg("bias"), pybind11::arg("eps"), pybind11::arg("isa"),
@@ -350,8 +419,9 @@ void register_encoder(pybind11::module_& m) {
   m.def("epilogue_rows", &epilogue_rows, pybind11::arg("y"), pybind11::arg("act"), pybind11::arg("residual"),
         pybind11::arg("isa"), "act(y) + residual (the dense Linear's epilogue), y float32 [M, n].");
   m.def("encoder_layers", &encoder_layers, pybind11::arg("x"), pybind11::arg("cu_seqlens"), pybind11::arg("tensors"),
-        pybind11::arg("meta"), pybind11::arg("scalars"), pybind11::arg("isa"), pybind11::arg("int8_isa"),
-        "A stack of fused post-LayerNorm encoder layers over packed tokens x float32 [N, hidden] (encoder_binding.cpp).");
+        pybind11::arg("meta"), pybind11::arg("scalars"), pybind11::arg("rope"), pybind11::arg("isa"),
+        pybind11::arg("int8_isa"),
+        "A stack of fused encoder layers over packed tokens x float32 [N, hidden] (encoder_binding.cpp).");
 }
 
 }  // namespace binding

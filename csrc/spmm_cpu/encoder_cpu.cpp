@@ -29,6 +29,10 @@ struct EncoderOps {
   void (*layer_norm_rows)(const float* x, int64_t ldx, const float* res, int64_t ldr, const float* gamma,
                           const float* beta, float eps, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n);
   void (*epilogue_rows_range)(float* y, int64_t ldy, int64_t n, const Epilogue& ep, int64_t m0, int64_t m1);
+  void (*rotary_rows_range)(float* qkv, int64_t ldq, const AttentionShape& a, const float* cos, const float* sin,
+                            int64_t m0, int64_t m1);
+  void (*glu_rows_range)(const float* u, int64_t ldu, int64_t n, int act, float* g, int64_t ldg, int64_t m0,
+                         int64_t m1);
 };
 
 using spmm_cpu::VecScalar;
@@ -88,7 +92,8 @@ constexpr int64_t kMinQueryBlock = 16;
 
 void packed_attention(const float* qkv, int64_t ldq, const int64_t* cu, int64_t nseq, const AttentionShape& a,
                       float* ctx, int64_t ldc, Isa isa) {
-  TORCH_CHECK_VALUE(a.heads >= 0 && a.dq >= 1 && a.dv >= 1, "sparsekit attention: bad head widths");
+  TORCH_CHECK_VALUE(a.heads >= 0 && a.dq >= 1 && a.dv >= 1 && a.window >= -1, "sparsekit attention: bad head "
+                    "widths or window");
   if (a.heads == 0 || nseq == 0) return;
   const EncoderOps& ops = ops_for(isa);
   // Work items: (sequence, head, block of query rows), the items of sequence s from first[s]. Each item transposes
@@ -139,6 +144,22 @@ void epilogue_rows(float* y, int64_t ldy, int64_t M, int64_t n, const Epilogue& 
   if (M <= 0 || n <= 0 || (ep.act == Activation::kNone && ep.residual == nullptr)) return;
   const EncoderOps& ops = ops_for(isa);
   at::parallel_for(0, M, kRowGrain, [&](int64_t m0, int64_t m1) { ops.epilogue_rows_range(y, ldy, n, ep, m0, m1); });
+}
+
+void rotary_rows(float* qkv, int64_t ldq, int64_t N, const AttentionShape& a, const float* cos, const float* sin,
+                 Isa isa) {
+  TORCH_CHECK_VALUE(a.dq % 2 == 0, "sparsekit rotary: the Q·K width per head must be even, got ", a.dq);
+  if (N <= 0 || a.heads == 0) return;
+  const EncoderOps& ops = ops_for(isa);
+  at::parallel_for(0, N, kRowGrain, [&](int64_t m0, int64_t m1) { ops.rotary_rows_range(qkv, ldq, a, cos, sin, m0, m1); });
+}
+
+void glu_rows(const float* u, int64_t ldu, int64_t M, int64_t n, Activation act, float* g, int64_t ldg, Isa isa) {
+  if (M <= 0 || n <= 0) return;
+  const EncoderOps& ops = ops_for(isa);
+  at::parallel_for(0, M, kRowGrain, [&](int64_t m0, int64_t m1) {
+    ops.glu_rows_range(u, ldu, n, static_cast<int>(act), g, ldg, m0, m1);
+  });
 }
 
 }  // namespace encoder_cpu

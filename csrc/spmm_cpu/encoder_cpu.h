@@ -1,17 +1,25 @@
-// sparsekit's fused CPU encoder: the pieces around the sparse Linears of a post-LayerNorm (BERT-layout) encoder
-// layer, and the layer itself.
+// sparsekit's fused CPU encoder: the pieces around the sparse Linears of an encoder layer -- post-LayerNorm
+// (BERT layout) or pre-LayerNorm with rotary positions, a GLU FFN and sliding-window attention (ModernBERT).
 //
 // Token layout: the real tokens of a batch are *packed*: x is [N, hidden] row-major holding the tokens of
 // sequence s at rows cu_seqlens[s] .. cu_seqlens[s + 1] - 1 (cu_seqlens: int64 [nseq + 1], cu_seqlens[0] == 0,
 // non-decreasing, cu_seqlens[nseq] == N). Padding never enters a Linear; attention runs per sequence.
 //
-// One layer (encoder_layer below), with H heads of dq Q·K and dv V dimensions each (zero-padded widths, see
+// One post-LayerNorm layer, with H heads of dq Q·K and dv V dimensions each (zero-padded widths, see
 // export/modeling.py pad_layout):
 //   qkv = x @ Wqkv^T + bqkv                       [N, 2 H dq + H dv]: Q | K | V, head h of Q at columns h dq ..
 //   ctx = attention(qkv) per sequence and head     [N, H dv], softmax(scale Q K^T) V
 //   h   = LayerNorm1(ctx @ Wo^T + bo + x)          the residual add in the Linear's epilogue, LN right after
 //   u   = act(h @ Wi^T + bi)                       [N, ffn], the activation in the Linear's epilogue
 //   y   = LayerNorm2(u @ Wf^T + bf + h)
+// A pre-LayerNorm layer (ModernBERT):
+//   qkv = LayerNorm1(x) @ Wqkv^T + bqkv            LayerNorm1 may be absent (ModernBERT's first layer)
+//   Q, K <- rotary(Q, K) with the cos / sin of each token's position (rotary_rows)
+//   ctx = attention(qkv), within a window |i - j| <= w when the layer has one
+//   h   = ctx @ Wo^T + bo + x
+//   y   = FFN(LayerNorm2(h)) + h
+// The FFN is act(h Wi^T + bi) Wf^T + bf, or with a GLU (Wi stacks the FFN-in rows on the gate rows)
+// (act(a) * g) Wf^T + bf where [a | g] = h Wi^T + bi (glu_rows).
 // Each of the four matrices is dense (ATen's addmm, i.e. the BLAS torch uses) or a packed sparse weight
 // (spmm_cpu.h); the layer driver (encoder_binding.cpp) calls one or the other.
 //
@@ -36,10 +44,11 @@ struct AttentionShape {
   int64_t dv = 0;  ///< V dimensions per head (>= 1)
   int64_t q_off = 0, k_off = 0, v_off = 0;
   float scale = 1.0f;  ///< multiplies Q K^T (1 / sqrt(original head dim))
+  int64_t window = -1;  ///< >= 0: query i attends to the keys j with |i - j| <= window only; -1: to all keys
 };
 
 /// ctx[t, h dv .. h dv + dv - 1] = sum_j softmax_j(scale q_t . k_j) v_j over the tokens j of t's sequence, for
-/// every packed token t and head h. ctx: float32 rows of stride ldc (>= heads * dv), N = cu_seqlens[nseq] rows.
+/// every packed token t and head h (over the keys j with |t - j| <= a.window only, when a.window >= 0). ctx: float32 rows of stride ldc (>= heads * dv), N = cu_seqlens[nseq] rows.
 /// A sequence of length 0 contributes nothing. Runs on up to at::get_num_threads() threads.
 void packed_attention(const float* qkv, int64_t ldq, const int64_t* cu_seqlens, int64_t nseq,
                       const AttentionShape& shape, float* ctx, int64_t ldc, Isa isa);
@@ -52,6 +61,18 @@ void add_layer_norm(const float* x, int64_t ldx, const float* residual, int64_t 
 /// The fused epilogue of spmm_cpu.h (activation, then + residual) applied in place to y [M, n] (stride ldy): the
 /// epilogue of a dense (BLAS) Linear.
 void epilogue_rows(float* y, int64_t ldy, int64_t M, int64_t n, const spmm_cpu::Epilogue& epilogue, Isa isa);
+
+/// Rotary position embedding of Q and K in place, as Hugging Face's apply_rotary_pos_emb: for every token t and
+/// head h, with x = the head's dq values (Q and K alike), x1 / x2 its first / second half,
+///   x <- x * cos[t] + [-x2 | x1] * sin[t]
+/// cos, sin: float32 [N, dq] (rows of stride dq), the token's position already applied. dq must be even.
+void rotary_rows(float* qkv, int64_t ldq, int64_t N, const AttentionShape& a, const float* cos, const float* sin,
+                 Isa isa);
+
+/// The GLU of a gated FFN: g[m, o] = act(u[m, o]) * u[m, n + o] for o < n, m < M (u rows of stride ldu >= 2 n,
+/// g rows of stride ldg >= n).
+void glu_rows(const float* u, int64_t ldu, int64_t M, int64_t n, spmm_cpu::Activation act, float* g, int64_t ldg,
+              Isa isa);
 
 }  // namespace encoder_cpu
 }  // namespace sparsekit

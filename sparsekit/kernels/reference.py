@@ -36,6 +36,8 @@ a group or block never turn it into ``0 * NaN = NaN``. Duplicate entries add. Na
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from sparsekit.formats.validate import entry_rows
@@ -127,15 +129,19 @@ def triton_bsr_linear(x: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Ten
 
 
 def packed_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, heads: int, dq: int, dv: int,
-                     scale: float) -> torch.Tensor:
+                     scale: float, window: int = -1) -> torch.Tensor:
     """``softmax(scale Q K^T) V`` within each sequence of packed tokens: ``qkv [N, H (2 dq + dv)]`` -> ``[N, H dv]``
-    (layout: :mod:`sparsekit.kernels.encoder`). A token attends the tokens of its own sequence only."""
+    (layout: :mod:`sparsekit.kernels.encoder`). A token attends the tokens of its own sequence only, and with
+    ``window >= 0`` only those ``|i - j| <= window`` positions away."""
     n = qkv.shape[0]
     if heads == 0 or n == 0:
         return qkv.new_zeros(n, heads * dv)
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
     seq = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
     same = seq[:, None] == seq[None, :]
+    if window >= 0:
+        pos = torch.arange(n)
+        same &= (pos[:, None] - pos[None, :]).abs() <= window
     q = qkv[:, :heads * dq].view(n, heads, dq).transpose(0, 1)
     k = qkv[:, heads * dq:2 * heads * dq].view(n, heads, dq).transpose(0, 1)
     v = qkv[:, 2 * heads * dq:].view(n, heads, dv).transpose(0, 1)
@@ -147,7 +153,10 @@ def _fused_matrix(t: list[torch.Tensor], m: list[int], k: int, x: torch.Tensor) 
     """Matrix ``k`` of one fused layer (tensors ``t``, ints ``m``) applied to ``x``: dense, packed or int8."""
     from sparsekit.kernels.encoder import DENSE, INT8, MATRIX_TENSORS
 
-    kind, n_in, n_out, rows, chunk = m[4 + 5 * k:9 + 5 * k]
+    from sparsekit.kernels.encoder import LAYER_HEAD_META
+
+    start = LAYER_HEAD_META + 5 * k
+    kind, n_in, n_out, rows, chunk = m[start:start + 5]
     mt = t[MATRIX_TENSORS * k:MATRIX_TENSORS * (k + 1)]
     if kind == DENSE:
         return _linear(x, mt[0], mt[1])
@@ -160,24 +169,44 @@ _ACTIVATION_FNS = {0: lambda t: t, 1: torch.nn.functional.gelu,
                    2: lambda t: torch.nn.functional.gelu(t, approximate="tanh"), 3: torch.relu}
 
 
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding as Hugging Face's ``apply_rotary_pos_emb``: ``x [N, H, d]`` rotated by the
+    per-token ``cos`` / ``sin`` ``[N, d]``: ``x * cos + [-x2 | x1] * sin`` (x1 / x2 the halves of each head)."""
+    x1, x2 = x[..., :x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return x * cos[:, None, :] + torch.cat((-x2, x1), dim=-1) * sin[:, None, :]
+
+
 def encoder_layers(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torch.Tensor], meta: list[int],
-                   scalars: list[float]) -> torch.Tensor:
+                   scalars: list[float], rope: list[torch.Tensor] | tuple = ()) -> torch.Tensor:
     """The fused encoder layers (op ``sparsekit::encoder_layers``, argument layout in
     ``csrc/spmm_cpu/encoder_binding.cpp``) in plain torch: ``x [N, hidden]`` -> ``[N, hidden]``."""
-    from sparsekit.kernels.encoder import LAYER_META, LAYER_SCALARS, LAYER_TENSORS
+    from sparsekit.kernels.encoder import LAYER_META, LAYER_SCALARS, LAYER_TENSORS, POST_NORM, PRE_NORM
 
     hidden = x.shape[1]
     for layer in range(len(meta) // LAYER_META):
         t = tensors[LAYER_TENSORS * layer:LAYER_TENSORS * (layer + 1)]
         m = meta[LAYER_META * layer:LAYER_META * (layer + 1)]
         s = scalars[LAYER_SCALARS * layer:LAYER_SCALARS * (layer + 1)]
-        heads, dq, dv, act = m[:4]
-
+        heads, dq, dv, act, norm, glu, window, table = m[:8]
         ln = t[-4:]
-        ctx = packed_attention(_fused_matrix(t, m, 0, x), cu_seqlens, heads, dq, dv, s[0])
-        h = torch.nn.functional.layer_norm(_fused_matrix(t, m, 1, ctx) + x, (hidden,), ln[0], ln[1], s[1])
-        u = _ACTIVATION_FNS[act](_fused_matrix(t, m, 2, h))
-        x = torch.nn.functional.layer_norm(_fused_matrix(t, m, 3, u) + h, (hidden,), ln[2], ln[3], s[2])
+        norms = [partial(torch.nn.functional.layer_norm, normalized_shape=(hidden,), weight=ln[2 * k],
+                         bias=ln[2 * k + 1], eps=s[1 + k]) for k in (0, 1)]
+        qkv = _fused_matrix(t, m, 0, norms[0](x) if norm == PRE_NORM else x)
+        if table >= 0:
+            qk = qkv[:, :2 * heads * dq].reshape(-1, 2 * heads, dq)
+            qkv = torch.cat([rotary(qk, rope[2 * table], rope[2 * table + 1]).reshape(qkv.shape[0], -1),
+                             qkv[:, 2 * heads * dq:]], dim=1)
+        h = _fused_matrix(t, m, 1, packed_attention(qkv, cu_seqlens, heads, dq, dv, s[0], window)) + x
+        if norm == POST_NORM:
+            h = norms[0](h)
+        u = _fused_matrix(t, m, 2, h if norm == POST_NORM else norms[1](h))
+        if glu:
+            u = _ACTIVATION_FNS[act](u[:, :u.shape[1] // 2]) * u[:, u.shape[1] // 2:]
+        else:
+            u = _ACTIVATION_FNS[act](u)
+        x = _fused_matrix(t, m, 3, u) + h
+        if norm == POST_NORM:
+            x = norms[1](x)
     return x
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,9 +9,12 @@ the LayerNorms, the attention widths and the activation. ``forward`` runs the op
 attention runs per sequence, bias + activation and bias + residual are fused into the Linears' epilogues and each
 LayerNorm follows in the same call.
 
+A layer is post-LayerNorm (BERT: the compacted model, BERT / RoBERTa / DistilBERT ...) or pre-LayerNorm with rotary
+positions, a GLU FFN and sliding-window attention (ModernBERT); the op's docstring gives both.
+
 Built by ``sparsekit.compile`` (which measures the backend of each matrix) from the layers of a compacted model
-(:func:`layer_weights`) or of a Hugging Face post-LayerNorm encoder (:func:`stacked_layer`); which models it runs
-and how it is put into them: :mod:`sparsekit.runtime.models`.
+(:func:`layer_weights`) or of a Hugging Face encoder (:func:`stacked_layer`); which models it runs and how it is
+put into them: :mod:`sparsekit.runtime.models`.
 """
 from __future__ import annotations
 
@@ -35,10 +38,13 @@ RUNTIME_BACKENDS = {"dense": encoder_ops.DENSE, "csr-cpu": encoder_ops.SPARSE, "
 @dataclass
 class LayerWeights:
     """What one fused layer computes with (float32, CPU). matrices: name -> (weight ``[out, in]``, bias ``[out]``);
-    qkv stacks Q ``[H dq]``, K ``[H dq]`` and V ``[H dv]`` rows, each head-major. norms: (weight, bias, eps) of
-    LayerNorm 1 (after attention) and 2 (after the FFN). int8: the matrices stored int8 (an int8 artifact), by
-    name; their ``matrices`` weight is the dequantised ``scale[:, None] * q``, and ``int8-b4-cpu`` packs the stored
-    ints as they are (no re-quantisation)."""
+    qkv stacks Q ``[H dq]``, K ``[H dq]`` and V ``[H dv]`` rows, each head-major; a GLU's ffn_in stacks its FFN-in
+    rows on its gate rows. norms: (weight, bias, eps) of LayerNorm 1 and 2 -- after attention and after the FFN
+    (``norm`` POST_NORM), or before them (PRE_NORM; PRE_NORM_NO_FIRST: no LayerNorm 1, its tensors empty).
+    window: -1, or the sliding window ``|i - j| <= window`` of the attention; rope: -1, or which rotary table
+    (``(cos, sin)`` pair given to the forward) rotates Q and K. int8: the matrices stored int8 (an int8 artifact),
+    by name; their ``matrices`` weight is the dequantised ``scale[:, None] * q``, and ``int8-b4-cpu`` packs the
+    stored ints as they are (no re-quantisation)."""
 
     matrices: dict[str, tuple[torch.Tensor, torch.Tensor]]
     heads: int
@@ -48,6 +54,10 @@ class LayerWeights:
     activation: str
     norms: tuple[tuple[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor, float]]
     int8: dict[str, Int8BlockFormat] = field(default_factory=dict)
+    norm: int = encoder_ops.POST_NORM
+    glu: bool = False
+    window: int = -1
+    rope: int = -1
 
 
 def layer_weights(layer: nn.Module, activation: str) -> LayerWeights:
@@ -65,37 +75,59 @@ def layer_weights(layer: nn.Module, activation: str) -> LayerWeights:
 
 @torch.no_grad()
 def stacked_layer(linears: dict[str, nn.Module], norms: tuple[nn.Module, nn.Module], heads: int, dq: int, dv: int,
-                  scale: float, activation: str) -> LayerWeights:
-    """The LayerWeights of one post-LayerNorm layer: ``linears`` by matrix type (query, key, value, attn_out,
-    ffn_in, ffn_out; each an ``nn.Linear`` or a FormatLinear, Q / K ``[heads * dq, hidden]``, V
-    ``[heads * dv, hidden]``), ``norms`` the LayerNorms after attention and after the FFN."""
+                  scale: float, activation: str, *, norm: int = encoder_ops.POST_NORM, window: int = -1,
+                  rope: int = -1) -> LayerWeights:
+    """The LayerWeights of one layer: ``linears`` by matrix type, each an ``nn.Linear`` or a FormatLinear --
+    query, key, value (Q / K ``[heads * dq, hidden]``, V ``[heads * dv, hidden]``) or one ``query+key+value``
+    module stacking them; attn_out; ffn_in, or a GLU's ``ffn_in+ffn_gate``; ffn_out. ``norms``: LayerNorm 1 and 2
+    (weight and bias; no bias: zeros); with ``norm`` PRE_NORM_NO_FIRST LayerNorm 1 is absent (any module).
+    ``window`` / ``rope``: see LayerWeights."""
     from sparsekit.export.modeling import _weight_bias
 
     device = torch.device("cpu")
-    q, k, v = (_weight_bias(linears[n], device) for n in ("query", "key", "value"))
-    if heads and (q[0].shape[0] != heads * dq or k[0].shape[0] != heads * dq or v[0].shape[0] != heads * dv):
-        raise ValueError(f"Q / K / V have {q[0].shape[0]} / {k[0].shape[0]} / {v[0].shape[0]} rows, expected "
-                         f"{heads} heads of {dq} / {dq} / {dv}")
-    qkv = (torch.cat([q[0], k[0], v[0]]).contiguous(), torch.cat([q[1], k[1], v[1]]).contiguous())
-    matrices = {"qkv": qkv, **{name: _weight_bias(linears[name], device) for name in MATRICES[1:]}}
+    if "query+key+value" in linears:
+        qkv = _weight_bias(linears["query+key+value"], device)
+        if qkv[0].shape[0] != heads * (2 * dq + dv):
+            raise ValueError(f"QKV has {qkv[0].shape[0]} rows, expected {heads} heads of {dq} / {dq} / {dv}")
+    else:
+        q, k, v = (_weight_bias(linears[n], device) for n in ("query", "key", "value"))
+        if heads and (q[0].shape[0] != heads * dq or k[0].shape[0] != heads * dq or v[0].shape[0] != heads * dv):
+            raise ValueError(f"Q / K / V have {q[0].shape[0]} / {k[0].shape[0]} / {v[0].shape[0]} rows, expected "
+                             f"{heads} heads of {dq} / {dq} / {dv}")
+        qkv = (torch.cat([q[0], k[0], v[0]]), torch.cat([q[1], k[1], v[1]]))
+    glu = "ffn_in+ffn_gate" in linears
+    ffn_in = linears["ffn_in+ffn_gate" if glu else "ffn_in"]
+    matrices = {"qkv": qkv, "attn_out": _weight_bias(linears["attn_out"], device),
+                "ffn_in": _weight_bias(ffn_in, device), "ffn_out": _weight_bias(linears["ffn_out"], device)}
     matrices = {n: (w.contiguous(), b.contiguous()) for n, (w, b) in matrices.items()}
-    fused_norms = tuple((n.weight.detach().float().contiguous(), n.bias.detach().float().contiguous(), float(n.eps))
-                        for n in norms)
-    return LayerWeights(matrices, heads, dq, dv, scale, activation, fused_norms, _int8_matrices(linears))
+    fused_norms = tuple(_norm_params(n) if i or norm != encoder_ops.PRE_NORM_NO_FIRST
+                        else (torch.empty(0), torch.empty(0), 0.0) for i, n in enumerate(norms))
+    int8 = _int8_matrices({**linears, "ffn_in": ffn_in})
+    return LayerWeights(matrices, heads, dq, dv, scale, activation, fused_norms, int8, norm, glu, window, rope)
+
+
+def _norm_params(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(weight, bias, eps)`` float32 of a LayerNorm (no bias: zeros)."""
+    weight = module.weight.detach().float().contiguous()
+    bias = module.bias.detach().float().contiguous() if module.bias is not None else torch.zeros_like(weight)
+    return weight, bias, float(module.eps)
 
 
 def _int8_matrices(linears: dict[str, nn.Module]) -> dict[str, Int8BlockFormat]:
-    """The fused matrices stored int8 (an int8 artifact's FormatLinears), by name; qkv is int8 when Q, K and V all
-    are (their ints and scales stacked, exactly)."""
-    def int8_of(module: nn.Module) -> Int8BlockFormat | None:
+    """The fused matrices stored int8 (an int8 artifact's FormatLinears), by name; qkv is int8 when one stacked
+    QKV module is, or Q, K and V all are (their ints and scales stacked, exactly)."""
+    def int8_of(module: nn.Module | None) -> Int8BlockFormat | None:
         fmt = getattr(module, "fmt", None)
         return fmt if isinstance(fmt, Int8BlockFormat) else None
 
-    found = {name: int8_of(linears[name]) for name in MATRICES[1:]}
-    qkv = [int8_of(linears[n]) for n in ("query", "key", "value")]
-    if all(f is not None for f in qkv):
-        found["qkv"] = Int8BlockFormat.from_quantized(torch.cat([f.to_int8() for f in qkv]),
-                                                      torch.cat([f.scale for f in qkv]))
+    found = {name: int8_of(linears.get(name)) for name in MATRICES[1:]}
+    if "query+key+value" in linears:
+        found["qkv"] = int8_of(linears["query+key+value"])
+    else:
+        qkv = [int8_of(linears[n]) for n in ("query", "key", "value")]
+        if all(f is not None for f in qkv):
+            found["qkv"] = Int8BlockFormat.from_quantized(torch.cat([f.to_int8() for f in qkv]),
+                                                          torch.cat([f.scale for f in qkv]))
     return {name: fmt for name, fmt in found.items() if fmt is not None}
 
 
@@ -139,7 +171,8 @@ class FusedEncoder(nn.Module):
             if unknown or set(chosen) != set(MATRICES):
                 raise ValueError(f"each layer needs a backend for {MATRICES} among {tuple(RUNTIME_BACKENDS)}; "
                                  f"got {chosen}")
-            self._meta += [lw.heads, lw.dq, lw.dv, encoder_ops.ACTIVATIONS[lw.activation]]
+            self._meta += [lw.heads, lw.dq, lw.dv, encoder_ops.ACTIVATIONS[lw.activation], lw.norm, int(lw.glu),
+                           lw.window, lw.rope]
             for name in MATRICES:
                 tensors, meta = _packed_matrix(*lw.matrices[name], chosen[name], lw.int8.get(name))
                 self._tensors += tensors
@@ -147,12 +180,20 @@ class FusedEncoder(nn.Module):
             for weight, bias, _ in lw.norms:
                 self._tensors += [weight, bias]
             self._scalars += [lw.scale, lw.norms[0][2], lw.norms[1][2]]
+        #: How many rotary tables (``(cos, sin)`` pairs) the forward needs.
+        self.rotary_tables = max((lw.rope + 1 for lw in layers), default=0)
 
-    def forward(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-        """Packed tokens ``[N, hidden]`` float32 -> ``[N, hidden]`` after every layer."""
+    def forward(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor,
+                rope: list[torch.Tensor] | tuple = ()) -> torch.Tensor:
+        """Packed tokens ``[N, hidden]`` float32 -> ``[N, hidden]`` after every layer. rope: the rotary tables of
+        the layers that have them, ``(cos_0, sin_0, cos_1, sin_1, ...)``, each float32 ``[N, dq]`` (the cos / sin
+        of each packed token's position)."""
+        if len(rope) != 2 * self.rotary_tables:
+            raise ValueError(f"the fused layers need {self.rotary_tables} rotary tables (cos, sin pairs); got "
+                             f"{len(rope)} tensors")
         if not self._meta:
             return tokens
-        return encoder_ops.encoder_layers(tokens, cu_seqlens, self._tensors, self._meta, self._scalars)
+        return encoder_ops.encoder_layers(tokens, cu_seqlens, self._tensors, self._meta, self._scalars, rope)
 
     def run_padded(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """A padded batch ``[B, T, hidden]`` (attention_mask ``[B, T]``, 1 = real) -> ``[B, T, hidden]``: only the

@@ -5,10 +5,13 @@ Two kinds of model run on :class:`~sparsekit.runtime.encoder.FusedEncoder`:
 - a compacted model (:class:`~sparsekit.export.modeling.CompactModel`, ``sparsekit.load`` of a compacted
   artifact): the runtime is its ``runtime`` attribute, which its forward calls instead of its layers;
 - a Hugging Face model of a family whose layers the fused op computes (``Architecture.fused == ""``: BERT,
-  RoBERTa, XLM-R, ELECTRA, CamemBERT, DistilBERT), uncompacted: a pruned checkpoint, the pruning engine's output
-  or ``sparsekit.load`` of a structure-keeping artifact. The module that loops over its layers (``bert.encoder``,
-  ``distilbert.transformer``) is replaced by :class:`FusedLayers`, which holds the same layer list under the
-  same name (the state dict, ``save_pretrained`` and parameter counts are unchanged) and runs the fused op.
+  RoBERTa, XLM-R, ELECTRA, CamemBERT, DistilBERT, ModernBERT), uncompacted: a pruned checkpoint, the pruning
+  engine's output or ``sparsekit.load`` of a structure-keeping artifact. In the post-LayerNorm families the
+  module that loops over the layers (``bert.encoder``, ``distilbert.transformer``) is replaced by
+  :class:`FusedLayers`, which holds the same layer list under the same name (the state dict, ``save_pretrained``
+  and parameter counts are unchanged) and runs the fused op. ModernBERT's base model loops over its layers in its
+  own forward, so that forward is taken over instead (:class:`FusedPreNormForward`, an instance attribute that
+  :func:`remove` deletes): its embeddings, rotary tables and final LayerNorm stay its own modules.
 
 The model's embeddings, pooler and task head stay its own modules, so its outputs keep their types.
 """
@@ -20,7 +23,22 @@ import torch
 from torch import nn
 
 from sparsekit.kernels import encoder as encoder_ops
+from sparsekit.runtime import packing
 from sparsekit.runtime.encoder import FusedEncoder, LayerWeights, layer_weights, stacked_layer
+
+
+def _check_inference(module: nn.Module, config, kwargs: dict) -> None:
+    """RuntimeError for what a fused forward cannot give: training, cross-attention, per-layer outputs."""
+    if module.training:
+        raise RuntimeError("the fused runtime is inference-only (no dropout, no gradients): call model.eval(), "
+                           "or compile with fused=False to train")
+    if kwargs.get("encoder_hidden_states") is not None:
+        raise RuntimeError("the fused runtime runs self-attention encoders only (no cross-attention inputs)")
+    asked = [name for name in ("output_hidden_states", "output_attentions")
+             if kwargs.get(name) or getattr(config, name, False)]
+    if asked:
+        raise RuntimeError(f"{' and '.join(asked)}: the fused runtime runs every layer in one op and records no "
+                           f"per-layer hidden states or attention maps; compile with fused=False to get them")
 
 
 class FusedLayers(nn.Module):
@@ -47,16 +65,9 @@ class FusedLayers(nn.Module):
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs):
         from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
-        if self.training:
-            raise RuntimeError("the fused runtime is inference-only (no dropout, no gradients): call model.eval(), "
-                               "or compile with fused=False to train")
-        if args or kwargs.get("encoder_hidden_states") is not None:
+        if args:
             raise RuntimeError("the fused runtime runs self-attention encoders only (no cross-attention inputs)")
-        asked = [name for name in ("output_hidden_states", "output_attentions")
-                 if kwargs.get(name) or getattr(self.config, name, False)]
-        if asked:
-            raise RuntimeError(f"{' and '.join(asked)}: the fused runtime runs every layer in one op and records no "
-                               f"per-layer hidden states or attention maps; compile with fused=False to get them")
+        _check_inference(self, self.config, kwargs)
         key_mask = padding_mask(attention_mask, hidden_states.shape[:2])
         if self.reads_first_token:
             warn_if_left_padded(key_mask)
@@ -65,6 +76,61 @@ class FusedLayers(nn.Module):
 
     def extra_repr(self) -> str:
         return f"runtime=FusedEncoder({self.runtime.extra_repr()})"
+
+
+class FusedPreNormForward:
+    """Stands in for the forward of ModernBERT's base model (``ModernBertModel``): the same call
+    (``input_ids`` or ``inputs_embeds``, a ``[B, T]`` ``attention_mask``, optional ``position_ids``) and the same
+    ``last_hidden_state`` (padding positions are zeros: never computed). Its own embeddings, rotary tables (cos /
+    sin of each real token's position, per attention type) and final LayerNorm run as modules; every layer runs in
+    one fused op call."""
+
+    def __init__(self, base: nn.Module, encoder: FusedEncoder, tables: list[str], has_window: bool,
+                 reads_first_token: bool) -> None:
+        self.base, self.runtime, self.tables = base, encoder, tables
+        self.has_window, self.reads_first_token = has_window, reads_first_token
+
+    def __call__(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, **kwargs):
+        from transformers.modeling_outputs import BaseModelOutput
+
+        base = self.base
+        _check_inference(base, base.config, kwargs)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 2):
+            raise ValueError("the fused runtime takes a [batch, tokens] padding mask (0 / 1); got "
+                             f"{type(attention_mask).__name__}: compile with fused=False for other masks")
+        hidden = base.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds)
+        b, t = hidden.shape[:2]
+        key_mask = padding_mask(attention_mask, (b, t))
+        if self.reads_first_token:
+            warn_if_left_padded(key_mask)
+        if self.has_window and key_mask is not None:
+            _refuse_holes(key_mask)
+        packed = packing.pack(hidden.float(), key_mask)
+        positions = torch.arange(t) if position_ids is None else position_ids
+        positions = positions.expand(b, t).reshape(-1)
+        if packed.index is not None:
+            positions = positions.index_select(0, packed.index)
+        rope = []
+        for layer_type in self.tables:  # Hugging Face's own tables (any rope type / scaling), for packed tokens
+            cos, sin = base.rotary_emb(packed.tokens, positions[None], layer_type)
+            rope += [cos[0].float().contiguous(), sin[0].float().contiguous()]
+        out = base.final_norm(self.runtime(packed.tokens, packed.cu_seqlens, rope))
+        return BaseModelOutput(last_hidden_state=packing.unpack(out, packed).to(hidden.dtype))
+
+
+def _refuse_holes(key_mask: torch.Tensor) -> None:
+    """ValueError unless the real tokens of each row are one run (padding only before or after them): sliding
+    windows count distance in positions, the packed layout in real tokens."""
+    lengths = key_mask.sum(dim=1)
+    idx = torch.arange(key_mask.shape[1])
+    first = torch.where(key_mask, idx, key_mask.shape[1]).amin(dim=1)
+    last = torch.where(key_mask, idx, -1).amax(dim=1)
+    if bool(((last - first + 1 != lengths) & (lengths > 0)).any()):
+        raise ValueError("the attention mask has holes (padding between real tokens); with sliding-window attention "
+                         "the fused runtime needs each sequence's tokens in one run: compile with fused=False")
 
 
 def padding_mask(attention_mask: torch.Tensor | None, batch_tokens: tuple[int, int]) -> torch.Tensor | None:
@@ -145,16 +211,21 @@ def unsupported_reason(model: nn.Module) -> str | None:
         config = model.config
         if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
             return "the model is configured as a decoder (causal or cross-attention); the fused layer is an encoder's"
-        if not arch.layers.rpartition(".")[0]:
+        if not arch.pre_norm and not arch.layers.rpartition(".")[0]:
             return f"{arch.name}: the layer list is not held by its own loop module"
-        for layer in arch.layer_modules(base):
+        for i, layer in enumerate(arch.layer_modules(base)):
             for kind, module in arch.layer_linears(layer).items():
                 if type(module) is not nn.Linear and not isinstance(module, FormatLinear):
                     return (f"layer matrix {kind} is a {type(module).__name__}, not an nn.Linear: the model is in "
                             f"training (finish pruning) or already compiled per module (reload it to compile fused)")
             norms = arch.layer_norms(layer)
-            if any(type(n) is not nn.LayerNorm or n.weight is None or n.bias is None for n in norms):
-                return "the fused layer needs LayerNorms with weight and bias after attention and after the FFN"
+            first_absent = arch.pre_norm and i == 0 and type(norms[0]) is nn.Identity
+            if any(type(n) is not nn.LayerNorm or n.weight is None for n in norms[first_absent:]):
+                return "the fused layer needs LayerNorms with a weight around attention and the FFN"
+        if arch.pre_norm:
+            why = _pre_norm_reason(base, arch)
+            if why:
+                return f"{arch.name}: {why}"
         activation = arch.activation(config)
     params = list(model.parameters())
     if params and params[0].device.type != "cpu":
@@ -168,6 +239,18 @@ def unsupported_reason(model: nn.Module) -> str | None:
     return None
 
 
+def _pre_norm_reason(base: nn.Module, arch) -> str:
+    """Why ModernBERT's base model cannot take the fused forward, or ``""``."""
+    config = base.config
+    if arch.head_dim(config) % 2:
+        return "rotary positions need an even head width"
+    for name in ("embeddings", "rotary_emb", "final_norm"):
+        if not isinstance(getattr(base, name, None), nn.Module):
+            return f"the base model has no {name} module (not the Hugging Face ModernBertModel layout)"
+    unknown = {t for t, _ in arch.layer_attention(config)} - {"full_attention", "sliding_attention"}
+    return f"attention types {sorted(unknown)} are not known to the fused runtime" if unknown else ""
+
+
 def remove(model: nn.Module) -> None:
     """Take the fused runtime out of ``model`` (if it has one): the model runs its own modules again."""
     from sparsekit.export.modeling import CompactModel
@@ -179,6 +262,11 @@ def remove(model: nn.Module) -> None:
     if parts is None:
         return
     arch, base = parts
+    if isinstance(base.__dict__.get("forward"), FusedPreNormForward):
+        del base.__dict__["forward"]
+        return
+    if arch.pre_norm:
+        return
     path, _ = _loop_path(arch)
     current = base.get_submodule(path)
     if isinstance(current, FusedLayers):
@@ -198,8 +286,23 @@ def fused_layers(model: nn.Module) -> list[LayerWeights]:
     arch, base = _hf_parts(model)
     config, heads = model.config, arch.heads(model.config)
     head_dim = arch.head_dim(config)
-    return [stacked_layer(arch.layer_linears(layer), arch.layer_norms(layer), heads, head_dim, head_dim,
-                          head_dim ** -0.5, arch.activation(config)) for layer in arch.layer_modules(base)]
+    if not arch.pre_norm:
+        return [stacked_layer(arch.layer_linears(layer), arch.layer_norms(layer), heads, head_dim, head_dim,
+                              head_dim ** -0.5, arch.activation(config)) for layer in arch.layer_modules(base)]
+    attention = arch.layer_attention(config)
+    tables = _rotary_tables(attention)
+    fused = []
+    for layer, (kind, window) in zip(arch.layer_modules(base), attention):
+        norms = arch.layer_norms(layer)
+        norm = encoder_ops.PRE_NORM_NO_FIRST if type(norms[0]) is nn.Identity else encoder_ops.PRE_NORM
+        fused.append(stacked_layer(arch.layer_linears(layer), norms, heads, head_dim, head_dim, head_dim ** -0.5,
+                                   arch.activation(config), norm=norm, window=window, rope=tables.index(kind)))
+    return fused
+
+
+def _rotary_tables(attention: list[tuple[str, int]]) -> list[str]:
+    """The attention types whose rotary tables the fused layers use, in table order."""
+    return sorted({kind for kind, _ in attention})
 
 
 def install(model: nn.Module, encoder: FusedEncoder) -> None:
@@ -216,8 +319,14 @@ def install(model: nn.Module, encoder: FusedEncoder) -> None:
         reads_first_token = task_type_of(model) == SEQUENCE
     except ValueError:  # a bare encoder: its user may read any position
         reads_first_token = False
-    path, list_name = _loop_path(arch)
     remove(model)
+    if arch.pre_norm:
+        attention = arch.layer_attention(model.config)
+        pooling_first = getattr(model.config, "classifier_pooling", "cls") == "cls"
+        base.forward = FusedPreNormForward(base, encoder, _rotary_tables(attention),
+                                           any(w >= 0 for _, w in attention), reads_first_token and pooling_first)
+        return
+    path, list_name = _loop_path(arch)
     loop = FusedLayers(base.get_submodule(path), list_name, encoder, reads_first_token, model.config)
     base.set_submodule(path, loop.train(base.training))
 
@@ -231,6 +340,11 @@ def runtime_of(model: nn.Module) -> FusedEncoder | None:
     if parts is None:
         return None
     arch, base = parts
+    forward = base.__dict__.get("forward")
+    if isinstance(forward, FusedPreNormForward):
+        return forward.runtime
+    if arch.pre_norm:
+        return None
     loop = base.get_submodule(_loop_path(arch)[0])
     return loop.runtime if isinstance(loop, FusedLayers) else None
 
