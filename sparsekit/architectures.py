@@ -7,13 +7,13 @@ FFN-in, FFN-out; GLU FFNs add FFN-gate). An Architecture says, for one model fam
 - ``layers``: the dotted path of the layer list (module names are ``...{layers}.{i}.{suffix}``);
 - ``matrices``: one Matrix per module of a layer, its ``suffix`` below the layer and the matrix types
   its rows hold, in row order;
-- ``norms``: the LayerNorms after attention and after the FFN (post-LayerNorm layers), or before them
-  (``pre_norm``: ModernBERT, whose first layer has none before attention);
+- ``norms``: the LayerNorms after attention and after the FFN (post-LayerNorm layers), or before them (ModernBERT,
+  whose first layer has none before attention);
 - which config fields give the head count, hidden size and FFN activation (the FFN width is the FFN-in
   module's row count);
-- ``fused``: why sparsekit's fused CPU runtime (sparsekit.runtime) cannot run the family's layers, or ``""``
-  when it can (post-LayerNorm layers with absolute positions, or ModernBERT's pre-LayerNorm layers with rotary
-  positions, GLU FFN and sliding windows);
+- ``fused_layout``: how sparsekit's fused CPU runtime (sparsekit.runtime) runs the family's layers: ``"bert"``
+  (post-LayerNorm layers with absolute positions), ``"deberta"`` (post-LayerNorm with disentangled relative-position
+  attention), ``"modernbert"`` (pre-LayerNorm with rotary positions, GLU FFN and sliding windows);
 - ``compaction``: which exact-compaction rules of export/compact.py hold for it and are applied
   (COMPACTION_RULES), and ``skipped``: why each other rule is not. A family with every rule is exported
   compact (export/compact.py); any other keeps its structure and stores its matrices in sparse formats
@@ -84,8 +84,7 @@ class Architecture:
     activation_field: str = "hidden_act"
     compaction: tuple[str, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()
-    fused: str = ""
-    pre_norm: bool = False
+    fused_layout: str = "bert"
 
     @property
     def compacts(self) -> bool:
@@ -196,14 +195,14 @@ DEBERTA_V2 = Architecture(
              ("qk-dims", f"{_RELATIVE} multiplies Q and K rows with the position embeddings (c2p / p2c terms): an "
                          f"empty K row does not cancel in the softmax"),
              ("heads", f"{_RELATIVE} is not in sparsekit's compacted model")),
-    fused=f"{_RELATIVE} (c2p / p2c position terms in every score) is not in the fused attention kernel")
+    fused_layout="deberta")
 
 _PRE_LN = "ModernBERT is pre-LayerNorm with rotary positions and no biases"
 MODERNBERT = Architecture(
     "modernbert", model_types=("modernbert",), layers="layers",
     matrices=(Matrix("attn.Wqkv", ("query", "key", "value")), Matrix("attn.Wo", ("attn_out",)),
               Matrix("mlp.Wi", ("ffn_in", GATE)), Matrix("mlp.Wo", ("ffn_out",))),
-    norms=("attn_norm", "mlp_norm"), activation_field="hidden_activation", pre_norm=True,
+    norms=("attn_norm", "mlp_norm"), activation_field="hidden_activation", fused_layout="modernbert",
     skipped=(("ffn-neurons", "a GLU neuron is removable only when its FFN-in and gate rows are both empty or its "
                              f"FFN-out column is; {_NO_COMPACT_MODEL} ({_PRE_LN})"),
              ("vo-dims", f"the rule holds (no V bias to fold) but {_NO_COMPACT_MODEL} ({_PRE_LN})"),

@@ -190,13 +190,14 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     """Make ``model`` (in place) run every encoder matrix on the fastest backend measured here.
 
     On the CPU in float32, a compacted model (``sparsekit.load`` of a compacted artifact) and a Hugging Face
-    encoder of the families the fused layer computes (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT, DistilBERT and
-    ModernBERT: a pruned checkpoint, the pruning engine's output, a structure-keeping artifact) get sparsekit's
-    fused encoder runtime
+    encoder of every family sparsekit supports (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT, DistilBERT, DeBERTa-v2 /
+    v3 and ModernBERT: a pruned checkpoint, the pruning engine's output, a structure-keeping artifact) get
+    sparsekit's fused encoder runtime
     (:mod:`sparsekit.runtime`: Q, K and V as one matrix, fused epilogues and LayerNorms, packed tokens, one op call
     per forward; :mod:`sparsekit.runtime.models` says how it goes in), each of its matrices on the fastest of
     dense / ``csr-cpu`` / ``bsr-cpu``. A fused model is inference-only (``model.eval()``) and does not record
-    per-layer hidden states or attentions. Any other model (DeBERTa, a GPU model, ``fused=False``)
+    per-layer hidden states or attentions. Any other model (a GPU model, a configuration the runtime does not
+    run such as DeBERTa's convolution layer, ``fused=False``)
     keeps its modules, each encoder Linear swapped for its fastest backend; ``report.runtime`` says which and why.
     Exporting first is still faster than compiling the pruned checkpoint: compaction removes whole heads and
     neurons, which the uncompacted model computes (as zero rows, which the sparse kernels skip).

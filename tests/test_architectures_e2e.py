@@ -48,12 +48,11 @@ def test_prune_export_load_compile_equals_masked_dense(pruned_and_exported):
         report = compile(model, tokens=32, warmup=1, repeats=2, verbose=False, force="csr-cpu")
         assert {c.backend for c in report.layers} == {"csr-cpu"}  # the kernels run every architecture's matrices
         layers = model.config.num_hidden_layers if name != "distilbert-tiny" else model.config.n_layers
-        if architecture_for(model.config).fused:  # DeBERTa, ModernBERT: each Linear swapped in the module tree
-            assert report.runtime == "modules"
-            assert len(report.layers) == len(prunable_matrices(pruned.model))
-            assert all(isinstance(model.get_submodule(c.name), PackedLinear) for c in report.layers)
-        else:  # DistilBERT: the fused runtime, four fused matrices per layer (Q, K and V stacked)
-            assert report.runtime == "fused" and len(report.layers) == 4 * layers
+        # every family: the fused runtime, four fused matrices per layer (Q, K and V stacked)
+        assert report.runtime == "fused" and len(report.layers) == 4 * layers
+        modules = compile(model, tokens=32, warmup=1, repeats=2, verbose=False, force="csr-cpu", fused=False)
+        assert modules.runtime == "modules" and len(modules.layers) == len(prunable_matrices(pruned.model))
+        assert all(isinstance(model.get_submodule(c.name), PackedLinear) for c in modules.layers)
         assert torch.allclose(model(**inputs).logits, expected, atol=1e-4)
     assert verify(artifact)["ok"]
 

@@ -211,6 +211,53 @@ def test_pre_norm_layers_match_reference(isa, backend):
         torch.testing.assert_close(enc(x, cu, rope), want, rtol=1e-5, atol=5e-5)
 
 
+def _relative_layer(gen, hidden, heads, d, ffn, rows, terms=("c2p", "p2c")):
+    """A DeBERTa-style layer: post-LayerNorm with position keys / queries of ``rows`` relative-position buckets."""
+    layer = _layer(gen, hidden, heads, d, d, ffn, 0.4)
+    pos = [torch.randn(rows, heads * d, generator=gen) if t in terms else None for t in ("c2p", "p2c")]
+    layer.relative = tuple(pos)
+    layer.scale = (d * (1 + len(terms))) ** -0.5
+    return layer
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("backend", ["dense", "csr-cpu"])
+def test_relative_position_layers_match_reference(isa, backend):
+    """DeBERTa's c2p + p2c terms, each alone, 10 buckets (not a whole number of vectors); a rel_index that is not
+    monotonic (the kernel scans the columns a sequence uses); lengths 1, 9, 0, 20."""
+    gen = torch.Generator().manual_seed(13)
+    layers = [_relative_layer(gen, 32, 4, 8, 40, 10), _relative_layer(gen, 32, 4, 8, 40, 10, ("c2p",)),
+              _relative_layer(gen, 32, 4, 8, 40, 10, ("p2c",)), _layer(gen, 32, 4, 8, 8, 40, 0.4)]
+    enc = FusedEncoder(layers, [dict.fromkeys(("qkv", "attn_out", "ffn_in", "ffn_out"), backend)] * len(layers))
+    assert enc.relative
+    cu = _cu([1, 9, 0, 20])
+    rel_index = torch.randint(0, 10, (2 * 24 + 1,), generator=gen, dtype=torch.int32)
+    x = torch.randn(30, 32, generator=gen)
+    want = reference.encoder_layers(x, cu, enc._tensors, enc._meta, enc._scalars, (), rel_index)
+    with cpu.force_isa(isa):
+        torch.testing.assert_close(enc(x, cu, rel_index=rel_index), want, rtol=1e-5, atol=5e-5)
+
+
+def test_relative_position_bad_arguments_are_clear_errors():
+    gen = torch.Generator().manual_seed(14)
+    enc = FusedEncoder([_relative_layer(gen, 16, 2, 4, 8, 6)], [dict.fromkeys(("qkv", "attn_out", "ffn_in",
+                                                                              "ffn_out"), "dense")])
+    x, cu = torch.randn(5, 16), _cu([2, 3])
+    good = torch.zeros(5, dtype=torch.int32)
+    with pytest.raises(ValueError, match="give rel_index"):
+        enc(x, cu)
+    with pytest.raises(TypeError, match="int32"):
+        enc(x, cu, rel_index=good.long())
+    with pytest.raises(ValueError, match="outside 0 .. 15"):
+        enc(x, cu, rel_index=torch.full((5,), 16, dtype=torch.int32))
+    with pytest.raises(ValueError, match="odd length"):
+        enc(x, cu, rel_index=torch.zeros(4, dtype=torch.int32))
+    with pytest.raises(ValueError, match="longest sequence needs 2"):
+        enc(x, cu, rel_index=torch.zeros(3, dtype=torch.int32))
+    torch.library.opcheck(torch.ops.sparsekit.encoder_layers.default,
+                          (x, cu, enc._tensors, enc._meta, enc._scalars, [], good))
+
+
 def test_pre_norm_reference_is_modernbert_layer():
     """The reference of the pre-LayerNorm layer computes what Hugging Face's ModernBERT layer does."""
     from transformers import ModernBertConfig
@@ -404,18 +451,22 @@ def test_torch_compile_over_the_fused_model(compact_pair):
         torch.testing.assert_close(got, hf(input_ids=ids, attention_mask=mask).logits, rtol=0, atol=1e-4)
 
 
+NO_REL = torch.empty(0, dtype=torch.int32)  # rel_index of layers without relative-position terms
+
+
 def test_opcheck_fused_ops():
     gen = torch.Generator().manual_seed(7)
     enc = FusedEncoder([_layer(gen, 16, 2, 4, 4, 8, 0.5)], [dict.fromkeys(("qkv", "attn_out", "ffn_in",
                                                                             "ffn_out"), "csr-cpu")])
     cu = _cu([2, 3])
     torch.library.opcheck(torch.ops.sparsekit.encoder_layers.default,
-                          (torch.randn(5, 16), cu, enc._tensors, enc._meta, enc._scalars, []))
+                          (torch.randn(5, 16), cu, enc._tensors, enc._meta, enc._scalars, [], NO_REL))
     torch.library.opcheck(torch.ops.sparsekit.packed_attention.default, (torch.randn(5, 24), cu, 2, 4, 4, 0.5, -1))
     pre = FusedEncoder([_pre_norm_layer(gen, 16, 2, 4, 8, first=True, window=1, rope=0)],
                        [dict.fromkeys(("qkv", "attn_out", "ffn_in", "ffn_out"), "csr-cpu")])
     torch.library.opcheck(torch.ops.sparsekit.encoder_layers.default,
-                          (torch.randn(5, 16), cu, pre._tensors, pre._meta, pre._scalars, list(_rope_tables(5, 4))))
+                          (torch.randn(5, 16), cu, pre._tensors, pre._meta, pre._scalars, list(_rope_tables(5, 4)),
+                           NO_REL))
     torch.library.opcheck(torch.ops.sparsekit.packed_attention.default, (torch.randn(5, 24), cu, 2, 4, 4, 0.5, 1))
 
 

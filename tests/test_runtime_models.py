@@ -1,6 +1,6 @@
-"""The fused runtime inside Hugging Face models (sparsekit.runtime.models): uncompacted BERT-family, DistilBERT and
-ModernBERT models, their three task heads, structure-keeping artifacts and the family it does not run, against
-the masked dense model on every ISA path this CPU has."""
+"""The fused runtime inside Hugging Face models (sparsekit.runtime.models): uncompacted BERT-family, DistilBERT,
+DeBERTa and ModernBERT models, their three task heads, structure-keeping artifacts and the configurations it does
+not run, against the masked dense model on every ISA path this CPU has."""
 from __future__ import annotations
 
 import copy
@@ -24,7 +24,7 @@ PADDINGS = {
     "right padded": torch.tensor([[1] * 9, [1] * 4 + [0] * 5, [1] + [0] * 8]),
     "holes": torch.tensor([[1, 0, 1, 1, 0, 1, 1, 1, 1], [1] * 9, [1, 1, 0, 0, 0, 0, 0, 0, 1]]),
 }
-FUSED_FAMILIES = ("bert", "roberta", "electra", "distilbert", "modernbert")
+FUSED_FAMILIES = ("bert", "roberta", "electra", "distilbert", "deberta-v2", "modernbert")
 
 
 def _tiny(model_type: str, task_type: str = SEQUENCE, act: str | None = None, seed: int = 0, **extra):
@@ -35,7 +35,13 @@ def _tiny(model_type: str, task_type: str = SEQUENCE, act: str | None = None, se
 
     from task_models import prune_randomly
 
-    if model_type == "modernbert":
+    if model_type == "deberta-v2":  # DeBERTa-v3's attention; 8 buckets: distances >= 4 are log-bucketed
+        dims = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                    max_position_embeddings=64, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                    position_buckets=8, max_relative_positions=16, share_att_key=True, norm_rel_ebd="layer_norm",
+                    position_biased_input=False, type_vocab_size=0)
+        dims.update({"hidden_act": act} if act else {})
+    elif model_type == "modernbert":
         dims = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
                     max_position_embeddings=64, local_attention=4, global_attn_every_n_layers=3, pad_token_id=0,
                     bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)
@@ -80,7 +86,8 @@ def test_hugging_face_model_fused_matches_masked_dense(model_type, padding, isa)
     assert len(report.layers) == model.config.num_hidden_layers * 4  # qkv, attn_out, ffn_in, ffn_out per layer
     assert list(model.state_dict()) == keys  # the layers are still there, under the same names
     inputs = _inputs(padding)
-    if model_type == "modernbert" and padding == "holes":  # sliding windows count positions, packing tokens
+    if model_type in ("modernbert", "deberta-v2") and padding == "holes":  # windows / relative distances count
+        # positions, packing counts real tokens
         with torch.no_grad(), pytest.raises(ValueError, match="holes"):
             model(**inputs)
         return
@@ -88,7 +95,7 @@ def test_hugging_face_model_fused_matches_masked_dense(model_type, padding, isa)
         _compare(model(**inputs), reference(**inputs), SEQUENCE, inputs.get("attention_mask"))
 
 
-@pytest.mark.parametrize("model_type", ["bert", "distilbert", "modernbert"])
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "deberta-v2", "modernbert"])
 @pytest.mark.parametrize("task_type", [TOKEN, QA])
 def test_per_token_heads_fused(model_type, task_type):
     model = _tiny(model_type, task_type)
@@ -159,7 +166,7 @@ def test_fused_model_is_inference_only(model_type):
         model(**_inputs("none"))
 
 
-@pytest.mark.parametrize("model_type", ["bert", "distilbert", "modernbert"])
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "deberta-v2", "modernbert"])
 def test_per_layer_outputs_are_refused_not_left_empty(model_type):
     model = _tiny(model_type)
     sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
@@ -213,15 +220,31 @@ def test_modernbert_unfused_restores_its_forward():
         _compare(model(**inputs), reference(**inputs), SEQUENCE, None)
 
 
-@pytest.mark.parametrize("name,why", [("deberta-v2-tiny", "relative-position")])
-def test_unfused_families_keep_their_modules_and_say_why(name, why):
-    from transformers import AutoModelForSequenceClassification
+@pytest.mark.parametrize("variant", [dict(share_att_key=False), dict(pos_att_type=["c2p"]),
+                                     dict(pos_att_type=["p2c"], position_buckets=-1),
+                                     dict(relative_attention=False, position_biased_input=True)])
+def test_deberta_attention_variants(variant):
+    """Separate position projections, one relative term only, no buckets, no relative attention at all; left
+    padding (distances are the same once packed)."""
+    model = _tiny("deberta-v2", TOKEN, **variant)
+    reference = copy.deepcopy(model)
+    assert sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False).runtime == "fused"
+    ids = _inputs("none")["input_ids"]
+    for mask in (None, torch.tensor([[1] * 9, [0] * 3 + [1] * 6, [1] * 2 + [0] * 7])):
+        with torch.no_grad():
+            _compare(model(input_ids=ids, attention_mask=mask), reference(input_ids=ids, attention_mask=mask), TOKEN,
+                     mask)
 
-    from sparsekit.models import random_config
 
-    model = AutoModelForSequenceClassification.from_config(random_config(name)).eval()
+@pytest.mark.parametrize("variant,why", [(dict(conv_kernel_size=3), "convolution")])
+def test_configurations_the_runtime_does_not_run_keep_their_modules_and_say_why(variant, why):
+    model = _tiny("deberta-v2", **variant)
+    reference = copy.deepcopy(model)
     report = sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
     assert report.runtime == "modules" and why in report.runtime_why
+    inputs = _inputs("right padded")
+    with torch.no_grad():
+        _compare(model(**inputs), reference(**inputs), SEQUENCE, None)
 
 
 def test_models_the_runtime_cannot_take_say_why():
@@ -249,10 +272,10 @@ def test_padding_mask_of_the_masks_hugging_face_builds():
         padding_mask(key, (2, 4))
 
 
-@pytest.mark.parametrize("model_type", ["distilbert", "modernbert"])
+@pytest.mark.parametrize("model_type", ["distilbert", "deberta-v2", "modernbert"])
 def test_structure_keeping_artifact_runs_fused_with_its_plan(tmp_path, model_type):
-    """DistilBERT and ModernBERT artifacts keep their module tree (FormatLinear matrices): compile fuses it, the
-    plan is saved into the artifact and reused by load + compile without timing."""
+    """DistilBERT, DeBERTa and ModernBERT artifacts keep their module tree (FormatLinear matrices): compile fuses
+    it, the plan is saved into the artifact and reused by load + compile without timing."""
     from sparsekit.export.artifact import export, load
     from sparsekit.models import load_tokenizer
     from sparsekit.runtime.plan import save_plan
@@ -294,7 +317,7 @@ def test_int8_precision_on_a_hugging_face_model():
     assert (got - want).abs().max() < 0.1 * want.abs().max() + 1e-3  # quantised: close, not exact
 
 
-@pytest.mark.parametrize("model_type", ["bert", "modernbert"])
+@pytest.mark.parametrize("model_type", ["bert", "deberta-v2", "modernbert"])
 def test_torch_compile_over_a_fused_hugging_face_model(model_type):
     model = _tiny(model_type)
     reference = copy.deepcopy(model)

@@ -9,14 +9,17 @@
 //            int8:   ptr int32, col int16, val int8, bias float32 [out], scale float32 [out] (1x4-block layout of
 //                    spmm_cpu_int8.h; activations quantised per token, the epilogue applied after dequantising) --
 //            then LayerNorm 1 weight, bias and LayerNorm 2 weight, bias (float32 [hidden]; LayerNorm 1's two
-//            empty when norm is 2).
+//            empty when norm is 2), then DeBERTa's posK^T and posQ^T (float32 [heads][dq][rel_cols], each empty
+//            when the layer lacks that term).
 //   meta (kMeta per layer): heads, dq, dv, act, norm (0 post-LayerNorm, 1 pre-LayerNorm, 2 pre-LayerNorm without
 //            LayerNorm 1), glu (0 / 1: ffn_in stacks FFN-in on gate rows), window (-1: every key; w >= 0: keys
 //            with |i - j| <= w), rotary (-1: none; t: rotary tables rope[2 t] (cos), rope[2 t + 1] (sin), each
-//            float32 [N, dq]), then per matrix: kind (0 dense, 1 sparse, 2 int8), in, out, group_rows, chunk
-//            (group_rows / chunk: sparse only).
+//            float32 [N, dq]), relative (0: none; bit 1: c2p, bit 2: p2c, DeBERTa), rel_cols, then per matrix:
+//            kind (0 dense, 1 sparse, 2 int8), in, out, group_rows, chunk (group_rows / chunk: sparse only).
 //   scalars (kScalars per layer): attention scale, LayerNorm 1 eps, LayerNorm 2 eps.
 //   rope: the rotary tables the layers name (cos / sin of each packed token's position), or none.
+//   rel_index: int32 [2 c + 1], the posK / posQ column of each distance i - j in [-c, c] (at i - j + c), for the
+//            layers with relative terms; empty when none has them.
 // Every tensor, size and packed index is checked before any kernel runs (ValueError / TypeError).
 #include "encoder_binding.h"
 
@@ -41,8 +44,8 @@ using spmm_cpu::Epilogue;
 
 constexpr int64_t kMatrices = 4;
 constexpr int64_t kPerMatrix = 5;
-constexpr int64_t kTensors = kMatrices * kPerMatrix + 4;
-constexpr int64_t kHeadMeta = 8;  // heads, dq, dv, act, norm, glu, window, rotary
+constexpr int64_t kTensors = kMatrices * kPerMatrix + 4 + 2;
+constexpr int64_t kHeadMeta = 10;  // heads, dq, dv, act, norm, glu, window, rotary, relative, rel_cols
 constexpr int64_t kMeta = kHeadMeta + kMatrices * 5;
 enum Norm : int64_t { kPostNorm = 0, kPreNorm = 1, kPreNormNoFirst = 2 };
 constexpr int64_t kScalars = 3;
@@ -220,8 +223,8 @@ spmm_cpu_int8::B4Weight checked_int8(const at::Tensor* mt, int64_t in, int64_t o
 }
 
 Layer checked_layer(const std::vector<at::Tensor>& t, const std::vector<int64_t>& meta,
-                    const std::vector<double>& sc, const std::vector<at::Tensor>& rope, int64_t l, int64_t N,
-                    int64_t hidden, Isa isa, spmm_cpu_int8::Isa isa8) {
+                    const std::vector<double>& sc, const std::vector<at::Tensor>& rope, const at::Tensor& rel_index,
+                    int64_t l, int64_t N, int64_t hidden, Isa isa, spmm_cpu_int8::Isa isa8) {
   const at::Tensor* lt = t.data() + l * kTensors;
   const int64_t* lm = meta.data() + l * kMeta;
   const std::string where = "sparsekit: layer " + std::to_string(l);
@@ -250,6 +253,31 @@ Layer checked_layer(const std::vector<at::Tensor>& t, const std::vector<int64_t>
     }
     layer.rope_cos = tab[0].data_ptr<float>();
     layer.rope_sin = tab[1].data_ptr<float>();
+  }
+  TORCH_CHECK_VALUE(lm[8] >= 0 && lm[8] <= 3, where, ": relative must be 0..3, got ", lm[8]);
+  if (lm[8] != 0) {
+    const int64_t cols = lm[9];
+    TORCH_CHECK_VALUE(cols >= 1, where, ": rel_cols must be >= 1, got ", cols);
+    TORCH_CHECK_TYPE(rel_index.scalar_type() == at::kInt, where, ": rel_index must be int32");
+    TORCH_CHECK_VALUE(rel_index.device().is_cpu() && rel_index.dim() == 1 && rel_index.is_contiguous() &&
+                          rel_index.numel() % 2 == 1,
+                      where, ": rel_index must be a contiguous CPU vector of odd length (distances -c .. c), got ",
+                      rel_index.sizes());
+    const int32_t* ri = rel_index.data_ptr<int32_t>();
+    for (int64_t k = 0; k < rel_index.numel(); ++k) {
+      TORCH_CHECK_VALUE(ri[k] >= 0 && ri[k] < cols, where, ": rel_index[", k, "] = ", ri[k], " is outside 0 .. ",
+                        cols - 1);
+    }
+    const at::Tensor* pos = lt + kPerMatrix * kMatrices + 4;
+    const float** dst[2] = {&layer.attention.pos_key_t, &layer.attention.pos_query_t};
+    for (int k = 0; k < 2; ++k) {
+      if (!(lm[8] & (1 << k))) continue;
+      check_float_vector(pos[k], where + (k == 0 ? " posK" : " posQ"), H * dq * cols);
+      *dst[k] = pos[k].data_ptr<float>();
+    }
+    layer.attention.rel_cols = cols;
+    layer.attention.rel_index = ri;
+    layer.attention.rel_center = (rel_index.numel() - 1) / 2;
   }
   const int64_t ffn_rows = lm[kHeadMeta + 2 * 5 + 2];  // ffn_in's out
   TORCH_CHECK_VALUE(!layer.glu || ffn_rows % 2 == 0, where, ": a GLU ffn_in needs an even row count, got ",
@@ -310,8 +338,8 @@ float* scratch(std::vector<float>& buf, size_t n) {
 
 at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, const std::vector<at::Tensor>& tensors,
                           const std::vector<int64_t>& meta, const std::vector<double>& scalars,
-                          const std::vector<at::Tensor>& rope, const std::string& isa_name,
-                          const std::string& int8_isa_name) {
+                          const std::vector<at::Tensor>& rope, const at::Tensor& rel_index,
+                          const std::string& isa_name, const std::string& int8_isa_name) {
   const Isa isa = checked_isa(isa_name);
   const spmm_cpu_int8::Isa isa8 = parse_int8_isa(int8_isa_name);
   check_activations(x, "x", -1);
@@ -328,7 +356,7 @@ at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, con
   std::vector<Layer> layers;
   layers.reserve(static_cast<size_t>(nlayers));
   for (int64_t l = 0; l < nlayers; ++l) {
-    layers.push_back(checked_layer(tensors, meta, scalars, rope, l, N, hidden, isa, isa8));
+    layers.push_back(checked_layer(tensors, meta, scalars, rope, rel_index, l, N, hidden, isa, isa8));
   }
 
   at::Tensor y = x.contiguous().clone();
@@ -419,7 +447,8 @@ void register_encoder(pybind11::module_& m) {
   m.def("epilogue_rows", &epilogue_rows, pybind11::arg("y"), pybind11::arg("act"), pybind11::arg("residual"),
         pybind11::arg("isa"), "act(y) + residual (the dense Linear's epilogue), y float32 [M, n].");
   m.def("encoder_layers", &encoder_layers, pybind11::arg("x"), pybind11::arg("cu_seqlens"), pybind11::arg("tensors"),
-        pybind11::arg("meta"), pybind11::arg("scalars"), pybind11::arg("rope"), pybind11::arg("isa"),
+        pybind11::arg("meta"), pybind11::arg("scalars"), pybind11::arg("rope"), pybind11::arg("rel_index"),
+        pybind11::arg("isa"),
         pybind11::arg("int8_isa"),
         "A stack of fused encoder layers over packed tokens x float32 [N, hidden] (encoder_binding.cpp).");
 }

@@ -25,7 +25,7 @@ using spmm_cpu::Epilogue;
 struct EncoderOps {
   int L;
   void (*attention_item)(const float* qkv, int64_t ldq, int64_t t0, int64_t len, int64_t h, int64_t i0, int64_t i1,
-                         const AttentionShape& a, float* ctx, int64_t ldc, float* kt, float* S);
+                         const AttentionShape& a, float* ctx, int64_t ldc, float* kt, float* S, float* rel);
   void (*layer_norm_rows)(const float* x, int64_t ldx, const float* res, int64_t ldr, const float* gamma,
                           const float* beta, float eps, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t n);
   void (*epilogue_rows_range)(float* y, int64_t ldy, int64_t n, const Epilogue& ep, int64_t m0, int64_t m1);
@@ -108,7 +108,12 @@ void packed_attention(const float* qkv, int64_t ldq, const int64_t* cu, int64_t 
   const int64_t nitems = first[nseq];
   if (nitems == 0) return;
   const int64_t lkp = (maxlen + ops.L - 1) / ops.L * ops.L;
-  const size_t scratch = static_cast<size_t>((a.dq + kMaxQueryRows) * lkp);  // kt [dq][lkp] + S [rows][lkp]
+  // kt [dq][lkp] + S [rows][lkp], and for relative terms cq [rows][rel_cols] + ck [lkp][rel_cols]
+  const size_t scratch = static_cast<size_t>((a.dq + kMaxQueryRows) * lkp +
+                                             (a.relative() ? (kMaxQueryRows + lkp) * a.rel_cols : 0));
+  TORCH_CHECK_VALUE(!a.relative() || (a.rel_index != nullptr && maxlen - 1 <= a.rel_center),
+                    "sparsekit attention: the relative-position index covers distances up to ", a.rel_center,
+                    ", the longest sequence needs ", maxlen - 1);
   std::vector<char> failed(static_cast<size_t>(at::get_num_threads()) + 1, 0);
   at::parallel_for(0, nitems, 1, [&](int64_t b, int64_t e) {
     float* buf = tl_attention.get(scratch);
@@ -124,7 +129,8 @@ void packed_attention(const float* qkv, int64_t ldq, const int64_t* cu, int64_t 
       const int64_t local = item - first[s];
       const int64_t h = local / nqb, qb = local % nqb;
       const int64_t i0 = qb * qblock, i1 = std::min(len, i0 + qblock);
-      ops.attention_item(qkv, ldq, cu[s], len, h, i0, i1, a, ctx, ldc, buf, buf + a.dq * lkp);
+      ops.attention_item(qkv, ldq, cu[s], len, h, i0, i1, a, ctx, ldc, buf, buf + a.dq * lkp,
+                         buf + (a.dq + kMaxQueryRows) * lkp);
     }
   });
   for (char f : failed) TORCH_CHECK(!f, "sparsekit attention: out of memory (scratch buffers)");

@@ -12,6 +12,7 @@
 //   h   = LayerNorm1(ctx @ Wo^T + bo + x)          the residual add in the Linear's epilogue, LN right after
 //   u   = act(h @ Wi^T + bi)                       [N, ffn], the activation in the Linear's epilogue
 //   y   = LayerNorm2(u @ Wf^T + bf + h)
+// DeBERTa's layer is the post-LayerNorm one with relative-position terms in every score (AttentionShape).
 // A pre-LayerNorm layer (ModernBERT):
 //   qkv = LayerNorm1(x) @ Wqkv^T + bqkv            LayerNorm1 may be absent (ModernBERT's first layer)
 //   Q, K <- rotary(Q, K) with the cos / sin of each token's position (rotary_rows)
@@ -45,6 +46,16 @@ struct AttentionShape {
   int64_t q_off = 0, k_off = 0, v_off = 0;
   float scale = 1.0f;  ///< multiplies Q K^T (1 / sqrt(original head dim))
   int64_t window = -1;  ///< >= 0: query i attends to the keys j with |i - j| <= window only; -1: to all keys
+  /// DeBERTa's disentangled relative-position terms, both optional (nullptr: absent). Every score gets
+  ///   scale * (q_i . posK[r] + k_j . posQ[r]),   r = rel_index[i - j + rel_center]  (0 <= r < rel_cols)
+  /// (i, j: positions in the sequence). pos_key_t / pos_query_t: float32 [heads][dq][rel_cols], head h's
+  /// posK^T / posQ^T (c2p / p2c); rel_index: int32, defined for |i - j| <= rel_center.
+  const float* pos_key_t = nullptr;
+  const float* pos_query_t = nullptr;
+  int64_t rel_cols = 0;
+  const int32_t* rel_index = nullptr;
+  int64_t rel_center = 0;
+  bool relative() const { return pos_key_t != nullptr || pos_query_t != nullptr; }
 };
 
 /// ctx[t, h dv .. h dv + dv - 1] = sum_j softmax_j(scale q_t . k_j) v_j over the tokens j of t's sequence, for

@@ -4,7 +4,7 @@ Ops (declared here, once, with ``torch.library.custom_op`` and a fake implementa
 the C++ extension ``sparsekit._C_cpu``, ``csrc/spmm_cpu/encoder_cpu.h`` and ``encoder_binding.cpp``)::
 
     sparsekit::encoder_layers(Tensor x, Tensor cu_seqlens, Tensor[] tensors, int[] meta, float[] scalars,
-                              Tensor[] rope) -> Tensor
+                              Tensor[] rope, Tensor rel_index) -> Tensor
     sparsekit::packed_attention(Tensor qkv, Tensor cu_seqlens, int heads, int dq, int dv, float scale,
                                 int window) -> Tensor
 
@@ -20,6 +20,8 @@ arguments, layout in ``encoder_binding.cpp``), post-LayerNorm (BERT)::
     h   = LayerNorm1(ctx @ Wo.T + bo + x)      # residual in the Linear's epilogue
     y   = LayerNorm2(act(h @ Wi.T + bi) @ Wf.T + bf + h)      # activation in FFN-in's epilogue
 
+with, for DeBERTa, relative-position terms in every score: ``scale * (q_i . k_j + q_i . posK[r] + k_j . posQ[r])``,
+``r = rel_index[i - j + c]`` (posK / posQ: the layer's position keys / queries, precomputed; either may be absent);
 or pre-LayerNorm (ModernBERT)::
 
     qkv = LayerNorm1(x) @ Wqkv.T + bqkv        # LayerNorm1 may be absent (norm = PRE_NORM_NO_FIRST)
@@ -47,15 +49,17 @@ from sparsekit.formats.validate import KernelInputError
 from sparsekit.kernels import reference
 from sparsekit.kernels.cpu import _EXT, _plain_eager, _resolve_isa, _warn_unavailable
 
-__all__ = ["ACTIVATIONS", "DENSE", "INT8", "LAYER_HEAD_META", "LAYER_META", "LAYER_SCALARS", "LAYER_TENSORS",
-           "MATRIX_TENSORS", "POST_NORM", "PRE_NORM", "PRE_NORM_NO_FIRST", "SPARSE", "encoder_layers",
+__all__ = ["ACTIVATIONS", "C2P", "DENSE", "INT8", "LAYER_HEAD_META", "LAYER_META", "LAYER_SCALARS", "LAYER_TENSORS",
+           "MATRIX_TENSORS", "P2C", "POST_NORM", "PRE_NORM", "PRE_NORM_NO_FIRST", "SPARSE", "encoder_layers",
            "packed_attention"]
 
 #: The activations the fused FFN-in epilogue computes, by ``config.hidden_act`` name -> the op's code.
 ACTIVATIONS = {"gelu": 1, "gelu_new": 2, "gelu_pytorch_tanh": 2, "gelu_fast": 2, "relu": 3}
 #: Per layer: tensors, ints and floats of ``encoder_layers`` (encoder_binding.cpp); tensors per matrix; the ints
-#: before the matrices' (heads, dq, dv, act, norm, glu, window, rotary).
-LAYER_TENSORS, LAYER_META, LAYER_SCALARS, MATRIX_TENSORS, LAYER_HEAD_META = 24, 28, 3, 5, 8
+#: before the matrices' (heads, dq, dv, act, norm, glu, window, rotary, relative, rel_cols).
+LAYER_TENSORS, LAYER_META, LAYER_SCALARS, MATRIX_TENSORS, LAYER_HEAD_META = 26, 30, 3, 5, 10
+#: Bits of the meta ``relative``: DeBERTa's content -> position and position -> content terms.
+C2P, P2C = 1, 2
 #: The op's layer kinds (meta ``norm``): post-LayerNorm, pre-LayerNorm, pre-LayerNorm without LayerNorm 1.
 POST_NORM, PRE_NORM, PRE_NORM_NO_FIRST = 0, 1, 2
 #: The op's matrix kinds: dense fp32 (BLAS), packed sparse fp32 (spmm_cpu.h), int8 1x4 blocks (spmm_cpu_int8.h).
@@ -94,7 +98,8 @@ def _packed_attention_fake(qkv, cu_seqlens, heads, dq, dv, scale, window):
     return qkv.new_empty((qkv.shape[0], heads * dv))
 
 
-def _check_layer_args(x: Any, cu_seqlens: Any, tensors: list, meta: list, scalars: list, rope: list) -> None:
+def _check_layer_args(x: Any, cu_seqlens: Any, tensors: list, meta: list, scalars: list, rope: list,
+                      rel_index: Any) -> None:
     op = "sparsekit::encoder_layers"
     _check_packed_tokens(op, x, cu_seqlens)
     n = len(meta) // LAYER_META
@@ -104,29 +109,32 @@ def _check_layer_args(x: Any, cu_seqlens: Any, tensors: list, meta: list, scalar
                                f"arguments with sparsekit.runtime.FusedEncoder)")
     if len(rope) % 2:
         raise KernelInputError(f"{op}: rope holds (cos, sin) pairs; got {len(rope)} tensors")
+    if not isinstance(rel_index, torch.Tensor) or rel_index.dtype != torch.int32 or rel_index.dim() != 1:
+        raise TypeError(f"{op}: rel_index must be a 1-D int32 tensor (empty when no layer has relative terms)")
 
 
 @torch.library.custom_op("sparsekit::encoder_layers", mutates_args=())
 def _encoder_layers_op(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torch.Tensor], meta: list[int],
-                       scalars: list[float], rope: list[torch.Tensor]) -> torch.Tensor:
+                       scalars: list[float], rope: list[torch.Tensor], rel_index: torch.Tensor) -> torch.Tensor:
     """``sparsekit::encoder_layers``: packed tokens ``x [N, hidden]`` -> ``[N, hidden]`` through every layer."""
-    return _run(x, cu_seqlens, tensors, meta, scalars, rope)
+    return _run(x, cu_seqlens, tensors, meta, scalars, rope, rel_index)
 
 
 @_encoder_layers_op.register_fake
-def _encoder_layers_fake(x, cu_seqlens, tensors, meta, scalars, rope):
-    _check_layer_args(x, cu_seqlens, tensors, meta, scalars, rope)
+def _encoder_layers_fake(x, cu_seqlens, tensors, meta, scalars, rope, rel_index):
+    _check_layer_args(x, cu_seqlens, tensors, meta, scalars, rope, rel_index)
     return torch.empty_like(x)
 
 
 def _run(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torch.Tensor], meta: list[int],
-         scalars: list[float], rope: list[torch.Tensor]) -> torch.Tensor:
-    _check_layer_args(x, cu_seqlens, tensors, meta, scalars, rope)
+         scalars: list[float], rope: list[torch.Tensor], rel_index: torch.Tensor) -> torch.Tensor:
+    _check_layer_args(x, cu_seqlens, tensors, meta, scalars, rope, rel_index)
     ext = _EXT.load()
     if ext is None:
         _warn_unavailable()
-        return reference.encoder_layers(x, cu_seqlens, tensors, meta, scalars, rope)
-    return ext.encoder_layers(x, cu_seqlens, tensors, meta, scalars, rope, _resolve_isa(), _int8_isa(meta))
+        return reference.encoder_layers(x, cu_seqlens, tensors, meta, scalars, rope, rel_index)
+    return ext.encoder_layers(x, cu_seqlens, tensors, meta, scalars, rope, rel_index, _resolve_isa(),
+                              _int8_isa(meta))
 
 
 def _int8_isa(meta: list[int]) -> str:
@@ -141,7 +149,8 @@ def _int8_isa(meta: list[int]) -> str:
 
 
 def encoder_layers(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torch.Tensor], meta: list[int],
-                   scalars: list[float], rope: list[torch.Tensor] | tuple = ()) -> torch.Tensor:
+                   scalars: list[float], rope: list[torch.Tensor] | tuple = (),
+                   rel_index: torch.Tensor | None = None) -> torch.Tensor:
     """Run the fused layers (op ``sparsekit::encoder_layers``) on packed tokens.
 
     Args:
@@ -150,13 +159,16 @@ def encoder_layers(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torc
             ``csrc/spmm_cpu/encoder_binding.cpp``); every tensor, size and packed index is checked on each call.
         rope: the rotary tables the layers' meta names, ``(cos, sin)`` pairs, each float32 ``[N, dq]`` (the cos /
             sin of each packed token's position); empty when no layer has rotary positions.
+        rel_index: int32 ``[2 c + 1]``: for the layers with relative terms (DeBERTa), the posK / posQ column of each
+            distance ``i - j`` in ``[-c, c]``, at ``i - j + c``; c must reach the longest sequence. None: none.
     Returns:
         float32 ``[N, hidden]``, the last layer's output (a new tensor).
     """
     rope = list(rope)
+    rel_index = torch.empty(0, dtype=torch.int32) if rel_index is None else rel_index
     if _plain_eager(x, None):  # the dispatcher costs tens of microseconds per call with ~200 list arguments
-        return _run(x, cu_seqlens, tensors, meta, scalars, rope)
-    return torch.ops.sparsekit.encoder_layers(x, cu_seqlens, tensors, meta, scalars, rope)
+        return _run(x, cu_seqlens, tensors, meta, scalars, rope, rel_index)
+    return torch.ops.sparsekit.encoder_layers(x, cu_seqlens, tensors, meta, scalars, rope, rel_index)
 
 
 def packed_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, heads: int, dq: int, dv: int,

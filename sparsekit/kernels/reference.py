@@ -169,6 +169,35 @@ _ACTIVATION_FNS = {0: lambda t: t, 1: torch.nn.functional.gelu,
                    2: lambda t: torch.nn.functional.gelu(t, approximate="tanh"), 3: torch.relu}
 
 
+def relative_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, heads: int, dq: int, dv: int, scale: float,
+                       pos_key_t: torch.Tensor | None, pos_query_t: torch.Tensor | None,
+                       rel_index: torch.Tensor) -> torch.Tensor:
+    """DeBERTa's disentangled attention over packed tokens: scores ``scale * (q_i . k_j + q_i . posK[r] + k_j .
+    posQ[r])`` with ``r = rel_index[i - j + c]`` (``c = (len(rel_index) - 1) / 2``); ``pos_key_t`` /
+    ``pos_query_t`` ``[heads * dq * R]`` (head-major ``[H][dq][R]``) or None. ``qkv`` as packed_attention's."""
+    n = qkv.shape[0]
+    out = qkv.new_zeros(n, heads * dv)
+    center = (rel_index.numel() - 1) // 2
+    for s0, s1 in zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist()):
+        if s1 == s0 or heads == 0:
+            continue
+        q = qkv[s0:s1, :heads * dq].view(-1, heads, dq).transpose(0, 1)  # [H, len, dq]
+        k = qkv[s0:s1, heads * dq:2 * heads * dq].view(-1, heads, dq).transpose(0, 1)
+        v = qkv[s0:s1, 2 * heads * dq:].view(-1, heads, dv).transpose(0, 1)
+        pos = torch.arange(s1 - s0)
+        idx = rel_index.long()[pos[:, None] - pos[None, :] + center]  # [len, len]
+        scores = q @ k.transpose(1, 2)
+        if pos_key_t is not None:
+            c2p = q @ pos_key_t.view(heads, dq, -1)  # [H, len, R]
+            scores = scores + c2p.gather(2, idx.expand(heads, -1, -1))
+        if pos_query_t is not None:
+            p2c = k @ pos_query_t.view(heads, dq, -1)  # [H, len (keys), R]
+            scores = scores + p2c.gather(2, idx.t().expand(heads, -1, -1)).transpose(1, 2)
+        ctx = torch.softmax(scores * scale, dim=-1) @ v
+        out[s0:s1] = ctx.transpose(0, 1).reshape(s1 - s0, heads * dv)
+    return out
+
+
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary position embedding as Hugging Face's ``apply_rotary_pos_emb``: ``x [N, H, d]`` rotated by the
     per-token ``cos`` / ``sin`` ``[N, d]``: ``x * cos + [-x2 | x1] * sin`` (x1 / x2 the halves of each head)."""
@@ -177,18 +206,20 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 
 def encoder_layers(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torch.Tensor], meta: list[int],
-                   scalars: list[float], rope: list[torch.Tensor] | tuple = ()) -> torch.Tensor:
+                   scalars: list[float], rope: list[torch.Tensor] | tuple = (),
+                   rel_index: torch.Tensor | None = None) -> torch.Tensor:
     """The fused encoder layers (op ``sparsekit::encoder_layers``, argument layout in
     ``csrc/spmm_cpu/encoder_binding.cpp``) in plain torch: ``x [N, hidden]`` -> ``[N, hidden]``."""
-    from sparsekit.kernels.encoder import LAYER_META, LAYER_SCALARS, LAYER_TENSORS, POST_NORM, PRE_NORM
+    from sparsekit.kernels.encoder import (C2P, LAYER_META, LAYER_SCALARS, LAYER_TENSORS, MATRIX_TENSORS, P2C,
+                                           POST_NORM, PRE_NORM)
 
     hidden = x.shape[1]
     for layer in range(len(meta) // LAYER_META):
         t = tensors[LAYER_TENSORS * layer:LAYER_TENSORS * (layer + 1)]
         m = meta[LAYER_META * layer:LAYER_META * (layer + 1)]
         s = scalars[LAYER_SCALARS * layer:LAYER_SCALARS * (layer + 1)]
-        heads, dq, dv, act, norm, glu, window, table = m[:8]
-        ln = t[-4:]
+        heads, dq, dv, act, norm, glu, window, table, relative = m[:9]
+        ln = t[4 * MATRIX_TENSORS:4 * MATRIX_TENSORS + 4]
         norms = [partial(torch.nn.functional.layer_norm, normalized_shape=(hidden,), weight=ln[2 * k],
                          bias=ln[2 * k + 1], eps=s[1 + k]) for k in (0, 1)]
         qkv = _fused_matrix(t, m, 0, norms[0](x) if norm == PRE_NORM else x)
@@ -196,7 +227,13 @@ def encoder_layers(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torc
             qk = qkv[:, :2 * heads * dq].reshape(-1, 2 * heads, dq)
             qkv = torch.cat([rotary(qk, rope[2 * table], rope[2 * table + 1]).reshape(qkv.shape[0], -1),
                              qkv[:, 2 * heads * dq:]], dim=1)
-        h = _fused_matrix(t, m, 1, packed_attention(qkv, cu_seqlens, heads, dq, dv, s[0], window)) + x
+        if relative:
+            pos_key, pos_query = t[4 * MATRIX_TENSORS + 4:4 * MATRIX_TENSORS + 6]
+            ctx = relative_attention(qkv, cu_seqlens, heads, dq, dv, s[0], pos_key if relative & C2P else None,
+                                     pos_query if relative & P2C else None, rel_index)
+        else:
+            ctx = packed_attention(qkv, cu_seqlens, heads, dq, dv, s[0], window)
+        h = _fused_matrix(t, m, 1, ctx) + x
         if norm == POST_NORM:
             h = norms[0](h)
         u = _fused_matrix(t, m, 2, h if norm == POST_NORM else norms[1](h))

@@ -9,8 +9,9 @@ the LayerNorms, the attention widths and the activation. ``forward`` runs the op
 attention runs per sequence, bias + activation and bias + residual are fused into the Linears' epilogues and each
 LayerNorm follows in the same call.
 
-A layer is post-LayerNorm (BERT: the compacted model, BERT / RoBERTa / DistilBERT ...) or pre-LayerNorm with rotary
-positions, a GLU FFN and sliding-window attention (ModernBERT); the op's docstring gives both.
+A layer is post-LayerNorm (BERT: the compacted model, BERT / RoBERTa / DistilBERT ...; DeBERTa's with its relative-
+position terms in the attention scores) or pre-LayerNorm with rotary positions, a GLU FFN and sliding-window
+attention (ModernBERT); the op's docstring gives them.
 
 Built by ``sparsekit.compile`` (which measures the backend of each matrix) from the layers of a compacted model
 (:func:`layer_weights`) or of a Hugging Face encoder (:func:`stacked_layer`); which models it runs and how it is
@@ -42,7 +43,9 @@ class LayerWeights:
     rows on its gate rows. norms: (weight, bias, eps) of LayerNorm 1 and 2 -- after attention and after the FFN
     (``norm`` POST_NORM), or before them (PRE_NORM; PRE_NORM_NO_FIRST: no LayerNorm 1, its tensors empty).
     window: -1, or the sliding window ``|i - j| <= window`` of the attention; rope: -1, or which rotary table
-    (``(cos, sin)`` pair given to the forward) rotates Q and K. int8: the matrices stored int8 (an int8 artifact),
+    (``(cos, sin)`` pair given to the forward) rotates Q and K. relative: DeBERTa's position keys and queries
+    ``(posK, posQ)``, each float32 ``[R, heads * dq]`` (rows: relative-position buckets) or None for an absent
+    term; None for other layers. int8: the matrices stored int8 (an int8 artifact),
     by name; their ``matrices`` weight is the dequantised ``scale[:, None] * q``, and ``int8-b4-cpu`` packs the
     stored ints as they are (no re-quantisation)."""
 
@@ -58,6 +61,7 @@ class LayerWeights:
     glu: bool = False
     window: int = -1
     rope: int = -1
+    relative: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
 
 
 def layer_weights(layer: nn.Module, activation: str) -> LayerWeights:
@@ -76,12 +80,13 @@ def layer_weights(layer: nn.Module, activation: str) -> LayerWeights:
 @torch.no_grad()
 def stacked_layer(linears: dict[str, nn.Module], norms: tuple[nn.Module, nn.Module], heads: int, dq: int, dv: int,
                   scale: float, activation: str, *, norm: int = encoder_ops.POST_NORM, window: int = -1,
-                  rope: int = -1) -> LayerWeights:
+                  rope: int = -1, relative: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
+                  ) -> LayerWeights:
     """The LayerWeights of one layer: ``linears`` by matrix type, each an ``nn.Linear`` or a FormatLinear --
     query, key, value (Q / K ``[heads * dq, hidden]``, V ``[heads * dv, hidden]``) or one ``query+key+value``
     module stacking them; attn_out; ffn_in, or a GLU's ``ffn_in+ffn_gate``; ffn_out. ``norms``: LayerNorm 1 and 2
     (weight and bias; no bias: zeros); with ``norm`` PRE_NORM_NO_FIRST LayerNorm 1 is absent (any module).
-    ``window`` / ``rope``: see LayerWeights."""
+    ``window`` / ``rope`` / ``relative``: see LayerWeights."""
     from sparsekit.export.modeling import _weight_bias
 
     device = torch.device("cpu")
@@ -103,7 +108,8 @@ def stacked_layer(linears: dict[str, nn.Module], norms: tuple[nn.Module, nn.Modu
     fused_norms = tuple(_norm_params(n) if i or norm != encoder_ops.PRE_NORM_NO_FIRST
                         else (torch.empty(0), torch.empty(0), 0.0) for i, n in enumerate(norms))
     int8 = _int8_matrices({**linears, "ffn_in": ffn_in})
-    return LayerWeights(matrices, heads, dq, dv, scale, activation, fused_norms, int8, norm, glu, window, rope)
+    return LayerWeights(matrices, heads, dq, dv, scale, activation, fused_norms, int8, norm, glu, window, rope,
+                        relative)
 
 
 def _norm_params(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -129,6 +135,16 @@ def _int8_matrices(linears: dict[str, nn.Module]) -> dict[str, Int8BlockFormat]:
             found["qkv"] = Int8BlockFormat.from_quantized(torch.cat([f.to_int8() for f in qkv]),
                                                           torch.cat([f.scale for f in qkv]))
     return {name: fmt for name, fmt in found.items() if fmt is not None}
+
+
+def _position_table(pos: torch.Tensor | None, heads: int, dq: int, cols: int) -> torch.Tensor:
+    """DeBERTa's posK / posQ ``[R, heads * dq]`` as the op reads it: ``[heads][dq][cols]`` (columns past R zero), or
+    empty."""
+    if pos is None:
+        return torch.empty(0)
+    table = torch.zeros(heads, dq, cols)
+    table[:, :, :pos.shape[0]] = pos.float().view(pos.shape[0], heads, dq).permute(1, 2, 0)
+    return table.reshape(-1).contiguous()
 
 
 def _packed_matrix(weight: torch.Tensor, bias: torch.Tensor, backend: str,
@@ -171,29 +187,40 @@ class FusedEncoder(nn.Module):
             if unknown or set(chosen) != set(MATRICES):
                 raise ValueError(f"each layer needs a backend for {MATRICES} among {tuple(RUNTIME_BACKENDS)}; "
                                  f"got {chosen}")
+            pos_key, pos_query = lw.relative or (None, None)
+            rows = next((p.shape[0] for p in (pos_key, pos_query) if p is not None), 0)
+            cols = -(-rows // 16) * 16  # a whole number of vectors of every ISA
+            bits = (encoder_ops.C2P if pos_key is not None else 0) | (encoder_ops.P2C if pos_query is not None else 0)
             self._meta += [lw.heads, lw.dq, lw.dv, encoder_ops.ACTIVATIONS[lw.activation], lw.norm, int(lw.glu),
-                           lw.window, lw.rope]
+                           lw.window, lw.rope, bits, cols]
             for name in MATRICES:
                 tensors, meta = _packed_matrix(*lw.matrices[name], chosen[name], lw.int8.get(name))
                 self._tensors += tensors
                 self._meta += meta
             for weight, bias, _ in lw.norms:
                 self._tensors += [weight, bias]
+            self._tensors += [_position_table(p, lw.heads, lw.dq, cols) for p in (pos_key, pos_query)]
             self._scalars += [lw.scale, lw.norms[0][2], lw.norms[1][2]]
         #: How many rotary tables (``(cos, sin)`` pairs) the forward needs.
         self.rotary_tables = max((lw.rope + 1 for lw in layers), default=0)
+        #: Whether the forward needs ``rel_index`` (a layer has relative-position terms).
+        self.relative = any(lw.relative is not None for lw in layers)
 
-    def forward(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor,
-                rope: list[torch.Tensor] | tuple = ()) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, rope: list[torch.Tensor] | tuple = (),
+                rel_index: torch.Tensor | None = None) -> torch.Tensor:
         """Packed tokens ``[N, hidden]`` float32 -> ``[N, hidden]`` after every layer. rope: the rotary tables of
         the layers that have them, ``(cos_0, sin_0, cos_1, sin_1, ...)``, each float32 ``[N, dq]`` (the cos / sin
-        of each packed token's position)."""
+        of each packed token's position). rel_index: int32 ``[2 c + 1]``, the posK / posQ row of each distance
+        ``-c .. c`` (layers with relative terms; c >= the longest sequence - 1)."""
         if len(rope) != 2 * self.rotary_tables:
             raise ValueError(f"the fused layers need {self.rotary_tables} rotary tables (cos, sin pairs); got "
                              f"{len(rope)} tensors")
+        if self.relative and rel_index is None:
+            raise ValueError("the fused layers have relative-position terms: give rel_index")
         if not self._meta:
             return tokens
-        return encoder_ops.encoder_layers(tokens, cu_seqlens, self._tensors, self._meta, self._scalars, rope)
+        return encoder_ops.encoder_layers(tokens, cu_seqlens, self._tensors, self._meta, self._scalars, rope,
+                                          rel_index)
 
     def run_padded(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """A padded batch ``[B, T, hidden]`` (attention_mask ``[B, T]``, 1 = real) -> ``[B, T, hidden]``: only the

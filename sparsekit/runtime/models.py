@@ -4,14 +4,15 @@ Two kinds of model run on :class:`~sparsekit.runtime.encoder.FusedEncoder`:
 
 - a compacted model (:class:`~sparsekit.export.modeling.CompactModel`, ``sparsekit.load`` of a compacted
   artifact): the runtime is its ``runtime`` attribute, which its forward calls instead of its layers;
-- a Hugging Face model of a family whose layers the fused op computes (``Architecture.fused == ""``: BERT,
-  RoBERTa, XLM-R, ELECTRA, CamemBERT, DistilBERT, ModernBERT), uncompacted: a pruned checkpoint, the pruning
-  engine's output or ``sparsekit.load`` of a structure-keeping artifact. In the post-LayerNorm families the
-  module that loops over the layers (``bert.encoder``, ``distilbert.transformer``) is replaced by
+- a Hugging Face model of a family sparsekit supports (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT, DistilBERT,
+  DeBERTa-v2 / v3, ModernBERT; ``Architecture.fused_layout`` says which layer kind), uncompacted: a pruned
+  checkpoint, the pruning engine's output or ``sparsekit.load`` of a structure-keeping artifact. In the BERT
+  layout the module that loops over the layers (``bert.encoder``, ``distilbert.transformer``) is replaced by
   :class:`FusedLayers`, which holds the same layer list under the same name (the state dict, ``save_pretrained``
-  and parameter counts are unchanged) and runs the fused op. ModernBERT's base model loops over its layers in its
-  own forward, so that forward is taken over instead (:class:`FusedPreNormForward`, an instance attribute that
-  :func:`remove` deletes): its embeddings, rotary tables and final LayerNorm stay its own modules.
+  and parameter counts are unchanged) and runs the fused op. ModernBERT's and DeBERTa's base models loop over their
+  layers in their own forward and build position tables there (rotary cos / sin, relative-position buckets), so
+  that forward is taken over instead (:class:`FusedBaseForward`, an instance attribute that :func:`remove`
+  deletes): their embeddings, rotary tables and final LayerNorm stay their own modules.
 
 The model's embeddings, pooler and task head stay its own modules, so its outputs keep their types.
 """
@@ -78,59 +79,133 @@ class FusedLayers(nn.Module):
         return f"runtime=FusedEncoder({self.runtime.extra_repr()})"
 
 
-class FusedPreNormForward:
-    """Stands in for the forward of ModernBERT's base model (``ModernBertModel``): the same call
-    (``input_ids`` or ``inputs_embeds``, a ``[B, T]`` ``attention_mask``, optional ``position_ids``) and the same
-    ``last_hidden_state`` (padding positions are zeros: never computed). Its own embeddings, rotary tables (cos /
-    sin of each real token's position, per attention type) and final LayerNorm run as modules; every layer runs in
-    one fused op call."""
+class FusedBaseForward:
+    """Stands in for the forward of a base model that loops over its layers itself (ModernBERT's, DeBERTa's: theirs
+    also build per-forward position tables): the same call (``input_ids`` or ``inputs_embeds``, a ``[B, T]``
+    ``attention_mask``, optional ``position_ids`` / ``token_type_ids``) and the same ``last_hidden_state``
+    (padding positions are zeros: never computed). The model's own embeddings run as its modules; every layer runs
+    in one fused op call over packed tokens. A subclass per layout gives the embeddings call, the tables and what
+    follows the layers."""
 
-    def __init__(self, base: nn.Module, encoder: FusedEncoder, tables: list[str], has_window: bool,
-                 reads_first_token: bool) -> None:
-        self.base, self.runtime, self.tables = base, encoder, tables
-        self.has_window, self.reads_first_token = has_window, reads_first_token
+    #: Whether the layers measure distance in positions (sliding windows, relative positions): a padding mask
+    #: with holes would change the distances once packed, so it is refused.
+    counts_positions = False
+
+    def __init__(self, base: nn.Module, encoder: FusedEncoder, reads_first_token: bool) -> None:
+        self.base, self.runtime, self.reads_first_token = base, encoder, reads_first_token
 
     def __call__(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                 position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, **kwargs):
+                 position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                 token_type_ids: torch.Tensor | None = None, **kwargs):
         from transformers.modeling_outputs import BaseModelOutput
 
-        base = self.base
-        _check_inference(base, base.config, kwargs)
+        _check_inference(self.base, self.base.config, kwargs)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 2):
             raise ValueError("the fused runtime takes a [batch, tokens] padding mask (0 / 1); got "
                              f"{type(attention_mask).__name__}: compile with fused=False for other masks")
-        hidden = base.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds)
+        hidden = self.embed(input_ids, attention_mask, position_ids, inputs_embeds, token_type_ids)
         b, t = hidden.shape[:2]
         key_mask = padding_mask(attention_mask, (b, t))
         if self.reads_first_token:
             warn_if_left_padded(key_mask)
-        if self.has_window and key_mask is not None:
+        if self.counts_positions and key_mask is not None:
             _refuse_holes(key_mask)
         packed = packing.pack(hidden.float(), key_mask)
-        positions = torch.arange(t) if position_ids is None else position_ids
-        positions = positions.expand(b, t).reshape(-1)
+        out = self.finish(self.runtime(packed.tokens, packed.cu_seqlens, **self.tables(packed, position_ids, t)))
+        return BaseModelOutput(last_hidden_state=packing.unpack(out, packed).to(hidden.dtype))
+
+    def embed(self, input_ids, attention_mask, position_ids, inputs_embeds, token_type_ids) -> torch.Tensor:
+        """The model's embeddings ``[B, T, hidden]``."""
+        raise NotImplementedError
+
+    def tables(self, packed: packing.PackedBatch, position_ids: torch.Tensor | None, length: int) -> dict:
+        """The per-forward tables of the fused layers (FusedEncoder.forward keyword arguments)."""
+        return {}
+
+    def finish(self, tokens: torch.Tensor) -> torch.Tensor:
+        """What follows the layers, on packed tokens ``[N, hidden]``."""
+        return tokens
+
+
+class ModernBertForward(FusedBaseForward):
+    """ModernBERT: rotary tables per attention type from the model's own ``rotary_emb`` (any rope type and scaling)
+    at each real token's position (Hugging Face's positions: ``position_ids``, else 0 .. T-1 of the padded batch),
+    then ``final_norm`` after the layers. Sliding windows count positions."""
+
+    def __init__(self, base: nn.Module, encoder: FusedEncoder, reads_first_token: bool, tables: list[str],
+                 windowed: bool) -> None:
+        super().__init__(base, encoder, reads_first_token)
+        self.table_types, self.counts_positions = tables, windowed
+
+    def embed(self, input_ids, attention_mask, position_ids, inputs_embeds, token_type_ids):
+        return self.base.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds)
+
+    def tables(self, packed, position_ids, length):
+        positions = (torch.arange(length) if position_ids is None else position_ids).expand(packed.batch, length)
+        positions = positions.reshape(-1)
         if packed.index is not None:
             positions = positions.index_select(0, packed.index)
         rope = []
-        for layer_type in self.tables:  # Hugging Face's own tables (any rope type / scaling), for packed tokens
-            cos, sin = base.rotary_emb(packed.tokens, positions[None], layer_type)
+        for layer_type in self.table_types:
+            cos, sin = self.base.rotary_emb(packed.tokens, positions[None], layer_type)
             rope += [cos[0].float().contiguous(), sin[0].float().contiguous()]
-        out = base.final_norm(self.runtime(packed.tokens, packed.cu_seqlens, rope))
-        return BaseModelOutput(last_hidden_state=packing.unpack(out, packed).to(hidden.dtype))
+        return {"rope": rope}
+
+    def finish(self, tokens):
+        return self.base.final_norm(tokens)
+
+
+class DebertaForward(FusedBaseForward):
+    """DeBERTa-v2 / v3: its embeddings (token types, the padding mask, absolute positions where the config has
+    them), then the layers with their relative-position terms; ``rel_index`` maps each distance ``i - j`` of the
+    padded length to its posK / posQ row with Hugging Face's own bucketing (``make_log_bucket_position``) and
+    clamp. Relative positions count positions."""
+
+    def __init__(self, base: nn.Module, encoder: FusedEncoder, reads_first_token: bool) -> None:
+        super().__init__(base, encoder, reads_first_token)
+        attention = _deberta_attention(base)
+        self.counts_positions = bool(attention.relative_attention)  # without it: no position attributes either
+        self.buckets = getattr(attention, "position_buckets", -1)
+        self.max_positions = getattr(attention, "max_relative_positions", -1)
+        self.span = getattr(attention, "pos_ebd_size", 0)
+
+    def embed(self, input_ids, attention_mask, position_ids, inputs_embeds, token_type_ids):
+        shape = (input_ids if input_ids is not None else inputs_embeds[..., 0]).shape
+        mask = torch.ones(shape) if attention_mask is None else attention_mask
+        types = torch.zeros(shape, dtype=torch.long) if token_type_ids is None else token_type_ids
+        return self.base.embeddings(input_ids=input_ids, token_type_ids=types, position_ids=position_ids,
+                                    mask=mask, inputs_embeds=inputs_embeds)
+
+    def tables(self, packed, position_ids, length):
+        if not self.runtime.relative:
+            return {}
+        from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
+
+        distance = torch.arange(-(length - 1), length)
+        if self.buckets > 0 and self.max_positions > 0:
+            distance = make_log_bucket_position(distance, self.buckets, self.max_positions)
+        index = torch.clamp(distance.long() + self.span, 0, 2 * self.span - 1)
+        return {"rel_index": index.to(torch.int32).contiguous()}
+
+
+def _deberta_attention(base: nn.Module) -> nn.Module:
+    """The first layer's DisentangledSelfAttention (every layer's settings are the config's)."""
+    return base.encoder.layer[0].attention.self
 
 
 def _refuse_holes(key_mask: torch.Tensor) -> None:
     """ValueError unless the real tokens of each row are one run (padding only before or after them): sliding
-    windows count distance in positions, the packed layout in real tokens."""
+    windows and relative positions count distance in positions, the packed layout in real tokens."""
     lengths = key_mask.sum(dim=1)
     idx = torch.arange(key_mask.shape[1])
     first = torch.where(key_mask, idx, key_mask.shape[1]).amin(dim=1)
     last = torch.where(key_mask, idx, -1).amax(dim=1)
     if bool(((last - first + 1 != lengths) & (lengths > 0)).any()):
-        raise ValueError("the attention mask has holes (padding between real tokens); with sliding-window attention "
-                         "the fused runtime needs each sequence's tokens in one run: compile with fused=False")
+        raise ValueError("the attention mask has holes (padding between real tokens); with sliding-window or "
+                         "relative-position attention the fused runtime needs each sequence's tokens in one run: "
+                         "compile with fused=False")
 
 
 def padding_mask(attention_mask: torch.Tensor | None, batch_tokens: tuple[int, int]) -> torch.Tensor | None:
@@ -187,6 +262,12 @@ def _loop_path(arch) -> tuple[str, str]:
     return parent, list_name
 
 
+def _takes_base_forward(arch) -> bool:
+    """Whether the runtime goes in by taking over the base model's forward (the base model loops over its layers
+    itself and builds position tables), rather than by replacing a loop module."""
+    return arch.fused_layout in ("modernbert", "deberta")
+
+
 def unsupported_reason(model: nn.Module) -> str | None:
     """Why ``model`` cannot run on the fused runtime, or None if it can."""
     from sparsekit.export.artifact import FormatLinear
@@ -206,12 +287,10 @@ def unsupported_reason(model: nn.Module) -> str | None:
             return (f"the fused runtime runs sparsekit's compacted models and Hugging Face encoders of the families "
                     f"sparsekit supports; {type(model).__name__} is neither")
         arch, base = parts
-        if arch.fused:
-            return f"{arch.name}: {arch.fused}"
         config = model.config
         if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
             return "the model is configured as a decoder (causal or cross-attention); the fused layer is an encoder's"
-        if not arch.pre_norm and not arch.layers.rpartition(".")[0]:
+        if not _takes_base_forward(arch) and not arch.layers.rpartition(".")[0]:
             return f"{arch.name}: the layer list is not held by its own loop module"
         for i, layer in enumerate(arch.layer_modules(base)):
             for kind, module in arch.layer_linears(layer).items():
@@ -219,13 +298,13 @@ def unsupported_reason(model: nn.Module) -> str | None:
                     return (f"layer matrix {kind} is a {type(module).__name__}, not an nn.Linear: the model is in "
                             f"training (finish pruning) or already compiled per module (reload it to compile fused)")
             norms = arch.layer_norms(layer)
-            first_absent = arch.pre_norm and i == 0 and type(norms[0]) is nn.Identity
-            if any(type(n) is not nn.LayerNorm or n.weight is None for n in norms[first_absent:]):
+            first_absent = arch.fused_layout == "modernbert" and i == 0 and type(norms[0]) is nn.Identity
+            if any(not isinstance(n, nn.LayerNorm) or n.weight is None for n in norms[first_absent:]):
                 return "the fused layer needs LayerNorms with a weight around attention and the FFN"
-        if arch.pre_norm:
-            why = _pre_norm_reason(base, arch)
-            if why:
-                return f"{arch.name}: {why}"
+        why = {"modernbert": _modernbert_reason, "deberta": _deberta_reason}.get(arch.fused_layout,
+                                                                               lambda *_: "")(base, arch)
+        if why:
+            return f"{arch.name}: {why}"
         activation = arch.activation(config)
     params = list(model.parameters())
     if params and params[0].device.type != "cpu":
@@ -239,7 +318,7 @@ def unsupported_reason(model: nn.Module) -> str | None:
     return None
 
 
-def _pre_norm_reason(base: nn.Module, arch) -> str:
+def _modernbert_reason(base: nn.Module, arch) -> str:
     """Why ModernBERT's base model cannot take the fused forward, or ``""``."""
     config = base.config
     if arch.head_dim(config) % 2:
@@ -249,6 +328,19 @@ def _pre_norm_reason(base: nn.Module, arch) -> str:
             return f"the base model has no {name} module (not the Hugging Face ModernBertModel layout)"
     unknown = {t for t, _ in arch.layer_attention(config)} - {"full_attention", "sliding_attention"}
     return f"attention types {sorted(unknown)} are not known to the fused runtime" if unknown else ""
+
+
+def _deberta_reason(base: nn.Module, arch) -> str:
+    """Why DeBERTa's base model cannot take the fused forward, or ``""``."""
+    if not isinstance(getattr(base, "embeddings", None), nn.Module) or not hasattr(base, "encoder"):
+        return "the base model is not the Hugging Face DebertaV2Model layout"
+    if getattr(base.encoder, "conv", None) is not None:
+        return "its convolution after the first layer (conv_kernel_size > 0) is not in the fused runtime"
+    if getattr(base, "z_steps", 0) > 1:
+        return "z_steps > 1 (the last layer re-run as an enhanced mask decoder) is not in the fused runtime"
+    attention = _deberta_attention(base)
+    unknown = set(attention.pos_att_type if attention.relative_attention else []) - {"c2p", "p2c"}
+    return f"relative-attention terms {sorted(unknown)} are not in the fused runtime" if unknown else ""
 
 
 def remove(model: nn.Module) -> None:
@@ -262,10 +354,9 @@ def remove(model: nn.Module) -> None:
     if parts is None:
         return
     arch, base = parts
-    if isinstance(base.__dict__.get("forward"), FusedPreNormForward):
+    if isinstance(base.__dict__.get("forward"), FusedBaseForward):
         del base.__dict__["forward"]
-        return
-    if arch.pre_norm:
+    if _takes_base_forward(arch):
         return
     path, _ = _loop_path(arch)
     current = base.get_submodule(path)
@@ -284,11 +375,21 @@ def fused_layers(model: nn.Module) -> list[LayerWeights]:
         model.pad_layout()
         return [layer_weights(layer, model.config.hidden_act) for layer in model.layers]
     arch, base = _hf_parts(model)
+    if arch.fused_layout == "modernbert":
+        return _modernbert_layers(arch, base)
+    if arch.fused_layout == "deberta":
+        return _deberta_layers(arch, base)
     config, heads = model.config, arch.heads(model.config)
     head_dim = arch.head_dim(config)
-    if not arch.pre_norm:
-        return [stacked_layer(arch.layer_linears(layer), arch.layer_norms(layer), heads, head_dim, head_dim,
-                              head_dim ** -0.5, arch.activation(config)) for layer in arch.layer_modules(base)]
+    return [stacked_layer(arch.layer_linears(layer), arch.layer_norms(layer), heads, head_dim, head_dim,
+                          head_dim ** -0.5, arch.activation(config)) for layer in arch.layer_modules(base)]
+
+
+def _modernbert_layers(arch, base: nn.Module) -> list[LayerWeights]:
+    """ModernBERT's layers: pre-LayerNorm (the first without one before attention), GLU FFN, rotary table and
+    window of each layer's attention type."""
+    config = base.config
+    heads, head_dim = arch.heads(config), arch.head_dim(config)
     attention = arch.layer_attention(config)
     tables = _rotary_tables(attention)
     fused = []
@@ -303,6 +404,33 @@ def fused_layers(model: nn.Module) -> list[LayerWeights]:
 def _rotary_tables(attention: list[tuple[str, int]]) -> list[str]:
     """The attention types whose rotary tables the fused layers use, in table order."""
     return sorted({kind for kind, _ in attention})
+
+
+@torch.no_grad()
+def _deberta_layers(arch, base: nn.Module) -> list[LayerWeights]:
+    """DeBERTa's layers: post-LayerNorm, and with relative attention each layer's position keys / queries (its
+    K / Q projections -- or pos_key_proj / pos_query_proj without share_att_key -- of the encoder's relative
+    embeddings, LayerNorm'd when the config says so), and Hugging Face's score scale 1 / sqrt(d (1 + terms))."""
+    from sparsekit.export.modeling import _weight_bias
+
+    config = base.config
+    rel = base.encoder.get_rel_embedding() if getattr(base.encoder, "relative_attention", False) else None
+    fused = []
+    for layer in arch.layer_modules(base):
+        att = layer.attention.self
+        heads, head_dim = att.num_attention_heads, att.attention_head_size
+        terms = [t for t in ("c2p", "p2c") if att.relative_attention and t in att.pos_att_type]
+        relative = None
+        if terms:
+            rows = rel[:2 * att.pos_ebd_size].float()
+            key, query = ((att.key_proj, att.query_proj) if att.share_att_key
+                          else (getattr(att, "pos_key_proj", None), getattr(att, "pos_query_proj", None)))
+            relative = tuple(torch.nn.functional.linear(rows, *_weight_bias(module, torch.device("cpu")))
+                             if term in terms else None for term, module in (("c2p", key), ("p2c", query)))
+        scale = (head_dim * (1 + len(terms))) ** -0.5
+        fused.append(stacked_layer(arch.layer_linears(layer), arch.layer_norms(layer), heads, head_dim, head_dim,
+                                   scale, arch.activation(config), relative=relative))
+    return fused
 
 
 def install(model: nn.Module, encoder: FusedEncoder) -> None:
@@ -320,11 +448,14 @@ def install(model: nn.Module, encoder: FusedEncoder) -> None:
     except ValueError:  # a bare encoder: its user may read any position
         reads_first_token = False
     remove(model)
-    if arch.pre_norm:
+    if arch.fused_layout == "modernbert":
         attention = arch.layer_attention(model.config)
         pooling_first = getattr(model.config, "classifier_pooling", "cls") == "cls"
-        base.forward = FusedPreNormForward(base, encoder, _rotary_tables(attention),
-                                           any(w >= 0 for _, w in attention), reads_first_token and pooling_first)
+        base.forward = ModernBertForward(base, encoder, reads_first_token and pooling_first,
+                                         _rotary_tables(attention), any(w >= 0 for _, w in attention))
+        return
+    if arch.fused_layout == "deberta":
+        base.forward = DebertaForward(base, encoder, reads_first_token)
         return
     path, list_name = _loop_path(arch)
     loop = FusedLayers(base.get_submodule(path), list_name, encoder, reads_first_token, model.config)
@@ -341,10 +472,9 @@ def runtime_of(model: nn.Module) -> FusedEncoder | None:
         return None
     arch, base = parts
     forward = base.__dict__.get("forward")
-    if isinstance(forward, FusedPreNormForward):
+    if isinstance(forward, FusedBaseForward):
         return forward.runtime
-    if arch.pre_norm:
+    if _takes_base_forward(arch):
         return None
     loop = base.get_submodule(_loop_path(arch)[0])
     return loop.runtime if isinstance(loop, FusedLayers) else None
-
