@@ -25,7 +25,7 @@ from sparsekit.compiler import compile as sk_compile  # noqa: E402
 from sparsekit.data.inputs import random_inputs  # noqa: E402
 from sparsekit.export.compact import compact  # noqa: E402
 from sparsekit.kernels import cpu  # noqa: E402
-from sparsekit.kernels.encoder import LAYER_META, LAYER_TENSORS, MATRIX_TENSORS, SPARSE  # noqa: E402
+from sparsekit.kernels.encoder import LAYER_HEAD_META, LAYER_META, LAYER_TENSORS, MATRIX_TENSORS, SPARSE  # noqa: E402
 from sparsekit.machine import header  # noqa: E402
 from sparsekit.runtime import packing  # noqa: E402
 from sparsekit.timing import measure  # noqa: E402
@@ -62,7 +62,7 @@ def profile(sparsity: float, tokens: int) -> dict:
             m = enc._meta[LAYER_META * layer:LAYER_META * (layer + 1)]
             heads, dq, dv = m[:3]
             for k, (act, residual) in enumerate(EPILOGUES):
-                kind, n_in, n_out, rows, chunk = m[4 + 5 * k:9 + 5 * k]
+                kind, n_in, n_out, rows, chunk = m[LAYER_HEAD_META + 5 * k:LAYER_HEAD_META + 5 * (k + 1)]
                 mt = t[MATRIX_TENSORS * k:MATRIX_TENSORS * (k + 1)]
                 xi, res = torch.randn(tokens, n_in), (torch.randn(tokens, n_out) if residual else None)
                 if kind == SPARSE:
@@ -73,8 +73,9 @@ def profile(sparsity: float, tokens: int) -> dict:
                     linears += ms(partial(_dense_matrix, ext, xi, mt[0], mt[1], act, res, isa))
             qkv = torch.randn(tokens, heads * (2 * dq + dv))
             attention += ms(partial(ext.packed_attention, qkv, packed.cu_seqlens, heads, dq, dv, 0.125, -1, isa))
-            h = torch.randn(tokens, t[-1].shape[0])
-            norms += 2 * ms(partial(ext.add_layer_norm, h, None, t[-4], t[-3], 1e-12, isa))
+            ln = t[4 * MATRIX_TENSORS:4 * MATRIX_TENSORS + 4]  # LayerNorm 1 weight, bias, LayerNorm 2 weight, bias
+            h = torch.randn(tokens, ln[0].shape[0])
+            norms += 2 * ms(partial(ext.add_layer_norm, h, None, ln[0], ln[1], 1e-12, isa))
     rest = op - linears - attention - norms
     return {"sparsity": sparsity, "tokens": tokens, "forward_ms": forward, "encoder_op_ms": op,
             "embeddings_ms": embeddings, "linears_with_epilogues_ms": linears, "of_which_validation_ms": validation,
