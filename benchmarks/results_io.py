@@ -31,9 +31,11 @@ def write_result(stem: Path, result: dict, markdown: str | list[str] | None = No
     ``default``) and, given ``markdown``, ``<stem>.md``, which is printed unless ``quiet``; returns the JSON path.
 
     ``stem`` is the path without a suffix, e.g. ``RESULTS / "attention_cpu"``: the suffixes are appended, so a stem
-    ``runs/x.v2`` writes ``runs/x.v2.json``. ``markdown`` is the report's text (written as it is and printed with
-    ``print``) or its lines (written joined by newlines with a final newline, printed joined, ``print`` adding the
-    final newline).
+    ``runs/x.v2`` writes ``runs/x.v2.json``; a script whose ``--out`` may end in a suffix to replace
+    (``--out runs/x.json`` -> ``runs/x.json`` and ``runs/x.md``) passes ``out.with_suffix("")``.
+
+    ``markdown`` is the report's text (written as it is, printed with ``print``) or its lines (written joined by
+    newlines with a final newline, printed joined, ``print`` adding the final newline).
     """
     json_path = write_json(stem.with_name(f"{stem.name}.json"), result, indent=indent, final_newline=final_newline,
                            default=default)
