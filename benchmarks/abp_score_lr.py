@@ -26,7 +26,8 @@ from sparsekit.machine import machine_info
 from sparsekit.prune import PruneConfig, prune
 from sparsekit.versions import library_versions
 
-RESULTS = Path(__file__).parent / "results"
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+
 BUDGET = dict(method="abp", keep=0.1, task="sst2", train_samples=16000, batch_size=32, max_length=64, seed=42,
               progress=False)
 RUNS = {"lr5e-4": dict(score_lr=5e-4, steps=600), "lr2e-5": dict(score_lr=2e-5, steps=600),
@@ -80,10 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"benchmark": "abp_score_lr", "command": " ".join(["python"] + sys.argv),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine_info(), "versions": library_versions(),
               "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "abp_lr_sst2_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "abp_lr_sst2_cpu.md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(RESULTS / "abp_lr_sst2_cpu", result, markdown(result))
     return result
 
 

@@ -60,13 +60,14 @@ from sparsekit.prune.checkpoints import complete_checkpoints, run_record
 from sparsekit.prune.recipes import RECIPES
 from sparsekit.versions import library_versions
 
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+
 METHODS = ("smp-s", "smp-l", "soft-movement", "movement", "magnitude")
 NEW_METHODS = ("smp-struct", "abp", "lpaf") + tuple(f"{prefix}-{base}" for prefix in ("cap", "kd")
                                                    for base in ("smp-s", "movement", "soft-movement"))
 CAP_SETTINGS = dict(cap="prc,snc,fic", kd_alpha=0.9, kd_temperature=2.0)
 KEEPS = (0.5, 0.1, 0.03)
 SEEDS = (42, 43, 44)
-RESULTS = Path(__file__).parent / "results"
 #: The metrics each task's rows report, all as fractions in [0, 1]. CoNLL-2003: entity precision / recall / F1
 #: on the official validation file, and ``test_f1`` on the official test file (evaluated after the run); SQuAD:
 #: EM / F1 on the re-split's 10 held-out dev articles (not comparable to the official dev set).
@@ -379,9 +380,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.compare_structure:
         result = compare_structure(args, work)
         stem = args.name or f"structured_smp_{budget.name}"
-        (args.results_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.results_dir / f"{stem}.md").write_text(structure_markdown(result))
-        print(structure_markdown(result))
+        write_result(args.results_dir / stem, result, structure_markdown(result))
         return result
     started = time.time()
     rows = []
@@ -393,10 +392,8 @@ def main(argv: list[str] | None = None) -> dict:
                     rows.append(run_row(method, keep, seed, args, budget, work, block))
     result = build_result(rows, args, budget, time.time() - started)
     stem = args.name or f"accuracy_{args.task}_{budget.name}_seeds"
-    (args.results_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.results_dir / f"{stem}.md").write_text(report.to_markdown(result))
+    write_result(args.results_dir / stem, result, report.to_markdown(result))
     report.plot(result, args.results_dir / f"{stem}.png")
-    print(report.to_markdown(result))
     return result
 
 

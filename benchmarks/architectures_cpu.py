@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 import time
@@ -43,7 +42,8 @@ from sparsekit.prune.config import PruneConfig
 from sparsekit.prune.train import prune
 from sparsekit.timing import measure_interleaved
 
-RESULTS = Path(__file__).parent / "results"
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+
 ATOL = 1e-4
 
 
@@ -188,9 +188,7 @@ def main(argv: list[str] | None = None) -> None:
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "isa": kernels.isa(),
               "threads": args.threads, "keep": args.keep, "masks": f"{masks} to keep {args.keep}",
               "batch": args.batch, "seq": args.seq, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
+    write_result(args.out.with_suffix(""), result, markdown(result), quiet=True)
     print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
 
 

@@ -20,10 +20,8 @@ Every variant of a shape is timed interleaved (``measure_interleaved``: warm-up,
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +33,8 @@ from sparsekit.machine import header
 from sparsekit.runtime import packing
 from sparsekit.timing import measure_interleaved
 
-RESULTS = Path(__file__).parent / "results"
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+
 HEADS, DIM = 12, 64
 SHAPES = [(1, 16), (1, 32), (1, 64), (1, 128), (1, 256), (1, 384), (1, 512), (8, 32), (8, 128), (8, 384)]
 BACKENDS = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-math": SDPBackend.MATH}
@@ -163,9 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {**header(), "command": "python benchmarks/attention_cpu.py " + " ".join(argv or sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "isa": cpu.isa(), "threads": args.threads,
               "rows": rows}
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(RESULTS / args.name, result, markdown(result))
     return result
 
 

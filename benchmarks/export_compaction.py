@@ -29,7 +29,8 @@ from sparsekit.prune import load_pruned
 from sparsekit.versions import library_versions
 from sparsekit.timing import measure
 
-RESULTS = Path(__file__).parent / "results"
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+
 ROW_TYPES = ("query", "key", "value", "ffn_in")  # their rows are removed; O / FFN-out lose columns
 PAPER = {"exact": 0.4743, "lossy k=10": 0.2519}  # SMP paper, BERT-base MNLI 3%, "actual size"
 
@@ -160,10 +161,7 @@ def main() -> None:
     result = {"benchmark": "export_compaction", "command": " ".join(["python"] + sys.argv),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": cpu, "threads": torch.get_num_threads(),
               "versions": library_versions(), "paper_size_fractions": PAPER, "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_result(RESULTS / args.name, result, to_markdown(result))
 
 
 if __name__ == "__main__":

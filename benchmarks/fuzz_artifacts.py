@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 import tempfile
 import time
@@ -24,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from artifact_fuzz import FAILURES, OUTCOMES, build_pristine, make_cases, run_cases  # noqa: E402
 
-from sparsekit.machine import header  # noqa: E402
+from results_io import RESULTS, write_result  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-RESULTS = Path(__file__).parent / "results"
+from sparsekit.machine import header  # noqa: E402
 
 
 def main() -> None:
@@ -60,8 +59,6 @@ def main() -> None:
         "cases": [{k: r[k] for k in ("id", "case", "signed", "outcome", "detail", "seconds")} for r in results
                   if r["id"] < len(cases) - args.n or r["outcome"] != "artifact_error"],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     lines = [
         "# Artifact loading under fuzzing",
         "",
@@ -83,9 +80,8 @@ def main() -> None:
         "| case | outcomes |",
         "|---|---|",
         *[f"| {kind} | {', '.join(f'{o} {n}' for o, n in sorted(c.items()))} |" for kind, c in by_kind.items()],
-        "",
     ]
-    args.out.with_suffix(".md").write_text("\n".join(lines))
+    write_result(args.out.with_suffix(""), data, lines, indent=1, quiet=True)
     print("\n".join(lines[:16]))
     sys.exit(0 if data["ok"] else 1)
 

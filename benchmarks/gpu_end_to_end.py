@@ -28,7 +28,6 @@ if "--smoke" in sys.argv:  # the interpreter must be chosen before triton is fir
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
-import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -37,7 +36,7 @@ import torch  # noqa: E402
 
 from sparsekit.timing import measure, measure_cuda  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from results_io import RESULTS, write_result  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def parse_args(argv=None):
@@ -190,7 +189,7 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     gpu = (result["machine"].get("gpu") or {}).get("name", "cpu-smoke").replace(" ", "_")
     stem = f"gpu_end_to_end_{gpu}" + ("_smoke" if args.smoke else "")
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1, default=str))
+    write_result(out_dir / stem, result, indent=1, final_newline=False, default=str)
     plot(result, out_dir / f"{stem}.png")
     print(f"wrote {out_dir / (stem + '.json')} and .png ({result['seconds']} s)")
     return 0

@@ -24,7 +24,6 @@ if "--smoke" in sys.argv:  # the interpreter must be chosen before triton is fir
     os.environ["TRITON_INTERPRET"] = "1"
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -35,7 +34,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from sparsekit.timing import measure, measure_cuda  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from results_io import RESULTS, write_result  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 SHAPES = [(768, 768), (3072, 768), (768, 3072)]  # (out, in)
 
 
@@ -297,7 +297,7 @@ def main(argv=None) -> int:
     result["seconds"] = round(time.time() - started, 1)
     gpu = (result["machine"].get("gpu") or {}).get("name", "cpu-smoke").replace(" ", "_")
     stem = f"gpu_kernels_{gpu}" + ("_smoke" if args.smoke else "")
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    write_result(out_dir / stem, result, indent=1, final_newline=False)
     plot(result, out_dir / f"{stem}.png")
     print(f"wrote {out_dir / (stem + '.json')} and .png ({result['seconds']} s)")
     return 0

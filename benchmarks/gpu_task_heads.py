@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 sys.path.insert(0, "tests")  # the tiny task checkpoints of tests/task_models.py
 import torch
+from results_io import write_json  # benchmarks/ is on sys.path when run as a script
 from task_models import make_task_checkpoint
 from sparsekit.export import export
 from sparsekit.export.artifact import load
@@ -45,5 +46,5 @@ for model_type in ("bert", "distilbert"):
                 row["ok"] = False
             print(json.dumps(row), flush=True)
             out["rows"].append(row)
-Path(os.environ.get("OUT", ".")).joinpath("task_heads_gpu.json").write_text(json.dumps(out, indent=2))
+write_json(Path(os.environ.get("OUT", ".")) / "task_heads_gpu.json", out, final_newline=False)
 print("ALL_OK" if all(r["ok"] for r in out["rows"]) else "SOME_FAILED")

@@ -17,12 +17,11 @@ Writes ``benchmarks/results/int8_accuracy_<task>_cpu.{json,md}``; artifacts go u
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
 
 
 def evaluate_artifact(run: Path, out: Path, precision: str, task: str) -> float:
@@ -34,6 +33,30 @@ def evaluate_artifact(run: Path, out: Path, precision: str, task: str) -> float:
         export(run, out, precision=precision)
     metrics, _ = evaluate_saved(out, task=task, compile=True)
     return float(metrics["accuracy"])
+
+
+def markdown_lines(result: dict) -> list[str]:
+    """The report of ``result`` (the JSON this script writes), one string per line."""
+    rows = result["rows"]
+
+    def mean_sd(key):
+        vals = [100 * r[key] for r in rows]
+        return f"{statistics.fmean(vals):.2f}" + (f" ± {statistics.stdev(vals):.2f}" if len(vals) > 1 else "")
+
+    lines = [f"# INT8 + 1x4 blocks: {result['task']} dev accuracy, {result['method']} at {100 * result['keep']:g}% "
+             "remaining (CPU budget)", "",
+             f"Machine: {result['machine']['cpu']}; int8 path {result['int8_isa']}; command `{result['command']}`.",
+             "Rows: benchmarks/accuracy.py (same budget, same seed for the block and unstructured runs).", "",
+             "| seed | 1x4 fp32 | 1x4 int8 artifact | int8 - fp32 | unstructured fp32 | 1x4 - unstructured |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | {100 * r['fp32']:.2f} | {100 * r['int8']:.2f} | "
+                     f"{100 * r['int8_minus_fp32']:+.2f} | {100 * r['unstructured_fp32']:.2f} | "
+                     f"{100 * r['block_minus_unstructured']:+.2f} |")
+    lines += ["", f"Mean{' ± std' if len(rows) > 1 else ''} over {len(rows)} seed(s): 1x4 fp32 {mean_sd('fp32')}, "
+              f"int8 {mean_sd('int8')}, unstructured {mean_sd('unstructured_fp32')}. Target (issue 16): int8 within "
+              f"0.5 points of fp32: {'met' if all(abs(r['int8_minus_fp32']) <= 0.005 for r in rows) else 'MISSED'}."]
+    return lines
 
 
 def main(argv=None) -> None:
@@ -74,29 +97,8 @@ def main(argv=None) -> None:
     result = {**header(), "int8_isa": cpu_int8.int8_isa() if cpu_int8.available() else None,
               "threads": torch.get_num_threads(), "task": args.task, "method": args.method, "keep": args.keep,
               "rows": rows, "command": " ".join(["python", "benchmarks/int8_accuracy.py", *(argv or sys.argv[1:])])}
-    name = f"int8_accuracy_{args.task}_cpu"
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
-
-    def mean_sd(key):
-        vals = [100 * r[key] for r in rows]
-        return f"{statistics.fmean(vals):.2f}" + (f" ± {statistics.stdev(vals):.2f}" if len(vals) > 1 else "")
-
-    lines = [f"# INT8 + 1x4 blocks: {args.task} dev accuracy, {args.method} at {100 * args.keep:g}% remaining "
-             "(CPU budget)", "",
-             f"Machine: {result['machine']['cpu']}; int8 path {result['int8_isa']}; command `{result['command']}`.",
-             "Rows: benchmarks/accuracy.py (same budget, same seed for the block and unstructured runs).", "",
-             "| seed | 1x4 fp32 | 1x4 int8 artifact | int8 - fp32 | unstructured fp32 | 1x4 - unstructured |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['seed']} | {100 * r['fp32']:.2f} | {100 * r['int8']:.2f} | "
-                     f"{100 * r['int8_minus_fp32']:+.2f} | {100 * r['unstructured_fp32']:.2f} | "
-                     f"{100 * r['block_minus_unstructured']:+.2f} |")
-    lines += ["", f"Mean{' ± std' if len(rows) > 1 else ''} over {len(rows)} seed(s): 1x4 fp32 {mean_sd('fp32')}, "
-              f"int8 {mean_sd('int8')}, unstructured {mean_sd('unstructured_fp32')}. Target (issue 16): int8 within "
-              f"0.5 points of fp32: {'met' if all(abs(r['int8_minus_fp32']) <= 0.005 for r in rows) else 'MISSED'}."]
-    (args.results_dir / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.results_dir / f"int8_accuracy_{args.task}_cpu", result, markdown_lines(result), indent=1,
+                 final_newline=False)
 
 
 if __name__ == "__main__":

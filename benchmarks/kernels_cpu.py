@@ -23,7 +23,6 @@ with at least ``--min-seconds`` of timed runs per measurement. Writes
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -38,9 +37,9 @@ from sparsekit.data.inputs import random_inputs
 from sparsekit.machine import header
 from sparsekit.timing import measure_interleaved
 
-from runtime_cpu import masked_bert_base  # benchmarks/ is on sys.path when run as a script
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+from runtime_cpu import masked_bert_base
 
-RESULTS = Path(__file__).parent / "results"
 SHAPES = ((768, 768), (3072, 768), (768, 3072))  # (out, in): Q/K/V/O, FFN-in, FFN-out
 TARGETS_128 = {0.8: 2.0, 0.9: 3.5, 0.95: 6.0}  # issue 4: per layer at 128 tokens
 TARGETS_E2E = {0.9: 3.0, 0.95: 5.0}  # issue 4: BERT-base batch 1 x 128
@@ -330,12 +329,9 @@ def main(argv=None) -> None:
         result["minilm"] = bench_minilm(args)
     if "profile" in args.parts:
         result["profile"] = bench_profile(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    Path(f"{args.out}.md").write_text(markdown(result))
+    write_result(args.out, result, markdown(result))
     if result.get("layers"):
         plot_layers(result["layers"], Path(f"{args.out}_layers.png"))
-    print(markdown(result))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Records the CPU model, flags, the fp32 ISA and the int8 paths. Writes ``benchmar
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -35,7 +34,8 @@ from sparsekit.kernels import cpu_int8
 from sparsekit.machine import header
 from sparsekit.timing import measure_interleaved
 
-RESULTS = Path(__file__).parent / "results"
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+
 SHAPES = ((768, 768), (3072, 768), (768, 3072))  # (out, in): Q/K/V/O, FFN-in, FFN-out
 TARGET_VS_CSR_AT_90 = 2.0
 
@@ -174,10 +174,7 @@ def main(argv=None) -> None:
               "kernel_threads": kernels.parallel_threads(),
               "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     result["layers"] = bench_layers(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    Path(f"{args.out}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":

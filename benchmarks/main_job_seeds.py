@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
 
 
 def finished(run: Path, seed: int, settings: dict) -> dict | None:
@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {**header(), "command": "python benchmarks/main_job_seeds.py " + " ".join(argv or sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "settings": settings,
               "seeds": args.seeds, "rows": rows, "accuracy": metrics}
-    (RESULTS / "main_job_seeds_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "main_job_seeds_cpu.md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(RESULTS / "main_job_seeds_cpu", result, markdown(result))
     return result
 
 

@@ -17,7 +17,6 @@ average before and after (the numbers are only meaningful on an otherwise idle m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,7 +27,8 @@ from sparsekit import _C_cpu, kernels
 from sparsekit.machine import header
 from sparsekit.timing import measure_interleaved
 
-RESULTS = Path(__file__).parent / "results"
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+
 SHAPES = ((768, 768), (3072, 768), (768, 3072))  # (out, in)
 LIMIT = 0.02  # the requirement at 128 tokens
 
@@ -137,10 +137,7 @@ def main(argv=None) -> None:
               "load_before": [round(v, 2) for v in load_before],
               "load_after": [round(v, 2) for v in os.getloadavg()], "args": vars(args) | {"out": str(args.out)},
               "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(args.out.with_suffix(""), result, markdown(result))
 
 
 if __name__ == "__main__":

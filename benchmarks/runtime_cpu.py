@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import time
@@ -44,7 +43,8 @@ from sparsekit.machine import header
 from sparsekit.models import load_classifier, prunable_matrices
 from sparsekit.timing import measure_interleaved
 
-RESULTS = Path(__file__).parent / "results"
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97)
 SHAPES = ((1, 128), (8, 128), (1, 32))
 MODULES_AT = (0.9, 0.95)
@@ -402,13 +402,10 @@ def main(argv=None) -> None:
         result["bert"] = bench_bert(args)
         result["minilm"] = bench_minilm(args)
     result["traffic"] = bench_traffic(args)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     stem = args.results_dir / args.name
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    stem.with_suffix(".md").write_text(markdown(result))
+    write_result(stem.with_suffix(""), result, markdown(result), indent=1, final_newline=False)
     plot(result, stem.with_suffix(".png"))
     log(f"wrote {stem}.{{json,md,png}}")
-    print(markdown(result))
 
 
 if __name__ == "__main__":

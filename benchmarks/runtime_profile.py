@@ -11,7 +11,6 @@ the op alone. Writes ``benchmarks/results/runtime_profile_cpu.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -19,7 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runtime_cpu import RESULTS, masked_bert_base  # noqa: E402
+from results_io import RESULTS, write_result  # noqa: E402
+from runtime_cpu import masked_bert_base  # noqa: E402
 
 from sparsekit.compiler import compile as sk_compile  # noqa: E402
 from sparsekit.data.inputs import random_inputs  # noqa: E402
@@ -83,6 +83,23 @@ def profile(sparsity: float, tokens: int) -> dict:
             "outside_linears_share": 1 - linears / forward}
 
 
+def markdown_lines(result: dict) -> list[str]:
+    """The report of ``result`` (the JSON this script writes), one string per line."""
+    lines = ["# Fused runtime profile: BERT-base, random masks, 1 sequence (issue 15)", "",
+             f"Machine: {result['machine']['cpu']}, kernel ISA {result['isa']}, {result['threads']} threads. "
+             f"Command: `{result['command']}`. Each piece timed alone (median of 30 after warm-up) with the op's own "
+             "weights.",
+             "", "| sparsity | tokens | forward ms | encoder op ms | Linears + epilogues ms (validation) | attention "
+             "ms | LayerNorm ms | rest of the op ms | embeddings ms | outside the Linears |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {100 * r['sparsity']:g}% | {r['tokens']} | {r['forward_ms']:.2f} | {r['encoder_op_ms']:.2f} | "
+                     f"{r['linears_with_epilogues_ms']:.2f} ({r['of_which_validation_ms']:.2f}) | "
+                     f"{r['attention_ms']:.2f} | {r['layernorm_ms']:.2f} | {r['op_rest_ms']:.2f} | "
+                     f"{r['embeddings_ms']:.2f} | {100 * r['outside_linears_share']:.0f}% |")
+    return lines
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95])
@@ -93,20 +110,7 @@ def main(argv=None) -> None:
     rows = [profile(s, args.tokens) for s in args.sparsities]
     command = " ".join(["python", "benchmarks/runtime_profile.py", *(argv if argv is not None else sys.argv[1:])])
     result = {**header(), "isa": cpu.isa(), "threads": args.threads, "rows": rows, "command": command}
-    (RESULTS / "runtime_profile_cpu.json").write_text(json.dumps(result, indent=1))
-    lines = ["# Fused runtime profile: BERT-base, random masks, 1 sequence (issue 15)", "",
-             f"Machine: {result['machine']['cpu']}, kernel ISA {result['isa']}, {args.threads} threads. "
-             f"Command: `{command}`. Each piece timed alone (median of 30 after warm-up) with the op's own weights.",
-             "", "| sparsity | tokens | forward ms | encoder op ms | Linears + epilogues ms (validation) | attention "
-             "ms | LayerNorm ms | rest of the op ms | embeddings ms | outside the Linears |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {100 * r['sparsity']:g}% | {r['tokens']} | {r['forward_ms']:.2f} | {r['encoder_op_ms']:.2f} | "
-                     f"{r['linears_with_epilogues_ms']:.2f} ({r['of_which_validation_ms']:.2f}) | "
-                     f"{r['attention_ms']:.2f} | {r['layernorm_ms']:.2f} | {r['op_rest_ms']:.2f} | "
-                     f"{r['embeddings_ms']:.2f} | {100 * r['outside_linears_share']:.0f}% |")
-    (RESULTS / "runtime_profile_cpu.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(RESULTS / "runtime_profile_cpu", result, markdown_lines(result), indent=1, final_newline=False)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,15 @@ Writes benchmarks/results/sdpa_head_width.json.
 """
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from sparsekit.machine import header
 from sparsekit.timing import measure_interleaved
+
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
 
 WIDTHS = (16, 23, 24, 25, 30, 32)
 
@@ -29,8 +29,7 @@ def main() -> None:
     best = measure_interleaved(fns, rounds=2, warmup=3, repeats=20, min_seconds=0.5)
     rows = {d: 1e3 * r["median"] for d, r in best.items()}
     result = {**header(), "command": "python benchmarks/sdpa_head_width.py", "median_ms_by_head_width": rows}
-    out = Path(__file__).parent / "results" / "sdpa_head_width.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS / "sdpa_head_width", result)
     for d, ms in rows.items():
         print(f"head width {d:>3}: {ms:.2f} ms", file=sys.stderr)
 

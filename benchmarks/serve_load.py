@@ -36,8 +36,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_ARTIFACTS = ("runs/main-job/artifact", "runs/sst2-smp-s/artifact")
 FALLBACK_TEXTS = ("a charming and often affecting journey.", "unflinchingly bleak and desperate",
                   "the acting is fine but the story goes nowhere.", "one of the best films of the year!",
@@ -326,11 +327,7 @@ def main() -> None:
                   "artifact": str(artifact), "smoke": args.smoke,
                   "config": {k: v for k, v in vars(args).items() if k not in ("artifact", "out")},
                   "modes": [bench_mode(artifact, mode, args, workdir) for mode in args.modes]}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        markdown = to_markdown(result)
-        out.with_suffix(".md").write_text(markdown)
-        print(markdown)
+        write_result(out.with_suffix(""), result, to_markdown(result))
         print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
         if not all(m["shutdown"].get("clean") for m in result["modes"]):
             sys.exit("a server did not shut down cleanly (see the shutdown entries)")

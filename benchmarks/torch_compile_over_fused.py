@@ -9,7 +9,6 @@ medians). Writes ``benchmarks/results/torch_compile_over_fused.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,13 +16,28 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runtime_cpu import RESULTS, masked_bert_base  # noqa: E402
+from results_io import RESULTS, write_result  # noqa: E402
+from runtime_cpu import masked_bert_base  # noqa: E402
 
 from sparsekit.compiler import compile as sk_compile  # noqa: E402
 from sparsekit.data.inputs import random_inputs  # noqa: E402
 from sparsekit.export.compact import compact  # noqa: E402
 from sparsekit.machine import header  # noqa: E402
 from sparsekit.timing import measure_interleaved  # noqa: E402
+
+
+def markdown_lines(result: dict) -> list[str]:
+    """The report of ``result`` (the JSON this script writes), one string per line."""
+    lines = [f"# torch.compile over sparsekit's fused runtime (BERT-base, {100 * result['sparsity']:g}% random masks)",
+             "", f"Machine: {result['machine']['cpu']}, {result['threads']} threads; command `{result['command']}`.",
+             "",
+             "| shape | sparsekit ms | + torch.compile ms | ratio | first call (compile) s | max abs logit diff |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['batch']}x{r['seq']} | {r['sparsekit_ms']:.2f} | {r['with_torch_compile_ms']:.2f} | "
+                     f"{r['sparsekit_ms'] / r['with_torch_compile_ms']:.2f}x | {r['first_call_s']:.1f} | "
+                     f"{r['max_abs_logit_diff']:.1e} |")
+    return lines
 
 
 def main(argv=None) -> None:
@@ -53,17 +67,8 @@ def main(argv=None) -> None:
         print(rows[-1], file=sys.stderr, flush=True)
     result = {**header(), "sparsity": args.sparsity, "threads": args.threads, "rows": rows,
               "command": " ".join(["python", "benchmarks/torch_compile_over_fused.py", *(argv or sys.argv[1:])])}
-    (RESULTS / "torch_compile_over_fused.json").write_text(json.dumps(result, indent=1))
-    lines = [f"# torch.compile over sparsekit's fused runtime (BERT-base, {100 * args.sparsity:g}% random masks)", "",
-             f"Machine: {result['machine']['cpu']}, {args.threads} threads; command `{result['command']}`.", "",
-             "| shape | sparsekit ms | + torch.compile ms | ratio | first call (compile) s | max abs logit diff |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['batch']}x{r['seq']} | {r['sparsekit_ms']:.2f} | {r['with_torch_compile_ms']:.2f} | "
-                     f"{r['sparsekit_ms'] / r['with_torch_compile_ms']:.2f}x | {r['first_call_s']:.1f} | "
-                     f"{r['max_abs_logit_diff']:.1e} |")
-    (RESULTS / "torch_compile_over_fused.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(RESULTS / "torch_compile_over_fused", result, markdown_lines(result), indent=1,
+                 final_newline=False)
 
 
 if __name__ == "__main__":

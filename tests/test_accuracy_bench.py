@@ -1,32 +1,26 @@
 """The multi-seed accuracy benchmark: statistics and seed-spread comparisons on hand-computed values, the
 markdown / JSON / PNG writers, what the seed changes, and the benchmark's rows on the tiny model (distinct per
 seed, reused when finished, resumed when interrupted)."""
-import importlib.util
 import json
 import math
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import load_script
 from safetensors.torch import load_file
 from scipy import stats
 
 from sparsekit.bench import accuracy as report
 from sparsekit.prune import prune
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("accuracy_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module's string annotations through sys.modules
-    spec.loader.exec_module(module)
+    module = load_script("accuracy", "accuracy_benchmark")
     yield module
-    del sys.modules[spec.name]
+    del sys.modules[module.__name__]
 
 
 def test_summarize_uses_the_sample_std():

@@ -1,0 +1,102 @@
+"""benchmarks/results_io.py, the one writer of the benchmark scripts' result files: the JSON layouts, the markdown
+as text or lines, what is printed; and the committed results, re-rendered from their JSON by the scripts' own
+renderers and re-written by the writer, byte for byte (nothing is timed, nothing is written under
+benchmarks/results).
+
+Committed reports that cannot be re-rendered from their JSON, left out below: accuracy_sst2_cpu and
+accuracy_sst2_issue7_cpu (their JSON predates ``metric_names``), serve_load_cpu (written before the title named the
+task types), fuzz_artifacts (its per-kind table counts the random mutations that ended in a clean ArtifactError,
+which the JSON does not list); sdpa_head_width has no report.
+"""
+import json
+
+import pytest
+from benchmark_scripts import BENCHMARKS, load_script
+
+RESULTS = BENCHMARKS / "results"
+
+#: Committed result stem -> (script, its renderer, JSON indent, final newline after the JSON).
+RENDERED = {
+    "abp_lr_sst2_cpu": ("abp_score_lr", "markdown", 2, True),
+    "accuracy_conll2003_cpu": ("accuracy", "report.to_markdown", 2, True),
+    "accuracy_conll2003_kd_cpu": ("accuracy", "report.to_markdown", 2, True),
+    "accuracy_squad_resplit_cpu": ("accuracy", "report.to_markdown", 2, True),
+    "accuracy_sst2_block_cpu": ("accuracy", "report.to_markdown", 2, True),
+    "accuracy_sst2_softmvp_cpu": ("accuracy", "report.to_markdown", 2, True),
+    "structured_smp_cpu": ("accuracy", "structure_markdown", 2, True),
+    "architectures_cpu": ("architectures_cpu", "markdown", 2, True),
+    "attention_cpu": ("attention_cpu", "markdown", 2, True),
+    "export_compaction": ("export_compaction", "to_markdown", 2, True),
+    "int8_accuracy_sst2_cpu": ("int8_accuracy", "markdown_lines", 1, False),
+    "kernels_cpu": ("kernels_cpu", "markdown", 2, True),
+    "kernels_cpu_bert95": ("kernels_cpu", "markdown", 2, True),
+    "kernels_cpu_minilm": ("kernels_cpu", "markdown", 2, True),
+    "kernels_int8_cpu": ("kernels_int8_cpu", "markdown", 2, True),
+    "main_job_seeds_cpu": ("main_job_seeds", "markdown", 2, True),
+    "op_validation_cost": ("op_validation_cost", "markdown", 2, True),
+    "runtime_cpu": ("runtime_cpu", "markdown", 1, False),
+    "runtime_profile_cpu": ("runtime_profile", "markdown_lines", 1, False),
+    "torch_compile_over_fused": ("torch_compile_over_fused", "markdown_lines", 1, False),
+}
+
+
+@pytest.fixture(scope="module")
+def results_io():
+    return load_script("results_io")
+
+
+def _renderer(script: str, name: str):
+    obj = load_script(script)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@pytest.mark.parametrize("stem", sorted(RENDERED))
+def test_committed_result_is_rewritten_byte_for_byte(stem, results_io, tmp_path, capsys):
+    script, renderer, indent, final_newline = RENDERED[stem]
+    result = json.loads((RESULTS / f"{stem}.json").read_text())
+    markdown = _renderer(script, renderer)(result)
+    path = results_io.write_result(tmp_path / stem, result, markdown, indent=indent, final_newline=final_newline)
+    assert path == tmp_path / f"{stem}.json"
+    assert path.read_bytes() == (RESULTS / f"{stem}.json").read_bytes()
+    assert (tmp_path / f"{stem}.md").read_bytes() == (RESULTS / f"{stem}.md").read_bytes()
+    # printed as the script printed it: a text with print's newline after it, lines joined (print adds the last)
+    printed = (RESULTS / f"{stem}.md").read_text() + ("\n" if isinstance(markdown, str) else "")
+    assert capsys.readouterr().out == printed
+
+
+def test_json_layouts_and_folders(results_io, tmp_path):
+    data = {"a": [1, 2], "b": {"c": None}}
+    two = results_io.write_json(tmp_path / "new" / "deeper" / "two.json", data)
+    assert two.read_text() == json.dumps(data, indent=2) + "\n"
+    one = results_io.write_json(tmp_path / "one.json", data, indent=1, final_newline=False)
+    assert one.read_text() == json.dumps(data, indent=1)
+    odd = results_io.write_json(tmp_path / "odd.json", {"p": tmp_path}, default=str)
+    assert json.loads(odd.read_text()) == {"p": str(tmp_path)}
+
+
+def test_markdown_text_is_written_as_is_and_printed(results_io, tmp_path, capsys):
+    path = results_io.write_result(tmp_path / "r", {"x": 1}, "# title\n\n| a |\n")
+    assert path == tmp_path / "r.json" and path.read_text() == '{\n  "x": 1\n}\n'
+    assert (tmp_path / "r.md").read_text() == "# title\n\n| a |\n"
+    assert capsys.readouterr().out == "# title\n\n| a |\n\n"
+
+
+def test_markdown_lines_get_a_final_newline_in_the_file_only(results_io, tmp_path, capsys):
+    results_io.write_result(tmp_path / "r", {}, ["# title", "", "| a |"])
+    assert (tmp_path / "r.md").read_text() == "# title\n\n| a |\n"
+    assert capsys.readouterr().out == "# title\n\n| a |\n"
+
+
+def test_quiet_no_markdown_and_stems_with_dots(results_io, tmp_path, capsys):
+    results_io.write_result(tmp_path / "q", {}, "text\n", quiet=True)
+    assert (tmp_path / "q.md").read_text() == "text\n"
+    path = results_io.write_result(tmp_path / "sub" / "x.v2", {"y": 2})
+    assert path == tmp_path / "sub" / "x.v2.json" and not (tmp_path / "sub" / "x.v2.md").exists()
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["x.v2.json"]
+    assert capsys.readouterr().out == ""
+
+
+def test_results_folder_is_the_committed_one(results_io):
+    assert results_io.RESULTS.resolve() == RESULTS.resolve()
