@@ -299,11 +299,15 @@ def test_structure_keeping_artifact_runs_fused_with_its_plan(tmp_path, model_typ
         _compare(again(**inputs), model(**inputs), SEQUENCE, None)
 
 
-def test_int8_precision_on_a_hugging_face_model():
-    model = _tiny("bert")
+@pytest.mark.parametrize("model_type", ["bert", "deberta-v2", "modernbert"])
+def test_int8_precision_on_a_hugging_face_model(model_type):
+    from sparsekit.architectures import architecture_for
+
+    model = _tiny(model_type)
+    arch = architecture_for(model.config)
     with torch.no_grad():  # 1x4-block sparsity, the int8 kernel's layout
         gen = torch.Generator().manual_seed(2)
-        for module in model.bert.encoder.modules():
+        for module in (m for layer in arch.layer_modules(model.base_model) for m in layer.modules()):
             if isinstance(module, torch.nn.Linear):
                 out, inp = module.weight.shape
                 keep = (torch.rand(out, inp // 4, generator=gen) < 0.3).repeat_interleave(4, dim=1)
