@@ -164,12 +164,25 @@ def task_types_info() -> dict[str, str]:
     return dict(TASK_MODEL_CLASSES)
 
 
+def fused_runtime_info() -> dict:
+    """The fused CPU encoder runtime: usable here (it needs the C++ CPU kernels), and the model families it runs,
+    by layer layout (``Architecture.fused_layout``)."""
+    from sparsekit.architectures import ARCHITECTURES
+    from sparsekit.kernels import cpu
+
+    layouts: dict[str, list[str]] = {}
+    for arch in ARCHITECTURES:
+        layouts.setdefault(arch.fused_layout, []).extend(arch.model_types)
+    return {"usable": cpu.available(), "reason": None if cpu.available() else cpu.unavailable_reason(),
+            "layouts": layouts}
+
+
 def collect() -> dict:
     """Everything ``sparsekit info`` reports, as JSON-ready data."""
     from sparsekit.machine import header
 
     return {**header(), "threads": threads_info(), "cpu_kernels": cpu_kernels_info(),
-            "int8_kernels": int8_kernels_info(), "cuda": cuda_info(),
+            "int8_kernels": int8_kernels_info(), "fused_runtime": fused_runtime_info(), "cuda": cuda_info(),
             "triton": triton_info(), "compilers": compilers_info(), "onnxruntime": onnxruntime_info(),
             "backends": backends_info(), "task_types": task_types_info()}
 
@@ -220,12 +233,16 @@ def _component_rows(data: dict) -> list[tuple[str, str, str]]:
                 f"{', '.join(i8['supported_isas'])}{'; lacks: ' + ', '.join(lacking) if lacking else ''}")
     else:
         int8 = escape(i8["reason"] or "")
+    fused = data.get("fused_runtime") or {"usable": False, "reason": "not collected", "layouts": {}}
+    fused_detail = (escape(fused["reason"]) + "; " if fused["reason"] else "") + "compacted models and " + "; ".join(
+        f"{layout} layers: {', '.join(types)}" for layout, types in fused["layouts"].items())
     gpus = ", ".join(f"{d['name']} (sm {d['capability']}, {d['memory_gib']} GiB)" for d in cuda["devices"])
     ext = cuda["extension"]
     ext_detail = escape(ext["reason"] or ("loaded" if ext["available"] else ""))
     return [
         ("C++ CPU kernels", _yes(k["built"] and k["isa"] is not None), kernel),
         ("C++ INT8 CPU kernels", _yes(i8["built"] and i8["isa"] is not None), int8),
+        ("Fused CPU runtime", _yes(fused["usable"]), fused_detail),
         ("CUDA (torch)", _yes(cuda["available"]),
          gpus or f"no CUDA GPU visible (torch built with CUDA {cuda['torch_cuda'] or 'none: CPU-only wheel'})"),
         ("CUDA extension", _yes(ext["available"]) if ext["present"] else _yes(False), ext_detail),

@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_info_table():
     result = runner.invoke(app, ["info"], terminal_width=200)
     assert result.exit_code == 0, result.output
-    for text in ("C++ CPU kernels", "CUDA extension", "Triton", "C++ compiler", "ONNX Runtime",
+    for text in ("C++ CPU kernels", "Fused CPU runtime", "CUDA extension", "Triton", "C++ compiler", "ONNX Runtime",
                  "Backends of sparsekit.compile", "Machine and versions"):
         assert text in result.output, text
     for backend in registry.default_backends():
@@ -42,6 +42,9 @@ def test_info_json_matches_the_kernels_module():
     else:
         assert k["reason"] == cpu.unavailable_reason()
     assert data["cuda"]["available"] == torch.cuda.is_available()
+    fused = data["fused_runtime"]
+    assert fused["usable"] == cpu.available()
+    assert {"bert", "deberta", "modernbert"} == set(fused["layouts"]) and "deberta-v2" in fused["layouts"]["deberta"]
     names = [b["name"] for b in data["backends"]]
     assert names == [b.name for b in registry.default_backends()]
     dense = data["backends"][0]
