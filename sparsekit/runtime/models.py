@@ -84,15 +84,25 @@ class FusedBaseForward:
     also build per-forward position tables): the same call (``input_ids`` or ``inputs_embeds``, a ``[B, T]``
     ``attention_mask``, optional ``position_ids`` / ``token_type_ids``) and the same ``last_hidden_state``
     (padding positions are zeros: never computed). The model's own embeddings run as its modules; every layer runs
-    in one fused op call over packed tokens. A subclass per layout gives the embeddings call, the tables and what
-    follows the layers."""
+    in one fused op call over packed tokens. A subclass per layout (BASE_FORWARDS) says when the model cannot take it
+    and builds its layers, and gives the embeddings call, the per-forward tables and what follows the layers."""
 
     #: Whether the layers measure distance in positions (sliding windows, relative positions): a padding mask
     #: with holes would change the distances once packed, so it is refused.
     counts_positions = False
 
-    def __init__(self, base: nn.Module, encoder: FusedEncoder, reads_first_token: bool) -> None:
+    def __init__(self, arch, base: nn.Module, encoder: FusedEncoder, reads_first_token: bool) -> None:
         self.base, self.runtime, self.reads_first_token = base, encoder, reads_first_token
+
+    @staticmethod
+    def reason(arch, base: nn.Module) -> str:
+        """Why this layout's base model cannot take the fused forward, or ``""``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def layers(arch, base: nn.Module) -> list[LayerWeights]:
+        """What the fused encoder computes with, per layer, for this layout's base model."""
+        raise NotImplementedError
 
     def __call__(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                  position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
@@ -134,10 +144,12 @@ class ModernBertForward(FusedBaseForward):
     at each real token's position (Hugging Face's positions: ``position_ids``, else 0 .. T-1 of the padded batch),
     then ``final_norm`` after the layers. Sliding windows count positions."""
 
-    def __init__(self, base: nn.Module, encoder: FusedEncoder, reads_first_token: bool, tables: list[str],
-                 windowed: bool) -> None:
-        super().__init__(base, encoder, reads_first_token)
-        self.table_types, self.counts_positions = tables, windowed
+    def __init__(self, arch, base: nn.Module, encoder: FusedEncoder, reads_first_token: bool) -> None:
+        pooling_first = getattr(base.config, "classifier_pooling", "cls") == "cls"
+        super().__init__(arch, base, encoder, reads_first_token and pooling_first)
+        attention = arch.layer_attention(base.config)
+        self.table_types = self.rotary_tables(attention)
+        self.counts_positions = any(w >= 0 for _, w in attention)
 
     def embed(self, input_ids, attention_mask, position_ids, inputs_embeds, token_type_ids):
         return self.base.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds)
@@ -156,6 +168,39 @@ class ModernBertForward(FusedBaseForward):
     def finish(self, tokens):
         return self.base.final_norm(tokens)
 
+    @staticmethod
+    def reason(arch, base: nn.Module) -> str:
+        """Why ModernBERT's base model cannot take the fused forward, or ``""``."""
+        config = base.config
+        if arch.head_dim(config) % 2:
+            return "rotary positions need an even head width"
+        for name in ("embeddings", "rotary_emb", "final_norm"):
+            if not isinstance(getattr(base, name, None), nn.Module):
+                return f"the base model has no {name} module (not the Hugging Face ModernBertModel layout)"
+        unknown = {t for t, _ in arch.layer_attention(config)} - {"full_attention", "sliding_attention"}
+        return f"attention types {sorted(unknown)} are not known to the fused runtime" if unknown else ""
+
+    @classmethod
+    def layers(cls, arch, base: nn.Module) -> list[LayerWeights]:
+        """ModernBERT's layers: pre-LayerNorm (the first without one before attention), GLU FFN, rotary table and
+        window of each layer's attention type."""
+        config = base.config
+        heads, head_dim = arch.heads(config), arch.head_dim(config)
+        attention = arch.layer_attention(config)
+        tables = cls.rotary_tables(attention)
+        fused = []
+        for layer, (kind, window) in zip(arch.layer_modules(base), attention):
+            norms = arch.layer_norms(layer)
+            norm = encoder_ops.PRE_NORM_NO_FIRST if type(norms[0]) is nn.Identity else encoder_ops.PRE_NORM
+            fused.append(stacked_layer(arch.layer_linears(layer), norms, heads, head_dim, head_dim, head_dim ** -0.5,
+                                       arch.activation(config), norm=norm, window=window, rope=tables.index(kind)))
+        return fused
+
+    @staticmethod
+    def rotary_tables(attention: list[tuple[str, int]]) -> list[str]:
+        """The attention types whose rotary tables the fused layers use, in table order."""
+        return sorted({kind for kind, _ in attention})
+
 
 class DebertaForward(FusedBaseForward):
     """DeBERTa-v2 / v3: its embeddings (token types, the padding mask, absolute positions where the config has
@@ -163,13 +208,14 @@ class DebertaForward(FusedBaseForward):
     padded length to its posK / posQ row with Hugging Face's own bucketing (``make_log_bucket_position``) and
     clamp. Relative positions count positions."""
 
-    def __init__(self, base: nn.Module, encoder: FusedEncoder, reads_first_token: bool) -> None:
-        super().__init__(base, encoder, reads_first_token)
+    def __init__(self, arch, base: nn.Module, encoder: FusedEncoder, reads_first_token: bool) -> None:
+        super().__init__(arch, base, encoder, reads_first_token)
         attention = _deberta_attention(base)
         self.counts_positions = bool(attention.relative_attention)  # without it: no position attributes either
         self.buckets = getattr(attention, "position_buckets", -1)
         self.max_positions = getattr(attention, "max_relative_positions", -1)
         self.span = getattr(attention, "pos_ebd_size", 0)
+        self._rel_index: dict[int, torch.Tensor] = {}  # by padded length: built once, not on every forward
 
     def embed(self, input_ids, attention_mask, position_ids, inputs_embeds, token_type_ids):
         shape = (input_ids if input_ids is not None else inputs_embeds[..., 0]).shape
@@ -181,13 +227,55 @@ class DebertaForward(FusedBaseForward):
     def tables(self, packed, position_ids, length):
         if not self.runtime.relative:
             return {}
-        from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
+        if length not in self._rel_index:
+            from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
 
-        distance = torch.arange(-(length - 1), length)
-        if self.buckets > 0 and self.max_positions > 0:
-            distance = make_log_bucket_position(distance, self.buckets, self.max_positions)
-        index = torch.clamp(distance.long() + self.span, 0, 2 * self.span - 1)
-        return {"rel_index": index.to(torch.int32).contiguous()}
+            distance = torch.arange(-(length - 1), length)
+            if self.buckets > 0 and self.max_positions > 0:
+                distance = make_log_bucket_position(distance, self.buckets, self.max_positions)
+            index = torch.clamp(distance.long() + self.span, 0, 2 * self.span - 1)
+            self._rel_index[length] = index.to(torch.int32).contiguous()
+        return {"rel_index": self._rel_index[length]}
+
+    @staticmethod
+    def reason(arch, base: nn.Module) -> str:
+        """Why DeBERTa's base model cannot take the fused forward, or ``""``."""
+        if not isinstance(getattr(base, "embeddings", None), nn.Module) or not hasattr(base, "encoder"):
+            return "the base model is not the Hugging Face DebertaV2Model layout"
+        if getattr(base.encoder, "conv", None) is not None:
+            return "its convolution after the first layer (conv_kernel_size > 0) is not in the fused runtime"
+        if getattr(base, "z_steps", 0) > 1:
+            return "z_steps > 1 (the last layer re-run as an enhanced mask decoder) is not in the fused runtime"
+        attention = _deberta_attention(base)
+        unknown = set(attention.pos_att_type if attention.relative_attention else []) - {"c2p", "p2c"}
+        return f"relative-attention terms {sorted(unknown)} are not in the fused runtime" if unknown else ""
+
+    @staticmethod
+    @torch.no_grad()
+    def layers(arch, base: nn.Module) -> list[LayerWeights]:
+        """DeBERTa's layers: post-LayerNorm, and with relative attention each layer's position keys / queries (its
+        K / Q projections -- or pos_key_proj / pos_query_proj without share_att_key -- of the encoder's relative
+        embeddings, LayerNorm'd when the config says so), and Hugging Face's score scale 1 / sqrt(d (1 + terms))."""
+        from sparsekit.export.modeling import _weight_bias
+
+        config = base.config
+        rel = base.encoder.get_rel_embedding() if getattr(base.encoder, "relative_attention", False) else None
+        fused = []
+        for layer in arch.layer_modules(base):
+            att = layer.attention.self
+            heads, head_dim = att.num_attention_heads, att.attention_head_size
+            terms = [t for t in ("c2p", "p2c") if att.relative_attention and t in att.pos_att_type]
+            relative = None
+            if terms:
+                rows = rel[:2 * att.pos_ebd_size].float()
+                key, query = ((att.key_proj, att.query_proj) if att.share_att_key
+                              else (getattr(att, "pos_key_proj", None), getattr(att, "pos_query_proj", None)))
+                relative = tuple(torch.nn.functional.linear(rows, *_weight_bias(module, torch.device("cpu")))
+                                 if term in terms else None for term, module in (("c2p", key), ("p2c", query)))
+            scale = (head_dim * (1 + len(terms))) ** -0.5
+            fused.append(stacked_layer(arch.layer_linears(layer), arch.layer_norms(layer), heads, head_dim, head_dim,
+                                       scale, arch.activation(config), relative=relative))
+        return fused
 
 
 def _deberta_attention(base: nn.Module) -> nn.Module:
@@ -262,10 +350,9 @@ def _loop_path(arch) -> tuple[str, str]:
     return parent, list_name
 
 
-def _takes_base_forward(arch) -> bool:
-    """Whether the runtime goes in by taking over the base model's forward (the base model loops over its layers
-    itself and builds position tables), rather than by replacing a loop module."""
-    return arch.fused_layout in ("modernbert", "deberta")
+#: The layouts (``Architecture.fused_layout``) whose runtime goes in by taking over the base model's forward (the
+#: base model loops over its layers itself and builds position tables), rather than by replacing a loop module.
+BASE_FORWARDS: dict[str, type[FusedBaseForward]] = {"modernbert": ModernBertForward, "deberta": DebertaForward}
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -290,7 +377,7 @@ def unsupported_reason(model: nn.Module) -> str | None:
         config = model.config
         if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
             return "the model is configured as a decoder (causal or cross-attention); the fused layer is an encoder's"
-        if not _takes_base_forward(arch) and not arch.layers.rpartition(".")[0]:
+        if arch.fused_layout not in BASE_FORWARDS and not arch.layers.rpartition(".")[0]:
             return f"{arch.name}: the layer list is not held by its own loop module"
         for i, layer in enumerate(arch.layer_modules(base)):
             for kind, module in arch.layer_linears(layer).items():
@@ -301,8 +388,7 @@ def unsupported_reason(model: nn.Module) -> str | None:
             first_absent = arch.fused_layout == "modernbert" and i == 0 and type(norms[0]) is nn.Identity
             if any(not isinstance(n, nn.LayerNorm) or n.weight is None for n in norms[first_absent:]):
                 return "the fused layer needs LayerNorms with a weight around attention and the FFN"
-        why = {"modernbert": _modernbert_reason, "deberta": _deberta_reason}.get(arch.fused_layout,
-                                                                               lambda *_: "")(base, arch)
+        why = BASE_FORWARDS[arch.fused_layout].reason(arch, base) if arch.fused_layout in BASE_FORWARDS else ""
         if why:
             return f"{arch.name}: {why}"
         activation = arch.activation(config)
@@ -318,31 +404,6 @@ def unsupported_reason(model: nn.Module) -> str | None:
     return None
 
 
-def _modernbert_reason(base: nn.Module, arch) -> str:
-    """Why ModernBERT's base model cannot take the fused forward, or ``""``."""
-    config = base.config
-    if arch.head_dim(config) % 2:
-        return "rotary positions need an even head width"
-    for name in ("embeddings", "rotary_emb", "final_norm"):
-        if not isinstance(getattr(base, name, None), nn.Module):
-            return f"the base model has no {name} module (not the Hugging Face ModernBertModel layout)"
-    unknown = {t for t, _ in arch.layer_attention(config)} - {"full_attention", "sliding_attention"}
-    return f"attention types {sorted(unknown)} are not known to the fused runtime" if unknown else ""
-
-
-def _deberta_reason(base: nn.Module, arch) -> str:
-    """Why DeBERTa's base model cannot take the fused forward, or ``""``."""
-    if not isinstance(getattr(base, "embeddings", None), nn.Module) or not hasattr(base, "encoder"):
-        return "the base model is not the Hugging Face DebertaV2Model layout"
-    if getattr(base.encoder, "conv", None) is not None:
-        return "its convolution after the first layer (conv_kernel_size > 0) is not in the fused runtime"
-    if getattr(base, "z_steps", 0) > 1:
-        return "z_steps > 1 (the last layer re-run as an enhanced mask decoder) is not in the fused runtime"
-    attention = _deberta_attention(base)
-    unknown = set(attention.pos_att_type if attention.relative_attention else []) - {"c2p", "p2c"}
-    return f"relative-attention terms {sorted(unknown)} are not in the fused runtime" if unknown else ""
-
-
 def remove(model: nn.Module) -> None:
     """Take the fused runtime out of ``model`` (if it has one): the model runs its own modules again."""
     from sparsekit.export.modeling import CompactModel
@@ -356,7 +417,7 @@ def remove(model: nn.Module) -> None:
     arch, base = parts
     if isinstance(base.__dict__.get("forward"), FusedBaseForward):
         del base.__dict__["forward"]
-    if _takes_base_forward(arch):
+    if arch.fused_layout in BASE_FORWARDS:
         return
     path, _ = _loop_path(arch)
     current = base.get_submodule(path)
@@ -375,62 +436,12 @@ def fused_layers(model: nn.Module) -> list[LayerWeights]:
         model.pad_layout()
         return [layer_weights(layer, model.config.hidden_act) for layer in model.layers]
     arch, base = _hf_parts(model)
-    if arch.fused_layout == "modernbert":
-        return _modernbert_layers(arch, base)
-    if arch.fused_layout == "deberta":
-        return _deberta_layers(arch, base)
+    if arch.fused_layout in BASE_FORWARDS:
+        return BASE_FORWARDS[arch.fused_layout].layers(arch, base)
     config, heads = model.config, arch.heads(model.config)
     head_dim = arch.head_dim(config)
     return [stacked_layer(arch.layer_linears(layer), arch.layer_norms(layer), heads, head_dim, head_dim,
                           head_dim ** -0.5, arch.activation(config)) for layer in arch.layer_modules(base)]
-
-
-def _modernbert_layers(arch, base: nn.Module) -> list[LayerWeights]:
-    """ModernBERT's layers: pre-LayerNorm (the first without one before attention), GLU FFN, rotary table and
-    window of each layer's attention type."""
-    config = base.config
-    heads, head_dim = arch.heads(config), arch.head_dim(config)
-    attention = arch.layer_attention(config)
-    tables = _rotary_tables(attention)
-    fused = []
-    for layer, (kind, window) in zip(arch.layer_modules(base), attention):
-        norms = arch.layer_norms(layer)
-        norm = encoder_ops.PRE_NORM_NO_FIRST if type(norms[0]) is nn.Identity else encoder_ops.PRE_NORM
-        fused.append(stacked_layer(arch.layer_linears(layer), norms, heads, head_dim, head_dim, head_dim ** -0.5,
-                                   arch.activation(config), norm=norm, window=window, rope=tables.index(kind)))
-    return fused
-
-
-def _rotary_tables(attention: list[tuple[str, int]]) -> list[str]:
-    """The attention types whose rotary tables the fused layers use, in table order."""
-    return sorted({kind for kind, _ in attention})
-
-
-@torch.no_grad()
-def _deberta_layers(arch, base: nn.Module) -> list[LayerWeights]:
-    """DeBERTa's layers: post-LayerNorm, and with relative attention each layer's position keys / queries (its
-    K / Q projections -- or pos_key_proj / pos_query_proj without share_att_key -- of the encoder's relative
-    embeddings, LayerNorm'd when the config says so), and Hugging Face's score scale 1 / sqrt(d (1 + terms))."""
-    from sparsekit.export.modeling import _weight_bias
-
-    config = base.config
-    rel = base.encoder.get_rel_embedding() if getattr(base.encoder, "relative_attention", False) else None
-    fused = []
-    for layer in arch.layer_modules(base):
-        att = layer.attention.self
-        heads, head_dim = att.num_attention_heads, att.attention_head_size
-        terms = [t for t in ("c2p", "p2c") if att.relative_attention and t in att.pos_att_type]
-        relative = None
-        if terms:
-            rows = rel[:2 * att.pos_ebd_size].float()
-            key, query = ((att.key_proj, att.query_proj) if att.share_att_key
-                          else (getattr(att, "pos_key_proj", None), getattr(att, "pos_query_proj", None)))
-            relative = tuple(torch.nn.functional.linear(rows, *_weight_bias(module, torch.device("cpu")))
-                             if term in terms else None for term, module in (("c2p", key), ("p2c", query)))
-        scale = (head_dim * (1 + len(terms))) ** -0.5
-        fused.append(stacked_layer(arch.layer_linears(layer), arch.layer_norms(layer), heads, head_dim, head_dim,
-                                   scale, arch.activation(config), relative=relative))
-    return fused
 
 
 def install(model: nn.Module, encoder: FusedEncoder) -> None:
@@ -448,14 +459,8 @@ def install(model: nn.Module, encoder: FusedEncoder) -> None:
     except ValueError:  # a bare encoder: its user may read any position
         reads_first_token = False
     remove(model)
-    if arch.fused_layout == "modernbert":
-        attention = arch.layer_attention(model.config)
-        pooling_first = getattr(model.config, "classifier_pooling", "cls") == "cls"
-        base.forward = ModernBertForward(base, encoder, reads_first_token and pooling_first,
-                                         _rotary_tables(attention), any(w >= 0 for _, w in attention))
-        return
-    if arch.fused_layout == "deberta":
-        base.forward = DebertaForward(base, encoder, reads_first_token)
+    if arch.fused_layout in BASE_FORWARDS:
+        base.forward = BASE_FORWARDS[arch.fused_layout](arch, base, encoder, reads_first_token)
         return
     path, list_name = _loop_path(arch)
     loop = FusedLayers(base.get_submodule(path), list_name, encoder, reads_first_token, model.config)
@@ -474,7 +479,7 @@ def runtime_of(model: nn.Module) -> FusedEncoder | None:
     forward = base.__dict__.get("forward")
     if isinstance(forward, FusedBaseForward):
         return forward.runtime
-    if _takes_base_forward(arch):
+    if arch.fused_layout in BASE_FORWARDS:
         return None
     loop = base.get_submodule(_loop_path(arch)[0])
     return loop.runtime if isinstance(loop, FusedLayers) else None
