@@ -61,10 +61,24 @@ def _tiny(model_type: str, task_type: str = SEQUENCE, act: str | None = None, se
     return prune_randomly(auto_class(task_type).from_config(config), seed=seed)
 
 
+def _compiled(model, tokens: int = 8, **kwargs):
+    """``sparsekit.compile`` of ``model`` in place with a short timing; returns the report and a copy of the model
+    taken before (the masked dense reference)."""
+    reference = copy.deepcopy(model)
+    return sk_compile(model, tokens=tokens, repeats=2, warmup=1, verbose=False, **kwargs), reference
+
+
 def _inputs(padding: str):
     mask = PADDINGS[padding]
     ids = torch.randint(5, 55, (3, 9), generator=torch.Generator().manual_seed(4))
     return {"input_ids": ids} if mask is None else {"input_ids": ids, "attention_mask": mask}
+
+
+def _check(model, reference, padding: str, task_type: str = SEQUENCE) -> None:
+    """``model`` and ``reference`` agree (``_compare``) on the inputs of ``padding``."""
+    inputs = _inputs(padding)
+    with torch.no_grad():
+        _compare(model(**inputs), reference(**inputs), task_type, inputs.get("attention_mask"))
 
 
 def _compare(got, want, task_type: str, mask) -> None:
@@ -79,9 +93,8 @@ def _compare(got, want, task_type: str, mask) -> None:
 @pytest.mark.parametrize("padding", list(PADDINGS))
 def test_hugging_face_model_fused_matches_masked_dense(model_type, padding, isa):
     model = _tiny(model_type)
-    reference = copy.deepcopy(model)
     keys = list(model.state_dict())
-    report = sk_compile(model, tokens=16, repeats=2, warmup=1, verbose=False)
+    report, reference = _compiled(model, tokens=16)
     assert report.runtime == "fused", report.runtime_why
     assert len(report.layers) == model.config.num_hidden_layers * 4  # qkv, attn_out, ffn_in, ffn_out per layer
     assert list(model.state_dict()) == keys  # the layers are still there, under the same names
@@ -99,29 +112,23 @@ def test_hugging_face_model_fused_matches_masked_dense(model_type, padding, isa)
 @pytest.mark.parametrize("task_type", [TOKEN, QA])
 def test_per_token_heads_fused(model_type, task_type):
     model = _tiny(model_type, task_type)
-    reference = copy.deepcopy(model)
-    assert sk_compile(model, tokens=16, repeats=2, warmup=1, verbose=False).runtime == "fused"
-    inputs = _inputs("right padded")
-    with torch.no_grad():
-        _compare(model(**inputs), reference(**inputs), task_type, inputs["attention_mask"])
+    report, reference = _compiled(model, tokens=16)
+    assert report.runtime == "fused"
+    _check(model, reference, "right padded", task_type)
 
 
 @pytest.mark.parametrize("backend", ["dense", "csr-cpu", "bsr-cpu"])
 @pytest.mark.parametrize("act", ["gelu_new", "relu"])
 def test_forced_backends_and_activations(backend, act):
     model = _tiny("distilbert" if act == "relu" else "bert", act=act)
-    reference = copy.deepcopy(model)
-    report = sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False, force=backend)
+    report, reference = _compiled(model, force=backend)
     assert report.runtime == "fused" and {c.backend for c in report.layers} == {backend}
-    inputs = _inputs("holes")
-    with torch.no_grad():
-        _compare(model(**inputs), reference(**inputs), SEQUENCE, None)
+    _check(model, reference, "holes")
 
 
 def test_one_token_and_inputs_embeds():
     model = _tiny("bert")
-    reference = copy.deepcopy(model)
-    sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
+    _, reference = _compiled(model)
     ids = torch.tensor([[7]])
     embeds = reference.bert.embeddings.word_embeddings(torch.randint(5, 55, (2, 5)))
     with torch.no_grad():
@@ -131,8 +138,7 @@ def test_one_token_and_inputs_embeds():
 
 def test_save_pretrained_of_a_fused_model_round_trips(tmp_path):
     model = _tiny("bert")
-    reference = copy.deepcopy(model)
-    sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
+    _, reference = _compiled(model)
     model.save_pretrained(tmp_path / "saved")
     reloaded = auto_class(SEQUENCE).from_pretrained(str(tmp_path / "saved")).eval()
     inputs = _inputs("right padded")
@@ -142,17 +148,14 @@ def test_save_pretrained_of_a_fused_model_round_trips(tmp_path):
 
 def test_recompile_and_unfused_restore_the_modules():
     model = _tiny("bert")
-    reference = copy.deepcopy(model)
-    sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
+    _, reference = _compiled(model)
     first = runtime_of(model)
     sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False, force="csr-cpu")
     assert runtime_of(model) is not first and isinstance(model.bert.encoder, FusedLayers)
     report = sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False, fused=False, force="csr-cpu")
     assert report.runtime == "modules" and runtime_of(model) is None
     assert type(model.bert.encoder).__name__ == "BertEncoder"
-    inputs = _inputs("right padded")
-    with torch.no_grad():
-        _compare(model(**inputs), reference(**inputs), SEQUENCE, None)
+    _check(model, reference, "right padded")
     # Its Linears are now backend modules: the fused runtime says why it cannot take the model.
     assert "already compiled per module" in unsupported_reason(model)
 
@@ -191,8 +194,7 @@ def test_modernbert_left_padding_positions_and_biases():
     """Left padding (Hugging Face's positions count from the padded start: the packed tokens get the same), given
     position_ids, biases in every Linear and LayerNorm, every layer global (holes are then fine)."""
     model = _tiny("modernbert", TOKEN, attention_bias=True, mlp_bias=True, norm_bias=True)
-    reference = copy.deepcopy(model)
-    sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
+    _, reference = _compiled(model)
     ids = _inputs("none")["input_ids"]
     left = torch.tensor([[1] * 9, [0] * 3 + [1] * 6, [0] * 8 + [1]])
     with torch.no_grad():
@@ -201,23 +203,17 @@ def test_modernbert_left_padding_positions_and_biases():
         shifted = {"input_ids": ids, "position_ids": torch.arange(9)[None] + 5}
         _compare(model(**shifted), reference(**shifted), TOKEN, None)
     every_layer_global = _tiny("modernbert", global_attn_every_n_layers=1)
-    reference = copy.deepcopy(every_layer_global)
-    sk_compile(every_layer_global, tokens=8, repeats=2, warmup=1, verbose=False)
-    inputs = _inputs("holes")
-    with torch.no_grad():
-        _compare(every_layer_global(**inputs), reference(**inputs), SEQUENCE, None)
+    _, reference = _compiled(every_layer_global)
+    _check(every_layer_global, reference, "holes")
 
 
 def test_modernbert_unfused_restores_its_forward():
     model = _tiny("modernbert")
-    reference = copy.deepcopy(model)
-    sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
+    _, reference = _compiled(model)
     assert runtime_of(model) is not None and "forward" in model.model.__dict__
     report = sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False, fused=False, force="csr-cpu")
     assert report.runtime == "modules" and runtime_of(model) is None and "forward" not in model.model.__dict__
-    inputs = _inputs("right padded")
-    with torch.no_grad():
-        _compare(model(**inputs), reference(**inputs), SEQUENCE, None)
+    _check(model, reference, "right padded")
 
 
 @pytest.mark.parametrize("variant", [dict(share_att_key=False), dict(pos_att_type=["c2p"]),
@@ -227,8 +223,8 @@ def test_deberta_attention_variants(variant):
     """Separate position projections, one relative term only, no buckets, no relative attention at all; left
     padding (distances are the same once packed)."""
     model = _tiny("deberta-v2", TOKEN, **variant)
-    reference = copy.deepcopy(model)
-    assert sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False).runtime == "fused"
+    report, reference = _compiled(model)
+    assert report.runtime == "fused"
     ids = _inputs("none")["input_ids"]
     for mask in (None, torch.tensor([[1] * 9, [0] * 3 + [1] * 6, [1] * 2 + [0] * 7])):
         with torch.no_grad():
@@ -239,12 +235,9 @@ def test_deberta_attention_variants(variant):
 @pytest.mark.parametrize("variant,why", [(dict(conv_kernel_size=3), "convolution")])
 def test_configurations_the_runtime_does_not_run_keep_their_modules_and_say_why(variant, why):
     model = _tiny("deberta-v2", **variant)
-    reference = copy.deepcopy(model)
-    report = sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
+    report, reference = _compiled(model)
     assert report.runtime == "modules" and why in report.runtime_why
-    inputs = _inputs("right padded")
-    with torch.no_grad():
-        _compare(model(**inputs), reference(**inputs), SEQUENCE, None)
+    _check(model, reference, "right padded")
 
 
 def test_models_the_runtime_cannot_take_say_why():
@@ -294,9 +287,7 @@ def test_structure_keeping_artifact_runs_fused_with_its_plan(tmp_path, model_typ
     assert again.compile_plan is not None
     reused = sk_compile(again, tokens=8, verbose=False)
     assert "saved plan" in reused.runtime_why
-    inputs = _inputs("right padded")
-    with torch.no_grad():
-        _compare(again(**inputs), model(**inputs), SEQUENCE, None)
+    _check(again, model, "right padded")
 
 
 @pytest.mark.parametrize("model_type", ["bert", "deberta-v2", "modernbert"])
@@ -312,8 +303,7 @@ def test_int8_precision_on_a_hugging_face_model(model_type):
                 out, inp = module.weight.shape
                 keep = (torch.rand(out, inp // 4, generator=gen) < 0.3).repeat_interleave(4, dim=1)
                 module.weight.mul_(keep)
-    reference = copy.deepcopy(model)
-    report = sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False, precision="int8", force="int8-b4-cpu")
+    report, reference = _compiled(model, precision="int8", force="int8-b4-cpu")
     assert report.runtime == "fused" and {c.backend for c in report.layers} == {"int8-b4-cpu"}
     inputs = _inputs("right padded")
     with torch.no_grad():
@@ -324,8 +314,7 @@ def test_int8_precision_on_a_hugging_face_model(model_type):
 @pytest.mark.parametrize("model_type", ["bert", "deberta-v2", "modernbert"])
 def test_torch_compile_over_a_fused_hugging_face_model(model_type):
     model = _tiny(model_type)
-    reference = copy.deepcopy(model)
-    sk_compile(model, tokens=8, repeats=2, warmup=1, verbose=False)
+    _, reference = _compiled(model)
     inputs = _inputs("right padded")
     with torch.no_grad():
         _compare(torch.compile(model)(**inputs), reference(**inputs), SEQUENCE, None)
