@@ -146,7 +146,7 @@ class Architecture:
         setattr(layer.get_submodule(parent) if parent else layer, child, module)
 
     def layer_norms(self, layer: nn.Module) -> tuple[nn.Module, nn.Module]:
-        """The LayerNorms after (``pre_norm``: before) attention and the FFN of one layer; ModernBERT's first
+        """The LayerNorms after (ModernBERT: before) attention and the FFN of one layer; ModernBERT's first
         layer has an ``nn.Identity`` before attention."""
         return layer.get_submodule(self.norms[0]), layer.get_submodule(self.norms[1])
 
