@@ -537,6 +537,25 @@ def test_int8_matrix_in_the_fused_layer_matches_reference():
             torch.testing.assert_close(enc(x, cu), want, rtol=0, atol=5e-5)
 
 
+@pytest.mark.parametrize("act", ["gelu", "relu"])
+def test_int8_epilogues_in_the_fused_layer_match_reference(act):
+    """Every matrix int8, so the activation (FFN-in) and the residual adds (O, FFN-out) run on each block the int8
+    kernel finishes: tokens over several chunks and tiles, widths with partial panels. A misplaced block or residual
+    is off by O(1); the quantised inputs of the later matrices differ from the reference's by float rounding only."""
+    from sparsekit.kernels import cpu_int8
+
+    gen = torch.Generator().manual_seed(9)
+    lw = _layer(gen, 40, 3, 8, 8, 72, 1.0, act=act)
+    lw.matrices = {name: (_block_masked(w, 0.4, gen), b) for name, (w, b) in lw.matrices.items()}
+    enc = FusedEncoder([lw], [dict.fromkeys(("qkv", "attn_out", "ffn_in", "ffn_out"), "int8-b4-cpu")])
+    cu = _cu([300, 1, 299])
+    x = torch.randn(600, 40, generator=gen)
+    want = reference.encoder_layers(x, cu, enc._tensors, enc._meta, enc._scalars)
+    for isa in cpu_int8.supported_int8_isas():
+        with cpu_int8.force_int8_isa(isa):
+            torch.testing.assert_close(enc(x, cu), want, rtol=0, atol=1e-4)
+
+
 def test_compile_int8_precision(tiny_model_dir, tmp_path):
     """precision="int8" on a 1x4-block model: int8 matrices where forced, logits within the int8 quantisation
     error of fp32, the precision recorded in the report and the plan (an fp32 compile does not reuse it)."""

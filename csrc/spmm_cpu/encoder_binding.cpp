@@ -147,8 +147,20 @@ spmm_cpu_int8::Isa parse_int8_isa(const std::string& name) {
   return isa;
 }
 
+// The fp32 epilogue of an int8 Linear, run by b4_linear's workers on each block of y they finish (Output::post).
+struct Int8Epilogue {
+  Epilogue ep;
+  Isa isa;
+  static void run(void* ctx, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t o0, int64_t n) {
+    const Int8Epilogue& self = *static_cast<const Int8Epilogue*>(ctx);
+    Epilogue block = self.ep;
+    if (block.residual != nullptr) block.residual += m0 * block.ldr + o0;
+    encoder_cpu::epilogue_block(y + m0 * ldy + o0, ldy, m1 - m0, n, block, self.isa);
+  }
+};
+
 // One Linear of a layer: dense (ATen addmm + epilogue_rows), packed sparse fp32 (grouped_linear, epilogue fused in
-// the store) or int8 1x4 blocks (b4_linear with bias, then epilogue_rows).
+// the store) or int8 1x4 blocks (b4_linear with bias, the epilogue on each block as it is written).
 struct Matrix {
   int kind = 0;  // 0 dense, 1 sparse fp32, 2 int8
   int64_t in = 0, out = 0;
@@ -167,8 +179,12 @@ struct Matrix {
       o.y = y;
       o.ldy = out;
       o.bias = bias.data_ptr<float>();
+      const Int8Epilogue post{ep, isa};
+      if (ep.act != Activation::kNone || ep.residual != nullptr) {
+        o.post = &Int8Epilogue::run;
+        o.post_ctx = const_cast<Int8Epilogue*>(&post);
+      }
       spmm_cpu_int8::b4_linear(x, M, in, packed8, o, isa8);
-      encoder_cpu::epilogue_rows(y, out, M, out, ep, isa);
       return;
     }
     at::Tensor yt = at::from_blob(y, {M, out}, at::TensorOptions().dtype(at::kFloat));

@@ -152,6 +152,11 @@ void epilogue_rows(float* y, int64_t ldy, int64_t M, int64_t n, const Epilogue& 
   at::parallel_for(0, M, kRowGrain, [&](int64_t m0, int64_t m1) { ops.epilogue_rows_range(y, ldy, n, ep, m0, m1); });
 }
 
+void epilogue_block(float* y, int64_t ldy, int64_t M, int64_t n, const Epilogue& ep, Isa isa) {
+  if (M <= 0 || n <= 0 || (ep.act == Activation::kNone && ep.residual == nullptr)) return;
+  ops_for(isa).epilogue_rows_range(y, ldy, n, ep, 0, M);
+}
+
 void rotary_rows(float* qkv, int64_t ldq, int64_t N, const AttentionShape& a, const float* cos, const float* sin,
                  Isa isa) {
   TORCH_CHECK_VALUE(a.dq % 2 == 0, "sparsekit rotary: the Q·K width per head must be even, got ", a.dq);

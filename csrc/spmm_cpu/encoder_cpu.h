@@ -73,6 +73,10 @@ void add_layer_norm(const float* x, int64_t ldx, const float* residual, int64_t 
 /// epilogue of a dense (BLAS) Linear.
 void epilogue_rows(float* y, int64_t ldy, int64_t M, int64_t n, const spmm_cpu::Epilogue& epilogue, Isa isa);
 
+/// epilogue_rows on the calling thread only: for a small block of y (epilogue.residual pointing at the block's
+/// first residual value) that a kernel's worker has just written.
+void epilogue_block(float* y, int64_t ldy, int64_t M, int64_t n, const spmm_cpu::Epilogue& epilogue, Isa isa);
+
 /// Rotary position embedding of Q and K in place, as Hugging Face's apply_rotary_pos_emb: for every token t and
 /// head h, with x = the head's dq values (Q and K alike), x1 / x2 its first / second half,
 ///   x <- x * cos[t] + [-x2 | x1] * sin[t]

@@ -104,6 +104,10 @@ void validate_weight(const B4Weight& w, Isa isa);
 /// Where the results go. kDequantBias: y float32 [M, out] (row stride ldy) = the output above, bias [out] or
 /// nullptr. kInt32: acc int32 [M, out] (row stride ldy) = the raw accumulators. x_scale, if not nullptr,
 /// receives s[m] (float32 [M]).
+/// post (kDequantBias only, optional): called on the worker thread that wrote it for every block of y it has just
+/// finished -- rows [m0, m1), columns [o0, o0 + n), n <= 16 -- while the block is still in L1: the place for the
+/// caller's fp32 epilogue (an activation, a residual add), which would otherwise be one more pass over y in
+/// memory. It must only touch that block (blocks of different calls run concurrently) and must not throw.
 struct Output {
   enum class Kind : int { kDequantBias = 0, kInt32 = 1 };
   Kind kind = Kind::kDequantBias;
@@ -112,6 +116,8 @@ struct Output {
   int64_t ldy = 0;
   const float* bias = nullptr;
   float* x_scale = nullptr;
+  void (*post)(void* ctx, float* y, int64_t ldy, int64_t m0, int64_t m1, int64_t o0, int64_t n) = nullptr;
+  void* post_ctx = nullptr;
 };
 
 /// Runs the op for x (float32, M rows, row stride ldx >= in) and a weight that passed validate_weight, on up
