@@ -42,7 +42,7 @@ from sparsekit.prune.config import PruneConfig
 from sparsekit.prune.train import prune
 from sparsekit.timing import measure_interleaved
 
-from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+from results_io import RESULTS, steal_lines, timing_ms, write_result  # benchmarks/ is on sys.path when run as a script
 
 ATOL = 1e-4
 
@@ -96,8 +96,7 @@ def run_arch(arch: str, args, workdir: Path) -> dict:
     for c in report.layers:
         backends[c.backend] = backends.get(c.backend, 0) + 1
     masks = [dense.get_submodule(m.name).weight != 0 for m in prunable_matrices(dense)]
-    ms = {k: {"median_ms": 1e3 * v["median"], "p25_ms": 1e3 * v["p25"], "p75_ms": 1e3 * v["p75"], "runs": v["runs"]}
-          for k, v in timings.items()}
+    ms = {k: timing_ms(v) for k, v in timings.items()}
     return {"arch": arch, "model_type": dense.config.model_type, "layout": layout,
             "shape": {"hidden": dense.config.hidden_size, "layers": dense.config.num_hidden_layers,
                       "heads": dense.config.num_attention_heads,
@@ -118,7 +117,7 @@ def markdown(result: dict) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores, {result['threads']} threads, kernels ISA {result['isa']}; "
              f"torch {result['versions']['torch']}, transformers {result['versions']['transformers']}.",
              f"Masks: {result['masks']}; batch {result['batch']} x {result['seq']} tokens; median of interleaved "
-             f"rounds (p25-p75), under torch.inference_mode().", "",
+             f"rounds (p25-p75), under torch.inference_mode().", "", *steal_lines(result),
              "| architecture | layout | shape (hidden/layers/heads/FFN) | density | runtime | compiled matrices "
              "| masked dense ms | artifact compiled ms | artifact, module tree ms | checkpoint compiled ms "
              "| max abs Δlogit |",

@@ -34,7 +34,7 @@ from sparsekit.kernels import cpu_int8
 from sparsekit.machine import header
 from sparsekit.timing import measure_interleaved
 
-from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+from results_io import RESULTS, steal_lines, timing_ms, write_result  # benchmarks/ is on sys.path when run as a script
 
 SHAPES = ((768, 768), (3072, 768), (768, 3072))  # (out, in): Q/K/V/O, FFN-in, FFN-out
 TARGET_VS_CSR_AT_90 = 2.0
@@ -99,8 +99,7 @@ def bench_layers(args) -> list[dict]:
                 err = float((cpu_int8.int8_b4_linear(x, packed8, b) - ref).abs().max())
                 best = measure_interleaved(variants, args.rounds, warmup=args.warmup, repeats=args.repeats,
                                            min_seconds=args.min_seconds)
-                t = {name: {"median_ms": 1e3 * r["median"], "p25_ms": 1e3 * r["p25"], "p75_ms": 1e3 * r["p75"],
-                            "runs": r["runs"]} for name, r in best.items()}
+                t = {name: timing_ms(r) for name, r in best.items()}
                 main = t[f"int8_b4[{paths[0]}]"]["median_ms"]
                 row = {"out": out_f, "in": in_f, "tokens": tokens, "sparsity": sparsity,
                        "density": float((w != 0).float().mean()), "block_density": packed8.block_density,
@@ -127,7 +126,7 @@ def markdown(result: dict) -> str:
              f"int8 paths this CPU has: {', '.join(result['int8_isas'])}; timed: {result['int8_isa']}; "
              f"fp32 kernel ISA: {result['fp32_isa']}  ",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v) + "  ",
-             f"Command: `{result['command']}`  ", f"Date: {result['date']}", "",
+             f"Command: `{result['command']}`  ", f"Date: {result['date']}", "", *steal_lines(result),
              "Speedup of int8-b4 (medians, same run, interleaved); random 1x4-block masks along the input.", "",
              "| W (out x in) | tokens | sparsity | int8-b4 ms | vs fp32 CSR | vs dense fp32 | vs dense int8 (dynamic) "
              "| max abs err (max abs y) |",

@@ -45,3 +45,38 @@ def write_result(stem: Path, result: dict, markdown: str | list[str] | None = No
         if not quiet:
             print(markdown if isinstance(markdown, str) else "\n".join(markdown))
     return json_path
+
+
+def timing_ms(r: dict) -> dict:
+    """One variant's entry of a result file from a ``sparsekit.timing.measure`` result (seconds): ``median_ms``,
+    ``p25_ms``, ``p75_ms``, ``runs`` and ``steal`` (the hypervisor's share of the CPU time while it was timed)."""
+    return {"median_ms": 1e3 * r["median"], "p25_ms": 1e3 * r["p25"], "p75_ms": 1e3 * r["p75"], "runs": r["runs"],
+            "steal": r.get("steal")}
+
+
+def most_steal(timings: dict) -> float | None:
+    """The largest ``steal`` among the entries of one interleaved timing (name -> :func:`timing_ms` entry)."""
+    return max((t["steal"] for t in timings.values() if t.get("steal") is not None), default=None)
+
+
+def steal_values(data) -> list[float]:
+    """Every ``steal`` share recorded anywhere in a result (nested dicts and lists)."""
+    if isinstance(data, dict):
+        found = [data["steal"]] if isinstance(data.get("steal"), float) else []
+        return found + [v for key, value in data.items() if key != "steal" for v in steal_values(value)]
+    if isinstance(data, list):
+        return [v for value in data for v in steal_values(value)]
+    return []
+
+
+def steal_lines(result: dict) -> list[str]:
+    """Markdown lines stating the hypervisor's steal during a result's timed calls (none for results that did not
+    record it): on a shared virtual machine this is what moves the same ratio between runs."""
+    values = sorted(steal_values(result))
+    if not values:
+        return []
+    median = values[len(values) // 2]
+    return [f"Hypervisor steal while timing (the share of this machine's CPU time given to other guests): median "
+            f"{100 * median:.1f}%, at most {100 * values[-1]:.1f}%"
+            + (" -- a shared machine: ratios from such a run move more than usual." if values[-1] > 0.05 else "."),
+            ""]

@@ -39,11 +39,12 @@ from sparsekit.compiler import compile as sk_compile
 from sparsekit.data.inputs import random_inputs
 from sparsekit.export.compact import compact
 from sparsekit.kernels import cpu
-from sparsekit.machine import header
+from sparsekit.machine import cpu_time_counters, header, steal_share
 from sparsekit.models import load_classifier, prunable_matrices
 from sparsekit.timing import measure_interleaved
 
-from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from results_io import RESULTS, most_steal, steal_lines, timing_ms, write_result
 
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97)
 SHAPES = ((1, 128), (8, 128), (1, 32))
@@ -76,8 +77,7 @@ def timed(variants: dict, args, batch: int, seq: int) -> dict:
     fns = {name: (lambda f=f: f(x)) for name, f in variants.items()}
     best = measure_interleaved(fns, args.rounds, warmup=args.warmup, repeats=args.repeats,
                                min_seconds=args.min_seconds)
-    return {name: {"median_ms": 1e3 * r["median"], "p25_ms": 1e3 * r["p25"], "p75_ms": 1e3 * r["p75"],
-                   "runs": r["runs"]} for name, r in best.items()}
+    return {name: timing_ms(r) for name, r in best.items()}
 
 
 def dense_engines(model, args) -> tuple[dict, dict, object]:
@@ -145,7 +145,7 @@ def bench_bert(args) -> dict:
             row = {"model": "bert-base", "sparsity": s, "batch": batch, "seq": seq, "sparsekit_ms": ms,
                    "vs_eager": eager / ms, "vs_fastest_dense": fastest / ms, "fastest_dense": fastest_name,
                    "dense_ms": {n: t[n]["median_ms"] for n in engines},
-                   "backends": _counts(reports[s]), "timing": t[f"sparsekit-{int(100 * s)}"]}
+                   "backends": _counts(reports[s]), "timing": t[f"sparsekit-{int(100 * s)}"], "steal": most_steal(t)}
             if s in modules:
                 mms = t[f"modules-{int(100 * s)}"]["median_ms"]
                 row["modules_ms"], row["modules_vs_eager"] = mms, eager / mms
@@ -162,7 +162,7 @@ def bench_bert(args) -> dict:
                 int8_rows.append({"model": "bert-base, 1x4-block masks", "sparsity": s, "precision": p, "batch": batch,
                                   "seq": seq, "sparsekit_ms": ms, "vs_eager": eager / ms,
                                   "vs_fastest_dense": fastest / ms, "fastest_dense": fastest_name,
-                                  "backends": _counts(block_reports[(s, p)])})
+                                  "backends": _counts(block_reports[(s, p)]), "steal": most_steal(t)})
                 log(f"  1x4 blocks {int(100 * s)}% {p}: {ms:8.2f} ms  {eager / ms:.2f}x eager")
     if ort_model is not None:
         ort_model.close()
@@ -203,7 +203,8 @@ def bench_minilm(args) -> dict:
                      "vs_eager": eager / t["sparsekit"]["median_ms"],
                      "vs_fastest_dense": t[fastest_name]["median_ms"] / t["sparsekit"]["median_ms"],
                      "fastest_dense": fastest_name, "backends": _counts(report),
-                     "int8_ms": t["sparsekit-int8"]["median_ms"], "int8_backends": _counts(int8_report)})
+                     "int8_ms": t["sparsekit-int8"]["median_ms"], "int8_backends": _counts(int8_report),
+                     "steal": most_steal(t)})
         log(f"minilm {batch}x{seq}: sparsekit {rows[-1]['sparsekit_ms']:.2f} ms, {rows[-1]['vs_eager']:.2f}x eager")
     if ort_model is not None:
         ort_model.close()
@@ -235,6 +236,7 @@ def bench_traffic(args) -> dict:
         calls = {name: [] for name in predictors}
         for p in predictors.values():  # warm-up
             p.predict(chunks[0])
+        counters = cpu_time_counters()
         with torch.inference_mode():
             for chunk in chunks:  # interleaved call by call
                 for name, p in predictors.items():
@@ -246,6 +248,7 @@ def bench_traffic(args) -> dict:
             q = statistics.quantiles(times, n=100, method="inclusive") if len(times) > 1 else [times[0]] * 99
             res[name] = {"sentences_per_s": len(sentences) / sum(times), "p50_ms": 1e3 * q[49], "p99_ms": 1e3 * q[98]}
         res["speedup"] = res["sparsekit"]["sentences_per_s"] / res["dense"]["sentences_per_s"]
+        res["steal"] = steal_share(counters, cpu_time_counters())
         out[f"batch_{batch}"] = res
         log(f"traffic batch {batch}: dense {res['dense']['sentences_per_s']:.0f}/s, sparsekit "
             f"{res['sparsekit']['sentences_per_s']:.0f}/s ({res['speedup']:.2f}x)")
@@ -259,7 +262,7 @@ def markdown(result: dict) -> str:
              f"{result['isa']}; {result['threads']} threads; torch {result['header']['versions']['torch']}, "
              f"onnxruntime {result.get('onnxruntime')}. Command: `{result['command']}`.", "",
              "fp32. Ratios from one run: variants interleaved, each one's least disturbed round, median of "
-             f"{result['repeats']}+ calls after warm-up.", ""]
+             f"{result['repeats']}+ calls after warm-up.", ""] + steal_lines(result)
     bert = result["bert"]
     if bert.get("dense_missing"):
         lines += [f"Dense engines not measured: {bert['dense_missing']}", ""]

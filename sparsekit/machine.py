@@ -60,6 +60,30 @@ def software_versions() -> dict[str, str | None]:
             "transformers": transformers.__version__, "triton": triton_version, "sparsekit": sparsekit.__version__}
 
 
+def cpu_time_counters() -> tuple[int, int] | None:
+    """``(steal, total)``: the machine's CPU time since boot, summed over its CPUs, in clock ticks (Linux
+    ``/proc/stat``): the ticks the hypervisor gave to other guests while this one wanted to run, and all ticks;
+    None where that file is unavailable. Differences of two readings give the steal share of an interval
+    (:func:`steal_share`)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return ticks[7], sum(ticks)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Fraction (0..1) of the CPU time between two :func:`cpu_time_counters` readings that the hypervisor took
+    away from this machine (0 on bare metal); None when unknown or the interval is too short to tell."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def header() -> dict:
     """``{"machine": machine_info(), "versions": software_versions()}`` for a result file."""
     return {"machine": machine_info(), "versions": software_versions()}

@@ -7,10 +7,15 @@ from collections.abc import Callable
 
 import torch
 
+from sparsekit.machine import cpu_time_counters, steal_share
+
 
 def measure(fn: Callable[[], object], warmup: int = 5, repeats: int = 30, min_seconds: float = 0.0) -> dict:
     """Time ``fn()``: ``warmup`` untimed calls, then at least ``repeats`` timed calls (and at least
-    ``min_seconds`` in total). Returns seconds: ``median``, ``p25``, ``p75``, ``min``, ``mean`` and ``runs``.
+    ``min_seconds`` in total). Returns seconds: ``median``, ``p25``, ``p75``, ``min``, ``mean`` and ``runs``; and
+    ``steal``: the share of the machine's CPU time that the hypervisor took during the timed calls
+    (:func:`sparsekit.machine.steal_share`; None off Linux) -- on a shared virtual machine this is what makes the
+    same measurement drift between runs.
 
     Once CUDA is initialised in this process, the device is synchronised before each clock reading, so
     asynchronous GPU work is timed to its end (CPU-only work then pays a few microseconds per call).
@@ -21,6 +26,7 @@ def measure(fn: Callable[[], object], warmup: int = 5, repeats: int = 30, min_se
             fn()
         times: list[float] = []
         sync()
+        counters = cpu_time_counters()
         start = time.perf_counter()
         while len(times) < repeats or time.perf_counter() - start < min_seconds:
             t0 = time.perf_counter()
@@ -29,7 +35,7 @@ def measure(fn: Callable[[], object], warmup: int = 5, repeats: int = 30, min_se
             times.append(time.perf_counter() - t0)
     q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
     return {"median": statistics.median(times), "p25": q[0], "p75": q[2], "min": min(times),
-            "mean": statistics.fmean(times), "runs": len(times)}
+            "mean": statistics.fmean(times), "runs": len(times), "steal": steal_share(counters, cpu_time_counters())}
 
 
 def measure_interleaved(fns: dict[str, Callable[[], object]], rounds: int = 2, **kw) -> dict[str, dict]:

@@ -69,6 +69,7 @@ def test_cli_random_tiny_result_schema(random_result):
                             "speedup", "max_abs_diff", "setup_s"):
                     assert isinstance(s[key], float) and s[key] >= 0, (name, key)
                 assert s["p25_ms"] <= s["median_ms"] <= s["p75_ms"] and s["runs"] >= 2
+                assert s["steal"] is None or 0 <= s["steal"] <= 1
                 assert s["max_abs_diff"] < 1e-4  # every variant computes the same logits
             else:
                 assert isinstance(s["reason"], str) and s["reason"]
@@ -79,6 +80,19 @@ def test_cli_random_tiny_result_schema(random_result):
         assert c["variants"]["sparsekit-int8"]["status"] == "skipped" and "--int8" in c["variants"]["sparsekit-int8"][
             "reason"]
         assert "artifact-eager" not in c["variants"]  # only for artifacts
+
+
+def test_notes_warn_when_the_hypervisor_took_cpu_time():
+    from sparsekit.bench import tables
+
+    def doc(steal):
+        return {"header": {"machine": {"cores": 2}}, "configs": [
+            {"id": "m b1 s8 t1", "tokens": 8, "compile": {"backends_chosen": {"dense": 1}},
+             "variants": {"dense": {"status": "ok", "steal": steal}, "old": {"status": "ok"}}}]}
+
+    assert not [line for line in tables.notes(doc(0.01)) if "hypervisor" in line]
+    assert not [line for line in tables.notes(doc(None)) if "hypervisor" in line]  # unknown, or an old file
+    assert [line for line in tables.notes(doc(0.2)) if "took up to 20% of this machine's CPU time" in line]
 
 
 def test_cli_random_tiny_csv_and_png(random_result):

@@ -100,3 +100,18 @@ def test_quiet_no_markdown_and_stems_with_dots(results_io, tmp_path, capsys):
 
 def test_results_folder_is_the_committed_one(results_io):
     assert results_io.RESULTS.resolve() == RESULTS.resolve()
+
+
+def test_timing_entries_carry_the_steal_and_reports_state_it(results_io):
+    entry = results_io.timing_ms({"median": 0.002, "p25": 0.001, "p75": 0.003, "runs": 7, "steal": 0.25})
+    assert entry == {"median_ms": 2.0, "p25_ms": 1.0, "p75_ms": 3.0, "runs": 7, "steal": 0.25}
+    assert results_io.timing_ms({"median": 0.002, "p25": 0.001, "p75": 0.003, "runs": 7})["steal"] is None
+    result = {"rows": [{"timing": {"steal": 0.01}}, {"timing": {"steal": None}}], "x": {"a": {"steal": 0.08}},
+              "y": [{"steal": 0.02}]}
+    assert sorted(results_io.steal_values(result)) == [0.01, 0.02, 0.08]
+    line = results_io.steal_lines(result)[0]
+    assert "median 2.0%" in line and "at most 8.0%" in line and "shared" in line
+    assert results_io.most_steal({"a": {"steal": 0.01}, "b": {"steal": None}, "c": {"steal": 0.03}}) == 0.03
+    assert results_io.most_steal({"a": {"median_ms": 1.0}}) is None
+    assert "shared" not in results_io.steal_lines({"t": {"steal": 0.01}})[0]
+    assert results_io.steal_lines({"rows": [{"median_ms": 1.0}]}) == []  # results from before steal was recorded

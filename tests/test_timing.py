@@ -1,5 +1,6 @@
 """sparsekit.timing: statistics of measure() and the interleaving of measure_interleaved()."""
 import time
+from pathlib import Path
 
 from sparsekit.timing import measure, measure_interleaved
 
@@ -9,6 +10,22 @@ def test_measure_statistics_are_ordered():
     assert r["runs"] == 5
     assert r["min"] <= r["p25"] <= r["median"] <= r["p75"]
     assert r["median"] >= 0.001
+
+
+def test_steal_share_of_an_interval():
+    from sparsekit.machine import cpu_time_counters, steal_share
+
+    assert steal_share((10, 1000), (30, 1200)) == 0.1
+    assert steal_share((10, 1000), (10, 1000)) is None  # too short to tell
+    assert steal_share(None, (10, 1000)) is None
+    now = cpu_time_counters()
+    if Path("/proc/stat").exists():
+        steal, total = now
+        assert 0 <= steal <= total
+    else:
+        assert now is None
+    r = measure(lambda: time.sleep(0.001), warmup=0, repeats=3)
+    assert r["steal"] is None or 0 <= r["steal"] <= 1
 
 
 def test_measure_interleaved_alternates_and_keeps_the_best_round():

@@ -16,10 +16,12 @@ JSON document (``bench.json``), ``schema_version`` 1::
                                           "timings_ms": {backend: ms}, "rejected": {backend: [reason]}}]},
                   "variants": {name: {"status": "ok", "description", "median_ms", "p25_ms", "p75_ms", "min_ms",
                                       "mean_ms", "runs", "round_medians_ms", "seq_per_s", "tokens_per_s",
-                                      "speedup", "max_abs_diff", "setup_s", "first_call_s", "info"}
+                                      "speedup", "max_abs_diff", "setup_s", "first_call_s", "info", "steal"}
                                     | {"status": "skipped" | "unavailable" | "failed", "reason", "description"}}}]}
 
 ``variants`` is present in model mode only; in layer mode the ``compile.layers`` timings are the result.
+``steal``: the largest share of the machine's CPU time the hypervisor took during one of the variant's timed rounds
+(sparsekit.timing.measure; null where unknown; absent in old files).
 """
 from __future__ import annotations
 

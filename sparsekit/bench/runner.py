@@ -88,6 +88,7 @@ def measure_variants(found: dict[str, variants.Variant], inputs: variants.Inputs
             "min_ms": 1e3 * min(r["min"] for r in rounds[name]), "mean_ms": 1e3 * best["mean"],
             "runs": sum(r["runs"] for r in rounds[name]),
             "round_medians_ms": [1e3 * r["median"] for r in rounds[name]],
+            "steal": max((r["steal"] for r in rounds[name] if r["steal"] is not None), default=None),
             "seq_per_s": batch / median, "tokens_per_s": batch * seq / median,
             "max_abs_diff": diff, "setup_s": variant.setup_s, "first_call_s": first, "info": variant.info,
         }

@@ -41,6 +41,17 @@ def model_table(data: dict) -> Table:
     return table
 
 
+#: Steal share above which the notes warn that the timings were disturbed.
+STEAL_WARNING = 0.05
+
+
+def max_steal(data: dict) -> float | None:
+    """The largest steal share of any measured variant of a bench document (None when none was recorded)."""
+    values = [s["steal"] for c in data["configs"] for s in c.get("variants", {}).values()
+              if s.get("steal") is not None]
+    return max(values, default=None)
+
+
 def notes(data: dict) -> list[str]:
     """Plain-text lines under the table: why variants were not measured, and sparsekit.compile's choices."""
     lines, seen = [], set()
@@ -48,6 +59,10 @@ def notes(data: dict) -> list[str]:
     if load and cores and load[0] > 0.5 * cores:
         lines.append(f"warning: load average {load[0]} at the start on {cores} cores: other work was running, "
                      f"timings may be disturbed (see the p25-p75 spread)")
+    steal = max_steal(data)
+    if steal is not None and steal > STEAL_WARNING:
+        lines.append(f"warning: the hypervisor took up to {100 * steal:.0f}% of this machine's CPU time while it was "
+                     f"timed (steal): a shared virtual machine, whose timings drift from run to run")
     for c in data["configs"]:
         for name, s in c.get("variants", {}).items():
             if s["status"] != "ok" and (name, s["reason"]) not in seen:
