@@ -41,7 +41,7 @@ FILES = {"json": "bench.json", "csv": "bench.csv", "png": "bench.png"}
 
 MODEL_CSV_COLUMNS = ("model", "sparsity", "density", "batch", "seq", "threads", "tokens", "variant", "status",
                      "median_ms", "p25_ms", "p75_ms", "min_ms", "mean_ms", "runs", "seq_per_s", "tokens_per_s",
-                     "speedup", "max_abs_diff", "setup_s", "reason")
+                     "speedup", "max_abs_diff", "setup_s", "steal", "reason")
 LAYER_CSV_COLUMNS = ("model", "sparsity", "density", "batch", "seq", "threads", "tokens", "layer", "out_features",
                      "in_features", "layer_density", "backend", "median_ms", "speedup", "chosen")
 CONFIG_KEYS = ("id", "model", "sparsity", "density", "batch", "seq", "threads", "tokens", "compile")
