@@ -52,7 +52,7 @@ struct Problem {
 struct Item {
   int64_t m0, m1, r0, r1;
   bool write_scale;   // this item writes Output::x_scale for its tokens (one item per token range does)
-  uint8_t* xa;        // activation buffer [nkb][Tc][4] of the offset paths: xq + 128 (u8)
+  uint8_t* xa;        // activation buffer [Tc / Mt][nkb][Mt][4] of the offset paths: xq + 128 (u8)
   int8_t* xs;         // the same buffer for the other paths: xq (int8)
   float* tscale;      // [Tc] per-token scales
   int8_t* qrow;       // [L][4 * nkbp] L quantised tokens (nkbp = nkb rounded up to L)

@@ -26,7 +26,7 @@
 //
 // Kernel: tokens in tiles of Mt = NV * L (L = int32 lanes: 16 on the 512-bit paths, 8 on the 256-bit ones, 16
 // on the scalar path; NV = 4 token vectors, 8 on AVX2: Mt = 64 everywhere but AVX-VNNI's 32). A work item (a range
-// of tiles x a range of row panels of L rows) quantises its tokens into a scratch buffer Xq [nkb][Tc][4] (the 4
+// of tiles x a range of row panels of L rows) quantises its tokens into a scratch buffer Xq [Tc / Mt][nkb][Mt][4] (the 4
 // features of a block column of one token are one 32-bit word, the operand of the byte dot-product instructions;
 // Tc tokens, up to 4 tiles at a time; L tokens are quantised into rows and transposed L x L words in registers, so
 // each store writes a whole vector). For each panel and tile it runs each row: per stored block, the row's 4
