@@ -20,6 +20,7 @@ from torch import nn
 
 from sparsekit.backends import Backend, LayerSpec, choose, registry
 from sparsekit.formats import Int8BlockFormat
+from sparsekit.machine import STEAL_WARNING, cpu_time_counters, steal_share
 from sparsekit.timing import measure
 
 #: compile's precisions: fp32 (exact up to rounding) and int8 (int8 weights and activations in the Linears).
@@ -51,10 +52,13 @@ class CompileReport:
     runtime: str = "modules"
     runtime_why: str = ""
     precision: str = "fp32"
+    #: Share of the machine's CPU time the hypervisor took while the backends were timed (sparsekit.machine.
+    #: steal_share); None when nothing was timed (a saved plan) or it is unknown.
+    steal: float | None = None
 
     def to_json(self) -> dict:
         return {"tokens": self.tokens, "threads": self.threads, "runtime": self.runtime,
-                "runtime_why": self.runtime_why, "precision": self.precision,
+                "runtime_why": self.runtime_why, "precision": self.precision, "steal": self.steal,
                 "layers": [asdict(c) for c in self.layers]}
 
     def table(self):
@@ -71,6 +75,16 @@ class CompileReport:
         return table
 
 
+def _timing_steal(counters: tuple[int, int] | None) -> float | None:
+    """The hypervisor's steal share since ``counters`` (sparsekit.machine), with a warning when it is high enough
+    to have skewed the timings the backends were chosen on."""
+    steal = steal_share(counters, cpu_time_counters())
+    if steal is not None and steal > STEAL_WARNING:
+        warnings.warn(f"sparsekit.compile: the hypervisor took {100 * steal:.0f}% of this machine's CPU time while "
+                      f"the backends were timed (a shared virtual machine), so the choices may be off; compile again "
+                      f"when the machine is quieter (and save that plan with the artifact)", RuntimeWarning,
+                      stacklevel=3)
+    return steal
 
 
 def _linears(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -252,10 +266,12 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
             warnings.warn(f"sparsekit.compile: the saved plan is for precision {plan.get('precision', 'fp32')}, "
                           f"this compile asks for {precision}; re-measuring", RuntimeWarning, stacklevel=2)
             plan = None
+        counters = cpu_time_counters()
         choices, source = _compile_fused(model, candidates, tokens, warmup, repeats, min_gain, force, plan,
                                          precision)
         report = CompileReport(choices, tokens, torch.get_num_threads(), "fused",
-                               f"sparsekit fused encoder (sparsekit.runtime); backends: {source}", precision)
+                               f"sparsekit fused encoder (sparsekit.runtime); backends: {source}", precision,
+                               _timing_steal(counters) if any(c.timings_ms for c in choices) else None)
         if verbose:
             from rich.console import Console
 
@@ -265,6 +281,7 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     if hasattr(model, "pad_layout"):  # a compacted model: no gathers for ragged heads (zero rows cost kernels nothing)
         model.pad_layout()
     choices = []
+    counters = cpu_time_counters()
     device = next(iter(model.parameters()), torch.empty(0)).device
     for name, module in list(_linears(model)):
         weight = _dense_weight(module, device)
@@ -275,7 +292,8 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
                                        int8)
         _swap(model, name, module, built, choice.backend)
         choices.append(choice)
-    report = CompileReport(choices, tokens, torch.get_num_threads(), "modules", why_not_fused, precision)
+    report = CompileReport(choices, tokens, torch.get_num_threads(), "modules", why_not_fused, precision,
+                           _timing_steal(counters) if choices else None)
     if verbose:
         from rich.console import Console
 

@@ -60,6 +60,10 @@ def software_versions() -> dict[str, str | None]:
             "transformers": transformers.__version__, "triton": triton_version, "sparsekit": sparsekit.__version__}
 
 
+#: Steal share above which sparsekit warns that timings (compile's choices, bench's ratios) were disturbed.
+STEAL_WARNING = 0.05
+
+
 def cpu_time_counters() -> tuple[int, int] | None:
     """``(steal, total)``: the machine's CPU time since boot, summed over its CPUs, in clock ticks (Linux
     ``/proc/stat``): the ticks the hypervisor gave to other guests while this one wanted to run, and all ticks;

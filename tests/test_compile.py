@@ -155,3 +155,31 @@ def test_int8_backend_is_timed_when_asked_for(sparse_tiny):
     assert all(set(c.timings_ms) == {"dense", "int8-b4-cpu"} for c in report.layers)
     ref, got = _logits(model, tokenizer), _logits(compiled, tokenizer)
     assert (got - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-3
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_compile_records_the_steal_and_warns_when_the_host_took_cpu_time(sparse_tiny, monkeypatch, fused):
+    """The hypervisor's share of the CPU time while the backends were timed is in the report; above 5% compile
+    warns that its choices may be off. A saved plan times nothing and records none."""
+    import copy
+    import warnings
+
+    import sparsekit.compiler as compiler
+
+    readings = iter([(0, 1000), (30, 1100)])  # 30 of 100 ticks stolen
+    monkeypatch.setattr(compiler, "cpu_time_counters", lambda: next(readings))
+    model = copy.deepcopy(sparse_tiny[0])
+    with pytest.warns(RuntimeWarning, match="hypervisor took 30%"):
+        report = sk_compile(model, tokens=4, repeats=2, verbose=False, fused=fused)
+    assert report.steal == pytest.approx(0.3) and report.to_json()["steal"] == pytest.approx(0.3)
+
+    readings = iter([(0, 1000), (1, 1100)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sk_compile(copy.deepcopy(sparse_tiny[0]), tokens=4, repeats=2, verbose=False,
+                          fused=fused).steal == pytest.approx(0.01)
+    if fused:
+        from sparsekit.runtime.plan import plan_of
+
+        readings = iter([(0, 1000), (50, 1100)])
+        assert sk_compile(copy.deepcopy(sparse_tiny[0]), tokens=4, verbose=False, plan=plan_of(report)).steal is None

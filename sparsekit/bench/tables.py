@@ -6,6 +6,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sparsekit.architectures import ALL_ARCHITECTURES, MATRIX_SHORT, match_name
+from sparsekit.machine import STEAL_WARNING
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -39,10 +40,6 @@ def model_table(data: dict) -> Table:
             first = False
         table.add_section()
     return table
-
-
-#: Steal share above which the notes warn that the timings were disturbed.
-STEAL_WARNING = 0.05
 
 
 def max_steal(data: dict) -> float | None:
