@@ -83,7 +83,7 @@ def _timing_steal(counters: tuple[int, int] | None) -> float | None:
         warnings.warn(f"sparsekit.compile: the hypervisor took {100 * steal:.0f}% of this machine's CPU time while "
                       f"the backends were timed (a shared virtual machine), so the choices may be off; compile again "
                       f"when the machine is quieter (and save that plan with the artifact)", RuntimeWarning,
-                      stacklevel=3)
+                      stacklevel=4)  # past compile and its no_grad wrapper
     return steal
 
 
@@ -181,7 +181,7 @@ def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, war
         source = f"saved plan, measured at {plan['tokens']} tokens on this CPU"
     else:
         if why_retime is not None:
-            warnings.warn(f"sparsekit.compile: {why_retime}", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"sparsekit.compile: {why_retime}", RuntimeWarning, stacklevel=4)
         choices = [_choose_matrix(name, w, b, fused_candidates, tokens, warmup, repeats, min_gain, force,
                                   stored[name])[0] for name, (w, b) in named.items()]
         for choice, (w, _) in zip(choices, named.values()):  # say why the other backends were not candidates
@@ -264,7 +264,7 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
         plan = None if retime else (plan if plan is not None else getattr(model, "compile_plan", None))
         if plan is not None and plan.get("precision", "fp32") != precision:
             warnings.warn(f"sparsekit.compile: the saved plan is for precision {plan.get('precision', 'fp32')}, "
-                          f"this compile asks for {precision}; re-measuring", RuntimeWarning, stacklevel=2)
+                          f"this compile asks for {precision}; re-measuring", RuntimeWarning, stacklevel=3)
             plan = None
         counters = cpu_time_counters()
         choices, source = _compile_fused(model, candidates, tokens, warmup, repeats, min_gain, force, plan,

@@ -80,10 +80,15 @@ def cpu_time_counters() -> tuple[int, int] | None:
     return ticks[7], sum(ticks)
 
 
+#: Fewest clock ticks (summed over the CPUs; 100 a second each on Linux) of an interval whose steal share is
+#: reported: one tick is 1 / MIN_STEAL_TICKS of the share, so shorter intervals are too coarse to tell.
+MIN_STEAL_TICKS = 50
+
+
 def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
     """Fraction (0..1) of the CPU time between two :func:`cpu_time_counters` readings that the hypervisor took
-    away from this machine (0 on bare metal); None when unknown or the interval is too short to tell."""
-    if before is None or after is None or after[1] <= before[1]:
+    away from this machine (0 on bare metal); None when unknown or the interval is shorter than MIN_STEAL_TICKS."""
+    if before is None or after is None or after[1] - before[1] < MIN_STEAL_TICKS:
         return None
     return (after[0] - before[0]) / (after[1] - before[1])
 

@@ -17,6 +17,7 @@ def test_steal_share_of_an_interval():
 
     assert steal_share((10, 1000), (30, 1200)) == 0.1
     assert steal_share((10, 1000), (10, 1000)) is None  # too short to tell
+    assert steal_share((10, 1000), (12, 1049)) is None and steal_share((10, 1000), (12, 1050)) == 0.04
     assert steal_share(None, (10, 1000)) is None
     now = cpu_time_counters()
     if Path("/proc/stat").exists():
