@@ -179,10 +179,10 @@ struct Matrix {
       o.y = y;
       o.ldy = out;
       o.bias = bias.data_ptr<float>();
-      const Int8Epilogue post{ep, isa};
+      Int8Epilogue post{ep, isa};
       if (ep.act != Activation::kNone || ep.residual != nullptr) {
         o.post = &Int8Epilogue::run;
-        o.post_ctx = const_cast<Int8Epilogue*>(&post);
+        o.post_ctx = &post;
       }
       spmm_cpu_int8::b4_linear(x, M, in, packed8, o, isa8);
       return;

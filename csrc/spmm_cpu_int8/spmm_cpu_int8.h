@@ -24,19 +24,19 @@
 //   xq[m, 4 col[e] + k] * val[4e + k]. |acc| <= in * 127 * 127 < 2**31 because in <= kMaxInFeatures.
 // Output: y[m, o] = float(acc[m, o]) * (s[m] * scale[o]) + bias[o]   (one fp32 multiply, then one FMA).
 //
-// Kernel: tokens in tiles of Mt = NV * L (L = int32 lanes: 16 on the 512-bit paths, 8 on the 256-bit ones, 16
-// on the scalar path; NV = 4 token vectors, 8 on AVX2: Mt = 64 everywhere but AVX-VNNI's 32). A work item (a range
-// of tiles x a range of row panels of L rows) quantises its tokens into a scratch buffer Xq [Tc / Mt][nkb][Mt][4] (the 4
-// features of a block column of one token are one 32-bit word, the operand of the byte dot-product instructions;
-// Tc tokens, up to 4 tiles at a time; L tokens are quantised into rows and transposed L x L words in registers, so
-// each store writes a whole vector). For each panel and tile it runs each row: per stored block, the row's 4
-// weights are broadcast as one 32-bit word and multiplied-added against up to NV vectors of L tokens (two
-// accumulator sets, even / odd blocks, on the vpdpbusd paths, whose accumulator latency is loop-carried), so the
-// weights are read once per tile and the activations of a tile stay in L1 / L2. The panel's int32 accumulators
-// (Y^T, L rows x Mt tokens) are transposed L x L in registers and handed, one token at a time with lanes over
-// L consecutive outputs, to the epilogue: the store step is a template functor (DequantBias computes the fp32
-// output above; Int32Acc stores the raw accumulators, the debug / test entry). A fused fp32 epilogue (GELU, a
-// residual add) is one more functor there and one more entry in the per-ISA table.
+// Kernel: tokens in tiles of Mt = NV * L (L = int32 lanes: 16 on the 512-bit paths, 8 on the 256-bit ones, 16 on the
+// scalar path; NV = 4 token vectors, 8 on AVX2: Mt = 64 everywhere but AVX-VNNI's 32). A work item (a range of tiles x
+// a range of row panels of L rows) quantises its tokens into a scratch buffer Xq [Tc / Mt][nkb][Mt][4] (the 4 features
+// of a block column of one token are one 32-bit word, the operand of the byte dot-product instructions; Tc tokens, up
+// to 4 tiles at a time, each tile contiguous; L tokens are quantised into rows and transposed L x L words in registers,
+// so each store writes a whole vector). For each panel and tile it runs each row: per stored block, the row's 4 weights
+// are broadcast as one 32-bit word and multiplied-added against up to NV vectors of L tokens (two accumulator sets,
+// even / odd blocks, on the vpdpbusd paths, whose accumulator latency is loop-carried), so the weights are read once
+// per tile and the activations of a tile stay in L1 / L2. The panel's int32 accumulators (Y^T, L rows x Mt tokens) are
+// transposed L x L in registers and handed, one token at a time with lanes over L consecutive outputs, to the epilogue:
+// the store step is a template functor (DequantBias computes the fp32 output above; Int32Acc stores the raw
+// accumulators, the debug / test entry). A caller's fp32 epilogue (GELU, a residual add) runs through Output::post on
+// each block right after it is stored.
 //
 // ISA paths (chosen at run time; all compiled into one translation unit built for the baseline target, the
 // SIMD code enabled per function with target attributes, CPU checked with __builtin_cpu_supports):
