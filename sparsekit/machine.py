@@ -81,7 +81,7 @@ def cpu_time_counters() -> tuple[int, int] | None:
 
 
 #: Fewest clock ticks (summed over the CPUs; 100 a second each on Linux) of an interval whose steal share is
-#: reported: one tick is 1 / MIN_STEAL_TICKS of the share, so shorter intervals are too coarse to tell.
+#: reported: one stolen tick is then at most 2% of it; over shorter intervals the share is too coarse to tell.
 MIN_STEAL_TICKS = 50
 
 
