@@ -520,21 +520,24 @@ def _block_masked(w: torch.Tensor, density: float, gen) -> torch.Tensor:
     return w * keep.repeat_interleave(4, dim=1)[:, :w.shape[1]]
 
 
+def _check_every_int8_path(enc, x, cu, atol):
+    """The fused encoder ``enc`` on ``x`` equals the pure-torch reference on every int8 path of this CPU."""
+    from sparsekit.kernels import cpu_int8
+
+    want = reference.encoder_layers(x, cu, enc._tensors, enc._meta, enc._scalars)
+    for isa in cpu_int8.supported_int8_isas():
+        with cpu_int8.force_int8_isa(isa):
+            torch.testing.assert_close(enc(x, cu), want, rtol=0, atol=atol)
+
+
 def test_int8_matrix_in_the_fused_layer_matches_reference():
     """An int8 qkv (its input is the layer input, identical on both sides, so the int32 sums are exact) inside a
     layer whose other matrices are fp32: kernel == reference up to float rounding, on every int8 path here."""
-    from sparsekit.kernels import cpu_int8
-
     gen = torch.Generator().manual_seed(8)
     lw = _layer(gen, 32, 2, 8, 8, 48, 1.0)
     lw.matrices["qkv"] = (_block_masked(lw.matrices["qkv"][0], 0.3, gen), lw.matrices["qkv"][1])
     enc = FusedEncoder([lw], [{"qkv": "int8-b4-cpu", "attn_out": "dense", "ffn_in": "csr-cpu", "ffn_out": "dense"}])
-    cu = _cu([5, 1, 9])
-    x = torch.randn(15, 32, generator=gen)
-    want = reference.encoder_layers(x, cu, enc._tensors, enc._meta, enc._scalars)
-    for isa in cpu_int8.supported_int8_isas():
-        with cpu_int8.force_int8_isa(isa):
-            torch.testing.assert_close(enc(x, cu), want, rtol=0, atol=5e-5)
+    _check_every_int8_path(enc, torch.randn(15, 32, generator=gen), _cu([5, 1, 9]), atol=5e-5)
 
 
 @pytest.mark.parametrize("act", ["gelu", "relu"])
@@ -542,18 +545,11 @@ def test_int8_epilogues_in_the_fused_layer_match_reference(act):
     """Every matrix int8, so the activation (FFN-in) and the residual adds (O, FFN-out) run on each block the int8
     kernel finishes: tokens over several chunks and tiles, widths with partial panels. A misplaced block or residual
     is off by O(1); the quantised inputs of the later matrices differ from the reference's by float rounding only."""
-    from sparsekit.kernels import cpu_int8
-
     gen = torch.Generator().manual_seed(9)
     lw = _layer(gen, 40, 3, 8, 8, 72, 1.0, act=act)
     lw.matrices = {name: (_block_masked(w, 0.4, gen), b) for name, (w, b) in lw.matrices.items()}
     enc = FusedEncoder([lw], [dict.fromkeys(("qkv", "attn_out", "ffn_in", "ffn_out"), "int8-b4-cpu")])
-    cu = _cu([300, 1, 299])
-    x = torch.randn(600, 40, generator=gen)
-    want = reference.encoder_layers(x, cu, enc._tensors, enc._meta, enc._scalars)
-    for isa in cpu_int8.supported_int8_isas():
-        with cpu_int8.force_int8_isa(isa):
-            torch.testing.assert_close(enc(x, cu), want, rtol=0, atol=1e-4)
+    _check_every_int8_path(enc, torch.randn(600, 40, generator=gen), _cu([300, 1, 299]), atol=1e-4)
 
 
 def test_compile_int8_precision(tiny_model_dir, tmp_path):
