@@ -29,13 +29,18 @@ def _error(exc: BaseException) -> str:
 
 
 def threads_info() -> dict:
-    """torch intra-/inter-op threads, OMP_NUM_THREADS, logical cores and the cores this process may use."""
+    """torch intra-/inter-op threads, OMP_NUM_THREADS, logical cores and the cores this process may use; and
+    ``steal_since_boot``: the share of this machine's CPU time its hypervisor gave to other guests since boot (None
+    where unknown), which says whether timings here can drift with the host's load."""
+    from sparsekit.machine import cpu_time_counters, steal_share
+
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         usable = os.cpu_count()
     return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "cores": os.cpu_count(), "usable_cores": usable}
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "cores": os.cpu_count(), "usable_cores": usable,
+            "steal_since_boot": steal_share((0, 0), cpu_time_counters())}
 
 
 def cpu_kernels_info() -> dict:
@@ -293,6 +298,9 @@ def render(data: dict) -> list:
         ("cpu flags", ", ".join(m["cpu_flags"]) or "none of the kernel-relevant ones"),
         ("threads", f"torch {t['torch_threads']} intra-op / {t['torch_interop_threads']} inter-op; "
                     f"OMP_NUM_THREADS={t['OMP_NUM_THREADS'] or 'unset'}"),
+        ("hypervisor steal", "unknown" if t.get("steal_since_boot") is None else
+         f"{100 * t['steal_since_boot']:.1f}% of the CPU time since boot went to other guests of the host"
+         + (" (a shared VM: timings can drift with its load)" if t["steal_since_boot"] > 0.001 else "")),
         ("gpu", f"{gpu['name']} x{gpu['count']}" if gpu else "none"),
         ("platform", m["platform"]),
         ("versions", ", ".join(f"{k} {val}" for k, val in v.items() if val)),

@@ -20,7 +20,7 @@ def test_info_table():
     result = runner.invoke(app, ["info"], terminal_width=200)
     assert result.exit_code == 0, result.output
     for text in ("C++ CPU kernels", "Fused CPU runtime", "CUDA extension", "Triton", "C++ compiler", "ONNX Runtime",
-                 "Backends of sparsekit.compile", "Machine and versions"):
+                 "Backends of sparsekit.compile", "Machine and versions", "hypervisor steal"):
         assert text in result.output, text
     for backend in registry.default_backends():
         assert backend.name in result.output
@@ -34,6 +34,8 @@ def test_info_json_matches_the_kernels_module():
             "backends"} <= set(data)
     assert data["versions"]["torch"] == torch.__version__
     assert data["threads"]["torch_threads"] == torch.get_num_threads()
+    steal = data["threads"]["steal_since_boot"]
+    assert steal is None or 0 <= steal <= 1
     k = data["cpu_kernels"]
     assert k["built"] == cpu.available()
     if k["built"]:
