@@ -13,7 +13,7 @@ speedup per layer.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -192,8 +192,46 @@ def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, war
                                                             f"{', '.join(RUNTIME_BACKENDS)}; fused=False runs it)"]
         source = "measured here"
     picks = iter(c.backend for c in choices)
-    runtime_models.install(model, FusedEncoder(layers, [{m: next(picks) for m in MATRICES} for _ in layers]))
+    encoder = FusedEncoder(layers, [{m: next(picks) for m in MATRICES} for _ in layers])
+    if source == "measured here" and force is None and any(c.backend != "dense" for c in choices):
+        encoder, choices = _check_whole_encoder(encoder, layers, choices, tokens, warmup, repeats)
+    runtime_models.install(model, encoder)
     return choices, source
+
+
+#: Tokens per sequence of the whole-encoder check's input (attention costs the same under both plans).
+_CHECK_SEQUENCE = 128
+
+
+def _time_encoders(encoders: dict, x: torch.Tensor, cu: torch.Tensor, warmup: int, repeats: int) -> dict[str, float]:
+    """Median ms of each fused encoder on the packed tokens ``x`` ``[N, hidden]`` (sequences ``cu``), interleaved."""
+    from sparsekit.timing import measure_interleaved
+
+    best = measure_interleaved({name: (lambda e=e: e(x, cu)) for name, e in encoders.items()}, rounds=2,
+                               warmup=warmup, repeats=repeats)
+    return {name: 1e3 * r["median"] for name, r in best.items()}
+
+
+def _check_whole_encoder(encoder, layers: list, choices: list[LayerChoice], tokens: int, warmup: int,
+                         repeats: int):
+    """sparsekit's "never slower than dense" for the whole encoder: the per-matrix choices (each timed alone) are
+    timed together against every matrix dense, on ``tokens`` packed tokens; if they are not faster, every matrix
+    goes dense and says why. Encoders with rotary or relative positions (their inputs need the model's tables)
+    keep the per-matrix choices. Returns the encoder to install and the choices."""
+    from sparsekit.runtime import MATRICES, FusedEncoder
+
+    if encoder.rotary_tables or encoder.relative:
+        return encoder, choices
+    dense = FusedEncoder(layers, [dict.fromkeys(MATRICES, "dense") for _ in layers])
+    hidden = layers[0].matrices[MATRICES[0]][0].shape[1]
+    x = torch.randn(tokens, hidden)
+    cu = torch.tensor([*range(0, tokens, _CHECK_SEQUENCE), tokens], dtype=torch.int64)
+    ms = _time_encoders({"plan": encoder, "dense": dense}, x, cu, max(1, warmup), max(3, repeats // 3))
+    if ms["plan"] < ms["dense"]:
+        return encoder, choices
+    why = (f"whole-encoder check at {tokens} tokens: the per-matrix choices ran {ms['plan']:.2f} ms together, "
+           f"every matrix dense {ms['dense']:.2f} ms")
+    return dense, [replace(c, backend="dense", why=why, speedup=1.0) for c in choices]
 
 
 @torch.no_grad()

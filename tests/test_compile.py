@@ -9,6 +9,7 @@ from sparsekit.compiler import compile as sk_compile
 from sparsekit.export.artifact import export, load
 from conftest import random_sparse_classifier
 from sparsekit.models import load_tokenizer, prunable_matrices
+from sparsekit.runtime.plan import plan_of
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +180,38 @@ def test_compile_records_the_steal_and_warns_when_the_host_took_cpu_time(sparse_
         assert sk_compile(copy.deepcopy(sparse_tiny[0]), tokens=4, repeats=2, verbose=False,
                           fused=fused).steal == pytest.approx(0.01)
     if fused:
-        from sparsekit.runtime.plan import plan_of
-
         readings = iter([(0, 1000), (50, 1100)])
         assert sk_compile(copy.deepcopy(sparse_tiny[0]), tokens=4, verbose=False, plan=plan_of(report)).steal is None
+
+
+@pytest.mark.parametrize("plan_ms,dense_ms", [(2.0, 1.0), (1.0, 2.0)])
+def test_whole_encoder_check_keeps_the_plan_only_when_faster_than_dense(sparse_tiny, monkeypatch, plan_ms, dense_ms):
+    """Matrices chosen one by one are timed together against every matrix dense; a plan that is not faster than
+    dense as a whole goes dense (each layer says why), so the compiled model is never slower than dense. force=
+    and saved plans skip the check."""
+    import copy
+
+    import sparsekit.compiler as compiler
+
+    model, tokenizer = sparse_tiny
+    ref = _logits(model, tokenizer)
+    monkeypatch.setattr(compiler, "_time", lambda built, *a: {n: 1.0 if n == "csr-cpu" else 10.0 for n in built})
+    calls = []
+
+    def timed(encoders, x, cu, warmup, repeats):
+        calls.append((set(encoders), tuple(x.shape), cu.tolist()))
+        return {"plan": plan_ms, "dense": dense_ms}
+
+    monkeypatch.setattr(compiler, "_time_encoders", timed)
+    compiled = copy.deepcopy(model)
+    report = sk_compile(compiled, tokens=200, verbose=False)
+    assert calls == [({"plan", "dense"}, (200, model.config.hidden_size), [0, 128, 200])]
+    if plan_ms > dense_ms:
+        assert {c.backend for c in report.layers} == {"dense"}
+        assert all("whole-encoder check at 200 tokens" in c.why and c.speedup == 1.0 for c in report.layers)
+    else:
+        assert {c.backend for c in report.layers} == {"csr-cpu"}
+    torch.testing.assert_close(_logits(compiled, tokenizer), ref, rtol=0, atol=1e-4)
+    sk_compile(copy.deepcopy(model), tokens=8, verbose=False, force="csr-cpu")
+    sk_compile(copy.deepcopy(model), tokens=8, verbose=False, plan=plan_of(report))
+    assert len(calls) == 1
