@@ -247,7 +247,8 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     sparsekit's fused encoder runtime
     (:mod:`sparsekit.runtime`: Q, K and V as one matrix, fused epilogues and LayerNorms, packed tokens, one op call
     per forward; :mod:`sparsekit.runtime.models` says how it goes in), each of its matrices on the fastest of
-    dense / ``csr-cpu`` / ``bsr-cpu``. A fused model is inference-only (``model.eval()``) and does not record
+    dense / ``csr-cpu`` / ``bsr-cpu``, and the chosen set is kept only if it beats every matrix dense when timed
+    as a whole encoder (_check_whole_encoder). A fused model is inference-only (``model.eval()``) and does not record
     per-layer hidden states or attentions. Any other model (a GPU model, a configuration the runtime does not
     run such as DeBERTa's convolution layer, ``fused=False``)
     keeps its modules, each encoder Linear swapped for its fastest backend; ``report.runtime`` says which and why.
