@@ -203,12 +203,14 @@ def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, war
 _CHECK_SEQUENCE = 128
 
 
-def _time_encoders(encoders: dict, x: torch.Tensor, cu: torch.Tensor, warmup: int, repeats: int) -> dict[str, float]:
-    """Median ms of each fused encoder on the packed tokens ``x`` ``[N, hidden]`` (sequences ``cu``), interleaved."""
+def _time_encoders(encoders: dict, x: torch.Tensor, cu: torch.Tensor, rope: list[torch.Tensor],
+                   rel_index: torch.Tensor | None, warmup: int, repeats: int) -> dict[str, float]:
+    """Median ms of each fused encoder on the packed tokens ``x`` ``[N, hidden]`` (sequences ``cu``; rotary tables
+    and relative index as FusedEncoder.forward takes them), interleaved."""
     from sparsekit.timing import measure_interleaved
 
-    best = measure_interleaved({name: (lambda e=e: e(x, cu)) for name, e in encoders.items()}, rounds=2,
-                               warmup=warmup, repeats=repeats)
+    best = measure_interleaved({name: (lambda e=e: e(x, cu, rope, rel_index)) for name, e in encoders.items()},
+                               rounds=2, warmup=warmup, repeats=repeats)
     return {name: 1e3 * r["median"] for name, r in best.items()}
 
 
@@ -216,17 +218,21 @@ def _check_whole_encoder(encoder, layers: list, choices: list[LayerChoice], toke
                          repeats: int):
     """sparsekit's "never slower than dense" for the whole encoder: the per-matrix choices (each timed alone) are
     timed together against every matrix dense, on ``tokens`` packed tokens; if they are not faster, every matrix
-    goes dense and says why. Encoders with rotary or relative positions (their inputs need the model's tables)
-    keep the per-matrix choices. Returns the encoder to install and the choices."""
+    goes dense and says why. Rotary tables and relative indices are stand-ins (the identity rotation, distance
+    bucket 0): the kernels do the same work whatever their values. Returns the encoder to install and the choices."""
     from sparsekit.runtime import MATRICES, FusedEncoder
 
-    if encoder.rotary_tables or encoder.relative:
-        return encoder, choices
     dense = FusedEncoder(layers, [dict.fromkeys(MATRICES, "dense") for _ in layers])
     hidden = layers[0].matrices[MATRICES[0]][0].shape[1]
     x = torch.randn(tokens, hidden)
     cu = torch.tensor([*range(0, tokens, _CHECK_SEQUENCE), tokens], dtype=torch.int64)
-    ms = _time_encoders({"plan": encoder, "dense": dense}, x, cu, max(1, warmup), max(3, repeats // 3))
+    rope = []
+    for table in range(encoder.rotary_tables):
+        dq = next(lw.dq for lw in layers if lw.rope == table)
+        rope += [torch.ones(tokens, dq), torch.zeros(tokens, dq)]
+    rel_index = torch.zeros(2 * _CHECK_SEQUENCE - 1, dtype=torch.int32) if encoder.relative else None
+    ms = _time_encoders({"plan": encoder, "dense": dense}, x, cu, rope, rel_index, max(1, warmup),
+                        max(3, repeats // 3))
     if ms["plan"] < ms["dense"]:
         return encoder, choices
     why = (f"whole-encoder check at {tokens} tokens: the per-matrix choices ran {ms['plan']:.2f} ms together, "

@@ -198,7 +198,7 @@ def test_whole_encoder_check_keeps_the_plan_only_when_faster_than_dense(sparse_t
     monkeypatch.setattr(compiler, "_time", lambda built, *a: {n: 1.0 if n == "csr-cpu" else 10.0 for n in built})
     calls = []
 
-    def timed(encoders, x, cu, warmup, repeats):
+    def timed(encoders, x, cu, rope, rel_index, warmup, repeats):
         calls.append((set(encoders), tuple(x.shape), cu.tolist()))
         return {"plan": plan_ms, "dense": dense_ms}
 

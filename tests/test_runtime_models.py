@@ -318,3 +318,27 @@ def test_torch_compile_over_a_fused_hugging_face_model(model_type):
     inputs = _inputs("right padded")
     with torch.no_grad():
         _compare(torch.compile(model)(**inputs), reference(**inputs), SEQUENCE, None)
+
+
+@pytest.mark.parametrize("model_type", ["modernbert", "deberta-v2"])
+@pytest.mark.parametrize("sparse_slower", [True, False])
+def test_whole_encoder_check_runs_rotary_and_relative_encoders(model_type, sparse_slower, monkeypatch):
+    """The whole-encoder check times ModernBERT's and DeBERTa's fused encoders for real, on stand-in rotary tables /
+    relative indices; whichever plan it keeps, the model still equals its masked dense reference."""
+    import sparsekit.compiler as compiler
+
+    model = _tiny(model_type)
+    monkeypatch.setattr(compiler, "_time", lambda built, *a: {n: 1.0 if n == "csr-cpu" else 10.0 for n in built})
+    timed = compiler._time_encoders
+    seen = []
+
+    def spy(encoders, x, cu, rope, rel_index, warmup, repeats):
+        ms = timed(encoders, x, cu, rope, rel_index, warmup, repeats)  # really runs both encoders
+        seen.append((len(rope) > 0, rel_index is not None))
+        return {"plan": 2.0, "dense": 1.0} if sparse_slower else {"plan": 1.0, "dense": 2.0}
+
+    monkeypatch.setattr(compiler, "_time_encoders", spy)
+    report, reference = _compiled(model, tokens=12)
+    assert seen == [(model_type == "modernbert", model_type != "modernbert")]
+    assert {c.backend for c in report.layers} == ({"dense"} if sparse_slower else {"csr-cpu"})
+    _check(model, reference, "right padded")
