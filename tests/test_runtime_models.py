@@ -334,6 +334,7 @@ def test_whole_encoder_check_runs_rotary_and_relative_encoders(model_type, spars
 
     def spy(encoders, x, cu, rope, rel_index, warmup, repeats):
         ms = timed(encoders, x, cu, rope, rel_index, warmup, repeats)  # really runs both encoders
+        assert set(ms) == {"plan", "dense"} and min(ms.values()) > 0
         seen.append((len(rope) > 0, rel_index is not None))
         return {"plan": 2.0, "dense": 1.0} if sparse_slower else {"plan": 1.0, "dense": 2.0}
 
