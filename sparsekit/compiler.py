@@ -228,7 +228,7 @@ def _check_whole_encoder(encoder, layers: list, choices: list[LayerChoice], toke
     cu = torch.tensor([*range(0, tokens, _CHECK_SEQUENCE), tokens], dtype=torch.int64)
     rope = []
     for table in range(encoder.rotary_tables):
-        dq = next(lw.dq for lw in layers if lw.rope == table)
+        dq = next((lw.dq for lw in layers if lw.rope == table), max(lw.dq for lw in layers))  # unused: any width
         rope += [torch.ones(tokens, dq), torch.zeros(tokens, dq)]
     rel_index = torch.zeros(2 * _CHECK_SEQUENCE - 1, dtype=torch.int32) if encoder.relative else None
     ms = _time_encoders({"plan": encoder, "dense": dense}, x, cu, rope, rel_index, max(1, warmup),
