@@ -173,7 +173,8 @@ def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, war
     stored = {f"layers.{i}.{m}": lw.int8.get(m) if precision == "int8" else None
               for i, lw in enumerate(layers) for m in MATRICES}
     why_retime = None if plan is None else plans.mismatch(plan, {n: tuple(w.shape) for n, (w, _) in named.items()})
-    if plan is not None and why_retime is None and force is None:
+    reused = plan is not None and why_retime is None and force is None
+    if reused:
         saved = plan["matrices"]
         choices = [LayerChoice(name, tuple(w.shape), LayerSpec.of(w).density, saved[name]["backend"],
                                f"saved plan ({plan['tokens']} tokens)", float(saved[name].get("speedup", 1.0)), {}, {})
@@ -193,7 +194,7 @@ def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, war
         source = "measured here"
     picks = iter(c.backend for c in choices)
     encoder = FusedEncoder(layers, [{m: next(picks) for m in MATRICES} for _ in layers])
-    if source == "measured here" and force is None and any(c.backend != "dense" for c in choices):
+    if not reused and force is None and any(c.backend != "dense" for c in choices):
         encoder, choices = _check_whole_encoder(encoder, layers, choices, tokens, warmup, repeats)
     runtime_models.install(model, encoder)
     return choices, source
