@@ -133,9 +133,10 @@ def budget_for(args) -> Budget:
                       None, None, 10.0, 32, 128, finetune_epochs=3.0)
     examples = ("all train examples" if args.train_samples is None
                 else f"{args.train_samples} train examples (seeded subset, per seed)")
+    score_lr = "" if args.score_lr is None else f", score LR {args.score_lr:g} for the pruning rows"
     return Budget("cpu", f"CPU budget: {examples}, {args.steps} steps of batch {args.batch_size}, inputs up to "
-                         f"{args.max_length} tokens", args.train_samples, args.steps, 1.0, args.batch_size,
-                  args.max_length)
+                         f"{args.max_length} tokens{score_lr}", args.train_samples, args.steps, 1.0,
+                  args.batch_size, args.max_length)
 
 
 def base_method(method: str) -> str:
@@ -143,15 +144,23 @@ def base_method(method: str) -> str:
     return method.split("-", 1)[1] if method.startswith(("cap-", "kd-")) else method
 
 
-def row_name(method: str, block: str = "1x1") -> str:
-    """A row's name in the table and its directory: the method, with ``-b<block>`` for block pruning."""
+def row_name(method: str, block: str = "1x1", score_lr: float | None = None) -> str:
+    """A row's name in the table and its directory: the method, with ``-b<block>`` for block pruning and
+    ``-slr<lr>`` for a pruning row whose score learning rate is not its recipe's (``--score-lr``)."""
     block = parse_block(block)
-    return method if block.unstructured else f"{method}-b{block}"
+    name = method if block.unstructured else f"{method}-b{block}"
+    return with_score_lr(name, score_lr)
 
 
-def row_dir(work: Path, seed: int, method: str, keep: float, block: str = "1x1") -> Path:
+def with_score_lr(name: str, score_lr: float | None) -> str:
+    """``name`` of a table row with ``-slr<lr>`` when ``score_lr`` is set (never for the dense fine-tune)."""
+    return name if score_lr is None or name == "finetune" else f"{name}-slr{score_lr:g}"
+
+
+def row_dir(work: Path, seed: int, method: str, keep: float, block: str = "1x1",
+            score_lr: float | None = None) -> Path:
     """The run directory of one row (``work`` is ``<work-dir>/<task>-<budget>``)."""
-    return work / f"seed{seed}" / f"{row_name(method, block)}-{keep:g}"
+    return work / f"seed{seed}" / f"{row_name(method, block, score_lr)}-{keep:g}"
 
 
 def row_config(method: str, keep: float, seed: int, args, budget: Budget, work: Path,
@@ -167,8 +176,11 @@ def row_config(method: str, keep: float, seed: int, args, budget: Budget, work: 
         extra = dict(CAP_SETTINGS, teacher=str(teacher))
         if prefix == "kd":
             extra.pop("cap")
+    if method != "finetune" and args.score_lr is not None:
+        extra["score_lr"] = args.score_lr
     return PruneConfig(method=base, keep=keep, task=args.task, model=args.model,
-                       output_dir=str(row_dir(work, seed, method, keep, block)), seed=seed, data_dir=args.data_dir,
+                       output_dir=str(row_dir(work, seed, method, keep, block, args.score_lr)), seed=seed,
+                       data_dir=args.data_dir,
                        save_every=args.save_every, progress=not args.quiet, block=str(parse_block(block)),
                        **budget.settings(method), **extra)
 
@@ -211,7 +223,7 @@ def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Pat
         metrics.update({name: metrics[name] / 100 for name in TASKS[args.task] if name in metrics})
     recipe = json.loads((out / "recipe.json").read_text())
     wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {"wall_seconds": None, "sittings": None}
-    return {"method": row_name(method, block), "target_keep": keep if method != "finetune" else 1.0, "seed": seed,
+    return {"method": row_name(method, block, args.score_lr), "target_keep": keep if method != "finetune" else 1.0, "seed": seed,
             "density": metrics["density"],
             "metrics": {name: metrics[name] for name in TASKS[args.task] if name in metrics},
             "train_seconds": metrics["train_seconds"], "wall_seconds": wall["wall_seconds"],
@@ -305,7 +317,8 @@ def build_result(rows: list[dict], args, budget: Budget, wall_seconds: float) ->
     """The JSON result of a table: rows, per-configuration statistics, targets and inequality checks."""
     metric_names = TASKS[args.task]
     configs = report.configurations(rows, metric_names)
-    inequalities = [check for metric in metric_names for chain in CHAINS
+    chains = [tuple(with_score_lr(name, args.score_lr) for name in chain) for chain in CHAINS]
+    inequalities = [check for metric in metric_names for chain in chains
                     for check in report.inequality_checks(configs, metric, chain)]
     return {"benchmark": "accuracy", "task": args.task, "note": NOTES.get(args.task), "budget": budget.description,
             "budget_name": budget.name,
@@ -314,7 +327,9 @@ def build_result(rows: list[dict], args, budget: Budget, wall_seconds: float) ->
             "wall_seconds": wall_seconds, "machine": machine_info(), "versions": library_versions(),
             "sparsekit": sparsekit.__version__, "rows": rows, "configurations": configs,
             "closeness": [check for metric, targets in CLOSENESS[args.task].items()
-                          for check in report.closeness_checks(configs, metric, targets)],
+                          for check in report.closeness_checks(
+                              configs, metric, [(with_score_lr(m, args.score_lr), keep, margin)
+                                                for m, keep, margin in targets])],
             "inequalities": inequalities}
 
 
@@ -340,6 +355,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--block", nargs="+", default=["1x1"],
                         help="block shapes of the pruning rows: 1x1 (unstructured, rows named by the method) and/or "
                              "e.g. 1x4 (rows named <method>-b1x4) [1x1]")
+    parser.add_argument("--score-lr", type=float, default=None,
+                        help="score learning rate of the pruning rows instead of each recipe's; their rows are "
+                             "named <method>-slr<lr>, so rows with the recipe's rate are reused, not overwritten")
     parser.add_argument("--keeps", nargs="*", type=float, default=list(KEEPS),
                         help="remaining fractions of the pruning rows (none: the dense rows only)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/accuracy"),

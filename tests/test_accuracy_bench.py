@@ -167,6 +167,27 @@ def test_block_rows_are_their_own_rows_beside_the_unstructured_ones(bench, tiny_
     assert json.loads((work / "movement-b1x4-0.5" / "recipe.json").read_text())["block"] == "1x4"
 
 
+def test_score_lr_rows_are_their_own_rows_and_the_checks_follow_them(bench, tiny_model_dir, tmp_path, monkeypatch):
+    bench.main(_argv(tiny_model_dir, tmp_path, [0]))
+    trained = []
+
+    def only_new_lr_rows(config):
+        assert config.method != "finetune", "trained the finetune row again (it has no scores)"
+        trained.append((config.output_dir, config.score_lr))
+        return prune(config)
+
+    monkeypatch.setattr(bench, "prune", only_new_lr_rows)
+    monkeypatch.setitem(bench.CLOSENESS, "sst2", {"accuracy": [("movement", 0.5, 0.5)]})
+    result = bench.main(_argv(tiny_model_dir, tmp_path, [0]) + ["--score-lr", "0.05"])
+    assert [r["method"] for r in result["rows"]] == ["finetune", "movement-slr0.05"]
+    work = tmp_path / "runs" / "sst2-cpu" / "seed0"
+    assert trained == [(str(work / "movement-slr0.05-0.5"), 0.05)]
+    resolved = json.loads((work / "movement-slr0.05-0.5" / "recipe.json").read_text())["resolved"]
+    assert resolved["learning_rates"]["scores"] == 0.05
+    assert "score LR 0.05 for the pruning rows" in result["budget"]
+    assert [c["target"] for c in result["closeness"]] == ["movement-slr0.05 @50% within 50.0 accuracy points of dense"]
+
+
 @pytest.mark.parametrize("extra, message", [(["--block", "1x4", "--methods", "abp"], "abp cannot prune in blocks"),
                                             (["--block", "1by4"], "block \\(--block\\) must be ROWSxCOLS")])
 def test_bad_block_rows_are_refused_before_any_run(bench, tmp_path, capsys, extra, message):
