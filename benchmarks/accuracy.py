@@ -39,6 +39,12 @@ unstructured rows of the same work dir are reused, not overwritten, and ``--bloc
 (the cost of the block constraint at the same remaining fraction; the finetune row is shared):
 
     python benchmarks/accuracy.py --keeps 0.1 --methods smp-s --block 1x1 1x4
+
+Score learning rate: ``--score-lr LR`` runs the pruning rows with that rate instead of each recipe's; their rows are
+named ``<method>-slr<LR>`` (the target and ordering checks follow them), so the recipe-rate rows beside them are
+reused, not overwritten, and the dense rows are shared (issue 14's CoNLL table uses 0.05):
+
+    python benchmarks/accuracy.py --preset conll-cpu --keeps 0.1 --score-lr 0.05
 """
 from __future__ import annotations
 
@@ -223,8 +229,8 @@ def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Pat
         metrics.update({name: metrics[name] / 100 for name in TASKS[args.task] if name in metrics})
     recipe = json.loads((out / "recipe.json").read_text())
     wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {"wall_seconds": None, "sittings": None}
-    return {"method": row_name(method, block, args.score_lr), "target_keep": keep if method != "finetune" else 1.0, "seed": seed,
-            "density": metrics["density"],
+    return {"method": row_name(method, block, args.score_lr), "target_keep": keep if method != "finetune" else 1.0,
+            "seed": seed, "density": metrics["density"],
             "metrics": {name: metrics[name] for name in TASKS[args.task] if name in metrics},
             "train_seconds": metrics["train_seconds"], "wall_seconds": wall["wall_seconds"],
             "sittings": wall["sittings"], "steps": metrics["steps"], "run_dir": str(out),
