@@ -42,7 +42,8 @@ unstructured rows of the same work dir are reused, not overwritten, and ``--bloc
 
 Score learning rate: ``--score-lr LR`` runs the pruning rows with that rate instead of each recipe's; their rows are
 named ``<method>-slr<LR>`` (the target and ordering checks follow them), so the recipe-rate rows beside them are
-reused, not overwritten, and the dense rows are shared (issue 14's CoNLL table uses 0.05):
+reused, not overwritten; the rows without scores (dense fine-tune, magnitude) are shared (issue 14's CoNLL table
+uses 0.05):
 
     python benchmarks/accuracy.py --preset conll-cpu --keeps 0.1 --score-lr 0.05
 """
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -159,8 +161,11 @@ def row_name(method: str, block: str = "1x1", score_lr: float | None = None) -> 
 
 
 def with_score_lr(name: str, score_lr: float | None) -> str:
-    """``name`` of a table row with ``-slr<lr>`` when ``score_lr`` is set (never for the dense fine-tune)."""
-    return name if score_lr is None or name == "finetune" else f"{name}-slr{score_lr:g}"
+    """``name`` of a table row (``<method>`` or ``<method>-b<block>``) with ``-slr<lr>`` when ``score_lr`` is set
+    and the method learns scores (not the dense fine-tune or magnitude, whose rows are shared)."""
+    method = re.sub(r"-b\d+x\d+$", "", name)
+    learns_scores = RECIPES[base_method(method)].score_lr > 0
+    return f"{name}-slr{score_lr:g}" if score_lr is not None and learns_scores else name
 
 
 def row_dir(work: Path, seed: int, method: str, keep: float, block: str = "1x1",
@@ -182,7 +187,7 @@ def row_config(method: str, keep: float, seed: int, args, budget: Budget, work: 
         extra = dict(CAP_SETTINGS, teacher=str(teacher))
         if prefix == "kd":
             extra.pop("cap")
-    if method != "finetune" and args.score_lr is not None:
+    if args.score_lr is not None and RECIPES[base].score_lr > 0:
         extra["score_lr"] = args.score_lr
     return PruneConfig(method=base, keep=keep, task=args.task, model=args.model,
                        output_dir=str(row_dir(work, seed, method, keep, block, args.score_lr)), seed=seed,
