@@ -6,7 +6,8 @@ MiniLM, SST-2, 10% remaining, 1000 steps, dense baseline 300 steps) in ``<work-d
 several sittings. ``--reuse S=DIR`` takes an existing main-job directory for seed S (e.g. the README's
 ``runs/main-job`` for 42) after checking its recipe's seed and settings. Reports mean ± sample std and every value
 of the pruned, compiled-artifact and dense-baseline dev accuracies, with the per-seed wall times. Writes
-``benchmarks/results/main_job_seeds_cpu.{json,md}``.
+``benchmarks/results/main_job_seeds_cpu.{json,md}`` and the packaged record the main job's summary quotes as the
+spread of its configuration (``sparsekit/main_job_spread.json``, ``sparsekit.pipeline.measured_spread``).
 
     python benchmarks/main_job_seeds.py --reuse 42=runs/main-job        # seeds 42 43 44
 """
@@ -20,6 +21,9 @@ import time
 from pathlib import Path
 
 from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+
+#: The dense fine-tune steps of every seed's main job (the CLI's default).
+DENSE_BASELINE_STEPS = 300
 
 
 def finished(run: Path, seed: int, settings: dict) -> dict | None:
@@ -40,7 +44,8 @@ def run_seed(seed: int, out: Path, args) -> dict:
 
     config = PruneConfig(**MAIN_JOB, output_dir=str(out), seed=seed, overwrite=True, progress=False,
                          data_dir=args.data_dir)
-    return run_main_job(MainJobConfig(config, 300, (1,), 128, 1.0), log=lambda m: print(m, file=sys.stderr)).summary
+    return run_main_job(MainJobConfig(config, DENSE_BASELINE_STEPS, (1,), 128, 1.0),
+                        log=lambda m: print(m, file=sys.stderr)).summary
 
 
 def stats(values: list[float]) -> dict:
@@ -81,7 +86,21 @@ def main(argv: list[str] | None = None) -> dict:
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "settings": settings,
               "seeds": args.seeds, "rows": rows, "accuracy": metrics}
     write_result(RESULTS / "main_job_seeds_cpu", result, markdown(result))
+    from sparsekit.pipeline import SPREAD_FILE
+
+    SPREAD_FILE.write_text(json.dumps(spread_record(result), indent=2) + "\n")
     return result
+
+
+def spread_record(result: dict) -> dict:
+    """What ``sparsekit.pipeline.measured_spread`` reads (``sparsekit/main_job_spread.json``) from a result."""
+    return {"what": "The seed spread of `sparsekit run`'s default configuration, as measured by "
+                    "benchmarks/main_job_seeds.py (written by it; tests/test_pipeline_spread.py checks it against the "
+                    "committed result). Dev accuracy, %.",
+            "source": "benchmarks/results/main_job_seeds_cpu.md", "command": result["command"],
+            "date": result["date"], "cpu": result["machine"]["cpu"], "settings": result["settings"],
+            "dense_baseline_steps": DENSE_BASELINE_STEPS, "seeds": result["seeds"],
+            "pruned": result["accuracy"]["pruned"], "dense_baseline": result["accuracy"]["dense_baseline"]}
 
 
 def markdown(result: dict) -> str:

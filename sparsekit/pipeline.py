@@ -24,6 +24,25 @@ import torch
 from sparsekit.data.inputs import random_inputs
 from sparsekit.timing import measure_interleaved
 
+#: The measured seed spread of the default main job (written by benchmarks/main_job_seeds.py; see measured_spread).
+SPREAD_FILE = Path(__file__).with_name("main_job_spread.json")
+#: The PruneConfig fields that define a main job's configuration for its seed spread (everything but the seed).
+SPREAD_SETTINGS = ("method", "keep", "task", "model", "train_samples", "steps", "batch_size", "max_length")
+
+
+def measured_spread(settings: dict, dense_baseline_steps: int, path: Path = SPREAD_FILE) -> dict | None:
+    """The seed spread measured for a main job with these ``settings`` (the SPREAD_SETTINGS fields of its
+    PruneConfig) and dense-baseline steps: ``{"seeds", "pruned": {"mean", "std", "values"}, "dense_baseline",
+    "source", ...}`` in accuracy points, or None when that configuration was not measured (or the file is
+    unreadable)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = (isinstance(record, dict) and record.get("settings") == {k: settings.get(k) for k in SPREAD_SETTINGS}
+            and record.get("dense_baseline_steps") == dense_baseline_steps)
+    return record if same else None
+
 
 @dataclass
 class MainJobConfig:
@@ -148,6 +167,7 @@ def run_main_job(config: MainJobConfig, log=print) -> MainJobResult:
         "compile": {"tokens": config.seq, "threads": torch.get_num_threads(), "backends": backends,
                     "runtime": report.runtime},
         "latency": latency, "timings_s": {**timings, "total_s": time.perf_counter() - started},
+        "seed_spread": measured_spread({k: getattr(pc, k) for k in SPREAD_SETTINGS}, config.dense_baseline_steps),
         "paths": {"run": str(out), "artifact": str(out / "artifact"), "report": str(out / "report.json"),
                   "summary": str(out / "summary.json")},
     }
@@ -170,19 +190,21 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
             (f"dev {metric}: pruned", f"{pct(d['pruned'])} ({summary['steps']} steps, "
                                       + (f"seed {summary['seed']}: one seed" if "seed" in summary else "one seed")
                                       + ")"),
-            (f"dev {metric}: compiled artifact", pct(d["compiled_artifact"])),
-            ("remaining weights", f"{100 * summary['remaining_weights']:.2f}% of the encoder matrices"),
-            ("exact compaction", f"{100 * c['encoder_params_after'] / max(c['encoder_params_before'], 1):.1f}% of "
-                                 f"encoder params kept, {c['heads_removed']} heads removed, verify max |Δlogit| "
-                                 f"{c['verify_max_abs_logit_error']:.1g}"),
-            ("size", f"encoder matrices {s['encoder_matrices_dense_fp32'] / 2**20:.1f} MiB dense fp32 -> "
-                     f"{s['encoder_matrices_stored'] / 2**20:.1f} MiB stored; whole artifact "
-                     f"{s['artifact'] / 2**20:.1f} MiB"
-                     + (f" (dense checkpoint {s['dense_checkpoint'] / 2**20:.1f} MiB)"
-                        if s["dense_checkpoint"] else "")),
-            (f"compiled matrices ({summary['compile'].get('runtime', 'modules')} runtime)",
-             ", ".join(f"{k} {n}" for k, n in summary["compile"]["backends"].items())
-             + f" ({summary['compile']['threads']} threads)")]
+            (f"dev {metric}: compiled artifact", pct(d["compiled_artifact"]))]
+    if "seed_spread" in summary:  # summaries written before it was recorded have none
+        rows.append(("seed spread", _spread_text(summary["seed_spread"])))
+    rows += [("remaining weights", f"{100 * summary['remaining_weights']:.2f}% of the encoder matrices"),
+             ("exact compaction", f"{100 * c['encoder_params_after'] / max(c['encoder_params_before'], 1):.1f}% of "
+                                  f"encoder params kept, {c['heads_removed']} heads removed, verify max |Δlogit| "
+                                  f"{c['verify_max_abs_logit_error']:.1g}"),
+             ("size", f"encoder matrices {s['encoder_matrices_dense_fp32'] / 2**20:.1f} MiB dense fp32 -> "
+                      f"{s['encoder_matrices_stored'] / 2**20:.1f} MiB stored; whole artifact "
+                      f"{s['artifact'] / 2**20:.1f} MiB"
+                      + (f" (dense checkpoint {s['dense_checkpoint'] / 2**20:.1f} MiB)"
+                         if s["dense_checkpoint"] else "")),
+             (f"compiled matrices ({summary['compile'].get('runtime', 'modules')} runtime)",
+              ", ".join(f"{k} {n}" for k, n in summary["compile"]["backends"].items())
+              + f" ({summary['compile']['threads']} threads)")]
     for shape, lat in summary["latency"].items():
         rows.append((f"latency {shape}", f"masked dense {lat['masked_dense']['median_ms']:.1f} ms -> compiled "
                                          f"{lat['compiled']['median_ms']:.1f} ms: {lat['compiled']['speedup']:.2f}x"))
@@ -193,6 +215,17 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
     p = summary["paths"]
     rows += [("artifact", p["artifact"]), ("report", f"{p['report']}, {p['summary']}")]
     return rows
+
+
+def _spread_text(spread: dict | None) -> str:
+    """The summary's seed-spread row: the measured spread of this configuration, or that none was measured."""
+    if not spread:
+        return ("not measured for these settings: differences of about a point can be seed noise (run again with "
+                "--seed to see)")
+    seeds = ", ".join(map(str, spread["seeds"]))
+    p, d = spread["pruned"], spread["dense_baseline"]
+    return (f"these settings over seeds {seeds} ({spread['source']}): pruned {p['mean']:.2f} ± {p['std']:.2f}, "
+            f"dense {d['mean']:.2f} ± {d['std']:.2f}; a difference inside that is not a result")
 
 
 def summary_markdown(summary: dict) -> str:
