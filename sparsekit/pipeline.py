@@ -224,8 +224,9 @@ def _spread_text(spread: dict | None) -> str:
                 "--seed to see)")
     seeds = ", ".join(map(str, spread["seeds"]))
     p, d = spread["pruned"], spread["dense_baseline"]
-    return (f"these settings over seeds {seeds} ({spread['source']}): pruned {p['mean']:.2f} ± {p['std']:.2f}, "
-            f"dense {d['mean']:.2f} ± {d['std']:.2f}; a difference inside that is not a result")
+    # The file name only: a path does not wrap in the terminal table (the JSON summary keeps the whole record).
+    return (f"seeds {seeds} ({Path(spread['source']).name}): pruned {p['mean']:.2f} ± {p['std']:.2f}, "
+            f"dense {d['mean']:.2f} ± {d['std']:.2f}; differences inside that are seed noise")
 
 
 def summary_markdown(summary: dict) -> str:
