@@ -160,12 +160,16 @@ def row_name(method: str, block: str = "1x1", score_lr: float | None = None) -> 
     return with_score_lr(name, score_lr)
 
 
+def learns_scores(method: str) -> bool:
+    """Whether a row's method learns mask scores (``--score-lr`` applies; not the dense fine-tune or magnitude)."""
+    return RECIPES[base_method(method)].score_lr > 0
+
+
 def with_score_lr(name: str, score_lr: float | None) -> str:
     """``name`` of a table row (``<method>`` or ``<method>-b<block>``) with ``-slr<lr>`` when ``score_lr`` is set
-    and the method learns scores (not the dense fine-tune or magnitude, whose rows are shared)."""
-    method = re.sub(r"-b\d+x\d+$", "", name)
-    learns_scores = RECIPES[base_method(method)].score_lr > 0
-    return f"{name}-slr{score_lr:g}" if score_lr is not None and learns_scores else name
+    and the method learns scores (the rows without scores are shared)."""
+    learns = learns_scores(re.sub(r"-b\d+x\d+$", "", name))
+    return f"{name}-slr{score_lr:g}" if score_lr is not None and learns else name
 
 
 def row_dir(work: Path, seed: int, method: str, keep: float, block: str = "1x1",
@@ -187,7 +191,7 @@ def row_config(method: str, keep: float, seed: int, args, budget: Budget, work: 
         extra = dict(CAP_SETTINGS, teacher=str(teacher))
         if prefix == "kd":
             extra.pop("cap")
-    if args.score_lr is not None and RECIPES[base].score_lr > 0:
+    if args.score_lr is not None and learns_scores(method):
         extra["score_lr"] = args.score_lr
     return PruneConfig(method=base, keep=keep, task=args.task, model=args.model,
                        output_dir=str(row_dir(work, seed, method, keep, block, args.score_lr)), seed=seed,

@@ -26,21 +26,20 @@ from sparsekit.timing import measure_interleaved
 
 #: The measured seed spread of the default main job (written by benchmarks/main_job_seeds.py; see measured_spread).
 SPREAD_FILE = Path(__file__).with_name("main_job_spread.json")
-#: The PruneConfig fields that define a main job's configuration for its seed spread (everything but the seed).
-SPREAD_SETTINGS = ("method", "keep", "task", "model", "train_samples", "steps", "batch_size", "max_length")
 
 
-def measured_spread(settings: dict, dense_baseline_steps: int, path: Path = SPREAD_FILE) -> dict | None:
-    """The seed spread measured for a main job with these ``settings`` (the SPREAD_SETTINGS fields of its
-    PruneConfig) and dense-baseline steps: ``{"seeds", "pruned": {"mean", "std", "values"}, "dense_baseline",
-    "source", ...}`` in accuracy points, or None when that configuration was not measured (or the file is
-    unreadable)."""
+def measured_spread(config: dict, dense_baseline_steps: int, path: Path = SPREAD_FILE) -> dict | None:
+    """The seed spread measured for a main job whose PruneConfig fields ``config`` hold every setting the record
+    was measured with (its ``settings``: all but the seed) and with these dense-baseline steps:
+    ``{"seeds", "pruned": {"mean", "std", "values"}, "dense_baseline", "source", ...}`` in accuracy points, or None
+    when that configuration was not measured (or the file is unreadable)."""
     try:
         record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        settings = record["settings"]
+        same = (bool(settings) and all(config.get(k) == v for k, v in settings.items())
+                and record.get("dense_baseline_steps") == dense_baseline_steps)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    same = (isinstance(record, dict) and record.get("settings") == {k: settings.get(k) for k in SPREAD_SETTINGS}
-            and record.get("dense_baseline_steps") == dense_baseline_steps)
     return record if same else None
 
 
@@ -167,7 +166,7 @@ def run_main_job(config: MainJobConfig, log=print) -> MainJobResult:
         "compile": {"tokens": config.seq, "threads": torch.get_num_threads(), "backends": backends,
                     "runtime": report.runtime},
         "latency": latency, "timings_s": {**timings, "total_s": time.perf_counter() - started},
-        "seed_spread": measured_spread({k: getattr(pc, k) for k in SPREAD_SETTINGS}, config.dense_baseline_steps),
+        "seed_spread": measured_spread(pc.to_dict(), config.dense_baseline_steps),
         "paths": {"run": str(out), "artifact": str(out / "artifact"), "report": str(out / "report.json"),
                   "summary": str(out / "summary.json")},
     }
