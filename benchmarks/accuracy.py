@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -93,10 +92,11 @@ CLOSENESS = {"sst2": {"accuracy": [("smp-s", 0.5, 0.005), ("smp-s", 0.1, 0.015)]
              "mrpc": {"f1": [("smp-s", 0.1, 0.01)]},
              "conll2003": {"f1": [("smp-s", 0.1, 0.02)], "test_f1": [("smp-s", 0.1, 0.02)]},
              "squad": {}}
-#: Orderings whose adjacent "A >= B" the report checks against the seed spread.
-CHAINS = [("smp-s", "movement", "magnitude"), ("smp-s", "smp-struct")] + [
-    (f"cap-{base}", f"kd-{base}") for base in ("smp-s", "movement", "soft-movement")] + [
-    (method, f"{method}-b1x4") for method in ("smp-s", "movement")]  # unstructured >= 1x4 blocks
+#: Orderings whose adjacent "A >= B" the report checks against the seed spread, each row as (method, block).
+_METHOD_CHAINS = [("smp-s", "movement", "magnitude"), ("smp-s", "smp-struct")] + [
+    (f"cap-{base}", f"kd-{base}") for base in ("smp-s", "movement", "soft-movement")]
+CHAINS = [tuple((m, "1x1") for m in chain) for chain in _METHOD_CHAINS] + [
+    ((method, "1x1"), (method, "1x4")) for method in ("smp-s", "movement")]  # unstructured >= 1x4 blocks
 PRESETS = {
     "sst2-cpu": dict(task="sst2", full=False, keeps=[0.1, 0.03], methods=["smp-s", "smp-struct", "movement",
                                                                           "magnitude"]),
@@ -154,22 +154,16 @@ def base_method(method: str) -> str:
 
 def row_name(method: str, block: str = "1x1", score_lr: float | None = None) -> str:
     """A row's name in the table and its directory: the method, with ``-b<block>`` for block pruning and
-    ``-slr<lr>`` for a pruning row whose score learning rate is not its recipe's (``--score-lr``)."""
+    ``-slr<lr>`` for a pruning row whose score learning rate is not its recipe's (``--score-lr``; only methods that
+    learn scores, so the rows without scores are shared)."""
     block = parse_block(block)
     name = method if block.unstructured else f"{method}-b{block}"
-    return with_score_lr(name, score_lr)
+    return f"{name}-slr{score_lr:g}" if score_lr is not None and learns_scores(method) else name
 
 
 def learns_scores(method: str) -> bool:
     """Whether a row's method learns mask scores (``--score-lr`` applies; not the dense fine-tune or magnitude)."""
     return RECIPES[base_method(method)].score_lr > 0
-
-
-def with_score_lr(name: str, score_lr: float | None) -> str:
-    """``name`` of a table row (``<method>`` or ``<method>-b<block>``) with ``-slr<lr>`` when ``score_lr`` is set
-    and the method learns scores (the rows without scores are shared)."""
-    learns = learns_scores(re.sub(r"-b\d+x\d+$", "", name))
-    return f"{name}-slr{score_lr:g}" if score_lr is not None and learns else name
 
 
 def row_dir(work: Path, seed: int, method: str, keep: float, block: str = "1x1",
@@ -332,7 +326,7 @@ def build_result(rows: list[dict], args, budget: Budget, wall_seconds: float) ->
     """The JSON result of a table: rows, per-configuration statistics, targets and inequality checks."""
     metric_names = TASKS[args.task]
     configs = report.configurations(rows, metric_names)
-    chains = [tuple(with_score_lr(name, args.score_lr) for name in chain) for chain in CHAINS]
+    chains = [tuple(row_name(method, block, args.score_lr) for method, block in chain) for chain in CHAINS]
     inequalities = [check for metric in metric_names for chain in chains
                     for check in report.inequality_checks(configs, metric, chain)]
     return {"benchmark": "accuracy", "task": args.task, "note": NOTES.get(args.task), "budget": budget.description,
@@ -343,7 +337,7 @@ def build_result(rows: list[dict], args, budget: Budget, wall_seconds: float) ->
             "sparsekit": sparsekit.__version__, "rows": rows, "configurations": configs,
             "closeness": [check for metric, targets in CLOSENESS[args.task].items()
                           for check in report.closeness_checks(
-                              configs, metric, [(with_score_lr(m, args.score_lr), keep, margin)
+                              configs, metric, [(row_name(m, score_lr=args.score_lr), keep, margin)
                                                 for m, keep, margin in targets])],
             "inequalities": inequalities}
 

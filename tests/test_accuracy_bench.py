@@ -187,9 +187,9 @@ def test_score_lr_rows_are_their_own_rows_and_the_checks_follow_them(bench, tiny
     assert "score LR 0.05 for the pruning rows" in result["budget"]
     assert [c["target"] for c in result["closeness"]] == ["movement-slr0.05 @50% within 50.0 accuracy points of dense"]
     # Rows without scores are shared: magnitude keeps its name and is not trained again.
-    assert bench.with_score_lr("magnitude", 0.05) == "magnitude"
-    assert bench.with_score_lr("smp-s-b1x4", 0.05) == "smp-s-b1x4-slr0.05"
-    assert bench.with_score_lr("smp-s", None) == "smp-s"
+    assert bench.row_name("magnitude", score_lr=0.05) == "magnitude"
+    assert bench.row_name("kd-smp-s", "1x4", 0.05) == "kd-smp-s-b1x4-slr0.05"
+    assert bench.row_name("smp-s", score_lr=None) == "smp-s"
 
 
 @pytest.mark.parametrize("extra, message", [(["--block", "1x4", "--methods", "abp"], "abp cannot prune in blocks"),
