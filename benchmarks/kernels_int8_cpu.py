@@ -14,9 +14,12 @@ same process (medians; each variant's least disturbed round):
 
 The issue's target (issue 16): int8-b4 at 90% >= 2x faster than the fp32 CSR kernel, 2 threads, 128 tokens.
 Records the CPU model, flags, the fp32 ISA and the int8 paths. Writes ``benchmarks/results/kernels_int8_cpu.json``
-+ ``.md`` (``--out``). Time it on a quiet machine::
++ ``.md`` (``--out``). ``--isa avx2`` runs every engine that can be limited at AVX2 + FMA (sparsekit's kernels,
+MKL, ATen; results ``kernels_int8_cpu_avx2.*``): an AVX-512 machine standing in for an AVX2-only CPU's instruction
+set; fbgemm cannot be limited, so the dense int8 row is left out. Time it on a quiet machine::
 
     python benchmarks/kernels_int8_cpu.py --threads 2
+    python benchmarks/kernels_int8_cpu.py --threads 2 --isa avx2 --tokens 128 1
 """
 from __future__ import annotations
 
@@ -31,10 +34,11 @@ import torch.nn.functional as F
 
 from sparsekit import kernels
 from sparsekit.kernels import cpu_int8
-from sparsekit.machine import header
+from sparsekit.machine import header, isa_limits
 from sparsekit.timing import measure_interleaved
 
-from results_io import RESULTS, steal_lines, timing_ms, write_result  # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from results_io import ISAS, RESULTS, isa_limit_lines, run_with_isa, steal_lines, timing_ms, write_result
 
 SHAPES = ((768, 768), (3072, 768), (768, 3072))  # (out, in): Q/K/V/O, FFN-in, FFN-out
 TARGET_VS_CSR_AT_90 = 2.0
@@ -86,7 +90,8 @@ def bench_layers(args) -> list[dict]:
                 b = torch.randn(out_f, generator=g)
                 packed8 = cpu_int8.pack_cpu_int8_b4(w)
                 packed32 = kernels.pack_cpu_csr(w)
-                qlin, qwhy = dynamic_int8_linear(w, b)
+                qlin, qwhy = ((None, "fbgemm cannot be limited to an instruction set") if isa_limits()
+                              else dynamic_int8_linear(w, b))
                 # default arguments bind this iteration's tensors (the closures run inside the iteration anyway)
                 variants = {f"int8_b4[{isa}]": with_isa(isa, lambda x=x, p=packed8, b=b: cpu_int8.int8_b4_linear(x, p,
                                                                                                                   b))
@@ -126,7 +131,8 @@ def markdown(result: dict) -> str:
              f"int8 paths this CPU has: {', '.join(result['int8_isas'])}; timed: {result['int8_isa']}; "
              f"fp32 kernel ISA: {result['fp32_isa']}  ",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v) + "  ",
-             f"Command: `{result['command']}`  ", f"Date: {result['date']}", "", *steal_lines(result),
+             f"Command: `{result['command']}`  ", f"Date: {result['date']}", "", *isa_limit_lines(m),
+             *steal_lines(result),
              "Speedup of int8-b4 (medians, same run, interleaved); random 1x4-block masks along the input.", "",
              "| W (out x in) | tokens | sparsity | int8-b4 ms | vs fp32 CSR | vs dense fp32 | vs dense int8 (dynamic) "
              "| max abs err (max abs y) |",
@@ -159,8 +165,13 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--min-seconds", type=float, default=0.5)
-    p.add_argument("--out", type=Path, default=RESULTS / "kernels_int8_cpu")
+    p.add_argument("--isa", choices=ISAS, default="native",
+                   help="avx2: limit every engine that can be limited to AVX2 + FMA (see the module docstring)")
+    p.add_argument("--out", type=Path, default=None, help="[results/kernels_int8_cpu, _avx2 with --isa avx2]")
     args = p.parse_args(argv)
+    run_with_isa(args.isa, argv)
+    if args.out is None:
+        args.out = RESULTS / ("kernels_int8_cpu" + ("_avx2" if args.isa == "avx2" else ""))
     if not cpu_int8.available():
         sys.exit(f"the INT8 C++ kernels are not built: {cpu_int8.unavailable_reason()}")
     if not kernels.available():

@@ -8,8 +8,12 @@ it there too (tests/benchmark_scripts.py).
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from sparsekit.machine import AVX2_LIMITS, cpu_flags, isa_limits
 
 #: The committed results of the benchmark scripts.
 RESULTS = Path(__file__).parent / "results"
@@ -80,3 +84,34 @@ def steal_lines(result: dict) -> list[str]:
             f"{100 * median:.1f}%, at most {100 * values[-1]:.1f}%"
             + (" -- a shared machine: ratios from such a run move more than usual." if values[-1] > 0.05 else "."),
             ""]
+
+
+#: ``--isa`` choices of the timing scripts: ``native`` (what the CPU has) or ``avx2`` (every engine that can be
+#: limited runs AVX2 + FMA: a stand-in for an AVX2-only CPU's instruction set, see sparsekit.machine.AVX2_LIMITS).
+ISAS = ("native", "avx2")
+
+
+def run_with_isa(isa: str, argv: list[str] | None = None) -> None:
+    """Make this script run under ``isa``: for ``avx2``, re-run it (same arguments) in a fresh process started with
+    :data:`sparsekit.machine.AVX2_LIMITS` (the engines read them when they start), unless this process already runs
+    under them. ``native`` runs as is (a limit set by hand is recorded by the result header's ``isa_limits``).
+    ``argv``: the script's arguments when they are not ``sys.argv[1:]``."""
+    if isa == "native" or isa_limits() == AVX2_LIMITS:
+        return
+    if "avx2" not in cpu_flags() or "fma" not in cpu_flags():
+        sys.exit("--isa avx2: this CPU lacks AVX2 / FMA")
+    args = sys.argv[1:] if argv is None else list(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, sys.argv[0], *args], {**os.environ, **AVX2_LIMITS})
+
+
+def isa_limit_lines(machine: dict) -> list[str]:
+    """Markdown lines saying that a result ran under instruction-set limits (none when it did not)."""
+    limits = machine.get("isa_limits") or {}
+    if not limits:
+        return []
+    return [f"**Instruction set limited** ({', '.join(f'{k}={v}' for k, v in limits.items())}; ATen kernels: "
+            f"{machine.get('aten_isa')}): this machine ran the instruction set of an AVX2-only CPU, not its "
+            f"microarchitecture (cache sizes, ports, clocks), so the ratios stand in for an AVX2 machine's without "
+            f"equalling them. ONNX Runtime and fbgemm cannot be limited and are not timed.", ""]

@@ -22,6 +22,8 @@ versions and the command. Run on a quiet machine:
 
     python benchmarks/runtime_cpu.py                 # everything (~20-30 min on 2 cores)
     python benchmarks/runtime_cpu.py --quick         # one sparsity, fewer repeats: checks the script works
+    python benchmarks/runtime_cpu.py --isa avx2      # every engine that can be limited at AVX2 + FMA (an AVX-512
+                                                     # machine standing in for an AVX2-only CPU's instruction set)
 """
 from __future__ import annotations
 
@@ -39,12 +41,12 @@ from sparsekit.compiler import compile as sk_compile
 from sparsekit.data.inputs import random_inputs
 from sparsekit.export.compact import compact
 from sparsekit.kernels import cpu
-from sparsekit.machine import cpu_time_counters, header, steal_share
+from sparsekit.machine import cpu_time_counters, header, isa_limits, steal_share
 from sparsekit.models import load_classifier, prunable_matrices
 from sparsekit.timing import measure_interleaved
 
 # benchmarks/ is on sys.path when run as a script
-from results_io import RESULTS, most_steal, steal_lines, timing_ms, write_result
+from results_io import ISAS, RESULTS, isa_limit_lines, most_steal, run_with_isa, steal_lines, timing_ms, write_result
 
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97)
 SHAPES = ((1, 128), (8, 128), (1, 32))
@@ -88,6 +90,9 @@ def dense_engines(model, args) -> tuple[dict, dict, object]:
         engines["torch-compile"] = lambda x: compiled(**x).logits
     else:
         missing["torch-compile"] = "skipped (--no-torch-compile)"
+    if isa_limits():
+        missing["onnxruntime"] = "not timed: ONNX Runtime cannot be limited to an instruction set"
+        return engines, missing, None
     ort_model, failed = ort_bench.build(model, model.config.vocab_size)
     if ort_model is None:
         missing["onnxruntime"] = f"{failed.status}: {failed.reason}"
@@ -261,6 +266,7 @@ def markdown(result: dict) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores, flags {', '.join(m['cpu_flags'])}; kernel ISA "
              f"{result['isa']}; {result['threads']} threads; torch {result['header']['versions']['torch']}, "
              f"onnxruntime {result.get('onnxruntime')}. Command: `{result['command']}`.", "",
+             *isa_limit_lines(m),
              "fp32. Ratios from one run: variants interleaved, each one's least disturbed round, median of "
              f"{result['repeats']}+ calls after warm-up.", ""] + steal_lines(result)
     bert = result["bert"]
@@ -391,9 +397,16 @@ def main(argv=None) -> None:
     p.add_argument("--main-job", default="runs/main-job")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quick", action="store_true", help="95%% only, 1x128 only, few repeats (a smoke run)")
-    p.add_argument("--name", default="runtime_cpu")
+    p.add_argument("--isa", choices=ISAS, default="native",
+                   help="avx2: limit every engine that can be limited to AVX2 + FMA (sparsekit's kernels, MKL, oneDNN, "
+                        "ATen and torch.compile's code; ONNX Runtime cannot be and is not timed): an AVX-512 machine "
+                        "standing in for an AVX2-only CPU's instruction set")
+    p.add_argument("--name", default=None, help="results file stem [runtime_cpu; runtime_cpu_avx2 with --isa avx2]")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    run_with_isa(args.isa, argv)
+    if args.name is None:
+        args.name = "runtime_cpu" + ("_avx2" if args.isa == "avx2" else "")
     args.shapes = list(SHAPES)
     if args.quick:
         args.sparsities, args.shapes, args.repeats, args.rounds, args.min_seconds = [0.95], [(1, 128)], 3, 1, 0.0

@@ -12,6 +12,20 @@ _INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512d
                       "avx512_vnni", "avx_vnni", "neon", "asimd")
 
 
+#: Environment that limits every engine of a process started with it to AVX2 + FMA, so that an AVX-512 machine runs
+#: the instruction set of an AVX2-only CPU (not its microarchitecture): sparsekit's fp32 and int8 kernels, ATen's
+#: vectorised kernels and the code torch.compile generates, MKL's BLAS and oneDNN. ONNX Runtime and fbgemm (PyTorch's
+#: dynamic int8 Linear) have no such switch: they keep using what the CPU has.
+AVX2_LIMITS = {"SPARSEKIT_ISA": "avx2", "SPARSEKIT_INT8_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2",
+               "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def isa_limits() -> dict[str, str]:
+    """The variables of :data:`AVX2_LIMITS` set in this process's environment, with their values (empty: every
+    engine uses what the CPU has)."""
+    return {k: os.environ[k] for k in AVX2_LIMITS if k in os.environ}
+
+
 def _cpuinfo() -> tuple[str, set[str]]:
     name, flags = platform.processor() or "unknown", set()
     try:
@@ -33,7 +47,8 @@ def cpu_flags() -> list[str]:
 
 
 def machine_info() -> dict:
-    """CPU model, flags, cores, torch threads, GPU (name, capability, memory) of this machine."""
+    """CPU model, flags, cores, torch threads, GPU (name, capability, memory) of this machine; the vector ISA of
+    ATen's kernels (``aten_isa``) and any instruction-set limits this process runs under (``isa_limits``)."""
     name, _ = _cpuinfo()
     gpu = None
     if torch.cuda.is_available():
@@ -41,7 +56,8 @@ def machine_info() -> dict:
         gpu = {"name": props.name, "capability": f"{props.major}.{props.minor}",
                "memory_gib": round(props.total_memory / 2**30, 1), "count": torch.cuda.device_count()}
     return {"cpu": name, "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": gpu, "platform": platform.platform()}
+            "aten_isa": torch.backends.cpu.get_cpu_capability(), "isa_limits": isa_limits(), "gpu": gpu,
+            "platform": platform.platform()}
 
 
 def software_versions() -> dict[str, str | None]:

@@ -115,3 +115,61 @@ def test_timing_entries_carry_the_steal_and_reports_state_it(results_io):
     assert results_io.most_steal({"a": {"median_ms": 1.0}}) is None
     assert "shared" not in results_io.steal_lines({"t": {"steal": 0.01}})[0]
     assert results_io.steal_lines({"rows": [{"median_ms": 1.0}]}) == []  # results from before steal was recorded
+
+
+def test_isa_avx2_reruns_the_script_under_the_limits_once(results_io, monkeypatch):
+    from sparsekit.machine import AVX2_LIMITS
+
+    for name in AVX2_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+    monkeypatch.setattr(results_io.os, "execve", lambda exe, argv, env: calls.append((exe, argv, env)))
+    monkeypatch.setattr(results_io, "cpu_flags", lambda: ["avx2", "fma", "avx512f"])
+    monkeypatch.setattr(results_io.sys, "argv", ["benchmarks/x.py", "--isa", "avx2"])
+    results_io.run_with_isa("native")
+    assert calls == []
+    results_io.run_with_isa("avx2", ["--isa", "avx2", "--quick"])
+    (exe, argv, env), = calls
+    assert argv[1:] == ["benchmarks/x.py", "--isa", "avx2", "--quick"]
+    assert all(env[k] == v for k, v in AVX2_LIMITS.items())
+    for name, value in AVX2_LIMITS.items():  # the re-run process: nothing to do
+        monkeypatch.setenv(name, value)
+    results_io.run_with_isa("avx2")
+    assert len(calls) == 1
+    monkeypatch.setattr(results_io, "cpu_flags", lambda: ["fma"])
+    for name in AVX2_LIMITS:
+        monkeypatch.delenv(name)
+    with pytest.raises(SystemExit, match="lacks AVX2"):
+        results_io.run_with_isa("avx2")
+
+
+def test_results_record_and_state_the_isa_limits(results_io, monkeypatch):
+    from sparsekit.machine import AVX2_LIMITS, machine_info
+
+    for name in AVX2_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    assert machine_info()["isa_limits"] == {}
+    assert results_io.isa_limit_lines(machine_info()) == []
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    info = machine_info()
+    assert info["isa_limits"] == {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    assert info["aten_isa"] == __import__("torch").backends.cpu.get_cpu_capability()
+    (line, _), = [results_io.isa_limit_lines(info)]
+    assert "MKL_ENABLE_INSTRUCTIONS=AVX2" in line and "not timed" in line
+
+
+def test_engines_that_cannot_be_limited_are_left_out_under_limits(monkeypatch):
+    from types import SimpleNamespace
+
+    runtime_cpu, kernels_int8_cpu = load_script("runtime_cpu"), load_script("kernels_int8_cpu")
+    monkeypatch.setattr(runtime_cpu, "isa_limits", lambda: {"SPARSEKIT_ISA": "avx2"})
+    engines, missing, ort = runtime_cpu.dense_engines(object(), SimpleNamespace(torch_compile=False, threads=1))
+    assert list(engines) == ["eager"] and ort is None
+    assert "cannot be limited" in missing["onnxruntime"]
+    monkeypatch.setattr(kernels_int8_cpu, "isa_limits", lambda: {"SPARSEKIT_INT8_ISA": "avx2"})
+    monkeypatch.setattr(kernels_int8_cpu, "SHAPES", ((8, 16),))
+    monkeypatch.setattr(kernels_int8_cpu, "measure_interleaved",
+                        lambda fns, *a, **k: {n: {"median": 1e-3, "p25": 1e-3, "p75": 1e-3, "runs": 1} for n in fns})
+    args = SimpleNamespace(int8_isas=None, tokens=[4], sparsity=[0.5], rounds=1, warmup=0, repeats=1, min_seconds=0)
+    row, = kernels_int8_cpu.bench_layers(args)
+    assert "dense_int8_dyn" not in row["timings"] and "cannot be limited" in row["dense_int8_dyn_unavailable"]
