@@ -7,6 +7,7 @@ warm-up): every fused matrix with its epilogue (the C++ kernel or BLAS, as the o
 the op alone. Writes ``benchmarks/results/runtime_profile_cpu.{json,md}``.
 
     python benchmarks/runtime_profile.py                     # 90% and 95%
+    python benchmarks/runtime_profile.py --isa avx2          # the same at AVX2 + FMA (see results_io.run_with_isa)
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_io import RESULTS, write_result  # noqa: E402
+from results_io import ISAS, RESULTS, isa_limit_lines, run_with_isa, write_result  # noqa: E402
 from runtime_cpu import masked_bert_base  # noqa: E402
 
 from sparsekit.compiler import compile as sk_compile  # noqa: E402
@@ -88,8 +89,8 @@ def markdown_lines(result: dict) -> list[str]:
     lines = ["# Fused runtime profile: BERT-base, random masks, 1 sequence (issue 15)", "",
              f"Machine: {result['machine']['cpu']}, kernel ISA {result['isa']}, {result['threads']} threads. "
              f"Command: `{result['command']}`. Each piece timed alone (median of 30 after warm-up) with the op's own "
-             "weights.",
-             "", "| sparsity | tokens | forward ms | encoder op ms | Linears + epilogues ms (validation) | attention "
+             "weights.", "", *isa_limit_lines(result["machine"]),
+             "| sparsity | tokens | forward ms | encoder op ms | Linears + epilogues ms (validation) | attention "
              "ms | LayerNorm ms | rest of the op ms | embeddings ms | outside the Linears |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
@@ -105,12 +106,16 @@ def main(argv=None) -> None:
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95])
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--isa", choices=ISAS, default="native",
+                   help="avx2: every engine that can be limited at AVX2 + FMA (results runtime_profile_cpu_avx2)")
     args = p.parse_args(argv)
+    run_with_isa(args.isa, argv)
     torch.set_num_threads(args.threads)
     rows = [profile(s, args.tokens) for s in args.sparsities]
     command = " ".join(["python", "benchmarks/runtime_profile.py", *(argv if argv is not None else sys.argv[1:])])
     result = {**header(), "isa": cpu.isa(), "threads": args.threads, "rows": rows, "command": command}
-    write_result(RESULTS / "runtime_profile_cpu", result, markdown_lines(result), indent=1, final_newline=False)
+    stem = "runtime_profile_cpu" + ("_avx2" if args.isa == "avx2" else "")
+    write_result(RESULTS / stem, result, markdown_lines(result), indent=1, final_newline=False)
 
 
 if __name__ == "__main__":
