@@ -111,7 +111,8 @@ def isa_limit_lines(machine: dict) -> list[str]:
     limits = machine.get("isa_limits") or {}
     if not limits:
         return []
+    what = ("this machine ran the instruction set of an AVX2-only CPU, not its microarchitecture (cache sizes, "
+            "ports, clocks), so the ratios stand in for an AVX2 machine's without equalling them"
+            if limits == AVX2_LIMITS else "only the engines named were limited; the others used what the CPU has")
     return [f"**Instruction set limited** ({', '.join(f'{k}={v}' for k, v in limits.items())}; ATen kernels: "
-            f"{machine.get('aten_isa')}): this machine ran the instruction set of an AVX2-only CPU, not its "
-            f"microarchitecture (cache sizes, ports, clocks), so the ratios stand in for an AVX2 machine's without "
-            f"equalling them. ONNX Runtime and fbgemm cannot be limited and are not timed.", ""]
+            f"{machine.get('aten_isa')}): {what}. ONNX Runtime and fbgemm cannot be limited and are not timed.", ""]

@@ -32,10 +32,13 @@ RENDERED = {
     "kernels_cpu_bert95": ("kernels_cpu", "markdown", 2, True),
     "kernels_cpu_minilm": ("kernels_cpu", "markdown", 2, True),
     "kernels_int8_cpu": ("kernels_int8_cpu", "markdown", 2, True),
+    "kernels_int8_cpu_avx2": ("kernels_int8_cpu", "markdown", 2, True),
     "main_job_seeds_cpu": ("main_job_seeds", "markdown", 2, True),
     "op_validation_cost": ("op_validation_cost", "markdown", 2, True),
     "runtime_cpu": ("runtime_cpu", "markdown", 1, False),
+    "runtime_cpu_avx2": ("runtime_cpu", "markdown", 1, False),
     "runtime_profile_cpu": ("runtime_profile", "markdown_lines", 1, False),
+    "runtime_profile_cpu_avx2": ("runtime_profile", "markdown_lines", 1, False),
     "torch_compile_over_fused": ("torch_compile_over_fused", "markdown_lines", 1, False),
 }
 
