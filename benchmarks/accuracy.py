@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -216,13 +217,15 @@ def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Pat
         config.resume = bool(complete_checkpoints(out))
         config.overwrite = out.exists() and not config.resume
         print(f"{'resuming' if config.resume else 'running'} {out}", file=sys.stderr)
-        # Wall time is summed over sittings; a sitting killed with SIGKILL is not counted.
+        # Wall time is summed over sittings (SIGTERM ends a sitting through SystemExit, see main; a sitting killed
+        # with SIGKILL is not counted), with the torch thread counts the sittings trained on.
         wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {"wall_seconds": 0.0, "sittings": 0}
         started = time.time()
         try:
             prune(config)
         finally:
-            wall = {"wall_seconds": wall["wall_seconds"] + time.time() - started, "sittings": wall["sittings"] + 1}
+            wall = {"wall_seconds": wall["wall_seconds"] + time.time() - started, "sittings": wall["sittings"] + 1,
+                    "threads": sorted({*wall.get("threads", []), torch.get_num_threads()})}
             out.parent.mkdir(parents=True, exist_ok=True)
             wall_file.write_text(json.dumps(wall) + "\n")
     metrics = json.loads((out / "metrics.json").read_text())
@@ -231,13 +234,14 @@ def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Pat
     if args.task in POINTS_TASKS:
         metrics.update({name: metrics[name] / 100 for name in TASKS[args.task] if name in metrics})
     recipe = json.loads((out / "recipe.json").read_text())
-    wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {"wall_seconds": None, "sittings": None}
+    wall = (json.loads(wall_file.read_text()) if wall_file.is_file()
+            else {"wall_seconds": None, "sittings": None, "threads": None})
     return {"method": row_name(method, block, args.score_lr), "target_keep": keep if method != "finetune" else 1.0,
             "seed": seed, "density": metrics["density"],
             "metrics": {name: metrics[name] for name in TASKS[args.task] if name in metrics},
             "train_seconds": metrics["train_seconds"], "wall_seconds": wall["wall_seconds"],
-            "sittings": wall["sittings"], "steps": metrics["steps"], "run_dir": str(out),
-            "resumed_from": recipe.get("resumed_from")}
+            "sittings": wall["sittings"], "threads": wall.get("threads"), "steps": metrics["steps"],
+            "run_dir": str(out), "resumed_from": recipe.get("resumed_from")}
 
 
 def compare_structure(args, work: Path) -> dict:
@@ -400,7 +404,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; returns the result written (the table's JSON, or --compare-structure's)."""
-    args = parse_args(argv)
+    # A plain `kill` ends a sitting like Ctrl-C, so the row's wall time of that sitting is still recorded.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        return _main(parse_args(argv))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> dict:
+    """The benchmark for parsed arguments (see main)."""
     budget = budget_for(args)
     work = args.work_dir / f"{args.task}-{budget.name}"
     args.results_dir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ seed, reused when finished, resumed when interrupted)."""
 import json
 import math
 import re
+import signal
 import sys
 
 import pytest
@@ -87,6 +88,10 @@ def test_markdown_json_and_plot(tmp_path):
     rows = _rows()
     rows[0]["wall_seconds"] = None
     assert "| n/a, 2.0, 3.0 min |" in report.to_markdown(_result(rows))
+    assert "other torch thread counts" not in md
+    rows[4]["threads"], rows[5]["threads"] = [2], [1, 2]  # smp-s seed 43: the header's; seed 44: 1 and 2 threads
+    assert "other torch thread counts than the header's (wall times not comparable with the others'): smp-s @10% " \
+           "seed 44: 1/2." in report.to_markdown(_result(rows))
     png = report.plot(result, tmp_path / "a.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -116,7 +121,9 @@ def test_rows_per_seed_reuse_and_resume(bench, tiny_model_dir, tmp_path, monkeyp
     work = tmp_path / "runs" / "sst2-cpu"
     a, b = (load_file(str(work / f"seed{s}" / "movement-0.5" / "model.safetensors")) for s in (0, 1))
     assert any(not torch.equal(a[k], b[k]) for k in a)
-    assert all(r["wall_seconds"] > 0 and r["sittings"] == 1 for r in result["rows"])
+    assert all(r["wall_seconds"] > 0 and r["sittings"] == 1 and r["threads"] == [torch.get_num_threads()]
+               for r in result["rows"])
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # main's SIGTERM handler is its own
     for ext in ("json", "md", "png"):
         assert (tmp_path / "results" / f"acc.{ext}").is_file()
     assert json.loads((tmp_path / "results" / "acc.json").read_text())["seeds"] == [0, 1]

@@ -61,7 +61,8 @@ def configurations(rows: list[dict], metric_names: list[str]) -> list[dict]:
         entry = {"method": method, "target_keep": keep, "seeds": [r["seed"] for r in members],
                  "density": summarize([r["density"] for r in members]),
                  "wall_seconds": [r["wall_seconds"] for r in members],
-                 "train_seconds": [r["train_seconds"] for r in members]}
+                 "train_seconds": [r["train_seconds"] for r in members],
+                 "threads": [r.get("threads") for r in members]}
         entry["metrics"] = {name: summarize([r["metrics"][name] for r in members]) for name in metric_names
                             if all(name in r["metrics"] for r in members)}
         out.append(entry)
@@ -141,6 +142,12 @@ def to_markdown(result: dict) -> str:
         wall = ", ".join("n/a" if w is None else f"{w / 60:.1f}" for w in c["wall_seconds"]) + " min"
         lines.append(f"| {c['method']} | {100 * c['target_keep']:g}% | {100 * c['density']['mean']:.2f}% | "
                      + " | ".join(cells) + f" | {wall} |")
+    other = [f"{c['method']} @{100 * c['target_keep']:g}% seed {seed}: {'/'.join(map(str, t))}"
+             for c in result["configurations"] for seed, t in zip(c["seeds"], c.get("threads") or [])
+             if t and t != [m["torch_threads"]]]
+    if other:
+        lines += ["", "Rows trained on other torch thread counts than the header's (wall times not comparable with "
+                      "the others'): " + "; ".join(other) + "."]
     if result["closeness"]:
         lines += ["", "| target (means) | met | difference | dense std | method std |", "|---|---|---:|---:|---:|"]
         for t in result["closeness"]:
