@@ -296,6 +296,10 @@ def render(data: dict) -> list:
     for key, value in (
         ("cpu", f"{m['cpu']} ({m['cores']} logical cores, {t['usable_cores']} usable by this process)"),
         ("cpu flags", ", ".join(m["cpu_flags"]) or "none of the kernel-relevant ones"),
+        ("vector ISA", f"ATen kernels {m['aten_isa']}; " + (
+            "limited by " + ", ".join(f"{k}={val}" for k, val in m["isa_limits"].items()) if m["isa_limits"]
+            else "no instruction-set limit set (SPARSEKIT_ISA, SPARSEKIT_INT8_ISA, ATEN_CPU_CAPABILITY, "
+                 "MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA)")),
         ("threads", f"torch {t['torch_threads']} intra-op / {t['torch_interop_threads']} inter-op; "
                     f"OMP_NUM_THREADS={t['OMP_NUM_THREADS'] or 'unset'}"),
         ("hypervisor steal", "unknown" if t.get("steal_since_boot") is None else

@@ -24,6 +24,17 @@ def test_info_table():
         assert text in result.output, text
     for backend in registry.default_backends():
         assert backend.name in result.output
+    assert "no instruction-set limit set" in result.output or "limited by" in result.output
+
+
+def test_info_names_an_instruction_set_limit(monkeypatch):
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    monkeypatch.setenv("COLUMNS", "250")  # rich's table width: the row on one line
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    assert "limited by MKL_ENABLE_INSTRUCTIONS=AVX2" in result.output
+    data = json.loads(runner.invoke(app, ["info", "--json"]).stdout)
+    assert data["machine"]["isa_limits"] == {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def test_info_json_matches_the_kernels_module():
