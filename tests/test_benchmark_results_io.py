@@ -9,6 +9,9 @@ task types), fuzz_artifacts (its per-kind table counts the random mutations that
 which the JSON does not list); sdpa_head_width has no report.
 """
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from benchmark_scripts import BENCHMARKS, load_script
@@ -176,3 +179,24 @@ def test_engines_that_cannot_be_limited_are_left_out_under_limits(monkeypatch):
     args = SimpleNamespace(int8_isas=None, tokens=[4], sparsity=[0.5], rounds=1, warmup=0, repeats=1, min_seconds=0)
     row, = kernels_int8_cpu.bench_layers(args)
     assert "dense_int8_dyn" not in row["timings"] and "cannot be limited" in row["dense_int8_dyn_unavailable"]
+
+
+def test_isa_avx2_reruns_a_real_script_under_the_limits(tmp_path):
+    from sparsekit.kernels import cpu, cpu_int8
+    from sparsekit.machine import AVX2_LIMITS, cpu_flags
+
+    if not {"avx2", "fma"} <= set(cpu_flags()):
+        pytest.skip("this CPU lacks AVX2 / FMA")
+    if not (cpu.available() and cpu_int8.available()):
+        pytest.skip("the C++ kernels are not built")
+    env = {k: v for k, v in os.environ.items() if k not in AVX2_LIMITS}
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCHMARKS.parent), env.get("PYTHONPATH", "")])
+    out = tmp_path / "k"
+    subprocess.run([sys.executable, str(BENCHMARKS / "kernels_int8_cpu.py"), "--isa", "avx2", "--tokens", "4",
+                    "--sparsity", "0.9", "--rounds", "1", "--repeats", "1", "--warmup", "0", "--min-seconds", "0",
+                    "--threads", "1", "--out", str(out)], check=True, env=env, capture_output=True, timeout=600)
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["machine"]["isa_limits"] == AVX2_LIMITS and data["machine"]["aten_isa"] == "AVX2"
+    assert data["fp32_isa"] == "avx2" and data["int8_isa"] == "avx2"
+    assert all("dense_int8_dyn" not in r["timings"] for r in data["layers"])
+    assert "Instruction set limited" in out.with_suffix(".md").read_text()
