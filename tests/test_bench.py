@@ -305,3 +305,15 @@ def test_int8_variant_is_opt_in_and_measured(tmp_path):
     variant = json.loads((out / "bench.json").read_text())["configs"][0]["variants"]["sparsekit-int8"]
     assert variant["status"] == "ok" and variant["info"]["precision"] == "int8"
     assert variant["max_abs_diff"] < 0.1  # random:tiny's logits are O(1): an int8 error, not a mismatch
+
+
+def test_notes_state_an_instruction_set_limit():
+    from sparsekit.bench import tables
+
+    def doc(limits):
+        return {"header": {"machine": {"cores": 2, **({"isa_limits": limits} if limits is not None else {})}},
+                "configs": []}
+
+    assert not [line for line in tables.notes(doc(None)) + tables.notes(doc({})) if "instruction set" in line]
+    line, = [line for line in tables.notes(doc({"SPARSEKIT_ISA": "avx2"})) if "instruction set" in line]
+    assert "SPARSEKIT_ISA=avx2" in line and "ONNX Runtime has no such switch" in line

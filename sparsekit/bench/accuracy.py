@@ -3,7 +3,8 @@ JSON / markdown / PNG writers of ``benchmarks/accuracy.py``.
 
 A *row* is one finished run: ``{"method", "target_keep", "seed", "density", "metrics": {name: value},
 "train_seconds", "wall_seconds", "steps", "run_dir", "resumed_from"}`` and optionally ``"sittings"`` and
-``"threads"`` (the torch thread counts its sittings trained on) (metric values are fractions, e.g. accuracy 0.83). A *configuration* is a (method, target_keep) pair; its rows differ only in the seed.
+``"threads"`` (the torch thread counts its sittings trained on); metric values are fractions, e.g. accuracy 0.83.
+A *configuration* is a (method, target_keep) pair; its rows differ only in the seed.
 """
 from __future__ import annotations
 

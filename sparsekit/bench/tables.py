@@ -56,6 +56,11 @@ def notes(data: dict) -> list[str]:
     if load and cores and load[0] > 0.5 * cores:
         lines.append(f"warning: load average {load[0]} at the start on {cores} cores: other work was running, "
                      f"timings may be disturbed (see the p25-p75 spread)")
+    limits = data["header"]["machine"].get("isa_limits")
+    if limits:
+        lines.append("instruction set limited (" + ", ".join(f"{k}={v}" for k, v in limits.items()) + "): the engines "
+                     "that read these variables ran at that instruction set; ONNX Runtime has no such switch and used "
+                     "what the CPU has")
     steal = max_steal(data)
     if steal is not None and steal > STEAL_WARNING:
         lines.append(f"warning: the hypervisor took up to {100 * steal:.0f}% of this machine's CPU time while it was "
