@@ -115,6 +115,7 @@ def _argv(tiny_model_dir, tmp_path, seeds):
 
 
 def test_rows_per_seed_reuse_and_resume(bench, tiny_model_dir, tmp_path, monkeypatch):
+    sigterm = signal.getsignal(signal.SIGTERM)
     result = bench.main(_argv(tiny_model_dir, tmp_path, [0, 1]))
     assert [(r["method"], r["seed"]) for r in result["rows"]] == [("finetune", 0), ("movement", 0),
                                                                   ("finetune", 1), ("movement", 1)]
@@ -123,7 +124,7 @@ def test_rows_per_seed_reuse_and_resume(bench, tiny_model_dir, tmp_path, monkeyp
     assert any(not torch.equal(a[k], b[k]) for k in a)
     assert all(r["wall_seconds"] > 0 and r["sittings"] == 1 and r["threads"] == [torch.get_num_threads()]
                for r in result["rows"])
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # main's SIGTERM handler is its own
+    assert signal.getsignal(signal.SIGTERM) is sigterm  # main's SIGTERM handler is restored
     for ext in ("json", "md", "png"):
         assert (tmp_path / "results" / f"acc.{ext}").is_file()
     assert json.loads((tmp_path / "results" / "acc.json").read_text())["seeds"] == [0, 1]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from benchmark_scripts import BENCHMARKS, load_script
 
 RESULTS = BENCHMARKS / "results"
@@ -159,7 +160,7 @@ def test_results_record_and_state_the_isa_limits(results_io, monkeypatch):
     monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
     info = machine_info()
     assert info["isa_limits"] == {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}
-    assert info["aten_isa"] == __import__("torch").backends.cpu.get_cpu_capability()
+    assert info["aten_isa"] == torch.backends.cpu.get_cpu_capability()
     (line, _), = [results_io.isa_limit_lines(info)]
     assert "MKL_ENABLE_INSTRUCTIONS=AVX2" in line and "not timed" in line
 
