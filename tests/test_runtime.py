@@ -476,6 +476,7 @@ def test_compile_plan_saved_and_reused(tiny_model_dir, tmp_path):
 
     from conftest import random_sparse_classifier
     from sparsekit.export.artifact import export, load
+    from sparsekit.machine import isa_limits
     from sparsekit.models import load_tokenizer
     from sparsekit.runtime.plan import PLAN_FILE, save_plan
 
@@ -502,6 +503,17 @@ def test_compile_plan_saved_and_reused(tiny_model_dir, tmp_path):
                                                 retime=True).layers)
 
     plan = json.loads((path / PLAN_FILE).read_text())
+    limits = isa_limits()
+    assert plan["machine"]["isa_limits"] == limits
+    if not limits:  # a plan saved before the limits were recorded ran without any: still reused
+        del plan["machine"]["isa_limits"]
+        (path / PLAN_FILE).write_text(json.dumps(plan))
+        assert all(not c.timings_ms for c in sk_compile(load(path), tokens=8, verbose=False).layers)
+    plan["machine"]["isa_limits"] = {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}  # measured with the dense BLAS held back
+    (path / PLAN_FILE).write_text(json.dumps(plan))
+    with pytest.warns(RuntimeWarning, match="isa_limits.*re-measuring"):
+        sk_compile(load(path), tokens=8, repeats=2, verbose=False)
+    plan["machine"]["isa_limits"] = limits
     plan["machine"]["cpu"] = "Some Other CPU"
     (path / PLAN_FILE).write_text(json.dumps(plan))
     with pytest.warns(RuntimeWarning, match="re-measuring"):

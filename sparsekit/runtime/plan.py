@@ -23,12 +23,14 @@ MAX_PLAN_BYTES = 4 << 20
 
 
 def plan_machine() -> dict:
-    """What a plan's timings depend on: CPU model, the kernels' ISA path, torch threads, cores."""
+    """What a plan's timings depend on: CPU model, the kernels' ISA path, torch threads, cores, and any
+    instruction-set limit of the engines (sparsekit.machine.isa_limits: e.g. a dense BLAS held to AVX2)."""
     from sparsekit.kernels import cpu
-    from sparsekit.machine import machine_info
+    from sparsekit.machine import isa_limits, machine_info
 
     info = machine_info()
-    return {"cpu": info["cpu"], "isa": cpu.isa(), "threads": torch.get_num_threads(), "cores": os.cpu_count()}
+    return {"cpu": info["cpu"], "isa": cpu.isa(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+            "isa_limits": isa_limits()}
 
 
 def plan_of(report) -> dict:
@@ -90,7 +92,8 @@ def mismatch(plan: dict, matrices: dict[str, tuple[int, int]]) -> str | None:
     """Why ``plan`` cannot be reused for these fused matrices (name -> shape) on this machine, or None."""
     here = plan_machine()
     there = plan["machine"]
-    for key in ("cpu", "isa", "threads"):
+    there = {"isa_limits": {}, **there}  # plans saved before the limits were recorded ran without any
+    for key in ("cpu", "isa", "threads", "isa_limits"):
         if there.get(key) != here[key]:
             return (f"the plan was measured with {key} = {there.get(key)!r}, this run has {here[key]!r}; "
                     f"re-measuring")
