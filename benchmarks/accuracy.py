@@ -234,8 +234,7 @@ def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Pat
     if args.task in POINTS_TASKS:
         metrics.update({name: metrics[name] / 100 for name in TASKS[args.task] if name in metrics})
     recipe = json.loads((out / "recipe.json").read_text())
-    wall = (json.loads(wall_file.read_text()) if wall_file.is_file()
-            else {"wall_seconds": None, "sittings": None, "threads": None})
+    wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {"wall_seconds": None, "sittings": None}
     return {"method": row_name(method, block, args.score_lr), "target_keep": keep if method != "finetune" else 1.0,
             "seed": seed, "density": metrics["density"],
             "metrics": {name: metrics[name] for name in TASKS[args.task] if name in metrics},

@@ -22,8 +22,10 @@ from pathlib import Path
 
 from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
 
-#: The dense fine-tune steps of every seed's main job (the CLI's default).
-DENSE_BASELINE_STEPS = 300
+from sparsekit.pipeline import MainJobConfig
+
+#: The dense fine-tune steps of every seed's main job (the main job's default).
+DENSE_BASELINE_STEPS = MainJobConfig.dense_baseline_steps
 
 
 def finished(run: Path, seed: int, settings: dict) -> dict | None:

@@ -1,7 +1,8 @@
 """The main job's summary quotes the measured seed spread of its configuration (issue 17)."""
 import json
-import sys
 from pathlib import Path
+
+from benchmark_scripts import load_script
 
 from sparsekit.cli import MAIN_JOB
 from sparsekit.pipeline import SPREAD_FILE, measured_spread, summary_rows
@@ -9,18 +10,9 @@ from sparsekit.pipeline import SPREAD_FILE, measured_spread, summary_rows
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _main_job_seeds():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import main_job_seeds
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return main_job_seeds
-
-
 def test_the_packaged_spread_is_the_committed_measurement():
     committed = json.loads((ROOT / "benchmarks" / "results" / "main_job_seeds_cpu.json").read_text())
-    assert json.loads(SPREAD_FILE.read_text()) == _main_job_seeds().spread_record(committed)
+    assert json.loads(SPREAD_FILE.read_text()) == load_script("main_job_seeds").spread_record(committed)
 
 
 def test_the_default_configuration_has_a_measured_spread_and_others_do_not(tmp_path):
