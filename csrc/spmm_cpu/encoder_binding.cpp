@@ -415,15 +415,21 @@ at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, con
       float* g = scratch(g_buf, static_cast<size_t>(N * std::max<int64_t>(L.ffn, 1)));
       encoder_cpu::glu_rows(u, nu, N, L.ffn, L.act, g, L.ffn, isa);
       ffn_hidden = g;
-    } else {
-      Epilogue act;
-      act.act = L.act;
-      L.m[2].run(ffn_in, N, u, act, isa, isa8);
     }
     Epilogue residual_h;
     residual_h.residual = h;
     residual_h.ldr = hidden;
-    L.m[3].run(ffn_hidden, N, xy, residual_h, isa, isa8);
+    if (!L.glu && L.m[2].kind == 1 && L.m[3].kind == 1) {  // both sparse fp32: no row-major intermediate
+      spmm_cpu::grouped_ffn(ffn_in, N, hidden, L.m[2].packed, L.m[2].bias.data_ptr<float>(), L.act, L.m[3].packed,
+                            L.m[3].bias.data_ptr<float>(), xy, hidden, isa, residual_h);
+    } else {
+      if (!L.glu) {
+        Epilogue act;
+        act.act = L.act;
+        L.m[2].run(ffn_in, N, u, act, isa, isa8);
+      }
+      L.m[3].run(ffn_hidden, N, xy, residual_h, isa, isa8);
+    }
     if (!pre) encoder_cpu::add_layer_norm(xy, hidden, nullptr, 0, L.ln2_w, L.ln2_b, L.eps2, xy, hidden, N, hidden, isa);
   }
   return y;

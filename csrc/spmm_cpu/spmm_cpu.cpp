@@ -56,6 +56,8 @@ struct IsaOps {
   int nv_max[5];  // max token vectors per tile, indexed by R (1, 2, 4)
   bool (*transpose_x)(const Problem&, const TokenChunk&, int64_t item0, int64_t item1);  // true: non-finite x
   void (*spmm_panels)(const Problem&, const TokenChunk&, int64_t p0, int64_t p1, float* acc);
+  // The same with Y^T kept (activated in place) in kept [ntiles][ceil(out / L) * L][Mt]; true: a non-finite value.
+  bool (*spmm_panels_kept)(const Problem&, const TokenChunk&, int64_t p0, int64_t p1, float* kept);
   void (*gemv_panels)(const Problem&, int64_t p0, int64_t p1, float* acc);
   bool (*any_nonfinite)(const float* x, int64_t n);
   bool (*non_decreasing)(const int32_t* p, int64_t n);
@@ -118,6 +120,7 @@ constexpr int64_t kL1Budget = 64 << 10;         // bytes of one column chunk of 
 constexpr int64_t kAccBudget = 256 << 10;       // bytes of Y^T accumulators per block of rows
 thread_local Scratch tl_xt;   // transposed activations of one token tile (each worker thread)
 thread_local Scratch tl_acc;  // Y^T accumulators (each worker thread)
+thread_local Scratch tl_ffn;  // grouped_ffn's intermediate, shared by the workers of one call (calling thread)
 
 }  // namespace
 
@@ -270,25 +273,22 @@ float apply_epilogue(float v, const Epilogue& ep, int64_t m, int64_t o) {
   return ep.residual != nullptr ? v + ep.residual[m * ep.ldr + o] : v;
 }
 
-void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight& w, const float* bias,
-                    float* y, int64_t ldy, Isa isa, const Epilogue& epilogue) {
+namespace {
+
+// The checks every call makes before any kernel runs (the bindings have validated the weight itself).
+const IsaOps& checked_call(const GroupedWeight& w, Isa isa, const Epilogue& epilogue) {
   TORCH_CHECK(static_cast<int>(epilogue.act) >= 0 && static_cast<int>(epilogue.act) <= 3,
               "sparsekit spmm_cpu: unknown activation ", static_cast<int>(epilogue.act));
-  if (M <= 0 || w.out <= 0) return;
   TORCH_CHECK(isa_supported(isa), "sparsekit spmm_cpu: ISA ", isa_name(isa), " is not supported by this CPU");
   TORCH_CHECK(w.rows == 1 || w.rows == 2 || w.rows == 4, "sparsekit spmm_cpu: group rows must be 1, 2 or 4");
   TORCH_CHECK(w.chunk >= 1 && w.chunk <= 256, "sparsekit spmm_cpu: column chunk must be in [1, 256]");
-  const IsaOps& ops = ops_for(isa);
-  const Problem p{x, M, ldx, w, bias, y, ldy, epilogue};
-  const int64_t L = ops.L;
-  const int64_t R = w.rows;
-  const int64_t GP = L / R;
-  const int64_t ng = w.ngroups;
-  const int64_t K = w.in;
-  const int64_t npanels = (w.out + L - 1) / L;
-  const bool gemv = R == 1 && M <= kGemvMaxTokens;
+  return ops_for(isa);
+}
 
-  // Cost of each row panel (entries * R + overhead), for load balancing; prefix sums over panels.
+// Cost of each row panel of L rows (entries * R + overhead), for load balancing: prefix sums over the panels.
+std::vector<int64_t> panel_prefix(const GroupedWeight& w, int64_t L) {
+  const int64_t R = w.rows, GP = L / R, ng = w.ngroups;
+  const int64_t npanels = (w.out + L - 1) / L;
   std::vector<int64_t> prefix(npanels + 1, 0);
   for (int64_t pn = 0; pn < npanels; ++pn) prefix[pn + 1] = kPanelOverhead;
   for (int64_t j = 0; j < w.nchunks; ++j) {
@@ -300,10 +300,51 @@ void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight&
     }
   }
   for (int64_t pn = 0; pn < npanels; ++pn) prefix[pn + 1] += prefix[pn];
-  const int64_t total = prefix[npanels];
+  return prefix;
+}
+
+// Largest token vectors per tile for a weight: the ISA's register budget for its R, and a column chunk of the
+// tile's Xt (chunk x Mt floats) near L1.
+int64_t nv_limit(const IsaOps& ops, const GroupedWeight& w) {
+  const int64_t nv_l1 = std::max<int64_t>(1, kL1Budget / (w.chunk * ops.L * static_cast<int64_t>(sizeof(float))));
+  return std::min<int64_t>(ops.nv_max[w.rows], nv_l1);
+}
+
+// How the SpMM path cuts M tokens: tiles of nv vectors (Mt = nv * L tokens), tm token ranges of whole tiles, each
+// thread preferably owning whole tiles for all rows (it transposes its own tokens, nothing is shared); with
+// fewer tiles than threads the rows are split as well (row_ranges).
+struct TilePlan {
+  int64_t nv, ntiles, Mt, tm, block_panels;
+  int64_t row_ranges(int64_t nthreads, int64_t npanels) const {
+    return std::max<int64_t>(1, std::min(nthreads / tm, npanels));
+  }
+};
+
+TilePlan plan_tiles(int64_t M, int64_t L, int64_t nthreads, int64_t nv_max) {
   const int64_t nvec = (M + L - 1) / L;
-  const int64_t lanes = gemv ? M : nvec * L;
-  int64_t nthreads = worker_threads(total * lanes, kMinWorkPerThread);
+  int64_t nv = (nvec + nthreads - 1) / nthreads;                    // enough tiles for every thread ...
+  nv = std::min(nv_max, std::max(nv, std::min<int64_t>(nvec, 2)));  // ... but at least 2 vectors per tile
+  const int64_t ntiles = (nvec + nv - 1) / nv;
+  nv = (nvec + ntiles - 1) / ntiles;  // balance the tiles
+  const int64_t Mt = nv * L;
+  const int64_t block_panels = std::max<int64_t>(1, kAccBudget / (L * Mt * static_cast<int64_t>(sizeof(float))));
+  return {nv, ntiles, Mt, std::min(nthreads, ntiles), block_panels};
+}
+
+}  // namespace
+
+void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight& w, const float* bias,
+                    float* y, int64_t ldy, Isa isa, const Epilogue& epilogue) {
+  const IsaOps& ops = checked_call(w, isa, epilogue);
+  if (M <= 0 || w.out <= 0) return;
+  const Problem p{x, M, ldx, w, bias, y, ldy, epilogue};
+  const int64_t L = ops.L;
+  const int64_t K = w.in;
+  const int64_t npanels = (w.out + L - 1) / L;
+  const bool gemv = w.rows == 1 && M <= kGemvMaxTokens;
+  const std::vector<int64_t> prefix = panel_prefix(w, L);
+  const int64_t lanes = gemv ? M : (M + L - 1) / L * L;
+  int64_t nthreads = worker_threads(prefix[npanels] * lanes, kMinWorkPerThread);
 
   if (gemv) {  // threads own row ranges
     nthreads = std::min(nthreads, npanels);
@@ -325,21 +366,11 @@ void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight&
     return;
   }
 
-  // SpMM. Tokens in tiles of nv vectors (Mt = nv * L tokens); a column chunk of a tile's Xt (chunk x Mt
-  // floats) should stay near L1. Work items are (token range, row range) pairs: each thread preferably owns
-  // whole tiles for all rows -- it transposes its own tokens, nothing is shared, one parallel region --
-  // and with fewer tiles than threads the rows are split as well (each such item transposes its tiles).
-  const int64_t nv_l1 = std::max<int64_t>(1, kL1Budget / (w.chunk * L * static_cast<int64_t>(sizeof(float))));
-  const int64_t nv_max = std::min<int64_t>(ops.nv_max[R], nv_l1);
-  int64_t nv = (nvec + nthreads - 1) / nthreads;        // enough tiles for every thread ...
-  nv = std::min(nv_max, std::max(nv, std::min<int64_t>(nvec, 2)));  // ... but at least 2 vectors per tile
-  const int64_t ntiles = (nvec + nv - 1) / nv;
-  nv = (nvec + ntiles - 1) / ntiles;                     // balance the tiles
-  const int64_t Mt = nv * L;
-  const int64_t tm = std::min(nthreads, ntiles);          // token ranges
-  const int64_t tr = std::max<int64_t>(1, std::min(nthreads / tm, npanels));  // row ranges
+  // SpMM. Work items are (token range, row range) pairs (plan_tiles); each item transposes its tiles.
+  const TilePlan tp = plan_tiles(M, L, nthreads, nv_limit(ops, w));
+  const int64_t ntiles = tp.ntiles, Mt = tp.Mt, tm = tp.tm;
+  const int64_t tr = tp.row_ranges(nthreads, npanels);
   const std::vector<int64_t> cut = balanced_cuts(prefix, tr);
-  const int64_t block_panels = std::max<int64_t>(1, kAccBudget / (L * Mt * static_cast<int64_t>(sizeof(float))));
   const int64_t nseg = (K + kTransposeSegment - 1) / kTransposeSegment;
   std::vector<char> failed(tm * tr, 0);
   std::vector<char> nonfinite(ntiles, 0);  // per tile: x holds a NaN / inf (written by its ir == 0 item only)
@@ -347,15 +378,15 @@ void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight&
     for (int64_t item = b; item < e; ++item) {
       const int64_t im = item / tr, ir = item % tr;
       float* xt = tl_xt.get(static_cast<size_t>(std::max<int64_t>(K, 1) * Mt));
-      float* acc = tl_acc.get(static_cast<size_t>(std::min(cut[ir + 1] - cut[ir], block_panels) * L * Mt));
+      float* acc = tl_acc.get(static_cast<size_t>(std::min(cut[ir + 1] - cut[ir], tp.block_panels) * L * Mt));
       if (xt == nullptr || acc == nullptr) {
         failed[item] = 1;
         continue;
       }
       for (int64_t t = im * ntiles / tm; t < (im + 1) * ntiles / tm; ++t) {
         const int64_t m0 = t * Mt;
-        const TokenChunk c{m0, std::min(M, m0 + Mt), 1, Mt, static_cast<int>(nv), xt, block_panels};
-        const bool bad = ops.transpose_x(p, c, 0, nv * nseg);
+        const TokenChunk c{m0, std::min(M, m0 + Mt), 1, Mt, static_cast<int>(tp.nv), xt, tp.block_panels};
+        const bool bad = ops.transpose_x(p, c, 0, tp.nv * nseg);
         if (ir == 0) nonfinite[t] = bad;
         ops.spmm_panels(p, c, cut[ir], cut[ir + 1], acc);
       }
@@ -367,6 +398,92 @@ void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight&
   for (int64_t t = 0; t < ntiles; ++t) {
     if (nonfinite[t]) fix_nonfinite_tokens(p, ops, t * Mt, std::min(M, (t + 1) * Mt));
   }
+}
+
+void grouped_ffn(const float* x, int64_t M, int64_t ldx, const GroupedWeight& wi, const float* bias_i,
+                 Activation act, const GroupedWeight& wf, const float* bias_f, float* y, int64_t ldy, Isa isa,
+                 const Epilogue& epilogue) {
+  TORCH_CHECK(wf.in == wi.out, "sparsekit spmm_cpu: the FFN-out weight must take the ", wi.out,
+              " FFN-in outputs, it takes ", wf.in);
+  Epilogue act_only;
+  act_only.act = act;
+  const IsaOps& ops = checked_call(wi, isa, act_only);
+  checked_call(wf, isa, epilogue);
+  if (M <= 0 || wf.out <= 0) return;
+  const int64_t L = ops.L;
+  const int64_t K = wi.in, U = wi.out;
+  auto unfused = [&]() {  // through a row-major intermediate, as two grouped_linear calls
+    float* u = tl_ffn.get(static_cast<size_t>(M * std::max<int64_t>(U, 1)));
+    TORCH_CHECK(u != nullptr, "sparsekit spmm_cpu: out of memory (FFN intermediate, ", M, " x ", U, " floats)");
+    grouped_linear(x, M, ldx, wi, bias_i, u, U, isa, act_only);
+    grouped_linear(u, M, U, wf, bias_f, y, ldy, isa, epilogue);
+    tl_ffn.trim();
+  };
+  // The GEMV path (few tokens) has no transposed layout to hand over; nor has an FFN without neurons.
+  if (U == 0 || ((wi.rows == 1 || wf.rows == 1) && M <= kGemvMaxTokens)) return unfused();
+
+  const int64_t npanels_i = (U + L - 1) / L, npanels_f = (wf.out + L - 1) / L;
+  const std::vector<int64_t> prefix_i = panel_prefix(wi, L), prefix_f = panel_prefix(wf, L);
+  const int64_t lanes = (M + L - 1) / L * L;
+  const int64_t nthreads =
+      worker_threads(std::max(prefix_i[npanels_i], prefix_f[npanels_f]) * lanes, kMinWorkPerThread);
+  // One tiling for both Linears: the FFN-in's kept Y^T tile is the FFN-out's Xt tile.
+  const TilePlan tp = plan_tiles(M, L, nthreads, std::min(nv_limit(ops, wi), nv_limit(ops, wf)));
+  const int64_t ntiles = tp.ntiles, Mt = tp.Mt, tm = tp.tm;
+  const int64_t tr_i = tp.row_ranges(nthreads, npanels_i), tr_f = tp.row_ranges(nthreads, npanels_f);
+  const std::vector<int64_t> cut_i = balanced_cuts(prefix_i, tr_i), cut_f = balanced_cuts(prefix_f, tr_f);
+  const int64_t tile_floats = npanels_i * L * Mt;  // a tile of the kept intermediate, rows padded to panels
+  float* kept = tl_ffn.get(static_cast<size_t>(ntiles * tile_floats));
+  TORCH_CHECK(kept != nullptr, "sparsekit spmm_cpu: out of memory (FFN intermediate, ", ntiles * tile_floats,
+              " floats)");
+  const int64_t nseg = (K + kTransposeSegment - 1) / kTransposeSegment;
+
+  // 1. FFN-in: x -> act(x Wi^T + bi), kept transposed per tile. Any NaN / inf (in x or after the activation):
+  //    the whole call runs unfused instead, whose per-Linear exact recomputation defines those outputs.
+  const Problem pi{x, M, ldx, wi, bias_i, nullptr, 0, act_only};
+  std::vector<char> failed(tm * std::max(tr_i, tr_f), 0), nonfinite(tm * tr_i, 0);
+  at::parallel_for(0, tm * tr_i, 1, [&](int64_t b, int64_t e) {
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t im = item / tr_i, ir = item % tr_i;
+      float* xt = tl_xt.get(static_cast<size_t>(std::max<int64_t>(K, 1) * Mt));
+      if (xt == nullptr) {
+        failed[item] = 1;
+        continue;
+      }
+      for (int64_t t = im * ntiles / tm; t < (im + 1) * ntiles / tm; ++t) {
+        const int64_t m0 = t * Mt;
+        const TokenChunk c{m0, std::min(M, m0 + Mt), 1, Mt, static_cast<int>(tp.nv), xt, tp.block_panels};
+        const bool bad_x = ops.transpose_x(pi, c, 0, tp.nv * nseg);
+        const bool bad_u = ops.spmm_panels_kept(pi, c, cut_i[ir], cut_i[ir + 1], kept + t * tile_floats);
+        nonfinite[item] |= static_cast<char>(bad_x || bad_u);
+      }
+      tl_xt.trim();
+    }
+  });
+  for (char f : failed) TORCH_CHECK(!f, "sparsekit spmm_cpu: out of memory (scratch buffers)");
+  if (std::find(nonfinite.begin(), nonfinite.end(), 1) != nonfinite.end()) return unfused();
+
+  // 2. FFN-out: reads each kept tile as its Xt (no transpose), writes y with the epilogue.
+  const Problem pf{nullptr, M, U, wf, bias_f, y, ldy, epilogue};
+  at::parallel_for(0, tm * tr_f, 1, [&](int64_t b, int64_t e) {
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t im = item / tr_f, ir = item % tr_f;
+      float* acc = tl_acc.get(static_cast<size_t>(std::min(cut_f[ir + 1] - cut_f[ir], tp.block_panels) * L * Mt));
+      if (acc == nullptr) {
+        failed[item] = 1;
+        continue;
+      }
+      for (int64_t t = im * ntiles / tm; t < (im + 1) * ntiles / tm; ++t) {
+        const int64_t m0 = t * Mt;
+        const TokenChunk c{m0, std::min(M, m0 + Mt), 1, Mt, static_cast<int>(tp.nv), kept + t * tile_floats,
+                           tp.block_panels};
+        ops.spmm_panels(pf, c, cut_f[ir], cut_f[ir + 1], acc);
+      }
+      tl_acc.trim();
+    }
+  });
+  tl_ffn.trim();
+  for (char f : failed) TORCH_CHECK(!f, "sparsekit spmm_cpu: out of memory (scratch buffers)");
 }
 
 }  // namespace spmm_cpu

@@ -110,6 +110,18 @@ struct Epilogue {
 void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight& w, const float* bias,
                     float* y, int64_t ldy, Isa isa, const Epilogue& epilogue = Epilogue());
 
+/// An FFN without a row-major intermediate:  y[m, :] = epilogue(act(x[m, :] @ Wi^T + bias_i) @ Wf^T + bias_f),
+/// bit for bit what two grouped_linear calls (the first with the activation as its epilogue) return, non-finite
+/// values included. The SpMM path keeps the FFN-in's Y^T tile, activated in place, and hands it to the FFN-out
+/// kernel as its transposed activations: the intermediate is never transposed back and forth. Falls back to the
+/// two calls when there is no such tile (the GEMV path of <= 2 tokens, an FFN without neurons) and when a NaN /
+/// inf shows up in x or in the intermediate (the per-Linear exact recomputation above defines those outputs).
+///   x : float32 [M, wi.in] (row stride ldx); wf.in must equal wi.out; y : float32 [M, wf.out] (stride ldy), not
+///   overlapping x or the residual; bias_i / bias_f: [wi.out] / [wf.out] or nullptr.
+void grouped_ffn(const float* x, int64_t M, int64_t ldx, const GroupedWeight& wi, const float* bias_i,
+                 Activation act, const GroupedWeight& wf, const float* bias_f, float* y, int64_t ldy, Isa isa,
+                 const Epilogue& epilogue = Epilogue());
+
 /// The epilogue of one value, scalar (std::erf / std::tanh): act(v) + residual[m * ldr + o].
 float apply_epilogue(float v, const Epilogue& epilogue, int64_t m, int64_t o);
 

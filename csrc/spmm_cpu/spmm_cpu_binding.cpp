@@ -35,54 +35,100 @@ void validate_packed(const at::Tensor& ptr, const at::Tensor& col, const at::Ten
   checked_weight(ptr, col, val, in_features, out_features, group_rows, chunk, checked_isa(isa_name));
 }
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& col, const at::Tensor& val,
-                  int64_t in_features, int64_t out_features, int64_t group_rows, int64_t chunk,
-                  const c10::optional<at::Tensor>& bias, const std::string& isa_name, int64_t act,
-                  const c10::optional<at::Tensor>& residual) {
-  const Isa isa = checked_isa(isa_name);
+// x as the kernels read it: float32 [M, in] on the CPU with unit column stride (copied when it is not).
+at::Tensor checked_x(const at::Tensor& x, int64_t in_features) {
   TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, "sparsekit: x must be float32, got ", x.scalar_type());
   TORCH_CHECK_VALUE(x.device().is_cpu(), "sparsekit: x must be a CPU tensor, got ", x.device());
   TORCH_CHECK_VALUE(x.layout() == at::kStrided, "sparsekit: x must be a strided tensor, got ", x.layout());
   TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) == in_features, "sparsekit: x must have shape [M, ", in_features,
                     "], got ", x.sizes());
-  const sparsekit::spmm_cpu::GroupedWeight w =
-      checked_weight(ptr, col, val, in_features, out_features, group_rows, chunk, isa);
+  if (x.stride(1) != 1 || (x.size(0) > 1 && x.stride(0) < in_features)) return x.contiguous();
+  return x;
+}
 
-  const float* bias_ptr = nullptr;
-  if (bias.has_value()) {
-    const at::Tensor& b = *bias;
-    TORCH_CHECK_TYPE(b.scalar_type() == at::kFloat, "sparsekit: bias must be float32, got ", b.scalar_type());
-    check_index_tensor(b, "bias", out_features);
-    bias_ptr = b.data_ptr<float>();
-  }
+const float* checked_bias(const c10::optional<at::Tensor>& bias, int64_t out_features, const char* what) {
+  if (!bias.has_value()) return nullptr;
+  const at::Tensor& b = *bias;
+  TORCH_CHECK_TYPE(b.scalar_type() == at::kFloat, "sparsekit: ", what, " must be float32, got ", b.scalar_type());
+  check_index_tensor(b, what, out_features);
+  return b.data_ptr<float>();
+}
 
-  at::Tensor xc = x;
-  if (x.stride(1) != 1 || (x.size(0) > 1 && x.stride(0) < in_features)) xc = x.contiguous();
-  const int64_t M = xc.size(0);
-  const int64_t ldx = M > 1 ? xc.stride(0) : in_features;
-
-  sparsekit::spmm_cpu::Epilogue ep;
+sparsekit::spmm_cpu::Activation checked_act(int64_t act) {
   TORCH_CHECK_VALUE(act >= 0 && act <= 3, "sparsekit: act must be 0 (none), 1 (gelu), 2 (gelu_tanh) or 3 (relu), got ",
                     act);
-  ep.act = static_cast<sparsekit::spmm_cpu::Activation>(act);
+  return static_cast<sparsekit::spmm_cpu::Activation>(act);
+}
+
+// The residual of the epilogue: float32 [M, out_features] on the CPU (kept alive in *holder).
+const float* checked_residual(const c10::optional<at::Tensor>& residual, int64_t M, int64_t out_features,
+                              at::Tensor* holder) {
+  if (!residual.has_value()) return nullptr;
+  *holder = residual->contiguous();
+  const at::Tensor& rc = *holder;
+  TORCH_CHECK_TYPE(rc.scalar_type() == at::kFloat, "sparsekit: residual must be float32, got ", rc.scalar_type());
+  TORCH_CHECK_VALUE(rc.device().is_cpu() && rc.dim() == 2 && rc.size(0) == M && rc.size(1) == out_features,
+                    "sparsekit: residual must be a CPU tensor of shape [", M, ", ", out_features, "], got ",
+                    rc.sizes());
+  return rc.data_ptr<float>();
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& col, const at::Tensor& val,
+                  int64_t in_features, int64_t out_features, int64_t group_rows, int64_t chunk,
+                  const c10::optional<at::Tensor>& bias, const std::string& isa_name, int64_t act,
+                  const c10::optional<at::Tensor>& residual) {
+  const Isa isa = checked_isa(isa_name);
+  const at::Tensor xc = checked_x(x, in_features);
+  const sparsekit::spmm_cpu::GroupedWeight w =
+      checked_weight(ptr, col, val, in_features, out_features, group_rows, chunk, isa);
+  const float* bias_ptr = checked_bias(bias, out_features, "bias");
+  const int64_t M = xc.size(0);
+  const int64_t ldx = M > 1 ? xc.stride(0) : in_features;
+  sparsekit::spmm_cpu::Epilogue ep;
+  ep.act = checked_act(act);
   at::Tensor rc;
-  if (residual.has_value()) {
-    rc = residual->contiguous();
-    TORCH_CHECK_TYPE(rc.scalar_type() == at::kFloat, "sparsekit: residual must be float32, got ", rc.scalar_type());
-    TORCH_CHECK_VALUE(rc.device().is_cpu() && rc.dim() == 2 && rc.size(0) == x.size(0) && rc.size(1) == out_features,
-                      "sparsekit: residual must be a CPU tensor of shape [", x.size(0), ", ", out_features, "], got ",
-                      rc.sizes());
-    ep.residual = rc.data_ptr<float>();
-    ep.ldr = out_features;
-  }
+  ep.residual = checked_residual(residual, M, out_features, &rc);
+  ep.ldr = out_features;
 
   at::Tensor y = at::empty({M, out_features}, x.options());
   if (M == 0 || out_features == 0) return y;
-
   {
     pybind11::gil_scoped_release no_gil;
     sparsekit::spmm_cpu::grouped_linear(xc.data_ptr<float>(), M, ldx, w, bias_ptr, y.data_ptr<float>(),
                                         out_features, isa, ep);
+  }
+  return y;
+}
+
+// grouped_ffn (spmm_cpu.h) on two packed weights: Wi [ffn, in] and Wf [out, ffn].
+at::Tensor ffn(const at::Tensor& x, const at::Tensor& ptr_i, const at::Tensor& col_i, const at::Tensor& val_i,
+               int64_t in_features, int64_t ffn_features, int64_t group_rows_i, int64_t chunk_i,
+               const c10::optional<at::Tensor>& bias_i, int64_t act, const at::Tensor& ptr_f, const at::Tensor& col_f,
+               const at::Tensor& val_f, int64_t out_features, int64_t group_rows_f, int64_t chunk_f,
+               const c10::optional<at::Tensor>& bias_f, const c10::optional<at::Tensor>& residual,
+               const std::string& isa_name) {
+  const Isa isa = checked_isa(isa_name);
+  const at::Tensor xc = checked_x(x, in_features);
+  const sparsekit::spmm_cpu::GroupedWeight wi =
+      checked_weight(ptr_i, col_i, val_i, in_features, ffn_features, group_rows_i, chunk_i, isa);
+  const sparsekit::spmm_cpu::GroupedWeight wf =
+      checked_weight(ptr_f, col_f, val_f, ffn_features, out_features, group_rows_f, chunk_f, isa);
+  const float* bi = checked_bias(bias_i, ffn_features, "bias_i");
+  const float* bf = checked_bias(bias_f, out_features, "bias_f");
+  const int64_t M = xc.size(0);
+  const int64_t ldx = M > 1 ? xc.stride(0) : in_features;
+  const sparsekit::spmm_cpu::Activation a = checked_act(act);
+  sparsekit::spmm_cpu::Epilogue ep;
+  at::Tensor rc;
+  ep.residual = checked_residual(residual, M, out_features, &rc);
+  ep.ldr = out_features;
+
+  at::Tensor y = at::empty({M, out_features}, x.options());
+  if (M == 0 || out_features == 0) return y;
+  {
+    pybind11::gil_scoped_release no_gil;
+    sparsekit::spmm_cpu::grouped_ffn(xc.data_ptr<float>(), M, ldx, wi, bi, a, wf, bf, y.data_ptr<float>(),
+                                     out_features, isa, ep);
   }
   return y;
 }
@@ -120,6 +166,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("residual") = pybind11::none(),
         "y = act(x @ W^T + bias) + residual for a packed W (layout: spmm_cpu.h); x float32 [M, in] -> y float32 "
         "[M, out]; act: 0 none, 1 gelu (erf), 2 gelu (tanh), 3 relu.");
+  m.def("ffn", &ffn, pybind11::arg("x"), pybind11::arg("ptr_i"), pybind11::arg("col_i"), pybind11::arg("val_i"),
+        pybind11::arg("in_features"), pybind11::arg("ffn_features"), pybind11::arg("group_rows_i"),
+        pybind11::arg("chunk_i"), pybind11::arg("bias_i"), pybind11::arg("act"), pybind11::arg("ptr_f"),
+        pybind11::arg("col_f"), pybind11::arg("val_f"), pybind11::arg("out_features"), pybind11::arg("group_rows_f"),
+        pybind11::arg("chunk_f"), pybind11::arg("bias_f"), pybind11::arg("residual"), pybind11::arg("isa"),
+        "y = act(x @ Wi^T + bias_i) @ Wf^T + bias_f + residual for two packed weights, without a row-major "
+        "intermediate (spmm_cpu.h grouped_ffn; the fused encoder's FFN); bit for bit two linear() calls.");
   m.def("validate_packed", &validate_packed, pybind11::arg("ptr"), pybind11::arg("col"), pybind11::arg("val"),
         pybind11::arg("in_features"), pybind11::arg("out_features"), pybind11::arg("group_rows"),
         pybind11::arg("chunk"), pybind11::arg("isa"),
