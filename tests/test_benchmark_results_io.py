@@ -31,6 +31,7 @@ RENDERED = {
     "architectures_cpu": ("architectures_cpu", "markdown", 2, True),
     "attention_cpu": ("attention_cpu", "markdown", 2, True),
     "export_compaction": ("export_compaction", "to_markdown", 2, True),
+    "ffn_cpu": ("ffn_cpu", "markdown", 2, True),
     "int8_accuracy_sst2_cpu": ("int8_accuracy", "markdown_lines", 1, False),
     "kernels_cpu": ("kernels_cpu", "markdown", 2, True),
     "kernels_cpu_bert95": ("kernels_cpu", "markdown", 2, True),
