@@ -14,6 +14,7 @@ from rich.table import Table
 
 from sparsekit.cli_options import config_command, config_option
 from sparsekit.errors import format_error
+from sparsekit.pipeline import MainJobConfig
 from sparsekit.prune.config import PruneConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -27,6 +28,8 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+#: The main job's dense-reference and latency settings (one home: sparsekit.pipeline.MainJobConfig).
+MAIN_JOB_TIMING = MainJobConfig(prune=None)
 #: The main job's defaults: SMP-S at 10% remaining on the shipped MiniLM + SST-2, sized for ~10 min on
 #: 2 CPU cores (1000 steps of batch 32, about half an epoch of SST-2). `sparsekit prune` exposes every setting.
 MAIN_JOB = dict(method="smp-s", keep=0.1, task="sst2", model="minilm", train_samples=None, steps=1000,
@@ -112,17 +115,20 @@ def run(
                                                 help="Train on a fixed subset of this size [all 67,349]."),
     keep: float = typer.Option(MAIN_JOB["keep"], help="Remaining fraction of encoder weights."),
     dense_baseline_steps: int = typer.Option(
-        300, help="Steps of the dense fine-tune that gives the accuracy reference (0: skip it)."),
-    batch: list[int] = typer.Option([1, 8], "--batch", help="Batch sizes of the latency comparison (repeatable)."),
-    seq: int = typer.Option(128, help="Sequence length of the latency comparison (and of compile's timing)."),
-    latency_seconds: float = typer.Option(2.0, help="Timed seconds per model and batch size."),
+        MAIN_JOB_TIMING.dense_baseline_steps,
+        help="Steps of the dense fine-tune that gives the accuracy reference (0: skip it)."),
+    batch: list[int] = typer.Option(list(MAIN_JOB_TIMING.batches), "--batch",
+                                    help="Batch sizes of the latency comparison (repeatable)."),
+    seq: int = typer.Option(MAIN_JOB_TIMING.seq, help="Sequence length of the latency comparison (and of compile's "
+                            "timing)."),
+    latency_seconds: float = typer.Option(MAIN_JOB_TIMING.min_seconds, help="Timed seconds per model and batch size."),
     seed: int = config_option(PruneConfig, "seed"),
     overwrite: bool = config_option(PruneConfig, "overwrite"),
     progress: bool = config_option(PruneConfig, "progress"),
 ) -> None:
     """The main job: SMP-S prune the shipped MiniLM on SST-2, export it compact, compile, evaluate and time it
     against dense (~10 min on 2 CPU cores). More --steps (and --train-samples unset) give a better model."""
-    from sparsekit.pipeline import MainJobConfig, run_main_job, summary_rows
+    from sparsekit.pipeline import run_main_job, summary_rows
     from sparsekit.prune.report import render_table
 
     if dense_baseline_steps < 0 or seq < 1 or any(b < 1 for b in batch):
