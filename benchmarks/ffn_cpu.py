@@ -1,15 +1,16 @@
-"""The fused runtime's FFN: one ``grouped_ffn`` call against the two sparse Linear calls it replaces.
+"""The fused runtime's FFN: one ``grouped_ffn`` call against the unfused sparse Linear calls it replaces.
 
-The fused encoder runs a layer's FFN, when both of its matrices are sparse fp32 (no GLU), as
-``spmm_cpu::grouped_ffn``: the FFN-in kernel keeps its activated output in the transposed token tiles the FFN-out
-kernel reads, so the ``[tokens, 3072]`` intermediate is never written row-major and transposed back. Before, it
-ran two calls: FFN-in with GELU in its epilogue into a row-major intermediate, then FFN-out (which transposes that
-intermediate again) with the residual add in its epilogue. Both give the same bits (``tests/test_runtime.py``);
-this measures what the hand-over saves.
+The fused encoder runs a layer's FFN, when both of its matrices are sparse fp32, as ``spmm_cpu::grouped_ffn``:
+the FFN-in kernel keeps its activated output (or, for a GLU, ``act(a) * gate``, computed in that layout) in the
+transposed token tiles the FFN-out kernel reads, so the ``[tokens, ffn]`` intermediate is never written row-major
+and transposed back. Unfused, it runs FFN-in with GELU in its epilogue into a row-major intermediate (GLU: FFN-in,
+then the GLU pass into a second buffer), then FFN-out (which transposes that intermediate again) with the residual
+add in its epilogue. Both give the same bits (``tests/test_runtime.py``); this measures what the hand-over saves.
 
-BERT-base FFN shapes (FFN-in 3072 x 768, FFN-out 768 x 3072), random unstructured masks at each sparsity, GELU,
-residual add, fp32, ``--threads`` threads, 32 / 128 / 1024 tokens (1x32, 1x128, 8x128). The two variants of a row
-are timed interleaved (``measure_interleaved``: warm-up, rounds, median). Writes
+Shapes: BERT-base's FFN (FFN-in 3072 x 768, FFN-out 768 x 3072, GELU) and ModernBERT-base's GLU FFN (FFN-in
+2304 x 768 = 1152 FFN rows on 1152 gate rows, FFN-out 768 x 1152, GELU), random unstructured masks at each
+sparsity, residual add, fp32, ``--threads`` threads, 32 / 128 / 1024 tokens (1x32, 1x128, 8x128). The two variants
+of a row are timed interleaved (``measure_interleaved``: warm-up, rounds, median). Writes
 ``benchmarks/results/ffn_cpu.{json,md}`` with the machine (CPU model, flags, kernel ISA) and the command.
 
     python benchmarks/ffn_cpu.py
@@ -29,51 +30,58 @@ from sparsekit.timing import measure_interleaved
 
 from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
 
-HIDDEN, FFN = 768, 3072
-GELU = 1  # the kernels' activation code of the erf GELU (BERT's)
+HIDDEN = 768
+#: FFN layout -> (FFN width, GLU): BERT-base's FFN and ModernBERT-base's gated one.
+LAYOUTS = {"bert-base": (3072, False), "modernbert-base (GLU)": (1152, True)}
+GELU = 1  # the kernels' activation code of the erf GELU
 
 
-def bench_row(sparsity: float, tokens: int, args, gen: torch.Generator) -> dict:
+def bench_row(layout: str, sparsity: float, tokens: int, args, gen: torch.Generator) -> dict:
     ext, isa = cpu._EXT.load(), cpu.isa()
-    wi = torch.randn(FFN, HIDDEN, generator=gen) * (torch.rand(FFN, HIDDEN, generator=gen) >= sparsity)
-    wf = torch.randn(HIDDEN, FFN, generator=gen) * (torch.rand(HIDDEN, FFN, generator=gen) >= sparsity)
+    ffn, glu = LAYOUTS[layout]
+    rows_i = 2 * ffn if glu else ffn
+    wi = torch.randn(rows_i, HIDDEN, generator=gen) * (torch.rand(rows_i, HIDDEN, generator=gen) >= sparsity)
+    wf = torch.randn(HIDDEN, ffn, generator=gen) * (torch.rand(HIDDEN, ffn, generator=gen) >= sparsity)
     pi, pf = pack_cpu_csr(wi), pack_cpu_csr(wf)
-    bi, bf = torch.randn(FFN, generator=gen), torch.randn(HIDDEN, generator=gen)
+    bi, bf = torch.randn(rows_i, generator=gen), torch.randn(HIDDEN, generator=gen)
     x, res = torch.randn(tokens, HIDDEN, generator=gen), torch.randn(tokens, HIDDEN, generator=gen)
 
     def fused():
-        return ext.ffn(x, pi.ptr, pi.col, pi.val, HIDDEN, FFN, 1, pi.chunk, bi, GELU, pf.ptr, pf.col, pf.val, HIDDEN,
-                       1, pf.chunk, bf, res, isa)
+        return ext.ffn(x, pi.ptr, pi.col, pi.val, HIDDEN, ffn, 1, pi.chunk, bi, GELU, glu, pf.ptr, pf.col, pf.val,
+                       HIDDEN, 1, pf.chunk, bf, res, isa)
 
-    def two_calls():
-        u = ext.linear(x, pi.ptr, pi.col, pi.val, HIDDEN, FFN, 1, pi.chunk, bi, isa, GELU, None)
-        return ext.linear(u, pf.ptr, pf.col, pf.val, FFN, HIDDEN, 1, pf.chunk, bf, isa, 0, res)
+    def unfused():  # what the fused encoder ran before: FFN-in (+ the GLU pass), then FFN-out
+        u = ext.linear(x, pi.ptr, pi.col, pi.val, HIDDEN, rows_i, 1, pi.chunk, bi, isa, 0 if glu else GELU, None)
+        if glu:  # the runtime's GLU pass (encoder_cpu glu_rows)
+            u = ext.glu_rows(u, GELU, isa)
+        return ext.linear(u, pf.ptr, pf.col, pf.val, ffn, HIDDEN, 1, pf.chunk, bf, isa, 0, res)
 
-    if not torch.equal(fused(), two_calls()):
-        raise SystemExit(f"the fused FFN differs from the two calls at {sparsity:.0%}, {tokens} tokens: a bug")
-    best = measure_interleaved({"fused": fused, "two calls": two_calls}, rounds=args.rounds, warmup=args.warmup,
+    if not torch.equal(fused(), unfused()):
+        raise SystemExit(f"the fused FFN differs from the unfused calls ({layout}, {sparsity:.0%}, {tokens} "
+                         "tokens): a bug")
+    best = measure_interleaved({"fused": fused, "unfused": unfused}, rounds=args.rounds, warmup=args.warmup,
                                repeats=args.repeats, min_seconds=args.min_seconds)
     ms = {name: 1e3 * r["median"] for name, r in best.items()}
-    return {"sparsity": sparsity, "tokens": tokens, "chunks": [pi.chunk, pf.chunk], "median_ms": ms,
-            "speedup": ms["two calls"] / ms["fused"]}
+    return {"layout": layout, "sparsity": sparsity, "tokens": tokens, "chunks": [pi.chunk, pf.chunk],
+            "median_ms": ms, "speedup": ms["unfused"] / ms["fused"]}
 
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    lines = ["# Fused FFN (grouped_ffn) vs the two sparse Linear calls it replaces, CPU", "",
+    lines = ["# Fused FFN (grouped_ffn) vs the unfused sparse Linear calls it replaces, CPU", "",
              f"Command: `{result['command']}`  ",
              f"Machine: {m['cpu']}, {m['cores']} cores, {result['threads']} threads, flags "
              f"{' '.join(m['cpu_flags'])}, kernel ISA {result['isa']}  ",
              f"Versions: torch {result['versions']['torch']}, sparsekit {result['versions']['sparsekit']}  ",
              f"Date: {result['date']}", "",
-             f"BERT-base FFN ({FFN} x {HIDDEN} then {HIDDEN} x {FFN}), random unstructured masks, GELU and the "
-             "residual add in the kernels' epilogues, fp32; median ms of interleaved rounds. Both variants return "
-             "the same bits (checked before timing).", "",
-             "| sparsity | tokens | two calls ms | fused ms | speedup |", "|---:|---:|---:|---:|---:|"]
+             f"Hidden {HIDDEN}; BERT-base FFN 3072 wide, ModernBERT-base GLU FFN 1152 wide (FFN-in 2304 rows); "
+             "random unstructured masks, GELU, the residual add in the FFN-out's epilogue, fp32; median ms of "
+             "interleaved rounds. Both variants return the same bits (checked before timing).", "",
+             "| FFN | sparsity | tokens | unfused ms | fused ms | speedup |", "|---|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         ms = r["median_ms"]
-        lines.append(f"| {r['sparsity']:.0%} | {r['tokens']} | {ms['two calls']:.3f} | {ms['fused']:.3f} | "
-                     f"{r['speedup']:.2f}x |")
+        lines.append(f"| {r['layout']} | {r['sparsity']:.0%} | {r['tokens']} | {ms['unfused']:.3f} | "
+                     f"{ms['fused']:.3f} | {r['speedup']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -94,12 +102,14 @@ def main(argv: list[str] | None = None) -> dict:
     gen = torch.Generator().manual_seed(0)
     rows = []
     with torch.inference_mode():
-        for sparsity in args.sparsities:
-            for tokens in args.tokens:
-                rows.append(bench_row(sparsity, tokens, args, gen))
-                r = rows[-1]
-                print(f"{sparsity:.0%} {tokens} tokens: two calls {r['median_ms']['two calls']:.3f} ms, fused "
-                      f"{r['median_ms']['fused']:.3f} ms ({r['speedup']:.2f}x)", file=sys.stderr, flush=True)
+        for layout in LAYOUTS:
+            for sparsity in args.sparsities:
+                for tokens in args.tokens:
+                    rows.append(bench_row(layout, sparsity, tokens, args, gen))
+                    r = rows[-1]
+                    print(f"{layout} {sparsity:.0%} {tokens} tokens: unfused {r['median_ms']['unfused']:.3f} ms, "
+                          f"fused {r['median_ms']['fused']:.3f} ms ({r['speedup']:.2f}x)", file=sys.stderr,
+                          flush=True)
     result = {**header(), "command": "python benchmarks/ffn_cpu.py " + " ".join(argv or sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "isa": cpu.isa(), "threads": args.threads,
               "rows": rows}

@@ -130,63 +130,91 @@ def test_sparse_linear_epilogue_nonfinite_inputs(isa):
     torch.testing.assert_close(got[2, 4], F.gelu(x[2, 6]) + res[2, 4], rtol=0, atol=1e-5)
 
 
-def _ffn_pair(x, wi, bi, act, wf, bf, res, isa, rows):
-    """(fused grouped_ffn, the two unfused linear calls) for dense weights packed with `rows` rows per group."""
+def _ffn_pair(x, wi, bi, act, wf, bf, res, isa, rows, glu=False):
+    """(fused ffn, the unfused Linears) for dense weights packed with `rows` rows per group. With glu, wi stacks the
+    FFN-in rows on the gate rows and the unfused GLU is the runtime's own pass (glu_rows)."""
     pack = pack_cpu_csr if rows == 1 else (lambda w: pack_cpu_bsr(w, block=(rows, 1)))
     pi, pf = pack(wi), pack(wf)
-    (u_n, k), out = wi.shape, wf.shape[0]
-    fused = _ext().ffn(x, pi.ptr, pi.col, pi.val, k, u_n, rows, pi.chunk, bi, act, pf.ptr, pf.col, pf.val, out, rows,
-                       pf.chunk, bf, res, isa)
-    u = _ext().linear(x, pi.ptr, pi.col, pi.val, k, u_n, rows, pi.chunk, bi, isa, act, None)
+    u_n, k, out = wf.shape[1], wi.shape[1], wf.shape[0]
+    fused = _ext().ffn(x, pi.ptr, pi.col, pi.val, k, u_n, rows, pi.chunk, bi, act, glu, pf.ptr, pf.col, pf.val, out,
+                       rows, pf.chunk, bf, res, isa)
+    u = _ext().linear(x, pi.ptr, pi.col, pi.val, k, wi.shape[0], rows, pi.chunk, bi, isa, 0 if glu else act, None)
+    if glu:
+        u = _ext().glu_rows(u, act, isa)
     unfused = _ext().linear(u, pf.ptr, pf.col, pf.val, u_n, out, rows, pf.chunk, bf, isa, 0, res)
     return fused, unfused
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("act", [0, 1, 2, 3])
+def test_glu_rows_matches_torch(isa, act):
+    u = torch.randn(13, 2 * 37) * 3
+    torch.testing.assert_close(_ext().glu_rows(u, act, isa), ACTS[act](u[:, :37]) * u[:, 37:], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="even number of columns"):
+        _ext().glu_rows(torch.randn(3, 5), act, isa)
 
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("act", [0, 1, 3])
 @pytest.mark.parametrize("tokens", [1, 2, 3, 17, 40, 130])
 @pytest.mark.parametrize("rows", [1, 4])
-def test_sparse_ffn_matches_two_linears_bit_for_bit(isa, act, tokens, rows, threads):
-    """The FFN that hands the FFN-in's transposed tile to the FFN-out kernel equals the two unfused calls exactly:
-    odd widths (partial panels), empty rows and columns, a fully pruned FFN-in row, 1 and 2 threads, the GEMV
-    fallback (1-2 tokens) and row-split tilings (few tokens for two threads)."""
+@pytest.mark.parametrize("glu", [False, True])
+def test_sparse_ffn_matches_the_unfused_linears_bit_for_bit(isa, act, tokens, rows, glu, threads):
+    """The FFN that hands the FFN-in's transposed tile to the FFN-out kernel (and applies a GLU in that layout)
+    equals the unfused Linears exactly: odd widths (partial panels), empty rows and columns, a fully pruned FFN-in
+    row, 1 and 2 threads, the unfused path of 1-2 tokens and row-split tilings (few tokens for two threads)."""
     gen = torch.Generator().manual_seed(3)
-    wi, wf = _sparse(301, 131, 0.15, gen), _sparse(131, 301, 0.1, gen)
+    n = 301
+    wi, wf = _sparse(2 * n if glu else n, 131, 0.15, gen), _sparse(131, n, 0.1, gen)
     wi[5] = 0  # a neuron without weights: act(bias) flows on
     wf[:, 7] = 0  # ... and one the FFN-out ignores
     wf[9] = 0  # an output row that is bias + residual only
-    bi, bf = torch.randn(301, generator=gen), torch.randn(131, generator=gen)
+    bi, bf = torch.randn(wi.shape[0], generator=gen), torch.randn(131, generator=gen)
     x, res = torch.randn(tokens, 131, generator=gen), torch.randn(tokens, 131, generator=gen)
+    a = x @ wi.T + bi
+    h = ACTS[act](a[:, :n]) * a[:, n:] if glu else ACTS[act](a)
     for n_threads in (1, 2):
         torch.set_num_threads(n_threads)
-        fused, unfused = _ffn_pair(x, wi, bi, act, wf, bf, res, isa, rows)
+        fused, unfused = _ffn_pair(x, wi, bi, act, wf, bf, res, isa, rows, glu)
         assert torch.equal(fused, unfused)
-        torch.testing.assert_close(fused, ACTS[act](x @ wi.T + bi) @ wf.T + bf + res, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fused, h @ wf.T + bf + res, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_sparse_ffn_edge_shapes_and_nonfinite(isa, threads):
-    """No FFN neurons; no bias or residual; a NaN / inf in x or one made by the FFN-in (the fused path hands over
-    to the unfused one): every case equals the two unfused calls, NaN positions included."""
+@pytest.mark.parametrize("glu", [False, True])
+def test_sparse_ffn_edge_shapes_and_nonfinite(isa, glu, threads):
+    """No FFN neurons; no bias or residual; a NaN / inf in x or one made by the FFN-in or the GLU (the fused path
+    declines, the unfused Linears run): every case equals the unfused Linears, NaN positions included."""
     gen = torch.Generator().manual_seed(4)
     torch.set_num_threads(2)
+    f = 2 if glu else 1
     x = torch.randn(37, 24, generator=gen)
     empty_i, empty_f = torch.zeros(0, 24), torch.zeros(24, 0)
-    fused, unfused = _ffn_pair(x, empty_i, torch.zeros(0), 1, empty_f, torch.ones(24), None, isa, 1)
+    fused, unfused = _ffn_pair(x, empty_i, torch.zeros(0), 1, empty_f, torch.ones(24), None, isa, 1, glu)
     assert torch.equal(fused, unfused) and torch.equal(fused, torch.ones(37, 24))
-    wi, wf = _sparse(40, 24, 0.3, gen), _sparse(24, 40, 0.3, gen)
-    fused, unfused = _ffn_pair(x, wi, None, 3, wf, None, None, isa, 1)
+    wi, wf = _sparse(40 * f, 24, 0.3, gen), _sparse(24, 40, 0.3, gen)
+    fused, unfused = _ffn_pair(x, wi, None, 3, wf, None, None, isa, 1, glu)
     assert torch.equal(fused, unfused)
     bad = x.clone()
     bad[3, int(wi[0].nonzero()[0])] = float("nan")
     bad[20, 2] = float("inf")
-    fused, unfused = _ffn_pair(bad, wi, None, 1, wf, None, None, isa, 1)
+    fused, unfused = _ffn_pair(bad, wi, None, 1, wf, None, None, isa, 1, glu)
     assert torch.equal(fused.isnan(), unfused.isnan()) and torch.equal(fused.nan_to_num(), unfused.nan_to_num())
     assert fused.isnan().any() and torch.isfinite(fused[0]).all()
-    huge = torch.zeros(40)
-    huge[6] = float("inf")  # a non-finite FFN-in bias: non-finite intermediate from finite x
-    fused, unfused = _ffn_pair(x, wi, huge, 0, wf, None, None, isa, 1)
+    huge = torch.zeros(40 * f)
+    huge[-1] = float("inf")  # a non-finite FFN-in (GLU: gate) bias: non-finite intermediate from finite x
+    fused, unfused = _ffn_pair(x, wi, huge, 0, wf, None, None, isa, 1, glu)
     assert torch.equal(fused.isnan(), unfused.isnan()) and torch.equal(fused.nan_to_num(), unfused.nan_to_num())
+    assert not torch.isfinite(fused).all()
+
+
+def test_sparse_ffn_rejects_mismatched_widths():
+    """A GLU FFN-in needs twice the FFN width in rows: an 8-row weight for an 8-wide GLU FFN is refused."""
+    w = pack_cpu_csr(torch.randn(8, 4))
+    with pytest.raises(ValueError, match="ptr has 9 elements, expected 17"):
+        _ext().ffn(torch.randn(5, 4), w.ptr, w.col, w.val, 4, 8, 1, w.chunk, None, 1, True,
+                   *(lambda p: (p.ptr, p.col, p.val))(pack_cpu_csr(torch.randn(4, 8))), 4, 1, w.chunk, None, None,
+                   kernels.supported_isas()[0])
 
 
 # -------------------------------------------------------------------------------------------- the layer op

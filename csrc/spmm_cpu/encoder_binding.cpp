@@ -409,21 +409,22 @@ at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, con
       encoder_cpu::add_layer_norm(h, hidden, nullptr, 0, L.ln2_w, L.ln2_b, L.eps2, normed, hidden, N, hidden, isa);
       ffn_in = normed;
     }
-    const float* ffn_hidden = u;
-    if (L.glu) {
-      L.m[2].run(ffn_in, N, u, Epilogue(), isa, isa8);
-      float* g = scratch(g_buf, static_cast<size_t>(N * std::max<int64_t>(L.ffn, 1)));
-      encoder_cpu::glu_rows(u, nu, N, L.ffn, L.act, g, L.ffn, isa);
-      ffn_hidden = g;
-    }
     Epilogue residual_h;
     residual_h.residual = h;
     residual_h.ldr = hidden;
-    if (!L.glu && L.m[2].kind == 1 && L.m[3].kind == 1) {  // both sparse fp32: no row-major intermediate
-      spmm_cpu::grouped_ffn(ffn_in, N, hidden, L.m[2].packed, L.m[2].bias.data_ptr<float>(), L.act, L.m[3].packed,
-                            L.m[3].bias.data_ptr<float>(), xy, hidden, isa, residual_h);
-    } else {
-      if (!L.glu) {
+    // Both FFN matrices sparse fp32: no row-major intermediate (grouped_ffn), unless it declines the input.
+    const bool fused_ffn = L.m[2].kind == 1 && L.m[3].kind == 1 &&
+                           spmm_cpu::grouped_ffn(ffn_in, N, hidden, L.m[2].packed, L.m[2].bias.data_ptr<float>(),
+                                                 L.act, L.glu, L.m[3].packed, L.m[3].bias.data_ptr<float>(), xy,
+                                                 hidden, isa, residual_h);
+    if (!fused_ffn) {
+      const float* ffn_hidden = u;
+      if (L.glu) {
+        L.m[2].run(ffn_in, N, u, Epilogue(), isa, isa8);
+        float* g = scratch(g_buf, static_cast<size_t>(N * std::max<int64_t>(L.ffn, 1)));
+        encoder_cpu::glu_rows(u, nu, N, L.ffn, L.act, g, L.ffn, isa);
+        ffn_hidden = g;
+      } else {
         Epilogue act;
         act.act = L.act;
         L.m[2].run(ffn_in, N, u, act, isa, isa8);
@@ -456,6 +457,22 @@ at::Tensor epilogue_rows(const at::Tensor& y, int64_t act, const c10::optional<a
   return out;
 }
 
+// g = act(u[:, :n]) * u[:, n:] (encoder_cpu.h glu_rows), u float32 [M, 2 n].
+at::Tensor glu_rows(const at::Tensor& u, int64_t act, const std::string& isa_name) {
+  const Isa isa = checked_isa(isa_name);
+  check_activations(u, "u", -1);
+  TORCH_CHECK_VALUE(u.size(1) % 2 == 0, "sparsekit: a GLU needs an even number of columns [FFN | gate], got ",
+                    u.size(1));
+  TORCH_CHECK_VALUE(act >= 0 && act <= 3, "sparsekit: act must be 0..3, got ", act);
+  const at::Tensor uc = u.contiguous();
+  const int64_t n = u.size(1) / 2;
+  at::Tensor g = at::empty({u.size(0), n}, u.options());
+  pybind11::gil_scoped_release no_gil;
+  encoder_cpu::glu_rows(uc.data_ptr<float>(), 2 * n, u.size(0), n, static_cast<Activation>(act), g.data_ptr<float>(),
+                        n, isa);
+  return g;
+}
+
 }  // namespace
 
 void register_encoder(pybind11::module_& m) {
@@ -468,6 +485,8 @@ void register_encoder(pybind11::module_& m) {
         "LayerNorm(x + residual) * weight + bias over the last dimension of x float32 [M, n].");
   m.def("epilogue_rows", &epilogue_rows, pybind11::arg("y"), pybind11::arg("act"), pybind11::arg("residual"),
         pybind11::arg("isa"), "act(y) + residual (the dense Linear's epilogue), y float32 [M, n].");
+  m.def("glu_rows", &glu_rows, pybind11::arg("u"), pybind11::arg("act"), pybind11::arg("isa"),
+        "act(u[:, :n]) * u[:, n:] (the fused encoder's GLU) for u float32 [M, 2 n].");
   m.def("encoder_layers", &encoder_layers, pybind11::arg("x"), pybind11::arg("cu_seqlens"), pybind11::arg("tensors"),
         pybind11::arg("meta"), pybind11::arg("scalars"), pybind11::arg("rope"), pybind11::arg("rel_index"),
         pybind11::arg("isa"),

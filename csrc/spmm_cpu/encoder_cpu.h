@@ -22,8 +22,8 @@
 // The FFN is act(h Wi^T + bi) Wf^T + bf, or with a GLU (Wi stacks the FFN-in rows on the gate rows)
 // (act(a) * g) Wf^T + bf where [a | g] = h Wi^T + bi (glu_rows).
 // Each of the four matrices is dense (ATen's addmm, i.e. the BLAS torch uses) or a packed sparse weight
-// (spmm_cpu.h); the layer driver (encoder_binding.cpp) calls one or the other. A non-GLU FFN whose two matrices
-// are both sparse fp32 runs as spmm_cpu::grouped_ffn (no row-major intermediate).
+// (spmm_cpu.h); the layer driver (encoder_binding.cpp) calls one or the other. An FFN whose two matrices are both
+// sparse fp32 runs as spmm_cpu::grouped_ffn (no row-major intermediate; the GLU in the kept tiles) where it can.
 //
 // Numerics: every piece is fp32. Softmax subtracts the row maximum; exp is vec_math.inc's (relative error
 // ~1e-7); LayerNorm uses the biased variance like torch. Results differ from torch's by rounding only.

@@ -58,6 +58,8 @@ struct IsaOps {
   void (*spmm_panels)(const Problem&, const TokenChunk&, int64_t p0, int64_t p1, float* acc);
   // The same with Y^T kept (activated in place) in kept [ntiles][ceil(out / L) * L][Mt]; true: a non-finite value.
   bool (*spmm_panels_kept)(const Problem&, const TokenChunk&, int64_t p0, int64_t p1, float* kept);
+  // The GLU of a kept tile in place (rows [o0, o1) <- act(row o) * row (n + o)); true: a non-finite value.
+  bool (*glu_kept)(float* kept, int64_t Mt, int64_t n, int act, int64_t o0, int64_t o1);
   void (*gemv_panels)(const Problem&, int64_t p0, int64_t p1, float* acc);
   bool (*any_nonfinite)(const float* x, int64_t n);
   bool (*non_decreasing)(const int32_t* p, int64_t n);
@@ -400,29 +402,25 @@ void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight&
   }
 }
 
-void grouped_ffn(const float* x, int64_t M, int64_t ldx, const GroupedWeight& wi, const float* bias_i,
-                 Activation act, const GroupedWeight& wf, const float* bias_f, float* y, int64_t ldy, Isa isa,
-                 const Epilogue& epilogue) {
-  TORCH_CHECK(wf.in == wi.out, "sparsekit spmm_cpu: the FFN-out weight must take the ", wi.out,
-              " FFN-in outputs, it takes ", wf.in);
+bool grouped_ffn(const float* x, int64_t M, int64_t ldx, const GroupedWeight& wi, const float* bias_i,
+                 Activation act, bool glu, const GroupedWeight& wf, const float* bias_f, float* y, int64_t ldy,
+                 Isa isa, const Epilogue& epilogue) {
+  const int64_t U = wf.in;  // FFN width: the FFN-out's inputs
+  TORCH_CHECK(wi.out == (glu ? 2 * U : U), "sparsekit spmm_cpu: the FFN-in weight must have ", glu ? 2 * U : U,
+              " rows for an FFN-out of ", U, " inputs", glu ? " (GLU: FFN-in rows, then gate rows)" : "", ", it has ",
+              wi.out);
   Epilogue act_only;
-  act_only.act = act;
+  act_only.act = glu ? Activation::kNone : act;  // GLU: the activation goes on the first half, after both exist
   const IsaOps& ops = checked_call(wi, isa, act_only);
   checked_call(wf, isa, epilogue);
-  if (M <= 0 || wf.out <= 0) return;
-  const int64_t L = ops.L;
-  const int64_t K = wi.in, U = wi.out;
-  auto unfused = [&]() {  // through a row-major intermediate, as two grouped_linear calls
-    float* u = tl_ffn.get(static_cast<size_t>(M * std::max<int64_t>(U, 1)));
-    TORCH_CHECK(u != nullptr, "sparsekit spmm_cpu: out of memory (FFN intermediate, ", M, " x ", U, " floats)");
-    grouped_linear(x, M, ldx, wi, bias_i, u, U, isa, act_only);
-    grouped_linear(u, M, U, wf, bias_f, y, ldy, isa, epilogue);
-    tl_ffn.trim();
-  };
+  TORCH_CHECK(static_cast<int>(act) >= 0 && static_cast<int>(act) <= 3, "sparsekit spmm_cpu: unknown activation ",
+              static_cast<int>(act));
+  if (M <= 0 || wf.out <= 0) return true;
   // The GEMV path (few tokens) has no transposed layout to hand over; nor has an FFN without neurons.
-  if (U == 0 || ((wi.rows == 1 || wf.rows == 1) && M <= kGemvMaxTokens)) return unfused();
-
-  const int64_t npanels_i = (U + L - 1) / L, npanels_f = (wf.out + L - 1) / L;
+  if (U == 0 || ((wi.rows == 1 || wf.rows == 1) && M <= kGemvMaxTokens)) return false;
+  const int64_t L = ops.L;
+  const int64_t K = wi.in;
+  const int64_t npanels_i = (wi.out + L - 1) / L, npanels_f = (wf.out + L - 1) / L;
   const std::vector<int64_t> prefix_i = panel_prefix(wi, L), prefix_f = panel_prefix(wf, L);
   const int64_t lanes = (M + L - 1) / L * L;
   const int64_t nthreads =
@@ -437,11 +435,18 @@ void grouped_ffn(const float* x, int64_t M, int64_t ldx, const GroupedWeight& wi
   TORCH_CHECK(kept != nullptr, "sparsekit spmm_cpu: out of memory (FFN intermediate, ", ntiles * tile_floats,
               " floats)");
   const int64_t nseg = (K + kTransposeSegment - 1) / kTransposeSegment;
+  auto tile = [&](int64_t t, float* xt) {
+    return TokenChunk{t * Mt, std::min(M, (t + 1) * Mt), 1, Mt, static_cast<int>(tp.nv), xt, tp.block_panels};
+  };
+  auto any = [](const std::vector<char>& v) { return std::find(v.begin(), v.end(), 1) != v.end(); };
+  auto declined = []() {
+    tl_ffn.trim();
+    return false;
+  };
 
-  // 1. FFN-in: x -> act(x Wi^T + bi), kept transposed per tile. Any NaN / inf (in x or after the activation):
-  //    the whole call runs unfused instead, whose per-Linear exact recomputation defines those outputs.
+  // 1. FFN-in: x -> act(x Wi^T + bi) (GLU: x Wi^T + bi), kept transposed per tile.
   const Problem pi{x, M, ldx, wi, bias_i, nullptr, 0, act_only};
-  std::vector<char> failed(tm * std::max(tr_i, tr_f), 0), nonfinite(tm * tr_i, 0);
+  std::vector<char> failed(tm * std::max(tr_i, tr_f), 0), nonfinite(std::max(tm * tr_i, ntiles * tr_f), 0);
   at::parallel_for(0, tm * tr_i, 1, [&](int64_t b, int64_t e) {
     for (int64_t item = b; item < e; ++item) {
       const int64_t im = item / tr_i, ir = item % tr_i;
@@ -451,8 +456,7 @@ void grouped_ffn(const float* x, int64_t M, int64_t ldx, const GroupedWeight& wi
         continue;
       }
       for (int64_t t = im * ntiles / tm; t < (im + 1) * ntiles / tm; ++t) {
-        const int64_t m0 = t * Mt;
-        const TokenChunk c{m0, std::min(M, m0 + Mt), 1, Mt, static_cast<int>(tp.nv), xt, tp.block_panels};
+        const TokenChunk c = tile(t, xt);
         const bool bad_x = ops.transpose_x(pi, c, 0, tp.nv * nseg);
         const bool bad_u = ops.spmm_panels_kept(pi, c, cut_i[ir], cut_i[ir + 1], kept + t * tile_floats);
         nonfinite[item] |= static_cast<char>(bad_x || bad_u);
@@ -461,7 +465,19 @@ void grouped_ffn(const float* x, int64_t M, int64_t ldx, const GroupedWeight& wi
     }
   });
   for (char f : failed) TORCH_CHECK(!f, "sparsekit spmm_cpu: out of memory (scratch buffers)");
-  if (std::find(nonfinite.begin(), nonfinite.end(), 1) != nonfinite.end()) return unfused();
+  // Any NaN / inf (in x or in the intermediate): the caller runs the unfused Linears, whose per-Linear exact
+  // recomputation defines those outputs.
+  if (any(nonfinite)) return declined();
+  if (glu) {  // 1b. the GLU, per (tile, FFN-out row range's share of the FFN rows): all FFN-in rows exist now
+    at::parallel_for(0, ntiles * tr_f, 1, [&](int64_t b, int64_t e) {
+      for (int64_t item = b; item < e; ++item) {
+        const int64_t t = item / tr_f, part = item % tr_f;
+        nonfinite[item] = static_cast<char>(ops.glu_kept(kept + t * tile_floats, Mt, U, static_cast<int>(act),
+                                                         U * part / tr_f, U * (part + 1) / tr_f));
+      }
+    });
+    if (any(nonfinite)) return declined();
+  }
 
   // 2. FFN-out: reads each kept tile as its Xt (no transpose), writes y with the epilogue.
   const Problem pf{nullptr, M, U, wf, bias_f, y, ldy, epilogue};
@@ -474,16 +490,14 @@ void grouped_ffn(const float* x, int64_t M, int64_t ldx, const GroupedWeight& wi
         continue;
       }
       for (int64_t t = im * ntiles / tm; t < (im + 1) * ntiles / tm; ++t) {
-        const int64_t m0 = t * Mt;
-        const TokenChunk c{m0, std::min(M, m0 + Mt), 1, Mt, static_cast<int>(tp.nv), kept + t * tile_floats,
-                           tp.block_panels};
-        ops.spmm_panels(pf, c, cut_f[ir], cut_f[ir + 1], acc);
+        ops.spmm_panels(pf, tile(t, kept + t * tile_floats), cut_f[ir], cut_f[ir + 1], acc);
       }
       tl_acc.trim();
     }
   });
   tl_ffn.trim();
   for (char f : failed) TORCH_CHECK(!f, "sparsekit spmm_cpu: out of memory (scratch buffers)");
+  return true;
 }
 
 }  // namespace spmm_cpu

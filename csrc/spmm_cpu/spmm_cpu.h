@@ -110,17 +110,20 @@ struct Epilogue {
 void grouped_linear(const float* x, int64_t M, int64_t ldx, const GroupedWeight& w, const float* bias,
                     float* y, int64_t ldy, Isa isa, const Epilogue& epilogue = Epilogue());
 
-/// An FFN without a row-major intermediate:  y[m, :] = epilogue(act(x[m, :] @ Wi^T + bias_i) @ Wf^T + bias_f),
-/// bit for bit what two grouped_linear calls (the first with the activation as its epilogue) return, non-finite
-/// values included. The SpMM path keeps the FFN-in's Y^T tile, activated in place, and hands it to the FFN-out
-/// kernel as its transposed activations: the intermediate is never transposed back and forth. Falls back to the
-/// two calls when there is no such tile (the GEMV path of <= 2 tokens, an FFN without neurons) and when a NaN /
-/// inf shows up in x or in the intermediate (the per-Linear exact recomputation above defines those outputs).
-///   x : float32 [M, wi.in] (row stride ldx); wf.in must equal wi.out; y : float32 [M, wf.out] (stride ldy), not
-///   overlapping x or the residual; bias_i / bias_f: [wi.out] / [wf.out] or nullptr.
-void grouped_ffn(const float* x, int64_t M, int64_t ldx, const GroupedWeight& wi, const float* bias_i,
-                 Activation act, const GroupedWeight& wf, const float* bias_f, float* y, int64_t ldy, Isa isa,
-                 const Epilogue& epilogue = Epilogue());
+/// An FFN without a row-major intermediate:  y[m, :] = epilogue(h[m, :] @ Wf^T + bias_f), with
+///   h = act(x @ Wi^T + bias_i)                      or, with glu (Wi stacks the FFN-in rows on the gate rows),
+///   h[m, o] = act(a[m, o]) * a[m, U + o],  a = x @ Wi^T + bias_i   (U = wf.in, o < U),
+/// bit for bit what the unfused Linears return (grouped_linear with the activation as its epilogue, or without it
+/// then encoder_cpu::glu_rows; then grouped_linear with `epilogue`). The SpMM path keeps the FFN-in's Y^T tile,
+/// activated in place, and hands it to the FFN-out kernel as its transposed activations: the intermediate is never
+/// transposed back and forth. Returns false, with y not written, when it cannot take that path -- the GEMV path of
+/// <= 2 tokens, an FFN without neurons, a NaN / inf in x or in the intermediate (the per-Linear exact recomputation
+/// above defines those outputs) --, and the caller then runs the unfused Linears.
+///   x : float32 [M, wi.in] (row stride ldx); wi.out must be wf.in (2 wf.in with glu); y : float32 [M, wf.out]
+///   (stride ldy), not overlapping x or the residual; bias_i / bias_f: [wi.out] / [wf.out] or nullptr.
+bool grouped_ffn(const float* x, int64_t M, int64_t ldx, const GroupedWeight& wi, const float* bias_i,
+                 Activation act, bool glu, const GroupedWeight& wf, const float* bias_f, float* y, int64_t ldy,
+                 Isa isa, const Epilogue& epilogue = Epilogue());
 
 /// The epilogue of one value, scalar (std::erf / std::tanh): act(v) + residual[m * ldr + o].
 float apply_epilogue(float v, const Epilogue& epilogue, int64_t m, int64_t o);

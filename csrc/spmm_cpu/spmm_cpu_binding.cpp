@@ -20,6 +20,7 @@
 
 #include "binding_checks.h"
 #include "encoder_binding.h"
+#include "encoder_cpu.h"
 #include "spmm_cpu.h"
 
 namespace {
@@ -100,35 +101,49 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& 
   return y;
 }
 
-// grouped_ffn (spmm_cpu.h) on two packed weights: Wi [ffn, in] and Wf [out, ffn].
+// grouped_ffn (spmm_cpu.h) on two packed weights: Wi [ffn_features (2 ffn_features with glu), in] and
+// Wf [out, ffn_features]; where grouped_ffn declines, the unfused Linears, as the fused encoder runs them.
 at::Tensor ffn(const at::Tensor& x, const at::Tensor& ptr_i, const at::Tensor& col_i, const at::Tensor& val_i,
                int64_t in_features, int64_t ffn_features, int64_t group_rows_i, int64_t chunk_i,
-               const c10::optional<at::Tensor>& bias_i, int64_t act, const at::Tensor& ptr_f, const at::Tensor& col_f,
-               const at::Tensor& val_f, int64_t out_features, int64_t group_rows_f, int64_t chunk_f,
-               const c10::optional<at::Tensor>& bias_f, const c10::optional<at::Tensor>& residual,
+               const c10::optional<at::Tensor>& bias_i, int64_t act, bool glu, const at::Tensor& ptr_f,
+               const at::Tensor& col_f, const at::Tensor& val_f, int64_t out_features, int64_t group_rows_f,
+               int64_t chunk_f, const c10::optional<at::Tensor>& bias_f, const c10::optional<at::Tensor>& residual,
                const std::string& isa_name) {
+  namespace sc = sparsekit::spmm_cpu;
   const Isa isa = checked_isa(isa_name);
   const at::Tensor xc = checked_x(x, in_features);
-  const sparsekit::spmm_cpu::GroupedWeight wi =
-      checked_weight(ptr_i, col_i, val_i, in_features, ffn_features, group_rows_i, chunk_i, isa);
-  const sparsekit::spmm_cpu::GroupedWeight wf =
+  TORCH_CHECK_VALUE(ffn_features >= 0 && ffn_features <= INT32_MAX / 2, "sparsekit: ffn_features must be in [0, "
+                    "2**30), got ", ffn_features);
+  const int64_t rows_i = glu ? 2 * ffn_features : ffn_features;
+  const sc::GroupedWeight wi = checked_weight(ptr_i, col_i, val_i, in_features, rows_i, group_rows_i, chunk_i, isa);
+  const sc::GroupedWeight wf =
       checked_weight(ptr_f, col_f, val_f, ffn_features, out_features, group_rows_f, chunk_f, isa);
-  const float* bi = checked_bias(bias_i, ffn_features, "bias_i");
+  const float* bi = checked_bias(bias_i, rows_i, "bias_i");
   const float* bf = checked_bias(bias_f, out_features, "bias_f");
   const int64_t M = xc.size(0);
   const int64_t ldx = M > 1 ? xc.stride(0) : in_features;
-  const sparsekit::spmm_cpu::Activation a = checked_act(act);
-  sparsekit::spmm_cpu::Epilogue ep;
+  const sc::Activation a = checked_act(act);
+  sc::Epilogue ep;
   at::Tensor rc;
   ep.residual = checked_residual(residual, M, out_features, &rc);
   ep.ldr = out_features;
 
   at::Tensor y = at::empty({M, out_features}, x.options());
   if (M == 0 || out_features == 0) return y;
+  at::Tensor u = at::empty({M, rows_i}, x.options()), g = glu ? at::empty({M, ffn_features}, x.options()) : u;
   {
     pybind11::gil_scoped_release no_gil;
-    sparsekit::spmm_cpu::grouped_ffn(xc.data_ptr<float>(), M, ldx, wi, bi, a, wf, bf, y.data_ptr<float>(),
-                                     out_features, isa, ep);
+    float* yp = y.data_ptr<float>();
+    if (!sc::grouped_ffn(xc.data_ptr<float>(), M, ldx, wi, bi, a, glu, wf, bf, yp, out_features, isa, ep)) {
+      sc::Epilogue act_only;
+      act_only.act = glu ? sc::Activation::kNone : a;
+      sc::grouped_linear(xc.data_ptr<float>(), M, ldx, wi, bi, u.data_ptr<float>(), rows_i, isa, act_only);
+      if (glu) {
+        sparsekit::encoder_cpu::glu_rows(u.data_ptr<float>(), rows_i, M, ffn_features, a, g.data_ptr<float>(),
+                                         ffn_features, isa);
+      }
+      sc::grouped_linear(g.data_ptr<float>(), M, ffn_features, wf, bf, yp, out_features, isa, ep);
+    }
   }
   return y;
 }
@@ -168,11 +183,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "[M, out]; act: 0 none, 1 gelu (erf), 2 gelu (tanh), 3 relu.");
   m.def("ffn", &ffn, pybind11::arg("x"), pybind11::arg("ptr_i"), pybind11::arg("col_i"), pybind11::arg("val_i"),
         pybind11::arg("in_features"), pybind11::arg("ffn_features"), pybind11::arg("group_rows_i"),
-        pybind11::arg("chunk_i"), pybind11::arg("bias_i"), pybind11::arg("act"), pybind11::arg("ptr_f"),
+        pybind11::arg("chunk_i"), pybind11::arg("bias_i"), pybind11::arg("act"), pybind11::arg("glu"),
+        pybind11::arg("ptr_f"),
         pybind11::arg("col_f"), pybind11::arg("val_f"), pybind11::arg("out_features"), pybind11::arg("group_rows_f"),
         pybind11::arg("chunk_f"), pybind11::arg("bias_f"), pybind11::arg("residual"), pybind11::arg("isa"),
-        "y = act(x @ Wi^T + bias_i) @ Wf^T + bias_f + residual for two packed weights, without a row-major "
-        "intermediate (spmm_cpu.h grouped_ffn; the fused encoder's FFN); bit for bit two linear() calls.");
+        "y = h @ Wf^T + bias_f + residual, h = act(x @ Wi^T + bias_i) (glu: act(a) * gate of a = x @ Wi^T + bias_i) "
+        "for two packed weights, as the fused encoder runs its FFN (spmm_cpu.h grouped_ffn: no row-major "
+        "intermediate where it applies); bit for bit the unfused linear() calls.");
   m.def("validate_packed", &validate_packed, pybind11::arg("ptr"), pybind11::arg("col"), pybind11::arg("val"),
         pybind11::arg("in_features"), pybind11::arg("out_features"), pybind11::arg("group_rows"),
         pybind11::arg("chunk"), pybind11::arg("isa"),
