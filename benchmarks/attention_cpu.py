@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +28,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sparsekit.kernels import cpu
 from sparsekit.kernels.encoder import packed_attention
-from sparsekit.machine import header
 from sparsekit.runtime import packing
 from sparsekit.timing import measure_interleaved
 
-from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from results_io import RESULTS, add_timing_args, header_lines, parse_kernel_args, rows_result, write_result
 
 HEADS, DIM = 12, 64
 SHAPES = [(1, 16), (1, 32), (1, 64), (1, 128), (1, 256), (1, 384), (1, 512), (8, 32), (8, 128), (8, 384)]
@@ -107,14 +106,9 @@ def bench_shape(batch: int, seq: int, args, gen: torch.Generator) -> dict:
 
 
 def markdown(result: dict) -> str:
-    m = result["machine"]
     names = ["sparsekit", "sdpa-flash", "sdpa-math", "sdpa-flash (kernel only)", "sdpa-math (kernel only)"]
     lines = ["# Attention on packed tokens: sparsekit's kernel vs PyTorch SDPA (flash, math), CPU", "",
-             f"Command: `{result['command']}`  ",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {result['threads']} threads, flags "
-             f"{' '.join(m['cpu_flags'])}, kernel ISA {result['isa']}  ",
-             f"Versions: torch {result['versions']['torch']}, sparsekit {result['versions']['sparsekit']}  ",
-             f"Date: {result['date']}", "",
+             *header_lines(result), "",
              f"BERT-base heads ({HEADS} x {DIM}), fp32; median ms of interleaved rounds; batches of 8 have random "
              "lengths in [T/2, T] (padding masked). `sdpa-*`: packed -> padded -> SDPA -> packed, what the runtime "
              "would run; `(kernel only)`: SDPA on ready padded tensors.", "",
@@ -141,16 +135,9 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--min-seconds", type=float, default=0.3)
+    add_timing_args(parser)
     parser.add_argument("--name", default="attention_cpu")
-    args = parser.parse_args(argv)
-    if not cpu.available():
-        raise SystemExit(f"the C++ kernels are not built: {cpu.unavailable_reason()}")
-    torch.set_num_threads(args.threads)
+    args = parse_kernel_args(parser, argv)
     gen = torch.Generator().manual_seed(0)
     rows = []
     with torch.inference_mode():
@@ -159,9 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
             r = rows[-1]
             print(f"{batch}x{seq}: " + ", ".join(f"{n} {v:.3f} ms" for n, v in r["median_ms"].items()),
                   file=sys.stderr, flush=True)
-    result = {**header(), "command": "python benchmarks/attention_cpu.py " + " ".join(argv or sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "isa": cpu.isa(), "threads": args.threads,
-              "rows": rows}
+    result = rows_result("attention_cpu", argv, isa=cpu.isa(), threads=args.threads, rows=rows)
     write_result(RESULTS / args.name, result, markdown(result))
     return result
 

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 
 from sparsekit.kernels import cpu
 from sparsekit.kernels.cpu_layout import pack_cpu_csr
-from sparsekit.machine import header
 from sparsekit.timing import measure_interleaved
 
-from results_io import RESULTS, write_result  # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from results_io import RESULTS, add_timing_args, header_lines, parse_kernel_args, rows_result, write_result
 
 HIDDEN = 768
 #: FFN layout -> (FFN width, GLU): BERT-base's FFN and ModernBERT-base's gated one.
@@ -67,13 +66,8 @@ def bench_row(layout: str, sparsity: float, tokens: int, args, gen: torch.Genera
 
 
 def markdown(result: dict) -> str:
-    m = result["machine"]
     lines = ["# Fused FFN (grouped_ffn) vs the unfused sparse Linear calls it replaces, CPU", "",
-             f"Command: `{result['command']}`  ",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {result['threads']} threads, flags "
-             f"{' '.join(m['cpu_flags'])}, kernel ISA {result['isa']}  ",
-             f"Versions: torch {result['versions']['torch']}, sparsekit {result['versions']['sparsekit']}  ",
-             f"Date: {result['date']}", "",
+             *header_lines(result), "",
              f"Hidden {HIDDEN}; BERT-base FFN 3072 wide, ModernBERT-base GLU FFN 1152 wide (FFN-in 2304 rows); "
              "random unstructured masks, GELU, the residual add in the FFN-out's epilogue, fp32; median ms of "
              "interleaved rounds. Both variants return the same bits (checked before timing).", "",
@@ -87,18 +81,11 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    add_timing_args(parser, rounds=5)
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.8, 0.9, 0.95, 0.97])
     parser.add_argument("--tokens", type=int, nargs="+", default=[32, 128, 1024])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--min-seconds", type=float, default=0.3)
     parser.add_argument("--name", default="ffn_cpu")
-    args = parser.parse_args(argv)
-    if not cpu.available():
-        raise SystemExit(f"the C++ kernels are not built: {cpu.unavailable_reason()}")
-    torch.set_num_threads(args.threads)
+    args = parse_kernel_args(parser, argv)
     gen = torch.Generator().manual_seed(0)
     rows = []
     with torch.inference_mode():
@@ -110,9 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
                     print(f"{layout} {sparsity:.0%} {tokens} tokens: unfused {r['median_ms']['unfused']:.3f} ms, "
                           f"fused {r['median_ms']['fused']:.3f} ms ({r['speedup']:.2f}x)", file=sys.stderr,
                           flush=True)
-    result = {**header(), "command": "python benchmarks/ffn_cpu.py " + " ".join(argv or sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "isa": cpu.isa(), "threads": args.threads,
-              "rows": rows}
+    result = rows_result("ffn_cpu", argv, isa=cpu.isa(), threads=args.threads, rows=rows)
     write_result(RESULTS / args.name, result, markdown(result))
     return result
 

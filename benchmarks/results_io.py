@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sparsekit.machine import AVX2_LIMITS, cpu_flags, isa_limits
+from sparsekit.machine import AVX2_LIMITS, cpu_flags, header, isa_limits
 
 #: The committed results of the benchmark scripts.
 RESULTS = Path(__file__).parent / "results"
@@ -49,6 +50,51 @@ def write_result(stem: Path, result: dict, markdown: str | list[str] | None = No
         if not quiet:
             print(markdown if isinstance(markdown, str) else "\n".join(markdown))
     return json_path
+
+
+def add_timing_args(parser, *, threads: int = 2, rounds: int = 3, warmup: int = 3, repeats: int = 20,
+                    min_seconds: float = 0.3) -> None:
+    """The options of a script that times with ``sparsekit.timing.measure_interleaved``: ``--threads`` (torch
+    threads), ``--rounds``, ``--warmup``, ``--repeats``, ``--min-seconds``."""
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--min-seconds", type=float, default=min_seconds)
+
+
+def parse_kernel_args(parser, argv: list[str] | None):
+    """Parse ``argv`` for a script that times sparsekit's C++ CPU kernels: refuses to run without them (SystemExit
+    with the reason) and sets torch's thread count to ``--threads``."""
+    import torch
+
+    from sparsekit.kernels import cpu
+
+    args = parser.parse_args(argv)
+    if not cpu.available():
+        raise SystemExit(f"the C++ kernels are not built: {cpu.unavailable_reason()}")
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def rows_result(script: str, argv: list[str] | None, *, isa: str, threads: int, rows: list) -> dict:
+    """A result of per-shape rows: the machine and versions (``sparsekit.machine.header``), the command that ran
+    ``benchmarks/<script>.py`` with ``argv`` (default: this process's arguments), the UTC date, the kernel ISA, the
+    thread count and the rows."""
+    return {**header(), "command": f"python benchmarks/{script}.py " + " ".join(argv or sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "isa": isa, "threads": threads, "rows": rows}
+
+
+def header_lines(result: dict) -> list[str]:
+    """The report lines under a title that name the command, the machine (CPU, cores, threads, flags, kernel ISA),
+    the versions and the date of a result with ``command``, ``machine``, ``threads``, ``isa``, ``versions``,
+    ``date``."""
+    m = result["machine"]
+    return [f"Command: `{result['command']}`  ",
+            f"Machine: {m['cpu']}, {m['cores']} cores, {result['threads']} threads, flags "
+            f"{' '.join(m['cpu_flags'])}, kernel ISA {result['isa']}  ",
+            f"Versions: torch {result['versions']['torch']}, sparsekit {result['versions']['sparsekit']}  ",
+            f"Date: {result['date']}"]
 
 
 def timing_ms(r: dict) -> dict:
