@@ -412,12 +412,10 @@ at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, con
     Epilogue residual_h;
     residual_h.residual = h;
     residual_h.ldr = hidden;
-    // Both FFN matrices sparse fp32: no row-major intermediate (grouped_ffn), unless it declines the input.
-    const bool fused_ffn = L.m[2].kind == 1 && L.m[3].kind == 1 &&
-                           spmm_cpu::grouped_ffn(ffn_in, N, hidden, L.m[2].packed, L.m[2].bias.data_ptr<float>(),
-                                                 L.act, L.glu, L.m[3].packed, L.m[3].bias.data_ptr<float>(), xy,
-                                                 hidden, isa, residual_h);
-    if (!fused_ffn) {
+    if (L.m[2].kind == 1 && L.m[3].kind == 1) {  // both sparse fp32: no row-major intermediate where it can
+      encoder_cpu::sparse_ffn(ffn_in, N, hidden, L.m[2].packed, L.m[2].bias.data_ptr<float>(), L.act, L.glu,
+                              L.m[3].packed, L.m[3].bias.data_ptr<float>(), xy, hidden, isa, residual_h);
+    } else {
       const float* ffn_hidden = u;
       if (L.glu) {
         L.m[2].run(ffn_in, N, u, Epilogue(), isa, isa8);

@@ -78,6 +78,7 @@ const EncoderOps& ops_for(Isa isa) {
 }
 
 thread_local Scratch tl_attention;  // keys transposed and scores of one item (each worker thread)
+thread_local Scratch tl_ffn;        // sparse_ffn's unfused intermediates (calling thread)
 
 // Rows per parallel work item of the row-wise passes (LayerNorm, epilogue): a parallel region costs a few
 // microseconds, more than normalising a handful of rows.
@@ -171,6 +172,26 @@ void glu_rows(const float* u, int64_t ldu, int64_t M, int64_t n, Activation act,
   at::parallel_for(0, M, kRowGrain, [&](int64_t m0, int64_t m1) {
     ops.glu_rows_range(u, ldu, n, static_cast<int>(act), g, ldg, m0, m1);
   });
+}
+
+void sparse_ffn(const float* x, int64_t M, int64_t ldx, const spmm_cpu::GroupedWeight& wi, const float* bias_i,
+                Activation act, bool glu, const spmm_cpu::GroupedWeight& wf, const float* bias_f, float* y,
+                int64_t ldy, Isa isa, const Epilogue& epilogue) {
+  if (spmm_cpu::grouped_ffn(x, M, ldx, wi, bias_i, act, glu, wf, bias_f, y, ldy, isa, epilogue)) return;
+  const int64_t rows = wi.out, U = wf.in;
+  float* u = tl_ffn.get(static_cast<size_t>(M * (rows + (glu ? U : 0))));
+  TORCH_CHECK(u != nullptr, "sparsekit: out of memory (FFN intermediate of ", M, " tokens)");
+  Epilogue act_only;
+  act_only.act = glu ? Activation::kNone : act;
+  spmm_cpu::grouped_linear(x, M, ldx, wi, bias_i, u, rows, isa, act_only);
+  const float* h = u;
+  if (glu) {
+    float* g = u + M * rows;
+    glu_rows(u, rows, M, U, act, g, U, isa);
+    h = g;
+  }
+  spmm_cpu::grouped_linear(h, M, U, wf, bias_f, y, ldy, isa, epilogue);
+  tl_ffn.trim();
 }
 
 }  // namespace encoder_cpu

@@ -23,7 +23,7 @@
 // (act(a) * g) Wf^T + bf where [a | g] = h Wi^T + bi (glu_rows).
 // Each of the four matrices is dense (ATen's addmm, i.e. the BLAS torch uses) or a packed sparse weight
 // (spmm_cpu.h); the layer driver (encoder_binding.cpp) calls one or the other. An FFN whose two matrices are both
-// sparse fp32 runs as spmm_cpu::grouped_ffn (no row-major intermediate; the GLU in the kept tiles) where it can.
+// sparse fp32 runs as sparse_ffn (spmm_cpu::grouped_ffn, no row-major intermediate, where it can).
 //
 // Numerics: every piece is fp32. Softmax subtracts the row maximum; exp is vec_math.inc's (relative error
 // ~1e-7); LayerNorm uses the biased variance like torch. Results differ from torch's by rounding only.
@@ -89,6 +89,15 @@ void rotary_rows(float* qkv, int64_t ldq, int64_t N, const AttentionShape& a, co
 /// g rows of stride ldg >= n).
 void glu_rows(const float* u, int64_t ldu, int64_t M, int64_t n, spmm_cpu::Activation act, float* g, int64_t ldg,
               Isa isa);
+
+/// The FFN of a layer whose two matrices are packed sparse fp32: y = epilogue(h Wf^T + bias_f) with
+/// h = act(x Wi^T + bias_i), or with glu (Wi stacks the FFN-in rows on the gate rows) the glu_rows of x Wi^T + bias_i.
+/// spmm_cpu::grouped_ffn (no row-major intermediate) where it applies, else the unfused Linears (grouped_linear with
+/// the activation in its epilogue, or without it then glu_rows; then grouped_linear with `epilogue`): the same bits
+/// either way. Shapes as grouped_ffn's.
+void sparse_ffn(const float* x, int64_t M, int64_t ldx, const spmm_cpu::GroupedWeight& wi, const float* bias_i,
+                spmm_cpu::Activation act, bool glu, const spmm_cpu::GroupedWeight& wf, const float* bias_f, float* y,
+                int64_t ldy, Isa isa, const spmm_cpu::Epilogue& epilogue);
 
 }  // namespace encoder_cpu
 }  // namespace sparsekit

@@ -410,11 +410,10 @@ bool grouped_ffn(const float* x, int64_t M, int64_t ldx, const GroupedWeight& wi
               " rows for an FFN-out of ", U, " inputs", glu ? " (GLU: FFN-in rows, then gate rows)" : "", ", it has ",
               wi.out);
   Epilogue act_only;
-  act_only.act = glu ? Activation::kNone : act;  // GLU: the activation goes on the first half, after both exist
+  act_only.act = act;
   const IsaOps& ops = checked_call(wi, isa, act_only);
   checked_call(wf, isa, epilogue);
-  TORCH_CHECK(static_cast<int>(act) >= 0 && static_cast<int>(act) <= 3, "sparsekit spmm_cpu: unknown activation ",
-              static_cast<int>(act));
+  if (glu) act_only.act = Activation::kNone;  // GLU: the activation goes on the first half, after both exist
   if (M <= 0 || wf.out <= 0) return true;
   // The GEMV path (few tokens) has no transposed layout to hand over; nor has an FFN without neurons.
   if (U == 0 || ((wi.rows == 1 || wf.rows == 1) && M <= kGemvMaxTokens)) return false;

@@ -101,8 +101,8 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& 
   return y;
 }
 
-// grouped_ffn (spmm_cpu.h) on two packed weights: Wi [ffn_features (2 ffn_features with glu), in] and
-// Wf [out, ffn_features]; where grouped_ffn declines, the unfused Linears, as the fused encoder runs them.
+// encoder_cpu::sparse_ffn, the fused encoder's FFN, on two packed weights: Wi [ffn_features (2 ffn_features with
+// glu), in] and Wf [out, ffn_features].
 at::Tensor ffn(const at::Tensor& x, const at::Tensor& ptr_i, const at::Tensor& col_i, const at::Tensor& val_i,
                int64_t in_features, int64_t ffn_features, int64_t group_rows_i, int64_t chunk_i,
                const c10::optional<at::Tensor>& bias_i, int64_t act, bool glu, const at::Tensor& ptr_f,
@@ -130,20 +130,10 @@ at::Tensor ffn(const at::Tensor& x, const at::Tensor& ptr_i, const at::Tensor& c
 
   at::Tensor y = at::empty({M, out_features}, x.options());
   if (M == 0 || out_features == 0) return y;
-  at::Tensor u = at::empty({M, rows_i}, x.options()), g = glu ? at::empty({M, ffn_features}, x.options()) : u;
   {
     pybind11::gil_scoped_release no_gil;
-    float* yp = y.data_ptr<float>();
-    if (!sc::grouped_ffn(xc.data_ptr<float>(), M, ldx, wi, bi, a, glu, wf, bf, yp, out_features, isa, ep)) {
-      sc::Epilogue act_only;
-      act_only.act = glu ? sc::Activation::kNone : a;
-      sc::grouped_linear(xc.data_ptr<float>(), M, ldx, wi, bi, u.data_ptr<float>(), rows_i, isa, act_only);
-      if (glu) {
-        sparsekit::encoder_cpu::glu_rows(u.data_ptr<float>(), rows_i, M, ffn_features, a, g.data_ptr<float>(),
-                                         ffn_features, isa);
-      }
-      sc::grouped_linear(g.data_ptr<float>(), M, ffn_features, wf, bf, yp, out_features, isa, ep);
-    }
+    sparsekit::encoder_cpu::sparse_ffn(xc.data_ptr<float>(), M, ldx, wi, bi, a, glu, wf, bf, y.data_ptr<float>(),
+                                       out_features, isa, ep);
   }
   return y;
 }
@@ -188,7 +178,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("col_f"), pybind11::arg("val_f"), pybind11::arg("out_features"), pybind11::arg("group_rows_f"),
         pybind11::arg("chunk_f"), pybind11::arg("bias_f"), pybind11::arg("residual"), pybind11::arg("isa"),
         "y = h @ Wf^T + bias_f + residual, h = act(x @ Wi^T + bias_i) (glu: act(a) * gate of a = x @ Wi^T + bias_i) "
-        "for two packed weights, as the fused encoder runs its FFN (spmm_cpu.h grouped_ffn: no row-major "
+        "for two packed weights, as the fused encoder runs its FFN (encoder_cpu.h sparse_ffn: no row-major "
         "intermediate where it applies); bit for bit the unfused linear() calls.");
   m.def("validate_packed", &validate_packed, pybind11::arg("ptr"), pybind11::arg("col"), pybind11::arg("val"),
         pybind11::arg("in_features"), pybind11::arg("out_features"), pybind11::arg("group_rows"),
