@@ -61,17 +61,27 @@ sparsekit::spmm_cpu::Activation checked_act(int64_t act) {
   return static_cast<sparsekit::spmm_cpu::Activation>(act);
 }
 
-// The residual of the epilogue: float32 [M, out_features] on the CPU (kept alive in *holder).
-const float* checked_residual(const c10::optional<at::Tensor>& residual, int64_t M, int64_t out_features,
-                              at::Tensor* holder) {
-  if (!residual.has_value()) return nullptr;
+// The output epilogue (spmm_cpu.h): act, then + residual, a float32 [M, out_features] CPU tensor (kept alive in
+// *holder) or none.
+sparsekit::spmm_cpu::Epilogue checked_epilogue(int64_t act, const c10::optional<at::Tensor>& residual, int64_t M,
+                                               int64_t out_features, at::Tensor* holder) {
+  sparsekit::spmm_cpu::Epilogue ep;
+  ep.act = checked_act(act);
+  ep.ldr = out_features;
+  if (!residual.has_value()) return ep;
   *holder = residual->contiguous();
   const at::Tensor& rc = *holder;
   TORCH_CHECK_TYPE(rc.scalar_type() == at::kFloat, "sparsekit: residual must be float32, got ", rc.scalar_type());
   TORCH_CHECK_VALUE(rc.device().is_cpu() && rc.dim() == 2 && rc.size(0) == M && rc.size(1) == out_features,
                     "sparsekit: residual must be a CPU tensor of shape [", M, ", ", out_features, "], got ",
                     rc.sizes());
-  return rc.data_ptr<float>();
+  ep.residual = rc.data_ptr<float>();
+  return ep;
+}
+
+// The row stride the kernels read x with (checked_x's x; one row: in_features).
+int64_t row_stride(const at::Tensor& xc, int64_t in_features) {
+  return xc.size(0) > 1 ? xc.stride(0) : in_features;
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& col, const at::Tensor& val,
@@ -84,19 +94,15 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& 
       checked_weight(ptr, col, val, in_features, out_features, group_rows, chunk, isa);
   const float* bias_ptr = checked_bias(bias, out_features, "bias");
   const int64_t M = xc.size(0);
-  const int64_t ldx = M > 1 ? xc.stride(0) : in_features;
-  sparsekit::spmm_cpu::Epilogue ep;
-  ep.act = checked_act(act);
   at::Tensor rc;
-  ep.residual = checked_residual(residual, M, out_features, &rc);
-  ep.ldr = out_features;
+  const sparsekit::spmm_cpu::Epilogue ep = checked_epilogue(act, residual, M, out_features, &rc);
 
   at::Tensor y = at::empty({M, out_features}, x.options());
   if (M == 0 || out_features == 0) return y;
   {
     pybind11::gil_scoped_release no_gil;
-    sparsekit::spmm_cpu::grouped_linear(xc.data_ptr<float>(), M, ldx, w, bias_ptr, y.data_ptr<float>(),
-                                        out_features, isa, ep);
+    sparsekit::spmm_cpu::grouped_linear(xc.data_ptr<float>(), M, row_stride(xc, in_features), w, bias_ptr,
+                                        y.data_ptr<float>(), out_features, isa, ep);
   }
   return y;
 }
@@ -121,19 +127,16 @@ at::Tensor ffn(const at::Tensor& x, const at::Tensor& ptr_i, const at::Tensor& c
   const float* bi = checked_bias(bias_i, rows_i, "bias_i");
   const float* bf = checked_bias(bias_f, out_features, "bias_f");
   const int64_t M = xc.size(0);
-  const int64_t ldx = M > 1 ? xc.stride(0) : in_features;
-  const sc::Activation a = checked_act(act);
-  sc::Epilogue ep;
+  const sc::Activation a = checked_act(act);  // the FFN-in's; the output epilogue adds the residual only
   at::Tensor rc;
-  ep.residual = checked_residual(residual, M, out_features, &rc);
-  ep.ldr = out_features;
+  const sc::Epilogue ep = checked_epilogue(0, residual, M, out_features, &rc);
 
   at::Tensor y = at::empty({M, out_features}, x.options());
   if (M == 0 || out_features == 0) return y;
   {
     pybind11::gil_scoped_release no_gil;
-    sparsekit::encoder_cpu::sparse_ffn(xc.data_ptr<float>(), M, ldx, wi, bi, a, glu, wf, bf, y.data_ptr<float>(),
-                                       out_features, isa, ep);
+    sparsekit::encoder_cpu::sparse_ffn(xc.data_ptr<float>(), M, row_stride(xc, in_features), wi, bi, a, glu, wf, bf,
+                                       y.data_ptr<float>(), out_features, isa, ep);
   }
   return y;
 }
