@@ -5,7 +5,11 @@ for every seed of ``--seeds`` (default 42 43 44). Each row is one ``sparsekit.pr
 as the CLI) in its own directory ``<work-dir>/<task>-<budget>/seed<seed>/<method>-<keep>``: a finished row is
 reused (after checking that its settings are the ones asked for), an interrupted row continues from its last
 checkpoint (``resume=True``, every ``--save-every`` steps), so a table can be completed over several sittings:
-stop the benchmark at any point and run the same command again. The seed is PruneConfig.seed: it changes the
+stop the benchmark at any point and run the same command again. The run directories are not committed, so on a
+fresh clone (or another machine) the finished rows of the committed table are the record: a row whose directory
+holds no finished run is taken from the table's results file (``--reuse-results``, by default the file this
+command writes) when that file was made with the same task, model and budget; the report says which rows were
+taken so and which machine trained each row. The seed is PruneConfig.seed: it changes the
 new head's init, the data order, dropout and, at the CPU budget, the seeded train subset; the initial mask
 scores of SMP / movement are a constant or |W| by definition (no seed in them; AbP's random logits are seeded).
 
@@ -205,14 +209,73 @@ def _check_reusable(out: Path, config: PruneConfig) -> None:
         raise SystemExit(f"{out} holds a finished run with other settings ({detail}); use another --work-dir")
 
 
-def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Path, block: str = "1x1") -> dict:
-    """Run (or reuse, or resume) one row; its record for the report (see sparsekit.bench.accuracy)."""
+def recorded_rows(path: Path | None, args, budget: Budget) -> dict[tuple[str, float, int], dict]:
+    """The finished rows of an earlier results file of this table, keyed by (row name, target keep, seed).
+
+    Empty when ``path`` is None or missing. Stops when the file was made for another task, model or budget (its
+    rows would be a different experiment). Each row carries the machine that trained it (``machine``; rows of
+    files written before rows recorded it: the file's machine) and ``reused_from`` (the file)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+        rows = saved["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"--reuse-results {path}: not an accuracy results file ({exc}); pass another file or "
+                         f"--reuse-results none") from None
+    # Files written before the model was recorded are all MiniLM tables (the only model they were run with).
+    wanted = {"task": args.task, "model": args.model, "budget": budget.description}
+    found = {"task": saved.get("task"), "model": saved.get("model", "minilm"), "budget": saved.get("budget")}
+    diff = {k: (found[k], v) for k, v in wanted.items() if found[k] != v}
+    if diff:
+        detail = "; ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in diff.items())
+        raise SystemExit(f"--reuse-results {path} holds another table ({detail}); pass --reuse-results none or "
+                         f"another --name")
+    cpu = (saved.get("machine") or {}).get("cpu")
+    return {(r["method"], r["target_keep"], r["seed"]): dict(r, machine=r.get("machine") or cpu,
+                                                           reused_from=r.get("reused_from") or str(path))
+            for r in rows}
+
+
+def planned_rows(args) -> set[tuple[str, float, int]]:
+    """The (row name, target keep, seed) of every row this invocation's table holds."""
+    return {(row_name(m, b, args.score_lr), k, seed) for seed in args.seeds
+            for m, k, b in [("finetune", 1.0, "1x1")] + [(m, k, b) for k in args.keeps for b in args.block
+                                                         for m in args.methods]}
+
+
+def _check_no_rows_lost(target: Path, args) -> None:
+    """Stop before any training when writing this table over ``target`` would drop rows it holds (other seeds,
+    methods or remaining fractions): a smaller table goes to another ``--name``."""
+    if not target.is_file():
+        return
+    try:
+        held = {(r["method"], r["target_keep"], r["seed"]) for r in json.loads(target.read_text())["rows"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not a table of this benchmark: recorded_rows says so where it is read
+    lost = sorted(held - planned_rows(args), key=str)
+    if lost:
+        names = ", ".join(f"{m} @{100 * k:g}% seed {s}" for m, k, s in lost[:6]) + (" ..." if len(lost) > 6 else "")
+        raise SystemExit(f"{target} holds rows this table does not ({names}); writing it would drop them. Pass "
+                         f"--name for a table of its own, or the seeds / methods / keeps that include them")
+
+
+def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Path, block: str = "1x1",
+            recorded: dict | None = None) -> dict:
+    """Run (or reuse, or resume) one row; its record for the report (see sparsekit.bench.accuracy).
+
+    A finished run in the row's directory is reused; else a row of ``recorded`` (see recorded_rows) with the same
+    name, target keep and seed, unless the directory holds an interrupted run of it (which then resumes)."""
     config = row_config(method, keep, seed, args, budget, work, block)
     out = Path(config.output_dir)
     wall_file = out.parent / f"{out.name}.wall.json"
+    key = (row_name(method, block, args.score_lr), keep if method != "finetune" else 1.0, seed)
     if (out / "metrics.json").is_file():
         _check_reusable(out, config)
         print(f"reusing {out}", file=sys.stderr)
+    elif recorded and key in recorded and not complete_checkpoints(out):
+        print(f"reusing {key[0]} @{key[1]:g} seed {seed} from {recorded[key]['reused_from']}", file=sys.stderr)
+        return recorded[key]
     else:
         config.resume = bool(complete_checkpoints(out))
         config.overwrite = out.exists() and not config.resume
@@ -225,7 +288,8 @@ def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Pat
             prune(config)
         finally:
             wall = {"wall_seconds": wall["wall_seconds"] + time.time() - started, "sittings": wall["sittings"] + 1,
-                    "threads": sorted({*wall.get("threads", []), torch.get_num_threads()})}
+                    "threads": sorted({*wall.get("threads", []), torch.get_num_threads()}),
+                    "machine": machine_info()["cpu"]}
             out.parent.mkdir(parents=True, exist_ok=True)
             wall_file.write_text(json.dumps(wall) + "\n")
     metrics = json.loads((out / "metrics.json").read_text())
@@ -240,7 +304,8 @@ def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Pat
             "metrics": {name: metrics[name] for name in TASKS[args.task] if name in metrics},
             "train_seconds": metrics["train_seconds"], "wall_seconds": wall["wall_seconds"],
             "sittings": wall["sittings"], "threads": wall.get("threads"), "steps": metrics["steps"],
-            "run_dir": str(out), "resumed_from": recipe.get("resumed_from")}
+            "run_dir": str(out), "resumed_from": recipe.get("resumed_from"),
+            "machine": wall.get("machine") or machine_info()["cpu"]}
 
 
 def compare_structure(args, work: Path) -> dict:
@@ -332,7 +397,8 @@ def build_result(rows: list[dict], args, budget: Budget, wall_seconds: float) ->
     chains = [tuple(row_name(method, block, args.score_lr) for method, block in chain) for chain in CHAINS]
     inequalities = [check for metric in metric_names for chain in chains
                     for check in report.inequality_checks(configs, metric, chain)]
-    return {"benchmark": "accuracy", "task": args.task, "note": NOTES.get(args.task), "budget": budget.description,
+    return {"benchmark": "accuracy", "task": args.task, "model": args.model, "note": NOTES.get(args.task),
+            "budget": budget.description,
             "budget_name": budget.name,
             "seeds": list(args.seeds), "metric_names": metric_names,
             "command": " ".join(["python"] + sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -374,6 +440,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="remaining fractions of the pruning rows (none: the dense rows only)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/accuracy"),
                         help="where the per-row runs go (finished rows are reused, interrupted ones resumed)")
+    parser.add_argument("--reuse-results", default=None, metavar="FILE",
+                        help="take the rows whose directory holds no finished run from this earlier results file of "
+                             "the same table ('none': never) [the JSON this command writes]")
     parser.add_argument("--name", default=None,
                         help="results file stem [accuracy_<task>_<cpu|full>_seeds; structured_smp_<cpu|full>]")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
@@ -422,15 +491,19 @@ def _main(args: argparse.Namespace) -> dict:
         write_result(args.results_dir / stem, result, structure_markdown(result))
         return result
     started = time.time()
+    stem = args.name or f"accuracy_{args.task}_{budget.name}_seeds"
+    target = args.results_dir / f"{stem}.json"
+    reuse = {None: target, "none": None}.get(args.reuse_results, args.reuse_results)
+    recorded = recorded_rows(None if reuse is None else Path(reuse), args, budget)
+    _check_no_rows_lost(target, args)
     rows = []
     for seed in args.seeds:
-        rows.append(run_row("finetune", 1.0, seed, args, budget, work))
+        rows.append(run_row("finetune", 1.0, seed, args, budget, work, recorded=recorded))
         for keep in args.keeps:
             for block in args.block:
                 for method in args.methods:
-                    rows.append(run_row(method, keep, seed, args, budget, work, block))
+                    rows.append(run_row(method, keep, seed, args, budget, work, block, recorded=recorded))
     result = build_result(rows, args, budget, time.time() - started)
-    stem = args.name or f"accuracy_{args.task}_{budget.name}_seeds"
     write_result(args.results_dir / stem, result, report.to_markdown(result))
     report.plot(result, args.results_dir / f"{stem}.png")
     return result

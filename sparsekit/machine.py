@@ -27,17 +27,25 @@ def isa_limits() -> dict[str, str]:
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
-    name, flags = platform.processor() or "unknown", set()
+    """The CPU's name and its flags. Virtual machines often report a generic name ("AMD EPYC", "Intel(R) Xeon(R)
+    Processor"), so the x86 family and model numbers are appended where /proc/cpuinfo has them: they tell the
+    generation apart (AMD family 25 is Zen 3 / Zen 4; a hypervisor may still hide some of its instructions, which
+    the flags show)."""
+    name, flags, ids = platform.processor() or "unknown", set(), {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             key = key.strip()
             if key == "model name" and name in ("unknown", "", "x86_64"):
                 name = value.strip()
+            elif key in ("cpu family", "model") and key not in ids:
+                ids[key] = value.strip()
             elif key in ("flags", "Features") and not flags:
                 flags = set(value.split())
     except OSError:
         pass
+    if len(ids) == 2 and ids["model"].isdigit():
+        name = f"{name} (family {ids['cpu family']}, model {ids['model']})"
     return name, flags
 
 

@@ -145,7 +145,12 @@ def test_rows_per_seed_reuse_and_resume(bench, tiny_model_dir, tmp_path, monkeyp
     config.stop_after = 2
     prune(config)
     assert (work / "seed2" / "finetune-1" / "checkpoints" / "step-2").is_dir()
-    resumed = bench.main(_argv(tiny_model_dir, tmp_path, [2]))
+    # A table of seed 2 alone would drop seeds 0 and 1 from acc.json: refused before any training.
+    before = (tmp_path / "results" / "acc.json").read_text()
+    with pytest.raises(SystemExit, match="writing it would drop them.*--name"):
+        bench.main(_argv(tiny_model_dir, tmp_path, [2]))
+    assert (tmp_path / "results" / "acc.json").read_text() == before
+    resumed = bench.main(_argv(tiny_model_dir, tmp_path, [2]) + ["--name", "acc-seed2"])
     row = resumed["rows"][0]
     assert row["steps"] == 4 and row["resumed_from"] and row["resumed_from"].endswith("step-2")
 
@@ -155,7 +160,56 @@ def test_a_finished_row_with_other_settings_is_not_reused(bench, tiny_model_dir,
     argv = _argv(tiny_model_dir, tmp_path, [0])
     argv[argv.index("--steps") + 1] = "6"
     with pytest.raises(SystemExit, match="other settings"):
+        bench.main(argv + ["--reuse-results", "none"])
+    # The table's results file was made with the other budget too: it is not mixed in (nor overwritten).
+    before = (tmp_path / "results" / "acc.json").read_text()
+    with pytest.raises(SystemExit, match="holds another table.*budget"):
         bench.main(argv)
+    assert (tmp_path / "results" / "acc.json").read_text() == before
+
+
+def test_rows_are_reused_from_the_results_file_when_the_run_directories_are_gone(bench, tiny_model_dir, tmp_path,
+                                                                                  monkeypatch):
+    import shutil
+
+    first = bench.main(_argv(tiny_model_dir, tmp_path, [0]))
+    assert all(r["machine"] for r in first["rows"]) and "reused_from" not in first["rows"][0]
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone: only the committed results file is left
+
+    trained = []
+
+    def only_seed_1(config):
+        assert "seed1" in config.output_dir, f"trained {config.output_dir} again"
+        trained.append(config.output_dir)
+        return prune(config)
+
+    monkeypatch.setattr(bench, "prune", only_seed_1)
+    result = bench.main(_argv(tiny_model_dir, tmp_path, [0, 1]))
+    assert len(trained) == 2  # seed 1's finetune and movement rows; seed 0's come from the file
+    reused = [r for r in result["rows"] if r.get("reused_from")]
+    assert [(r["method"], r["seed"]) for r in reused] == [("finetune", 0), ("movement", 0)]
+    assert [r["metrics"] for r in reused] == [r["metrics"] for r in first["rows"]]
+    assert all(r["reused_from"] == str(tmp_path / "results" / "acc.json") for r in reused)
+    md = (tmp_path / "results" / "acc.md").read_text()
+    assert "Rows taken from an earlier results file" in md and "movement @50% seed 0" in md
+    # Rows keep the machine that trained them; a report of one machine does not list machines.
+    assert "different machines" not in md
+    data = json.loads((tmp_path / "results" / "acc.json").read_text())
+    data["rows"][0]["machine"] = "another CPU"
+    assert "**another CPU**: finetune @100% seed 0" in report.to_markdown(dict(_result(data["rows"]),
+                                                                               rows=data["rows"]))
+
+    # An interrupted run in the row's directory wins over the file: it resumes instead of being replaced.
+    monkeypatch.setattr(bench, "prune", prune)
+    args = bench.parse_args(_argv(tiny_model_dir, tmp_path, [0]))
+    work = tmp_path / "runs" / "sst2-cpu"
+    config = bench.row_config("finetune", 1.0, 0, args, bench.budget_for(args), work)
+    config.stop_after = 2
+    prune(config)
+    again = bench.main(_argv(tiny_model_dir, tmp_path, [0, 1]))
+    assert again["rows"][0]["resumed_from"].endswith("step-2") and "reused_from" not in again["rows"][0]
+    assert again["rows"][1]["reused_from"]  # seed 0's movement row: still from the file
+    assert not any(r.get("reused_from") for r in again["rows"][2:])  # seed 1's rows: from their directories
 
 
 def test_block_rows_are_their_own_rows_beside_the_unstructured_ones(bench, tiny_model_dir, tmp_path, monkeypatch):
@@ -186,7 +240,10 @@ def test_score_lr_rows_are_their_own_rows_and_the_checks_follow_them(bench, tiny
 
     monkeypatch.setattr(bench, "prune", only_new_lr_rows)
     monkeypatch.setitem(bench.CLOSENESS, "sst2", {"accuracy": [("movement", 0.5, 0.5)]})
-    result = bench.main(_argv(tiny_model_dir, tmp_path, [0]) + ["--score-lr", "0.05"])
+    # Its budget differs (the score LR): not written over the recipe-rate table, whose rows it would mix in.
+    with pytest.raises(SystemExit, match="holds another table"):
+        bench.main(_argv(tiny_model_dir, tmp_path, [0]) + ["--score-lr", "0.05"])
+    result = bench.main(_argv(tiny_model_dir, tmp_path, [0]) + ["--score-lr", "0.05", "--name", "acc-slr"])
     assert [r["method"] for r in result["rows"]] == ["finetune", "movement-slr0.05"]
     work = tmp_path / "runs" / "sst2-cpu" / "seed0"
     assert trained == [(str(work / "movement-slr0.05-0.5"), 0.05)]

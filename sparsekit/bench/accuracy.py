@@ -3,7 +3,8 @@ JSON / markdown / PNG writers of ``benchmarks/accuracy.py``.
 
 A *row* is one finished run: ``{"method", "target_keep", "seed", "density", "metrics": {name: value},
 "train_seconds", "wall_seconds", "steps", "run_dir", "resumed_from"}`` and optionally ``"sittings"`` and
-``"threads"`` (the torch thread counts its sittings trained on); metric values are fractions, e.g. accuracy 0.83.
+``"threads"`` (the torch thread counts its sittings trained on), ``"machine"`` (the CPU that trained it) and
+``"reused_from"`` (the earlier results file it was taken from); metric values are fractions, e.g. accuracy 0.83.
 A *configuration* is a (method, target_keep) pair; its rows differ only in the seed.
 """
 from __future__ import annotations
@@ -149,6 +150,22 @@ def to_markdown(result: dict) -> str:
     if other:
         lines += ["", "Rows trained on other torch thread counts than the header's (wall times not comparable with "
                       "the others'): " + "; ".join(other) + "."]
+    by_machine: dict[str, list[str]] = {}
+    rows = result.get("rows", [])
+    for r in rows:
+        by_machine.setdefault(r.get("machine") or m["cpu"], []).append(
+            f"{r['method']} @{100 * r['target_keep']:g}% seed {r['seed']}")
+    if len(by_machine) > 1:
+        lines += ["", "Rows were trained on different machines (pruning trajectories, hence metrics and wall times, "
+                      "differ between CPUs): " + "; ".join(f"**{cpu}**: {', '.join(names)}"
+                                                            for cpu, names in by_machine.items()) + "."]
+    reused = sorted({r["reused_from"] for r in rows if r.get("reused_from")})
+    if reused:
+        lines += ["", "Rows taken from an earlier results file of this table (their run directories were not on the "
+                      "machine that wrote this report): " + "; ".join(
+                          f"`{src}`: " + ", ".join(f"{r['method']} @{100 * r['target_keep']:g}% seed {r['seed']}"
+                                                  for r in rows if r.get("reused_from") == src)
+                          for src in reused) + "."]
     if result["closeness"]:
         lines += ["", "| target (means) | met | difference | dense std | method std |", "|---|---|---:|---:|---:|"]
         for t in result["closeness"]:
