@@ -135,13 +135,15 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=3, help="rounds of every piece; each piece keeps its best round")
     p.add_argument("--isa", choices=ISAS, default="native",
                    help="avx2: every engine that can be limited at AVX2 + FMA (results runtime_profile_cpu_avx2)")
+    p.add_argument("--name", default=None,
+                   help="results file stem [runtime_profile_cpu; runtime_profile_cpu_avx2 with --isa avx2]")
     args = p.parse_args(argv)
     run_with_isa(args.isa, argv)
     torch.set_num_threads(args.threads)
     rows = [profile(s, args.tokens, args.rounds) for s in args.sparsities]
     command = " ".join(["python", "benchmarks/runtime_profile.py", *(argv if argv is not None else sys.argv[1:])])
     result = {**header(), "isa": cpu.isa(), "threads": args.threads, "rows": rows, "command": command}
-    stem = "runtime_profile_cpu" + ("_avx2" if args.isa == "avx2" else "")
+    stem = args.name or "runtime_profile_cpu" + ("_avx2" if args.isa == "avx2" else "")
     write_result(RESULTS / stem, result, markdown_lines(result), indent=1, final_newline=False)
 
 
