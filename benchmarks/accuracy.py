@@ -494,6 +494,8 @@ def _main(args: argparse.Namespace) -> dict:
     stem = args.name or f"accuracy_{args.task}_{budget.name}_seeds"
     target = args.results_dir / f"{stem}.json"
     reuse = {None: target, "none": None}.get(args.reuse_results, args.reuse_results)
+    if args.reuse_results not in (None, "none") and not Path(reuse).is_file():
+        raise SystemExit(f"--reuse-results {reuse}: no such file (give an accuracy results JSON, or 'none')")
     recorded = recorded_rows(None if reuse is None else Path(reuse), args, budget)
     _check_no_rows_lost(target, args)
     rows = []

@@ -209,6 +209,11 @@ def test_rows_are_reused_from_the_results_file_when_the_run_directories_are_gone
     again = bench.main(_argv(tiny_model_dir, tmp_path, [0, 1]))
     assert again["rows"][0]["resumed_from"].endswith("step-2") and "reused_from" not in again["rows"][0]
     assert again["rows"][1]["reused_from"]  # seed 0's movement row: still from the file
+    with pytest.raises(SystemExit, match="no such file"):
+        bench.main(_argv(tiny_model_dir, tmp_path, [0, 1]) + ["--reuse-results", str(tmp_path / "missing.json")])
+    (tmp_path / "other.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="not an accuracy results file"):
+        bench.main(_argv(tiny_model_dir, tmp_path, [0, 1]) + ["--reuse-results", str(tmp_path / "other.json")])
     assert not any(r.get("reused_from") for r in again["rows"][2:])  # seed 1's rows: from their directories
 
 
