@@ -8,7 +8,7 @@ checkpoint (``resume=True``, every ``--save-every`` steps), so a table can be co
 stop the benchmark at any point and run the same command again. The run directories are not committed, so on a
 fresh clone (or another machine) the finished rows of the committed table are the record: a row whose directory
 holds no finished run is taken from the table's results file (``--reuse-results``, by default the file this
-command writes) when that file was made with the same task, model and budget; the report says which rows were
+command writes) when that file was made with the same task, model, data and budget; the report says which rows were
 taken so and which machine trained each row. The seed is PruneConfig.seed: it changes the
 new head's init, the data order, dropout and, at the CPU budget, the seeded train subset; the initial mask
 scores of SMP / movement are a constant or |W| by definition (no seed in them; AbP's random logits are seeded).
@@ -212,9 +212,9 @@ def _check_reusable(out: Path, config: PruneConfig) -> None:
 def recorded_rows(path: Path | None, args, budget: Budget) -> dict[tuple[str, float, int], dict]:
     """The finished rows of an earlier results file of this table, keyed by (row name, target keep, seed).
 
-    Empty when ``path`` is None or missing. Stops when the file was made for another task, model or budget (its
-    rows would be a different experiment). Each row carries the machine that trained it (``machine``; rows of
-    files written before rows recorded it: the file's machine) and ``reused_from`` (the file)."""
+    Empty when ``path`` is None or missing. Stops when the file was made for another task, model, data directory
+    or budget (its rows would be a different experiment). Each row carries the machine that trained it
+    (``machine``; rows of files written before rows recorded it: the file's machine) and ``reused_from``."""
     if path is None or not path.is_file():
         return {}
     try:
@@ -223,9 +223,10 @@ def recorded_rows(path: Path | None, args, budget: Budget) -> dict[tuple[str, fl
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"--reuse-results {path}: not an accuracy results file ({exc}); pass another file or "
                          f"--reuse-results none") from None
-    # Files written before the model was recorded are all MiniLM tables (the only model they were run with).
-    wanted = {"task": args.task, "model": args.model, "budget": budget.description}
-    found = {"task": saved.get("task"), "model": saved.get("model", "minilm"), "budget": saved.get("budget")}
+    # Files written before the model and data were recorded are all MiniLM tables on the shipped data.
+    wanted = {"task": args.task, "model": args.model, "data_dir": args.data_dir, "budget": budget.description}
+    found = {"task": saved.get("task"), "model": saved.get("model", "minilm"), "data_dir": saved.get("data_dir"),
+             "budget": saved.get("budget")}
     diff = {k: (found[k], v) for k, v in wanted.items() if found[k] != v}
     if diff:
         detail = "; ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in diff.items())
@@ -397,7 +398,8 @@ def build_result(rows: list[dict], args, budget: Budget, wall_seconds: float) ->
     chains = [tuple(row_name(method, block, args.score_lr) for method, block in chain) for chain in CHAINS]
     inequalities = [check for metric in metric_names for chain in chains
                     for check in report.inequality_checks(configs, metric, chain)]
-    return {"benchmark": "accuracy", "task": args.task, "model": args.model, "note": NOTES.get(args.task),
+    return {"benchmark": "accuracy", "task": args.task, "model": args.model, "data_dir": args.data_dir,
+            "note": NOTES.get(args.task),
             "budget": budget.description,
             "budget_name": budget.name,
             "seeds": list(args.seeds), "metric_names": metric_names,
