@@ -26,14 +26,14 @@ def isa_limits() -> dict[str, str]:
     return {k: os.environ[k] for k in AVX2_LIMITS if k in os.environ}
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
+def _cpuinfo(text: str | None = None) -> tuple[str, set[str]]:
     """The CPU's name and its flags. Virtual machines often report a generic name ("AMD EPYC", "Intel(R) Xeon(R)
     Processor"), so the x86 family and model numbers are appended where /proc/cpuinfo has them: they tell the
     generation apart (AMD family 25 is Zen 3 / Zen 4; a hypervisor may still hide some of its instructions, which
-    the flags show)."""
+    the flags show). ``text``: the contents of /proc/cpuinfo (default: read it)."""
     name, flags, ids = platform.processor() or "unknown", set(), {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in (Path("/proc/cpuinfo").read_text() if text is None else text).splitlines():
             key, _, value = line.partition(":")
             key = key.strip()
             if key == "model name" and name in ("unknown", "", "x86_64"):

@@ -202,3 +202,15 @@ def test_isa_avx2_reruns_a_real_script_under_the_limits(tmp_path):
     assert data["fp32_isa"] == "avx2" and data["int8_isa"] == "avx2"
     assert all("dense_int8_dyn" not in r["timings"] for r in data["layers"])
     assert "Instruction set limited" in out.with_suffix(".md").read_text()
+
+
+def test_cpu_name_carries_the_x86_family_and_model(monkeypatch):
+    from sparsekit import machine
+
+    monkeypatch.setattr(machine.platform, "processor", lambda: "")
+    amd = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+           "model name\t: AMD EPYC\nflags\t\t: fpu avx2 fma\n\nprocessor\t: 1\ncpu family\t: 25\nmodel\t\t: 17\n"
+           "model name\t: AMD EPYC\n")
+    assert machine._cpuinfo(amd) == ("AMD EPYC (family 25, model 17)", {"fpu", "avx2", "fma"})
+    arm = "processor\t: 0\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n"  # no family / model lines
+    assert machine._cpuinfo(arm) == ("unknown", {"fp", "asimd"})
