@@ -233,8 +233,12 @@ def recorded_rows(path: Path | None, args, budget: Budget) -> dict[tuple[str, fl
         raise SystemExit(f"--reuse-results {path} holds another table ({detail}); pass --reuse-results none or "
                          f"another --name")
     cpu = (saved.get("machine") or {}).get("cpu")
+    try:  # as the repository names it, not this checkout's absolute path
+        source = str(path.resolve().relative_to(Path(__file__).resolve().parent.parent))
+    except ValueError:
+        source = str(path)
     return {(r["method"], r["target_keep"], r["seed"]): dict(r, machine=r.get("machine") or cpu,
-                                                           reused_from=r.get("reused_from") or str(path))
+                                                           reused_from=r.get("reused_from") or source)
             for r in rows}
 
 

@@ -189,7 +189,7 @@ def test_rows_are_reused_from_the_results_file_when_the_run_directories_are_gone
     reused = [r for r in result["rows"] if r.get("reused_from")]
     assert [(r["method"], r["seed"]) for r in reused] == [("finetune", 0), ("movement", 0)]
     assert [r["metrics"] for r in reused] == [r["metrics"] for r in first["rows"]]
-    assert all(r["reused_from"] == str(tmp_path / "results" / "acc.json") for r in reused)
+    assert all(r["reused_from"] == str(tmp_path / "results" / "acc.json") for r in reused)  # outside the repo
     md = (tmp_path / "results" / "acc.md").read_text()
     assert "Rows taken from an earlier results file" in md and "movement @50% seed 0" in md
     # Rows keep the machine that trained them; a report of one machine does not list machines.
