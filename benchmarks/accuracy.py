@@ -218,8 +218,7 @@ def recorded_rows(path: Path | None, args, budget: Budget) -> dict[tuple[str, fl
     if path is None or not path.is_file():
         return {}
     try:
-        saved = json.loads(path.read_text())
-        rows = saved["rows"]
+        saved = _saved_table(path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"--reuse-results {path}: not an accuracy results file ({exc}); pass another file or "
                          f"--reuse-results none") from None
@@ -239,7 +238,15 @@ def recorded_rows(path: Path | None, args, budget: Budget) -> dict[tuple[str, fl
         source = str(path)
     return {(r["method"], r["target_keep"], r["seed"]): dict(r, machine=r.get("machine") or cpu,
                                                            reused_from=r.get("reused_from") or source)
-            for r in rows}
+            for r in saved["rows"]}
+
+
+def _saved_table(path: Path) -> dict:
+    """An accuracy results JSON with its rows' keys checked; OSError / ValueError / KeyError / TypeError if not."""
+    saved = json.loads(path.read_text())
+    if not all({"method", "target_keep", "seed"} <= r.keys() for r in saved["rows"]):
+        raise KeyError("a row lacks method / target_keep / seed")
+    return saved
 
 
 def planned_rows(args) -> set[tuple[str, float, int]]:
@@ -255,7 +262,7 @@ def _check_no_rows_lost(target: Path, args) -> None:
     if not target.is_file():
         return
     try:
-        held = {(r["method"], r["target_keep"], r["seed"]) for r in json.loads(target.read_text())["rows"]}
+        held = {(r["method"], r["target_keep"], r["seed"]) for r in _saved_table(target)["rows"]}
     except (OSError, ValueError, KeyError, TypeError):
         return  # not a table of this benchmark: recorded_rows says so where it is read
     lost = sorted(held - planned_rows(args), key=str)
