@@ -1,7 +1,11 @@
-"""Where the fused runtime's forward goes (issue 15): each piece of ``sparsekit::encoder_layers`` timed alone.
+"""Where the fused runtime's forward goes (issue 15): each piece of ``sparsekit::encoder_layers`` timed in the real
+forward, and timed alone.
 
-BERT-base with random unstructured masks, exactly compacted, ``sparsekit.compile`` (fused runtime) at 1x128. Then,
-with the same packed weights the op holds, each piece is timed on its own (2 threads, median of 30 calls after
+BERT-base with random unstructured masks, exactly compacted, ``sparsekit.compile`` (fused runtime) at 1x128.
+In situ: the whole forward timed while the op reads a steady clock between its stages
+(``sparsekit.runtime.stage_profile``): each stage runs with the caches as the forward before it left them, so
+the stages and the rest (embeddings, packing, head, Python) add up to the forward. Alone: with the same packed
+weights the op holds, each piece is timed on its own (2 threads, median of 30 calls after
 warm-up): every fused matrix with its epilogue (the C++ kernel or BLAS, as the op calls it), the 12 attentions, the
 24 LayerNorms, the per-call index validation of the sparse weights, the embeddings; against the whole forward and
 the op alone; every piece in each of ``--rounds`` rounds, keeping its least disturbed one. Where both FFN
@@ -31,7 +35,7 @@ from sparsekit.export.compact import compact  # noqa: E402
 from sparsekit.kernels import cpu  # noqa: E402
 from sparsekit.kernels.encoder import LAYER_HEAD_META, LAYER_META, LAYER_TENSORS, MATRIX_TENSORS, SPARSE  # noqa: E402
 from sparsekit.machine import header  # noqa: E402
-from sparsekit.runtime import packing  # noqa: E402
+from sparsekit.runtime import packing, stage_profile  # noqa: E402
 from sparsekit.timing import measure  # noqa: E402
 
 #: Per fused matrix: the epilogue the op applies (activation code, residual added).
@@ -54,20 +58,22 @@ def profile(sparsity: float, tokens: int, rounds: int) -> dict:
     x = random_inputs(1, tokens, 20000, seed=1)
     # Every piece once per round; each keeps its least disturbed round (this box's speed drifts over minutes).
     timed = [one_round(model, x, tokens) for _ in range(rounds)]
-    best = {key: min(r[key] for r in timed) for key in timed[0]}
+    best = {key: min(r[key] for r in timed) for key in timed[0] if key != "in_situ"}
     forward, op, linears, attention, norms = (best[k] for k in ("forward", "op", "linears", "attention", "norms"))
     embeddings, validation = best["embeddings"], best["validation"]
     rest = op - linears - attention - norms
+    in_situ = min((r["in_situ"] for r in timed), key=lambda p: p["forward_ms"])  # one whole round, not mixed
     return {"sparsity": sparsity, "tokens": tokens, "rounds": rounds, "forward_ms": forward, "encoder_op_ms": op,
             "embeddings_ms": embeddings, "linears_with_epilogues_ms": linears, "of_which_validation_ms": validation,
             "attention_ms": attention, "layernorm_ms": norms, "op_rest_ms": rest,
-            "outside_linears_share": 1 - linears / forward}
+            "outside_linears_share": 1 - linears / forward, "in_situ": in_situ}
 
 
 def one_round(model, x, tokens: int) -> dict:
     """Each piece's ms, timed once: the forward, the op, the embeddings and the op's pieces summed over the layers."""
     ext, isa = cpu._EXT.load(), cpu.isa()
     enc = model.runtime
+    in_situ = stage_profile(model, x, calls=30, warmup=5).as_dict()
     with torch.inference_mode():
         forward = ms(lambda: model(**x))
         hidden = model.embeddings(input_ids=x["input_ids"], token_type_ids=x.get("token_type_ids"))
@@ -106,19 +112,45 @@ def one_round(model, x, tokens: int) -> dict:
             h = torch.randn(tokens, ln[0].shape[0])
             norms += 2 * ms(partial(ext.add_layer_norm, h, None, ln[0], ln[1], 1e-12, isa))
     return {"forward": forward, "op": op, "embeddings": embeddings, "linears": linears, "validation": validation,
-            "attention": attention, "norms": norms}
+            "attention": attention, "norms": norms, "in_situ": in_situ}
 
 
 def markdown_lines(result: dict) -> list[str]:
-    """The report of ``result`` (the JSON this script writes), one string per line."""
-    lines = ["# Fused runtime profile: BERT-base, random masks, 1 sequence (issue 15)", "",
-             f"Machine: {result['machine']['cpu']}, kernel ISA {result['isa']}, {result['threads']} threads. "
-             f"Command: `{result['command']}`. Each piece timed alone (median of 30 after warm-up) with the op's own "
-             "weights" + (f", the least disturbed of {result['rows'][0]['rounds']} rounds of every piece"
-                          if "rounds" in result["rows"][0] else "") + ".", "", *isa_limit_lines(result["machine"]),
-             "| sparsity | tokens | forward ms | encoder op ms | Linears + epilogues ms (validation) | attention "
-             "ms | LayerNorm ms | rest of the op ms | embeddings ms | outside the Linears |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    """The report of ``result`` (the JSON this script writes), one string per line (results written before the
+    in-situ table existed render as they were committed)."""
+    rounds = (f", the least disturbed of {result['rows'][0]['rounds']} rounds of every piece"
+              if "rounds" in result["rows"][0] else "")
+    situ = [r for r in result["rows"] if "in_situ" in r]
+    lines = ["# Fused runtime profile: BERT-base, random masks, 1 sequence (issue 15)", ""]
+    if not situ:
+        lines += [f"Machine: {result['machine']['cpu']}, kernel ISA {result['isa']}, {result['threads']} threads. "
+                  f"Command: `{result['command']}`. Each piece timed alone (median of 30 after warm-up) with the op's "
+                  f"own weights{rounds}.", "", *isa_limit_lines(result["machine"])]
+    else:
+        names = list(situ[0]["in_situ"]["stages_ms"])
+        lines += [f"Machine: {result['machine']['cpu']}, kernel ISA {result['isa']}, {result['threads']} threads. "
+                  f"Command: `{result['command']}`.", "", *isa_limit_lines(result["machine"]),
+                  "## In the real forward", "",
+                  "Each stage of the op timed where it runs (a steady clock read between stages inside the one C++ "
+                  "call, `sparsekit.runtime.stage_profile`), medians of 30 forwards, the least disturbed of the "
+                  "rounds. Linears = qkv + attn_out + ffn, each with its fused epilogue (bias, GELU, residual); "
+                  "checks = the per-call validation of every packed index; the rest of the forward is embeddings, "
+                  "packing, the head and Python.", "",
+                  "| sparsity | tokens | forward ms | " + " | ".join(f"{n} ms" for n in names) +
+                  " | rest of the forward ms | Linears ms | outside the Linears |",
+                  "|---:|---:|---:|" + "---:|" * len(names) + "---:|---:|---:|"]
+        for r in situ:
+            p = r["in_situ"]
+            lines.append(f"| {100 * r['sparsity']:g}% | {r['tokens']} | {p['forward_ms']:.2f} | " +
+                         " | ".join(f"{p['stages_ms'][n]:.2f}" for n in names) +
+                         f" | {p['outside_ms']:.2f} | {p['linears_ms']:.2f} | "
+                         f"{100 * p['outside_linears_share']:.0f}% |")
+        lines += ["", "## Each piece alone", "",
+                  f"Each piece timed alone (median of 30 after warm-up) with the op's own weights{rounds}; the rest "
+                  "of the op is what the pieces timed alone do not account for.", ""]
+    lines += ["| sparsity | tokens | forward ms | encoder op ms | Linears + epilogues ms (validation) | attention "
+              "ms | LayerNorm ms | rest of the op ms | embeddings ms | outside the Linears |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(f"| {100 * r['sparsity']:g}% | {r['tokens']} | {r['forward_ms']:.2f} | {r['encoder_op_ms']:.2f} | "
                      f"{r['linears_with_epilogues_ms']:.2f} ({r['of_which_validation_ms']:.2f}) | "

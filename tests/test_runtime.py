@@ -298,6 +298,53 @@ def test_pre_norm_layers_match_reference(isa, backend):
         torch.testing.assert_close(enc(x, cu, rope), want, rtol=1e-5, atol=5e-5)
 
 
+@pytest.mark.parametrize("backend", ["dense", "csr-cpu", "bsr-cpu"])
+def test_timed_layers_equal_the_plain_forward(backend):
+    """encoder_layers_timed: the same output bit for bit (post- and pre-LayerNorm, GLU, rotary, removed heads and
+    FFNs, empty sequences), one non-negative int64 time per stage and layer, the Linear stages non-zero, and the
+    stage sum within the call's wall time."""
+    import time
+
+    gen = torch.Generator().manual_seed(21)
+    post = [_layer(gen, 32, *shape, density=0.3) for shape in LAYERS]
+    pre = [_pre_norm_layer(gen, 32, 4, 8, 24, first=True, rope=0), _pre_norm_layer(gen, 32, 4, 8, 24, window=2)]
+    for layers, lengths, rope in ((post, [1, 7, 0, 20], ()), (pre, [1, 9, 0, 20], _rope_tables(30, 8))):
+        enc = FusedEncoder(layers, [dict.fromkeys(("qkv", "attn_out", "ffn_in", "ffn_out"), backend)] * len(layers))
+        cu = _cu(lengths)
+        x = torch.randn(sum(lengths), 32, generator=gen)
+        want = enc(x, cu, list(rope))
+        start = time.perf_counter_ns()
+        with enc.timing_stages() as calls:
+            got = enc(x, cu, list(rope))
+            got_again = enc(x, cu, list(rope))
+        wall = time.perf_counter_ns() - start
+        assert torch.equal(got, want) and torch.equal(got_again, want)
+        assert len(calls) == 2 and enc._stage_log is None
+        assert set(calls[0]) == {"checks", "layernorm", "qkv", "attention", "attn_out", "ffn"}
+        assert set(encoder_ops.LINEAR_STAGES) <= set(calls[0])
+        for stages in calls:
+            for name, ns in stages.items():
+                assert ns.dtype == torch.int64 and ns.shape == (len(layers),) and bool((ns >= 0).all()), name
+            assert all(int(stages[s].sum()) > 0 for s in encoder_ops.LINEAR_STAGES)
+        assert sum(int(ns.sum()) for c in calls for ns in c.values()) <= wall
+        assert enc(x, cu, list(rope)).equal(want) and len(calls) == 2  # recording stops with the block
+
+
+def test_timing_stages_errors():
+    gen = torch.Generator().manual_seed(22)
+    enc = FusedEncoder([_layer(gen, 16, 2, 4, 4, 8, 0.5)], [dict.fromkeys(("qkv", "attn_out", "ffn_in",
+                                                                          "ffn_out"), "csr-cpu")])
+    with enc.timing_stages():
+        with pytest.raises(RuntimeError, match="already active"):
+            with enc.timing_stages():
+                pass
+    with cpu._EXT.simulate_unavailable("the extension sparsekit._C_cpu is not built (test)"):
+        with pytest.raises(RuntimeError, match="needs sparsekit's C.. extension: .*not built"):
+            encoder_ops.encoder_layers_timed(torch.randn(3, 16), _cu([3]), enc._tensors, enc._meta, enc._scalars)
+    with pytest.raises(KernelInputError):
+        encoder_ops.encoder_layers_timed(torch.randn(3, 16), _cu([3]), enc._tensors, enc._meta[:-1], enc._scalars)
+
+
 def _relative_layer(gen, hidden, heads, d, ffn, rows, terms=("c2p", "p2c")):
     """A DeBERTa-style layer: post-LayerNorm with position keys / queries of ``rows`` relative-position buckets."""
     layer = _layer(gen, hidden, heads, d, d, ffn, 0.4)
@@ -504,6 +551,25 @@ def test_forced_backend_fused(compact_pair, backend):
     ids = torch.randint(5, 40, (2, 6))
     with torch.no_grad():
         torch.testing.assert_close(compact(input_ids=ids).logits, hf(input_ids=ids).logits, rtol=0, atol=1e-4)
+
+
+def test_stage_profile_of_a_compiled_model(compact_pair):
+    """stage_profile: the stages add up to the op, the op and the rest to about the forward, the Linear share in
+    [0, 1]; a model not on the fused runtime is refused with what to do."""
+    from sparsekit.runtime import stage_profile
+
+    hf, compact = compact_pair
+    compact = copy.deepcopy(compact)
+    sk_compile(compact, tokens=16, repeats=2, warmup=1, verbose=False)
+    inputs = {"input_ids": torch.randint(5, 40, (2, 8)), "attention_mask": PADDINGS["right padded"][:2, :8]}
+    prof = stage_profile(compact, inputs, calls=5, warmup=1)
+    assert prof.calls == 5 and set(prof.stages_ms) >= set(encoder_ops.LINEAR_STAGES)
+    assert 0 < prof.linears_ms <= prof.op_ms <= prof.forward_ms
+    assert 0 <= prof.outside_linears_share < 1 and prof.outside_ms > 0
+    assert abs(sum(prof.stages_ms.values()) - prof.op_ms) <= 0.5 * prof.op_ms  # medians of parts vs of the sum
+    assert prof.as_dict()["calls"] == 5
+    with pytest.raises(ValueError, match="sparsekit.compile"):
+        stage_profile(hf, inputs, calls=1, warmup=0)
 
 
 @pytest.mark.parametrize("task_type", ["token-classification", "question-answering"])

@@ -21,13 +21,17 @@
 //   rel_index: int32 [2 c + 1], the posK / posQ column of each distance i - j in [-c, c] (at i - j + c), for the
 //            layers with relative terms; empty when none has them.
 // Every tensor, size and packed index is checked before any kernel runs (ValueError / TypeError).
+// encoder_layers_timed() runs the same and also returns the wall time of each stage of each layer (kStageNames),
+// for profiles that time the pieces where they run, with the caches as the forward leaves them.
 #include "encoder_binding.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "binding_checks.h"
@@ -352,10 +356,43 @@ float* scratch(std::vector<float>& buf, size_t n) {
   return buf.data();
 }
 
-at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, const std::vector<at::Tensor>& tensors,
-                          const std::vector<int64_t>& meta, const std::vector<double>& scalars,
-                          const std::vector<at::Tensor>& rope, const at::Tensor& rel_index,
-                          const std::string& isa_name, const std::string& int8_isa_name) {
+// Where a fused forward spends its time, per layer (encoder_layers_timed): wall time of each stage, the pieces of
+// one layer in the order they run. The Linear stages include their fused epilogues (bias, activation, residual).
+enum Stage : int64_t {
+  kStageChecks = 0,  // checked_layer: sizes, dtypes and every packed index of the layer's matrices
+  kStageLayerNorm,   // every LayerNorm of the layer
+  kStageQkv,         // the packed Q / K / V Linear
+  kStageAttention,   // rotary positions (if any) and attention over each sequence
+  kStageAttnOut,     // the attention output Linear + residual
+  kStageFfn,         // FFN-in + activation (GLU) + FFN-out + residual
+  kStages
+};
+const char* const kStageNames[kStages] = {"checks", "layernorm", "qkv", "attention", "attn_out", "ffn"};
+
+// Adds the time since the last mark to a stage of a layer; does nothing without a buffer (the plain forward).
+class StageClock {
+ public:
+  explicit StageClock(int64_t* ns) : ns_(ns) {
+    if (ns_ != nullptr) last_ = Clock::now();
+  }
+  void mark(int64_t layer, Stage stage) {
+    if (ns_ == nullptr) return;
+    const Clock::time_point now = Clock::now();
+    ns_[layer * kStages + stage] += std::chrono::duration_cast<std::chrono::nanoseconds>(now - last_).count();
+    last_ = now;
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  int64_t* ns_;
+  Clock::time_point last_;
+};
+
+// The layer driver behind encoder_layers / encoder_layers_timed; stage_ns: int64 [nlayers, kStages] or null.
+at::Tensor run_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, const std::vector<at::Tensor>& tensors,
+                      const std::vector<int64_t>& meta, const std::vector<double>& scalars,
+                      const std::vector<at::Tensor>& rope, const at::Tensor& rel_index, const std::string& isa_name,
+                      const std::string& int8_isa_name, int64_t* stage_ns) {
   const Isa isa = checked_isa(isa_name);
   const spmm_cpu_int8::Isa isa8 = parse_int8_isa(int8_isa_name);
   check_activations(x, "x", -1);
@@ -369,10 +406,12 @@ at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, con
                         static_cast<int64_t>(scalars.size()) == nlayers * kScalars,
                     "sparsekit: encoder_layers needs ", kTensors, " tensors, ", kMeta, " ints and ", kScalars,
                     " floats per layer; got ", tensors.size(), ", ", meta.size(), ", ", scalars.size());
+  StageClock clock(stage_ns);
   std::vector<Layer> layers;
   layers.reserve(static_cast<size_t>(nlayers));
   for (int64_t l = 0; l < nlayers; ++l) {
     layers.push_back(checked_layer(tensors, meta, scalars, rope, rel_index, l, N, hidden, isa, isa8));
+    clock.mark(l, kStageChecks);
   }
 
   at::Tensor y = x.contiguous().clone();
@@ -380,7 +419,8 @@ at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, con
   thread_local std::vector<float> qkv_buf, ctx_buf, h_buf, u_buf, a_buf, g_buf;
   pybind11::gil_scoped_release no_gil;
   float* xy = y.data_ptr<float>();  // the layer input, then (in place) its output
-  for (const Layer& L : layers) {
+  for (int64_t l = 0; l < nlayers; ++l) {
+    const Layer& L = layers[static_cast<size_t>(l)];
     const encoder_cpu::AttentionShape& a = L.attention;
     const int64_t nqkv = L.m[0].out, nctx = a.heads * a.dv, nu = L.m[2].out;
     float* qkv = scratch(qkv_buf, static_cast<size_t>(N * std::max<int64_t>(nqkv, 1)));
@@ -389,19 +429,24 @@ at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, con
     float* u = scratch(u_buf, static_cast<size_t>(N * std::max<int64_t>(nu, 1)));
     const bool pre = L.norm != kPostNorm;
     float* normed = pre ? scratch(a_buf, static_cast<size_t>(N * hidden)) : nullptr;
+    clock.mark(l, kStageChecks);  // the scratch buffers' growth: first calls only
     // Attention: qkv from x (post-LN), LayerNorm1(x) (pre-LN) or x (pre-LN, no LayerNorm 1); h = O(ctx) + x.
     const float* attn_in = xy;
     if (L.norm == kPreNorm) {
       encoder_cpu::add_layer_norm(xy, hidden, nullptr, 0, L.ln1_w, L.ln1_b, L.eps1, normed, hidden, N, hidden, isa);
       attn_in = normed;
+      clock.mark(l, kStageLayerNorm);
     }
     L.m[0].run(attn_in, N, qkv, Epilogue(), isa, isa8);
+    clock.mark(l, kStageQkv);
     if (L.rope_cos != nullptr) encoder_cpu::rotary_rows(qkv, nqkv, N, a, L.rope_cos, L.rope_sin, isa);
     encoder_cpu::packed_attention(qkv, nqkv, cu, nseq, a, ctx, nctx, isa);
+    clock.mark(l, kStageAttention);
     Epilogue residual_x;
     residual_x.residual = xy;
     residual_x.ldr = hidden;
     L.m[1].run(ctx, N, h, residual_x, isa, isa8);  // no heads left (nctx == 0): bias + x
+    clock.mark(l, kStageAttnOut);
     if (!pre) encoder_cpu::add_layer_norm(h, hidden, nullptr, 0, L.ln1_w, L.ln1_b, L.eps1, h, hidden, N, hidden, isa);
     // FFN: y = FFN(h) + h (post-LN: then LayerNorm 2) or FFN(LayerNorm2(h)) + h (pre-LN).
     const float* ffn_in = h;
@@ -409,6 +454,7 @@ at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, con
       encoder_cpu::add_layer_norm(h, hidden, nullptr, 0, L.ln2_w, L.ln2_b, L.eps2, normed, hidden, N, hidden, isa);
       ffn_in = normed;
     }
+    clock.mark(l, kStageLayerNorm);
     Epilogue residual_h;
     residual_h.residual = h;
     residual_h.ldr = hidden;
@@ -429,9 +475,31 @@ at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, con
       }
       L.m[3].run(ffn_hidden, N, xy, residual_h, isa, isa8);
     }
-    if (!pre) encoder_cpu::add_layer_norm(xy, hidden, nullptr, 0, L.ln2_w, L.ln2_b, L.eps2, xy, hidden, N, hidden, isa);
+    clock.mark(l, kStageFfn);
+    if (!pre) {
+      encoder_cpu::add_layer_norm(xy, hidden, nullptr, 0, L.ln2_w, L.ln2_b, L.eps2, xy, hidden, N, hidden, isa);
+      clock.mark(l, kStageLayerNorm);
+    }
   }
   return y;
+}
+
+at::Tensor encoder_layers(const at::Tensor& x, const at::Tensor& cu_seqlens, const std::vector<at::Tensor>& tensors,
+                          const std::vector<int64_t>& meta, const std::vector<double>& scalars,
+                          const std::vector<at::Tensor>& rope, const at::Tensor& rel_index,
+                          const std::string& isa_name, const std::string& int8_isa_name) {
+  return run_layers(x, cu_seqlens, tensors, meta, scalars, rope, rel_index, isa_name, int8_isa_name, nullptr);
+}
+
+// encoder_layers, and the wall time of each stage of each layer: int64 nanoseconds [nlayers, len(kStageNames)].
+std::tuple<at::Tensor, at::Tensor> encoder_layers_timed(
+    const at::Tensor& x, const at::Tensor& cu_seqlens, const std::vector<at::Tensor>& tensors,
+    const std::vector<int64_t>& meta, const std::vector<double>& scalars, const std::vector<at::Tensor>& rope,
+    const at::Tensor& rel_index, const std::string& isa_name, const std::string& int8_isa_name) {
+  at::Tensor ns = at::zeros({static_cast<int64_t>(meta.size()) / kMeta, kStages}, at::TensorOptions().dtype(at::kLong));
+  at::Tensor y = run_layers(x, cu_seqlens, tensors, meta, scalars, rope, rel_index, isa_name, int8_isa_name,
+                            ns.data_ptr<int64_t>());
+  return {y, ns};
 }
 
 at::Tensor epilogue_rows(const at::Tensor& y, int64_t act, const c10::optional<at::Tensor>& residual,
@@ -490,6 +558,12 @@ void register_encoder(pybind11::module_& m) {
         pybind11::arg("isa"),
         pybind11::arg("int8_isa"),
         "A stack of fused encoder layers over packed tokens x float32 [N, hidden] (encoder_binding.cpp).");
+  m.def("encoder_layers_timed", &encoder_layers_timed, pybind11::arg("x"), pybind11::arg("cu_seqlens"),
+        pybind11::arg("tensors"), pybind11::arg("meta"), pybind11::arg("scalars"), pybind11::arg("rope"),
+        pybind11::arg("rel_index"), pybind11::arg("isa"), pybind11::arg("int8_isa"),
+        "encoder_layers and the wall time of each stage of each layer: (y, int64 ns [layers, stages]); the stages "
+        "are ENCODER_STAGES.");
+  m.attr("ENCODER_STAGES") = pybind11::tuple(pybind11::cast(std::vector<std::string>(kStageNames, kStageNames + kStages)));
 }
 
 }  // namespace binding

@@ -7,7 +7,8 @@
 namespace sparsekit {
 namespace binding {
 
-/// Adds packed_attention, add_layer_norm, epilogue_rows and encoder_layers to the module.
+/// Adds packed_attention, add_layer_norm, epilogue_rows, glu_rows, encoder_layers, encoder_layers_timed and
+/// ENCODER_STAGES to the module.
 void register_encoder(pybind11::module_& m);
 
 }  // namespace binding

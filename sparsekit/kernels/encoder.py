@@ -50,14 +50,18 @@ from sparsekit.kernels import reference
 from sparsekit.kernels.cpu import _EXT, _plain_eager, _resolve_isa, _warn_unavailable
 
 __all__ = ["ACTIVATIONS", "C2P", "DENSE", "INT8", "LAYER_HEAD_META", "LAYER_META", "LAYER_SCALARS", "LAYER_TENSORS",
-           "MATRIX_TENSORS", "P2C", "POST_NORM", "PRE_NORM", "PRE_NORM_NO_FIRST", "SPARSE", "encoder_layers",
-           "packed_attention"]
+           "LINEAR_STAGES", "MATRIX_TENSORS", "P2C", "POST_NORM", "PRE_NORM", "PRE_NORM_NO_FIRST", "SPARSE",
+           "encoder_layers", "encoder_layers_timed", "packed_attention"]
 
 #: The activations the fused FFN-in epilogue computes, by ``config.hidden_act`` name -> the op's code.
 ACTIVATIONS = {"gelu": 1, "gelu_new": 2, "gelu_pytorch_tanh": 2, "gelu_fast": 2, "relu": 3}
 #: Per layer: tensors, ints and floats of ``encoder_layers`` (encoder_binding.cpp); tensors per matrix; the ints
 #: before the matrices' (heads, dq, dv, act, norm, glu, window, rotary, relative, rel_cols).
 LAYER_TENSORS, LAYER_META, LAYER_SCALARS, MATRIX_TENSORS, LAYER_HEAD_META = 26, 30, 3, 5, 10
+#: The stages of :func:`encoder_layers_timed` that are Linears (each with its fused epilogue: bias, activation,
+#: residual; "ffn" is FFN-in, activation or GLU, FFN-out and the residual). The others: "checks" (the per-call
+#: validation of the layer's sizes and packed indices), "layernorm", "attention" (with rotary positions).
+LINEAR_STAGES = ("qkv", "attn_out", "ffn")
 #: Bits of the meta ``relative``: DeBERTa's content -> position and position -> content terms.
 C2P, P2C = 1, 2
 #: The op's layer kinds (meta ``norm``): post-LayerNorm, pre-LayerNorm, pre-LayerNorm without LayerNorm 1.
@@ -169,6 +173,34 @@ def encoder_layers(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torc
     if _plain_eager(x, None):  # the dispatcher costs tens of microseconds per call with ~200 list arguments
         return _run(x, cu_seqlens, tensors, meta, scalars, rope, rel_index)
     return torch.ops.sparsekit.encoder_layers(x, cu_seqlens, tensors, meta, scalars, rope, rel_index)
+
+
+def encoder_layers_timed(x: torch.Tensor, cu_seqlens: torch.Tensor, tensors: list[torch.Tensor], meta: list[int],
+                         scalars: list[float], rope: list[torch.Tensor] | tuple = (),
+                         rel_index: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`encoder_layers`, and where its time went: the wall time of each stage of each layer, measured inside
+    the one C++ call (a steady clock read between stages, ~20 ns each), so every piece runs with the caches and
+    threads as the real forward leaves them, unlike timing each piece alone. A profiling tool, not an op: it does
+    not go through the dispatcher (no fake implementation, no torch.compile).
+
+    Args: as :func:`encoder_layers`.
+    Returns:
+        ``(y, stages)``: y float32 ``[N, hidden]`` (bit for bit :func:`encoder_layers`'s output); stages maps each
+        stage name (``checks``, ``layernorm``, ``qkv``, ``attention``, ``attn_out``, ``ffn``; the Linear ones are
+        :data:`LINEAR_STAGES`) to int64 nanoseconds per layer ``[layers]``.
+    Raises:
+        RuntimeError: the C++ extension is not built (the pure-torch fallback has no stages to time).
+    """
+    rope = list(rope)
+    rel_index = torch.empty(0, dtype=torch.int32) if rel_index is None else rel_index
+    _check_layer_args(x, cu_seqlens, tensors, meta, scalars, rope, rel_index)
+    ext = _EXT.load()
+    if ext is None:
+        raise RuntimeError(f"timing the fused layers' stages needs sparsekit's C++ extension: "
+                           f"{_EXT.unavailable_reason()}")
+    y, ns = ext.encoder_layers_timed(x, cu_seqlens, tensors, meta, scalars, rope, rel_index, _resolve_isa(),
+                                     _int8_isa(meta))
+    return y, {name: ns[:, k] for k, name in enumerate(ext.ENCODER_STAGES)}
 
 
 def packed_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, heads: int, dq: int, dv: int,

@@ -19,6 +19,8 @@ put into them: :mod:`sparsekit.runtime.models`.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -182,6 +184,7 @@ class FusedEncoder(nn.Module):
         self._tensors: list[torch.Tensor] = []
         self._meta: list[int] = []
         self._scalars: list[float] = []
+        self._stage_log: list[dict[str, torch.Tensor]] | None = None  # set inside timing_stages()
         for lw, chosen in zip(layers, backends):
             unknown = {b for b in chosen.values() if b not in RUNTIME_BACKENDS}
             if unknown or set(chosen) != set(MATRICES):
@@ -219,8 +222,32 @@ class FusedEncoder(nn.Module):
             raise ValueError("the fused layers have relative-position terms: give rel_index")
         if not self._meta:
             return tokens
+        if self._stage_log is not None:
+            out, stages = encoder_ops.encoder_layers_timed(tokens, cu_seqlens, self._tensors, self._meta,
+                                                           self._scalars, rope, rel_index)
+            self._stage_log.append(stages)
+            return out
         return encoder_ops.encoder_layers(tokens, cu_seqlens, self._tensors, self._meta, self._scalars, rope,
                                           rel_index)
+
+    @contextlib.contextmanager
+    def timing_stages(self) -> Iterator[list[dict[str, torch.Tensor]]]:
+        """Context manager: inside the block every forward runs through
+        :func:`sparsekit.kernels.encoder.encoder_layers_timed` (same output) and appends its stage times to the
+        yielded list, one dict per forward (stage name -> int64 ns per layer ``[layers]``; the Linear stages are
+        ``sparsekit.kernels.encoder.LINEAR_STAGES``). For profiles of the real forward, pieces timed where they run::
+
+            with model.runtime.timing_stages() as calls:
+                model(**inputs)
+            linear_ms = sum(calls[0][s].sum().item() for s in LINEAR_STAGES) / 1e6
+        """
+        if self._stage_log is not None:
+            raise RuntimeError("timing_stages() is already active on this runtime (blocks do not nest)")
+        self._stage_log = log = []
+        try:
+            yield log
+        finally:
+            self._stage_log = None
 
     def run_padded(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """A padded batch ``[B, T, hidden]`` (attention_mask ``[B, T]``, 1 = real) -> ``[B, T, hidden]``: only the
