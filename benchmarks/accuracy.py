@@ -69,6 +69,7 @@ from sparsekit.machine import machine_info
 from sparsekit.prune import PruneConfig, prune
 from sparsekit.prune.blocks import parse_block
 from sparsekit.prune.checkpoints import complete_checkpoints, run_record
+from sparsekit.prune.train import recipe_settings
 from sparsekit.prune.recipes import RECIPES
 from sparsekit.versions import library_versions
 
@@ -200,10 +201,17 @@ def row_config(method: str, keep: float, seed: int, args, budget: Budget, work: 
 
 
 def _check_reusable(out: Path, config: PruneConfig) -> None:
-    """Stop if the finished row in ``out`` was run with other settings than ``config`` (never mix budgets)."""
-    saved = run_record(json.loads((out / "recipe.json").read_text())["config"])
+    """Stop if the finished row in ``out`` was run with other settings than ``config`` (never mix budgets), also
+    where ``config`` leaves a setting to the recipe and the recipe's default has changed since (recipe.json's
+    ``resolved``; learning rates of the parameter groups that run had)."""
+    record = json.loads((out / "recipe.json").read_text())
+    saved = run_record(record["config"])
     wanted = run_record(config.to_dict())
     diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+    resolved, now = record.get("resolved", {}), recipe_settings(config)
+    now["learning_rates"] = {g: lr for g, lr in now["learning_rates"].items()
+                             if g in resolved.get("learning_rates", {})}
+    diff |= {f"{k} (recipe default)": (resolved[k], v) for k, v in now.items() if k in resolved and resolved[k] != v}
     if diff:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise SystemExit(f"{out} holds a finished run with other settings ({detail}); use another --work-dir")

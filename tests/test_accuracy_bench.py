@@ -168,6 +168,19 @@ def test_a_finished_row_with_other_settings_is_not_reused(bench, tiny_model_dir,
     assert (tmp_path / "results" / "acc.json").read_text() == before
 
 
+def test_a_finished_row_whose_recipe_default_changed_is_not_reused(bench, tiny_model_dir, tmp_path, monkeypatch):
+    """A row run before its recipe changed a default (here movement's initial scores) is a different experiment:
+    refused, naming the setting, not reused silently."""
+    from dataclasses import replace
+
+    from sparsekit.prune import recipes
+
+    bench.main(_argv(tiny_model_dir, tmp_path, [0]))
+    monkeypatch.setitem(recipes.RECIPES, "movement", replace(recipes.RECIPES["movement"], score_init=0.0))
+    with pytest.raises(SystemExit, match=r"score_init \(recipe default\): 'magnitude' -> 0.0"):
+        bench.main(_argv(tiny_model_dir, tmp_path, [0]))
+
+
 def test_rows_are_reused_from_the_results_file_when_the_run_directories_are_gone(bench, tiny_model_dir, tmp_path,
                                                                                   monkeypatch):
     import shutil

@@ -85,9 +85,11 @@ RECIPES: dict[str, Recipe] = {
         extension="abp"),
     "lpaf": Recipe(
         "lpaf", "LPAF: first-order (movement) pruning, then each pruned matrix factorised into u @ v by a "
-        "sparsity-aware SVD under the same parameter budget and fine-tuned with mixed-rank fine-tuning",
+        "sparsity-aware SVD under the same parameter budget and fine-tuned with mixed-rank fine-tuning; scores "
+        "start at |W| / mean|W| as hard movement's",
         masking="local", train_encoder=True, weight_lr=5e-5, score_lr=1e-2, head_lr=5e-5,
-        regularizer_lambda=400.0, lambda_ramp="whole-run", warmup=0.1, cooldown=0.5, extension="lpaf"),
+        regularizer_lambda=400.0, lambda_ramp="whole-run", score_init="magnitude", warmup=0.1, cooldown=0.5,
+        extension="lpaf"),
     "finetune": Recipe(
         "finetune", "Dense fine-tuning (no pruning): the teacher and the dense baseline",
         masking=None, train_encoder=True, weight_lr=5e-5, score_lr=0.0, head_lr=5e-5, cooldown=0.0),

@@ -182,7 +182,6 @@ def _param_groups(model: nn.Module, pruner: Pruner | None, recipe: Recipe, confi
     """Freeze what the recipe does not train; return AdamW groups (scores, head, other weights)."""
     score_ids = {id(p) for p in pruner.score_parameters()} if pruner else set()
     head_names = set(head_parameter_names(model))
-    lr = lambda value, default: default if value is None else value  # noqa: E731
     groups = {"scores": [], "head": [], "weights": []}
     for name, p in model.named_parameters():
         if id(p) in score_ids:
@@ -194,8 +193,7 @@ def _param_groups(model: nn.Module, pruner: Pruner | None, recipe: Recipe, confi
             groups["weights"].append(p)
         else:
             p.requires_grad_(False)
-    rates = {"scores": lr(config.score_lr, recipe.score_lr), "head": lr(config.head_lr, recipe.head_lr),
-             "weights": lr(config.weight_lr, recipe.weight_lr)}
+    rates = recipe_settings(config)["learning_rates"]
     return [{"params": ps, "lr": rates[k], "name": k} for k, ps in groups.items() if ps]
 
 
@@ -280,6 +278,23 @@ def prune(config: PruneConfig) -> PruneResult:
     return _finalise(plan, run, end)
 
 
+def recipe_settings(config: PruneConfig) -> dict:
+    """What a run of ``config`` trains with where ``config`` leaves a setting to its method's recipe (None): the
+    schedule fractions, the regulariser, the SMP temperature, the initial scores and the learning rate of each
+    parameter group (``{"scores", "head", "weights"}``; a run records only the groups its model has). recipe.json
+    records them as ``resolved``: a run made before a recipe changed a default says so there."""
+    recipe = get_recipe(config.method)
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    return {"warmup": pick(config.warmup, recipe.warmup), "cooldown": pick(config.cooldown, recipe.cooldown),
+            "regularizer_lambda": pick(config.regularizer_lambda, recipe.regularizer_lambda),
+            "lambda_ramp": config.lambda_ramp or recipe.lambda_ramp,
+            "smp_temperature": config.smp_temperature or (4.0 if config.keep >= 0.7 else 1.0),
+            "score_init": pick(config.score_init, recipe.score_init),
+            "learning_rates": {"scores": pick(config.score_lr, recipe.score_lr),
+                               "head": pick(config.head_lr, recipe.head_lr),
+                               "weights": pick(config.weight_lr, recipe.weight_lr)}}
+
+
 def _resolve(config: PruneConfig) -> RunPlan:
     """Check ``config`` against its recipe and resolve the method defaults, then prepare the output directory.
 
@@ -292,12 +307,11 @@ def _resolve(config: PruneConfig) -> RunPlan:
         raise ValueError("finetune trains a dense model; --masking does not apply")
     if masking is not None and masking not in MASKINGS:
         raise ValueError(f"unknown masking {masking!r}; choose one of {', '.join(MASKINGS)}")
-    lam_final = recipe.regularizer_lambda if config.regularizer_lambda is None else config.regularizer_lambda
-    lambda_ramp = config.lambda_ramp or recipe.lambda_ramp
+    settings = recipe_settings(config)
+    lam_final, lambda_ramp = settings["regularizer_lambda"], settings["lambda_ramp"]
     if lambda_ramp not in LAMBDA_RAMPS:
         raise ValueError(f"unknown lambda ramp {lambda_ramp!r}; choose one of {', '.join(LAMBDA_RAMPS)}")
-    warmup = recipe.warmup if config.warmup is None else config.warmup
-    cooldown = recipe.cooldown if config.cooldown is None else config.cooldown
+    warmup, cooldown = settings["warmup"], settings["cooldown"]
     CubicSchedule.from_fractions(100, config.keep, warmup, cooldown)  # ValueError for bad fractions
     if recipe.extension in ("abp", "lpaf", "structured") and masking != recipe.masking and not (
             recipe.extension == "structured" and masking == "local"):
@@ -308,8 +322,7 @@ def _resolve(config: PruneConfig) -> RunPlan:
     extensions = build_extensions(config, recipe)  # ValueError for bad extension settings
     source = resolve_model_source(config.model)
     teacher_source = resolve_model_source(config.teacher) if config.teacher else None
-    smp_temperature = config.smp_temperature or (4.0 if config.keep >= 0.7 else 1.0)
-    score_init = recipe.score_init if config.score_init is None else config.score_init
+    smp_temperature, score_init = settings["smp_temperature"], settings["score_init"]
     # The data is read and checked whole before the output directory is touched.
     data = task_type.load_data(data_source, config)
     if teacher_source is not None:
