@@ -158,11 +158,12 @@ def _choose_matrix(name: str, weight: torch.Tensor, bias: torch.Tensor | None, c
 
 def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, warmup: int, repeats: int,
                    min_gain: float, force: str | None, plan: dict | None,
-                   precision: str) -> tuple[list[LayerChoice], str]:
+                   precision: str) -> tuple[list[LayerChoice], str, str | None]:
     """Install sparsekit's fused encoder (sparsekit.runtime) in a model it runs (sparsekit.runtime.models): per
     layer, the backend of each fused matrix (Q, K and V stacked as one) measured here among the backends the fused
     layer runs, or taken from ``plan`` when it matches this machine and model. At int8 precision a matrix stored
-    int8 runs its stored ints or dense (see _build). Returns the choices and where they came from."""
+    int8 runs its stored ints or dense (see _build). Returns the choices, where they came from, and why the model
+    kept its own layers (_check_own_layers; then no runtime is installed) or None."""
     from sparsekit.runtime import MATRICES, RUNTIME_BACKENDS, FusedEncoder
     from sparsekit.runtime import models as runtime_models
     from sparsekit.runtime import plan as plans
@@ -196,8 +197,12 @@ def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, war
     encoder = FusedEncoder(layers, [{m: next(picks) for m in MATRICES} for _ in layers])
     if not reused and force is None and any(c.backend != "dense" for c in choices):
         encoder, choices = _check_whole_encoder(encoder, layers, choices, tokens, warmup, repeats)
+    if not reused and force is None and all(c.backend == "dense" for c in choices):
+        own = _check_own_layers(model, encoder, tokens, warmup, repeats)
+        if own is not None:
+            return [replace(c, why=f"{c.why}; {own}" if c.why else own) for c in choices], source, own
     runtime_models.install(model, encoder)
-    return choices, source
+    return choices, source, None
 
 
 #: Tokens per sequence of the whole-encoder check's input (attention costs the same under both plans).
@@ -241,6 +246,45 @@ def _check_whole_encoder(encoder, layers: list, choices: list[LayerChoice], toke
     return dense, [replace(c, backend="dense", why=why, speedup=1.0) for c in choices]
 
 
+def _timing_inputs(model: nn.Module, tokens: int) -> dict[str, torch.Tensor]:
+    """Random model inputs of about ``tokens`` tokens: sequences of up to _CHECK_SEQUENCE, no padding;
+    ``token_type_ids`` only for a model that has token types."""
+    from sparsekit.data.inputs import random_inputs
+
+    seq = min(tokens, _CHECK_SEQUENCE)
+    x = random_inputs(max(1, tokens // seq), seq, int(model.config.vocab_size))
+    if not getattr(model.config, "type_vocab_size", 0):
+        del x["token_type_ids"]
+    return x
+
+
+def _forward_ms(model: nn.Module, inputs: dict, warmup: int, repeats: int) -> float:
+    """Median ms of ``model(**inputs)``."""
+    return 1e3 * measure(lambda: model(**inputs), warmup, repeats)["median"]
+
+
+def _check_own_layers(model: nn.Module, encoder, tokens: int, warmup: int, repeats: int) -> str | None:
+    """sparsekit's "never slower than dense" where every fused matrix ended dense: the model's whole forward on the
+    fused runtime against its own layers (the runtime removed), 2 interleaved rounds of each, best median.
+    Leaves the faster one installed; returns why the own layers were kept, or None when the fused runtime was."""
+    from sparsekit.runtime import models as runtime_models
+
+    x = _timing_inputs(model, tokens)
+    best = {"fused": float("inf"), "own": float("inf")}
+    for _ in range(2):
+        for name in best:
+            if name == "fused":
+                runtime_models.install(model, encoder)
+            else:
+                runtime_models.remove(model)
+            best[name] = min(best[name], _forward_ms(model, x, max(1, warmup), max(3, repeats // 3)))
+    if best["fused"] <= best["own"]:
+        runtime_models.install(model, encoder)
+        return None
+    return (f"every matrix ended dense, and the model's own layers ran its forward at {tokens} tokens in "
+            f"{best['own']:.2f} ms against {best['fused']:.2f} ms on the fused runtime (all dense): kept its own")
+
+
 @torch.no_grad()
 def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None = None, min_gain: float = 1.03,
             warmup: int = 3, repeats: int = 15, verbose: bool = True, force: str | None = None,
@@ -255,7 +299,9 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
     (:mod:`sparsekit.runtime`: Q, K and V as one matrix, fused epilogues and LayerNorms, packed tokens, one op call
     per forward; :mod:`sparsekit.runtime.models` says how it goes in), each of its matrices on the fastest of
     dense / ``csr-cpu`` / ``bsr-cpu``, and the chosen set is kept only if it beats every matrix dense when timed
-    as a whole encoder (_check_whole_encoder). A fused model is inference-only (``model.eval()``) and does not record
+    as a whole encoder (_check_whole_encoder); where every matrix ends dense, the whole forward on the fused runtime
+    is timed against the model's own layers and the faster one kept (_check_own_layers; ``report.runtime`` is then
+    ``modules`` and says why). A fused model is inference-only (``model.eval()``) and does not record
     per-layer hidden states or attentions. Any other model (a GPU model, a configuration the runtime does not
     run such as DeBERTa's convolution layer, ``fused=False``)
     keeps its modules, each encoder Linear swapped for its fastest backend; ``report.runtime`` says which and why.
@@ -313,10 +359,13 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
                           f"this compile asks for {precision}; re-measuring", RuntimeWarning, stacklevel=3)
             plan = None
         counters = cpu_time_counters()
-        choices, source = _compile_fused(model, candidates, tokens, warmup, repeats, min_gain, force, plan,
-                                         precision)
-        report = CompileReport(choices, tokens, torch.get_num_threads(), "fused",
-                               f"sparsekit fused encoder (sparsekit.runtime); backends: {source}", precision,
+        choices, source, own = _compile_fused(model, candidates, tokens, warmup, repeats, min_gain, force, plan,
+                                              precision)
+        if own is not None and hasattr(model, "pad_layout"):  # a compacted model on its own layers, as modules do
+            model.pad_layout()
+        report = CompileReport(choices, tokens, torch.get_num_threads(), "fused" if own is None else "modules",
+                               f"sparsekit fused encoder (sparsekit.runtime); backends: {source}" if own is None
+                               else own, precision,
                                _timing_steal(counters) if any(c.timings_ms for c in choices) else None)
         if verbose:
             from rich.console import Console

@@ -46,6 +46,50 @@ def test_compiled_artifact_matches(sparse_tiny, tmp_path):
     assert report.to_json()["layers"][0]["timings_ms"]["dense"] > 0
 
 
+@pytest.mark.parametrize("own_faster", [True, False])
+@pytest.mark.parametrize("kind", ["artifact", "hf"])
+def test_all_dense_plan_keeps_the_faster_of_fused_and_own_layers(sparse_tiny, tmp_path, monkeypatch, own_faster,
+                                                                  kind):
+    """Every matrix dense: the whole forward on the fused runtime is timed against the model's own layers and the
+    faster one stays (timings faked: which one wins on this machine is not the point); same logits either way."""
+    import copy
+
+    from sparsekit import compiler
+    from sparsekit.runtime import runtime_of
+
+    if kind == "artifact":
+        export(sparse_tiny, tmp_path / "art")
+        model = load(tmp_path / "art")
+    else:
+        model = copy.deepcopy(sparse_tiny[0])
+    tokenizer = sparse_tiny[1]
+    ref = _logits(model, tokenizer)
+    timed = []
+
+    def fake_forward_ms(m, inputs, warmup, repeats):
+        assert m is model
+        with torch.no_grad():
+            m(**inputs)
+        fused = runtime_of(model) is not None
+        timed.append(fused)
+        return 2.0 if fused == own_faster else 1.0
+
+    monkeypatch.setattr(compiler, "_forward_ms", fake_forward_ms)
+    report = sk_compile(model, tokens=16, repeats=3, verbose=False, force="dense")  # force: no check at all
+    assert report.runtime == "fused" and timed == []
+    report = sk_compile(model, tokens=16, repeats=3, verbose=False, backends=[DenseBackend()])
+    assert sorted(timed) == [False, False, True, True]  # 2 rounds of each
+    if own_faster:
+        assert report.runtime == "modules" and runtime_of(model) is None
+        assert "model's own layers ran its forward at 16 tokens in 1.00 ms against 2.00 ms" in report.runtime_why
+        assert all("own layers" in c.why for c in report.layers)
+        with pytest.raises(ValueError, match="only a fused-runtime compile"):
+            plan_of(report)
+    else:
+        assert report.runtime == "fused" and runtime_of(model) is not None
+    torch.testing.assert_close(_logits(model, tokenizer), ref, rtol=0, atol=1e-4)
+
+
 def test_compiled_artifact_module_tree_matches(sparse_tiny, tmp_path):
     """fused=False keeps the compacted model's modules (each Linear swapped), and undoes an installed runtime."""
     export(sparse_tiny, tmp_path / "art")
