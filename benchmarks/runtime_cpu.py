@@ -161,7 +161,8 @@ def bench_bert(args) -> dict:
             row = {"model": "bert-base", "sparsity": s, "batch": batch, "seq": seq, "sparsekit_ms": ms,
                    "vs_eager": eager / ms, "vs_fastest_dense": fastest / ms, "fastest_dense": fastest_name,
                    "dense_ms": {n: t[n]["median_ms"] for n in engines},
-                   "backends": _counts(reports[s]), "timing": t[f"sparsekit-{int(100 * s)}"], "steal": most_steal(t)}
+                   "backends": _counts(reports[s]), "runtime": reports[s].runtime,
+                   "timing": t[f"sparsekit-{int(100 * s)}"], "steal": most_steal(t)}
             if s in modules:
                 mms = t[f"modules-{int(100 * s)}"]["median_ms"]
                 row["modules_ms"], row["modules_vs_eager"] = mms, eager / mms
