@@ -51,11 +51,18 @@ def _dense_matrix(ext, x, weight, bias, act, residual, isa):
     return ext.epilogue_rows(torch.addmm(bias, x, weight.t()), act, residual, isa)
 
 
-def profile(sparsity: float, tokens: int, rounds: int) -> dict:
+def profile(sparsity: float, tokens: int, rounds: int, precision: str = "fp32") -> dict:
+    x = random_inputs(1, tokens, 20000, seed=1)
+    if precision == "int8":  # 1x4-block masks, int8 matrices: the stages in the forward only (see main)
+        model, _ = compact(masked_bert_base(sparsity, block=4))
+        model.eval()
+        sk_compile(model, tokens=tokens, verbose=False, precision="int8")
+        runs = [stage_profile(model, x, calls=30, warmup=5).as_dict() for _ in range(rounds)]
+        return {"sparsity": sparsity, "tokens": tokens, "rounds": rounds, "precision": precision,
+                "in_situ": min(runs, key=lambda p: p["forward_ms"])}
     model, _ = compact(masked_bert_base(sparsity))
     model.eval()
     sk_compile(model, tokens=tokens, verbose=False)
-    x = random_inputs(1, tokens, 20000, seed=1)
     # Every piece once per round; each keeps its least disturbed round (this box's speed drifts over minutes).
     timed = [one_round(model, x, tokens) for _ in range(rounds)]
     best = {key: min(r[key] for r in timed) for key in timed[0] if key != "in_situ"}
@@ -121,7 +128,10 @@ def markdown_lines(result: dict) -> list[str]:
     rounds = (f", the least disturbed of {result['rows'][0]['rounds']} rounds of every piece"
               if "rounds" in result["rows"][0] else "")
     situ = [r for r in result["rows"] if "in_situ" in r]
-    lines = ["# Fused runtime profile: BERT-base, random masks, 1 sequence (issue 15)", ""]
+    alone = [r for r in result["rows"] if "forward_ms" in r]
+    int8 = any(r.get("precision") == "int8" for r in result["rows"])
+    lines = ["# Fused runtime profile: BERT-base, random masks, 1 sequence (issue 15)" +
+             (", int8 with 1x4-block masks (issue 16)" if int8 else ""), ""]
     if not situ:
         lines += [f"Machine: {result['machine']['cpu']}, kernel ISA {result['isa']}, {result['threads']} threads. "
                   f"Command: `{result['command']}`. Each piece timed alone (median of 30 after warm-up) with the op's "
@@ -133,7 +143,8 @@ def markdown_lines(result: dict) -> list[str]:
                   "## In the real forward", "",
                   "Each stage of the op timed where it runs (a steady clock read between stages inside the one C++ "
                   "call, `sparsekit.runtime.stage_profile`), medians of 30 forwards, the least disturbed of the "
-                  "rounds. Linears = qkv + attn_out + ffn, each with its fused epilogue (bias, GELU, residual); "
+                  "rounds. Linears = qkv + attn_out + ffn, each with its fused epilogue (bias, GELU, residual" +
+                  ("; at int8 also the quantisation of their inputs" if int8 else "") + "); "
                   "checks = the per-call validation of every packed index; the rest of the forward is embeddings, "
                   "packing, the head and Python.", "",
                   "| sparsity | tokens | forward ms | " + " | ".join(f"{n} ms" for n in names) +
@@ -145,13 +156,15 @@ def markdown_lines(result: dict) -> list[str]:
                          " | ".join(f"{p['stages_ms'][n]:.2f}" for n in names) +
                          f" | {p['outside_ms']:.2f} | {p['linears_ms']:.2f} | "
                          f"{100 * p['outside_linears_share']:.0f}% |")
-        lines += ["", "## Each piece alone", "",
-                  f"Each piece timed alone (median of 30 after warm-up) with the op's own weights{rounds}; the rest "
-                  "of the op is what the pieces timed alone do not account for.", ""]
-    lines += ["| sparsity | tokens | forward ms | encoder op ms | Linears + epilogues ms (validation) | attention "
-              "ms | LayerNorm ms | rest of the op ms | embeddings ms | outside the Linears |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in result["rows"]:
+        if alone:
+            lines += ["", "## Each piece alone", "",
+                      f"Each piece timed alone (median of 30 after warm-up) with the op's own weights{rounds}; the "
+                      "rest of the op is what the pieces timed alone do not account for.", ""]
+    if alone:
+        lines += ["| sparsity | tokens | forward ms | encoder op ms | Linears + epilogues ms (validation) | attention "
+                  "ms | LayerNorm ms | rest of the op ms | embeddings ms | outside the Linears |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in alone:
         lines.append(f"| {100 * r['sparsity']:g}% | {r['tokens']} | {r['forward_ms']:.2f} | {r['encoder_op_ms']:.2f} | "
                      f"{r['linears_with_epilogues_ms']:.2f} ({r['of_which_validation_ms']:.2f}) | "
                      f"{r['attention_ms']:.2f} | {r['layernorm_ms']:.2f} | {r['op_rest_ms']:.2f} | "
@@ -167,12 +180,15 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=3, help="rounds of every piece; each piece keeps its best round")
     p.add_argument("--isa", choices=ISAS, default="native",
                    help="avx2: every engine that can be limited at AVX2 + FMA (results runtime_profile_cpu_avx2)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8: 1x4-block masks compiled at int8 (issue 16), the in-forward table only (the "
+                        "pieces-alone table times fp32 kernels)")
     p.add_argument("--name", default=None,
                    help="results file stem [runtime_profile_cpu; runtime_profile_cpu_avx2 with --isa avx2]")
     args = p.parse_args(argv)
     run_with_isa(args.isa, argv)
     torch.set_num_threads(args.threads)
-    rows = [profile(s, args.tokens, args.rounds) for s in args.sparsities]
+    rows = [profile(s, args.tokens, args.rounds, args.precision) for s in args.sparsities]
     command = " ".join(["python", "benchmarks/runtime_profile.py", *(argv if argv is not None else sys.argv[1:])])
     result = {**header(), "isa": cpu.isa(), "threads": args.threads, "rows": rows, "command": command}
     stem = args.name or "runtime_profile_cpu" + ("_avx2" if args.isa == "avx2" else "")
