@@ -53,16 +53,13 @@ def _dense_matrix(ext, x, weight, bias, act, residual, isa):
 
 def profile(sparsity: float, tokens: int, rounds: int, precision: str = "fp32") -> dict:
     x = random_inputs(1, tokens, 20000, seed=1)
+    model, _ = compact(masked_bert_base(sparsity, block=4 if precision == "int8" else 1))
+    model.eval()
+    sk_compile(model, tokens=tokens, verbose=False, precision=precision)
     if precision == "int8":  # 1x4-block masks, int8 matrices: the stages in the forward only (see main)
-        model, _ = compact(masked_bert_base(sparsity, block=4))
-        model.eval()
-        sk_compile(model, tokens=tokens, verbose=False, precision="int8")
         runs = [stage_profile(model, x, calls=30, warmup=5).as_dict() for _ in range(rounds)]
         return {"sparsity": sparsity, "tokens": tokens, "rounds": rounds, "precision": precision,
                 "in_situ": min(runs, key=lambda p: p["forward_ms"])}
-    model, _ = compact(masked_bert_base(sparsity))
-    model.eval()
-    sk_compile(model, tokens=tokens, verbose=False)
     # Every piece once per round; each keeps its least disturbed round (this box's speed drifts over minutes).
     timed = [one_round(model, x, tokens) for _ in range(rounds)]
     best = {key: min(r[key] for r in timed) for key in timed[0] if key != "in_situ"}

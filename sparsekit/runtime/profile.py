@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -35,9 +35,7 @@ class StageProfile:
     calls: int
 
     def as_dict(self) -> dict:
-        return {"forward_ms": self.forward_ms, "op_ms": self.op_ms, "linears_ms": self.linears_ms,
-                "outside_ms": self.outside_ms, "outside_linears_share": self.outside_linears_share,
-                "stages_ms": dict(self.stages_ms), "calls": self.calls}
+        return asdict(self)
 
 
 def stage_profile(model: nn.Module, inputs: dict, calls: int = 30, warmup: int = 5) -> StageProfile:
