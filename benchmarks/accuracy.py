@@ -9,7 +9,9 @@ stop the benchmark at any point and run the same command again. The run director
 fresh clone (or another machine) the finished rows of the committed table are the record: a row whose directory
 holds no finished run is taken from the table's results file (``--reuse-results``, by default the file this
 command writes) when that file was made with the same task, model, data and budget; the report says which rows were
-taken so and which machine trained each row. The seed is PruneConfig.seed: it changes the
+taken so and which machine trained each row. A row whose recipe has since changed a default it left to the recipe
+is not reused: a run directory is refused, a results-file row (when it records its ``resolved`` settings) trains
+again. The seed is PruneConfig.seed: it changes the
 new head's init, the data order, dropout and, at the CPU budget, the seeded train subset; the initial mask
 scores of SMP / movement are a constant or |W| by definition (no seed in them; AbP's random logits are seeded).
 
@@ -208,13 +210,20 @@ def _check_reusable(out: Path, config: PruneConfig) -> None:
     saved = run_record(record["config"])
     wanted = run_record(config.to_dict())
     diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
-    resolved, now = record.get("resolved", {}), recipe_settings(config)
-    now["learning_rates"] = {g: lr for g, lr in now["learning_rates"].items()
-                             if g in resolved.get("learning_rates", {})}
-    diff |= {f"{k} (recipe default)": (resolved[k], v) for k, v in now.items() if k in resolved and resolved[k] != v}
+    diff |= _recipe_changes(record.get("resolved", {}), config)
     if diff:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise SystemExit(f"{out} holds a finished run with other settings ({detail}); use another --work-dir")
+
+
+def _recipe_changes(resolved: dict, config: PruneConfig) -> dict[str, tuple]:
+    """``{setting (recipe default): (then, now)}`` where what ``config`` resolves to now (recipe_settings) differs
+    from ``resolved``, a run's recorded settings (recipe.json; a results row's ``resolved``); learning rates only of
+    the parameter groups that run had."""
+    now = recipe_settings(config)
+    now["learning_rates"] = {g: lr for g, lr in now["learning_rates"].items()
+                             if g in resolved.get("learning_rates", {})}
+    return {f"{k} (recipe default)": (resolved[k], v) for k, v in now.items() if k in resolved and resolved[k] != v}
 
 
 def recorded_rows(path: Path | None, args, budget: Budget) -> dict[tuple[str, float, int], dict]:
@@ -293,10 +302,15 @@ def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Pat
     if (out / "metrics.json").is_file():
         _check_reusable(out, config)
         print(f"reusing {out}", file=sys.stderr)
-    elif recorded and key in recorded and not complete_checkpoints(out):
+    elif (recorded and key in recorded and not complete_checkpoints(out)
+          and not (changed := _recipe_changes(recorded[key].get("resolved", {}), config))):
         print(f"reusing {key[0]} @{key[1]:g} seed {seed} from {recorded[key]['reused_from']}", file=sys.stderr)
         return recorded[key]
     else:
+        if recorded and key in recorded and not complete_checkpoints(out):
+            detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            print(f"not reusing {key[0]} @{key[1]:g} seed {seed} from {recorded[key]['reused_from']}: its recipe "
+                  f"changed since ({detail}); training it again", file=sys.stderr)
         config.resume = bool(complete_checkpoints(out))
         config.overwrite = out.exists() and not config.resume
         print(f"{'resuming' if config.resume else 'running'} {out}", file=sys.stderr)
@@ -325,7 +339,7 @@ def run_row(method: str, keep: float, seed: int, args, budget: Budget, work: Pat
             "train_seconds": metrics["train_seconds"], "wall_seconds": wall["wall_seconds"],
             "sittings": wall["sittings"], "threads": wall.get("threads"), "steps": metrics["steps"],
             "run_dir": str(out), "resumed_from": recipe.get("resumed_from"),
-            "machine": wall.get("machine") or machine_info()["cpu"]}
+            "machine": wall.get("machine") or machine_info()["cpu"], "resolved": recipe.get("resolved")}
 
 
 def compare_structure(args, work: Path) -> dict:

@@ -181,6 +181,32 @@ def test_a_finished_row_whose_recipe_default_changed_is_not_reused(bench, tiny_m
         bench.main(_argv(tiny_model_dir, tmp_path, [0]))
 
 
+def test_a_results_file_row_whose_recipe_default_changed_is_trained_again(bench, tiny_model_dir, tmp_path,
+                                                                        monkeypatch, capsys):
+    """Rows record the settings their recipe resolved to; a row taken from a results file is not reused once its
+    recipe's default changed (here movement's initial scores): it trains again, the others are still reused."""
+    import shutil
+    from dataclasses import replace
+
+    from sparsekit.prune import recipes
+
+    first = bench.main(_argv(tiny_model_dir, tmp_path, [0]))
+    assert first["rows"][1]["resolved"]["score_init"] == "magnitude"
+    shutil.rmtree(tmp_path / "runs")
+    monkeypatch.setitem(recipes.RECIPES, "movement", replace(recipes.RECIPES["movement"], score_init=0.0))
+    trained = []
+
+    def record(config):
+        trained.append(config.method)
+        return prune(config)
+
+    monkeypatch.setattr(bench, "prune", record)
+    again = bench.main(_argv(tiny_model_dir, tmp_path, [0]))
+    assert trained == ["movement"] and again["rows"][0].get("reused_from")
+    assert again["rows"][1]["resolved"]["score_init"] == 0.0 and not again["rows"][1].get("reused_from")
+    assert "not reusing movement @0.5 seed 0" in capsys.readouterr().err
+
+
 def test_rows_are_reused_from_the_results_file_when_the_run_directories_are_gone(bench, tiny_model_dir, tmp_path,
                                                                                   monkeypatch):
     import shutil
