@@ -6,7 +6,9 @@ row kept or dropped as a whole) at 80 / 90 / 95% sparsity (``--sparsity``). Vari
 same process (medians; each variant's least disturbed round):
 
 * ``int8_b4``        -- sparsekit's INT8 kernel (``sparsekit.kernels.cpu_int8.int8_b4_linear``), the path chosen
-  here (``--int8-isas`` adds rows for other paths this CPU has, e.g. ``avx2`` on an AVX-512 machine);
+  here (``--int8-isas`` adds rows for other paths this CPU has, e.g. ``avx2`` on an AVX-512 machine), on weights
+  quantised to ``--weight-bits`` (default: the faster width here, ``cpu_int8.preferred_weight_bits()``: 7 on AVX2 /
+  AVX-512BW, where 8-bit weights are also timed as ``int8_b4[<path>,w8]``, 8 on VNNI CPUs);
 * ``fp32_csr``       -- sparsekit's fp32 CSR kernel on the same weight (same density);
 * ``dense``          -- PyTorch ``F.linear`` (fp32 BLAS);
 * ``dense_int8_dyn`` -- PyTorch's dynamically quantised dense int8 Linear
@@ -88,7 +90,7 @@ def bench_layers(args) -> list[dict]:
             for sparsity in args.sparsity:
                 w = torch.randn(out_f, in_f, generator=g) * block_mask(out_f, in_f, sparsity, g)
                 b = torch.randn(out_f, generator=g)
-                packed8 = cpu_int8.pack_cpu_int8_b4(w)
+                packed8 = cpu_int8.pack_cpu_int8_b4(w, args.weight_bits)
                 packed32 = kernels.pack_cpu_csr(w)
                 qlin, qwhy = ((None, "fbgemm cannot be limited to an instruction set") if isa_limits()
                               else dynamic_int8_linear(w, b))
@@ -96,6 +98,9 @@ def bench_layers(args) -> list[dict]:
                 variants = {f"int8_b4[{isa}]": with_isa(isa, lambda x=x, p=packed8, b=b: cpu_int8.int8_b4_linear(x, p,
                                                                                                                   b))
                             for isa in paths}
+                if args.weight_bits != 8:  # the 8-bit weights' kernels on the main path, for comparison
+                    variants[f"int8_b4[{paths[0]},w8]"] = with_isa(
+                        paths[0], lambda x=x, p=cpu_int8.pack_cpu_int8_b4(w, 8), b=b: cpu_int8.int8_b4_linear(x, p, b))
                 variants.update({"fp32_csr": lambda x=x, p=packed32, b=b: kernels.csr_linear(x, p, b),
                                  "dense": lambda x=x, w=w, b=b: F.linear(x, w, b)})
                 if qlin is not None:
@@ -108,7 +113,7 @@ def bench_layers(args) -> list[dict]:
                 main = t[f"int8_b4[{paths[0]}]"]["median_ms"]
                 row = {"out": out_f, "in": in_f, "tokens": tokens, "sparsity": sparsity,
                        "density": float((w != 0).float().mean()), "block_density": packed8.block_density,
-                       "int8_isa": paths[0], "timings": t,
+                       "int8_isa": paths[0], "weight_bits": args.weight_bits, "timings": t,
                        "int8_vs_fp32_csr": t["fp32_csr"]["median_ms"] / main,
                        "int8_vs_dense": t["dense"]["median_ms"] / main,
                        "int8_vs_dense_int8_dyn": (t["dense_int8_dyn"]["median_ms"] / main
@@ -129,7 +134,9 @@ def markdown(result: dict) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores, torch threads {result['args']['threads']}, flags "
              f"{' '.join(m['cpu_flags'])}  ",
              f"int8 paths this CPU has: {', '.join(result['int8_isas'])}; timed: {result['int8_isa']}; "
-             f"fp32 kernel ISA: {result['fp32_isa']}  ",
+             f"fp32 kernel ISA: {result['fp32_isa']}"
+             + (f"; int8 weights: {result['args']['weight_bits']}-bit (the faster width on this CPU: "
+                f"{result['preferred_weight_bits']}-bit)" if "preferred_weight_bits" in result else "") + "  ",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v) + "  ",
              f"Command: `{result['command']}`  ", f"Date: {result['date']}", "", *isa_limit_lines(m),
              *steal_lines(result),
@@ -160,6 +167,9 @@ def main(argv=None) -> None:
     p.add_argument("--sparsity", nargs="+", type=float, default=[0.8, 0.9, 0.95])
     p.add_argument("--int8-isas", nargs="*", default=None,
                    help="int8 paths to time (first = the one the ratios use; default: the chosen path)")
+    p.add_argument("--weight-bits", type=int, choices=(8, 7), default=None,
+                   help="int8 weight width (default: cpu_int8.preferred_weight_bits(), the faster one here; 7 also "
+                        "times 8-bit weights as int8_b4[<path>,w8])")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each variant keeps its best")
     p.add_argument("--warmup", type=int, default=5)
@@ -177,11 +187,14 @@ def main(argv=None) -> None:
     if not kernels.available():
         sys.exit(f"the C++ kernels are not built: {kernels.unavailable_reason()}")
     torch.set_num_threads(args.threads)
+    if args.weight_bits is None:
+        args.weight_bits = cpu_int8.preferred_weight_bits()
     result = {**header(), "command": "python benchmarks/kernels_int8_cpu.py " + " ".join(argv or sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "int8_isa": (args.int8_isas or [cpu_int8.int8_isa()])[0],
               "int8_isas": list(cpu_int8.supported_int8_isas()), "fp32_isa": kernels.isa(),
               "kernel_threads": kernels.parallel_threads(),
+              "preferred_weight_bits": cpu_int8.preferred_weight_bits(),
               "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     result["layers"] = bench_layers(args)
     write_result(args.out, result, markdown(result))

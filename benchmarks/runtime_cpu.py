@@ -121,8 +121,9 @@ def measured_linear_share(model, batch: int, seq: int) -> dict:
 
 
 def compile_for(model, tokens: int, args, fused: bool = True, precision: str = "fp32"):
+    bits = args.int8_weight_bits if precision == "int8" else None
     return sk_compile(model, tokens=tokens, repeats=args.compile_repeats, warmup=2, verbose=False, fused=fused,
-                      retime=True, precision=precision)
+                      retime=True, precision=precision, int8_weight_bits=bits)
 
 
 def bench_bert(args) -> dict:
@@ -179,7 +180,8 @@ def bench_bert(args) -> dict:
                 int8_rows.append({"model": "bert-base, 1x4-block masks", "sparsity": s, "precision": p, "batch": batch,
                                   "seq": seq, "sparsekit_ms": ms, "vs_eager": eager / ms,
                                   "vs_fastest_dense": fastest / ms, "fastest_dense": fastest_name,
-                                  "backends": _counts(block_reports[(s, p)]), "steal": most_steal(t)})
+                                  "backends": _counts(block_reports[(s, p)]), "steal": most_steal(t),
+                                  "int8_weight_bits": block_reports[(s, p)].int8_weight_bits})
                 log(f"  1x4 blocks {int(100 * s)}% {p}: {ms:8.2f} ms  {eager / ms:.2f}x eager")
     if ort_model is not None:
         ort_model.close()
@@ -318,7 +320,8 @@ def markdown(result: dict) -> str:
                   "| shape | sparsity | precision | sparsekit ms | vs eager fp32 | vs fastest dense fp32 | backends |",
                   "|---|---:|---|---:|---:|---:|---|"]
         for r in bert["int8_rows"]:
-            lines.append(f"| {r['batch']}x{r['seq']} | {int(100 * r['sparsity'])}% | {r['precision']} | "
+            bits = f" ({r['int8_weight_bits']}-bit weights)" if r.get("int8_weight_bits") else ""
+            lines.append(f"| {r['batch']}x{r['seq']} | {int(100 * r['sparsity'])}% | {r['precision']}{bits} | "
                          f"{r['sparsekit_ms']:.2f} | {r['vs_eager']:.2f}x | {r['vs_fastest_dense']:.2f}x "
                          f"({r['fastest_dense']}) | {', '.join(f'{k} {v}' for k, v in r['backends'].items())} |")
     mini = result.get("minilm") or {}
@@ -405,6 +408,8 @@ def main(argv=None) -> None:
     p.add_argument("--sparsities", type=float, nargs="+", default=list(SPARSITIES))
     p.add_argument("--int8-sparsities", type=float, nargs="*", default=[0.9, 0.95],
                    help="BERT-base with 1x4-block masks at these sparsities, compiled fp32 and int8")
+    p.add_argument("--int8-weight-bits", type=int, choices=(8, 7), default=None,
+                   help="the int8 compiles' weight width (default: cpu_int8.preferred_weight_bits(), the faster here)")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)

@@ -20,6 +20,7 @@ from torch import nn
 
 from sparsekit.backends import Backend, LayerSpec, choose, registry
 from sparsekit.formats import Int8BlockFormat
+from sparsekit.formats.int8 import weight_qmax
 from sparsekit.machine import STEAL_WARNING, cpu_time_counters, steal_share
 from sparsekit.timing import measure
 
@@ -55,11 +56,13 @@ class CompileReport:
     #: Share of the machine's CPU time the hypervisor took while the backends were timed (sparsekit.machine.
     #: steal_share); None when nothing was timed (a saved plan) or it is unknown.
     steal: float | None = None
+    #: At int8 precision: the width (8 or 7 bits) float matrices were quantised to; None at fp32.
+    int8_weight_bits: int | None = None
 
     def to_json(self) -> dict:
         return {"tokens": self.tokens, "threads": self.threads, "runtime": self.runtime,
                 "runtime_why": self.runtime_why, "precision": self.precision, "steal": self.steal,
-                "layers": [asdict(c) for c in self.layers]}
+                "int8_weight_bits": self.int8_weight_bits, "layers": [asdict(c) for c in self.layers]}
 
     def table(self):
         from rich.table import Table
@@ -158,7 +161,7 @@ def _choose_matrix(name: str, weight: torch.Tensor, bias: torch.Tensor | None, c
 
 def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, warmup: int, repeats: int,
                    min_gain: float, force: str | None, plan: dict | None,
-                   precision: str) -> tuple[list[LayerChoice], str, str | None]:
+                   precision: str, int8_weight_bits: int) -> tuple[list[LayerChoice], str, str | None]:
     """Install sparsekit's fused encoder (sparsekit.runtime) in a model it runs (sparsekit.runtime.models): per
     layer, the backend of each fused matrix (Q, K and V stacked as one) measured here among the backends the fused
     layer runs, or taken from ``plan`` when it matches this machine and model. At int8 precision a matrix stored
@@ -194,7 +197,7 @@ def _compile_fused(model: nn.Module, candidates: list[Backend], tokens: int, war
                                                             f"{', '.join(RUNTIME_BACKENDS)}; fused=False runs it)"]
         source = "measured here"
     picks = iter(c.backend for c in choices)
-    encoder = FusedEncoder(layers, [{m: next(picks) for m in MATRICES} for _ in layers])
+    encoder = FusedEncoder(layers, [{m: next(picks) for m in MATRICES} for _ in layers], int8_weight_bits)
     if not reused and force is None and any(c.backend != "dense" for c in choices):
         encoder, choices = _check_whole_encoder(encoder, layers, choices, tokens, warmup, repeats)
     if not reused and force is None and all(c.backend == "dense" for c in choices):
@@ -289,7 +292,7 @@ def _check_own_layers(model: nn.Module, encoder, tokens: int, warmup: int, repea
 def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None = None, min_gain: float = 1.03,
             warmup: int = 3, repeats: int = 15, verbose: bool = True, force: str | None = None,
             fused: bool = True, plan: dict | None = None, retime: bool = False,
-            precision: str | None = None) -> CompileReport:
+            precision: str | None = None, int8_weight_bits: int | None = None) -> CompileReport:
     """Make ``model`` (in place) run every encoder matrix on the fastest backend measured here.
 
     On the CPU in float32, a compacted model (``sparsekit.load`` of a compacted artifact) and a Hugging Face
@@ -320,6 +323,10 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
         artifact (stored ``int8-b4``) run at int8 on their stored ints, never re-quantised, or dense on their
         dequantised values where that is faster; at fp32 every backend runs their dequantised values.
         ``backends`` given explicitly are used as given.
+    int8_weight_bits: at int8 precision, the width a float matrix is quantised to: 8 (``[-127, 127]``) or 7
+        (``[-63, 63]``, which the AVX2 / AVX-512BW kernels run faster; ~half the weight resolution). Default:
+        :func:`sparsekit.kernels.cpu_int8.preferred_weight_bits` (7 on those paths, 8 on VNNI CPUs). Matrices
+        stored int8 keep their ints.
     plan: a saved compile plan (sparsekit.runtime.plan; default: the loaded artifact's ``model.compile_plan``),
         reused without timing when it was measured on this CPU, ISA and thread count for this model; otherwise
         re-measured with a warning saying why. retime: always measure.
@@ -337,12 +344,19 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
             precision = manifest_precision(manifest)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8":
+        from sparsekit.kernels import cpu_int8
+
+        int8_weight_bits = cpu_int8.preferred_weight_bits() if int8_weight_bits is None else int8_weight_bits
+        weight_qmax(int8_weight_bits)  # ValueError for another width
+    else:
+        int8_weight_bits = None
     if backends is None:
         backends = registry.default_backends()
         if precision == "int8":
             from sparsekit.backends import CpuInt8B4Backend
 
-            backends = [*backends, CpuInt8B4Backend()]
+            backends = [*backends, CpuInt8B4Backend(int8_weight_bits)]
     if not any(b.name == "dense" for b in backends):
         raise ValueError("the backends must include 'dense', the fallback every layer can use")
     if force is not None and not any(b.name == force for b in backends):
@@ -360,13 +374,14 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
             plan = None
         counters = cpu_time_counters()
         choices, source, own = _compile_fused(model, candidates, tokens, warmup, repeats, min_gain, force, plan,
-                                              precision)
+                                              precision, int8_weight_bits or 8)
         if own is not None and hasattr(model, "pad_layout"):  # a compacted model on its own layers, as modules do
             model.pad_layout()
         report = CompileReport(choices, tokens, torch.get_num_threads(), "fused" if own is None else "modules",
                                f"sparsekit fused encoder (sparsekit.runtime); backends: {source}" if own is None
                                else own, precision,
-                               _timing_steal(counters) if any(c.timings_ms for c in choices) else None)
+                               _timing_steal(counters) if any(c.timings_ms for c in choices) else None,
+                               int8_weight_bits)
         if verbose:
             from rich.console import Console
 
@@ -388,7 +403,7 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
         _swap(model, name, module, built, choice.backend)
         choices.append(choice)
     report = CompileReport(choices, tokens, torch.get_num_threads(), "modules", why_not_fused, precision,
-                           _timing_steal(counters) if choices else None)
+                           _timing_steal(counters) if choices else None, int8_weight_bits)
     if verbose:
         from rich.console import Console
 

@@ -193,15 +193,18 @@ def collect() -> dict:
 
 
 def int8_kernels_info() -> dict:
-    """The C++ INT8 CPU extension: built, why not, the int8 path chosen / supported by this CPU / compiled / forced."""
+    """The C++ INT8 CPU extension: built, why not, the int8 path chosen / supported by this CPU / compiled / forced,
+    and the weight width that path runs faster (cpu_int8.preferred_weight_bits)."""
     from sparsekit.kernels import cpu_int8
 
     info = {"built": cpu_int8.available(), "reason": cpu_int8.unavailable_reason(), "isa": None,
-            "supported_isas": [], "compiled_isas": [], "forced_isa": os.environ.get(cpu_int8.INT8_ISA_ENV)}
+            "supported_isas": [], "compiled_isas": [], "forced_isa": os.environ.get(cpu_int8.INT8_ISA_ENV),
+            "preferred_weight_bits": None}
     if not info["built"]:
         return info
     try:
         info["isa"] = cpu_int8.int8_isa()
+        info["preferred_weight_bits"] = cpu_int8.preferred_weight_bits()
     except ValueError as exc:  # a bad SPARSEKIT_INT8_ISA value
         info["reason"] = str(exc)
     info["supported_isas"] = list(cpu_int8.supported_int8_isas())
@@ -235,7 +238,8 @@ def _component_rows(data: dict) -> list[tuple[str, str, str]]:
     if i8["built"] and i8["isa"]:
         lacking = [i for i in i8["compiled_isas"] if i not in i8["supported_isas"]]
         int8 = (f"path {i8['isa']}{' (forced by SPARSEKIT_INT8_ISA)' if i8['forced_isa'] else ''}; this CPU has: "
-                f"{', '.join(i8['supported_isas'])}{'; lacks: ' + ', '.join(lacking) if lacking else ''}")
+                f"{', '.join(i8['supported_isas'])}{'; lacks: ' + ', '.join(lacking) if lacking else ''}"
+                + (f"; faster weights: {i8['preferred_weight_bits']}-bit" if i8.get("preferred_weight_bits") else ""))
     else:
         int8 = escape(i8["reason"] or "")
     fused = data.get("fused_runtime") or {"usable": False, "reason": "not collected", "layouts": {}}

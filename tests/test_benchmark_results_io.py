@@ -33,15 +33,18 @@ RENDERED = {
     "export_compaction": ("export_compaction", "to_markdown", 2, True),
     "ffn_cpu": ("ffn_cpu", "markdown", 2, True),
     "int8_accuracy_sst2_cpu": ("int8_accuracy", "markdown_lines", 1, False),
+    "int8_accuracy_sst2_cpu_zen_w7": ("int8_accuracy", "markdown_lines", 1, False),
     "kernels_cpu": ("kernels_cpu", "markdown", 2, True),
     "kernels_cpu_bert95": ("kernels_cpu", "markdown", 2, True),
     "kernels_cpu_minilm": ("kernels_cpu", "markdown", 2, True),
     "kernels_int8_cpu": ("kernels_int8_cpu", "markdown", 2, True),
     "kernels_int8_cpu_avx2": ("kernels_int8_cpu", "markdown", 2, True),
+    "kernels_int8_cpu_zen_s14": ("kernels_int8_cpu", "markdown", 2, True),
     "main_job_seeds_cpu": ("main_job_seeds", "markdown", 2, True),
     "op_validation_cost": ("op_validation_cost", "markdown", 2, True),
     "runtime_cpu": ("runtime_cpu", "markdown", 1, False),
     "runtime_cpu_avx2": ("runtime_cpu", "markdown", 1, False),
+    "runtime_cpu_zen_int8_s14": ("runtime_cpu", "markdown", 1, False),
     "runtime_profile_cpu": ("runtime_profile", "markdown_lines", 1, False),
     "runtime_profile_cpu_avx2": ("runtime_profile", "markdown_lines", 1, False),
     "torch_compile_over_fused": ("torch_compile_over_fused", "markdown_lines", 1, False),
@@ -178,9 +181,11 @@ def test_engines_that_cannot_be_limited_are_left_out_under_limits(monkeypatch):
     monkeypatch.setattr(kernels_int8_cpu, "SHAPES", ((8, 16),))
     monkeypatch.setattr(kernels_int8_cpu, "measure_interleaved",
                         lambda fns, *a, **k: {n: {"median": 1e-3, "p25": 1e-3, "p75": 1e-3, "runs": 1} for n in fns})
-    args = SimpleNamespace(int8_isas=None, tokens=[4], sparsity=[0.5], rounds=1, warmup=0, repeats=1, min_seconds=0)
+    args = SimpleNamespace(int8_isas=None, tokens=[4], sparsity=[0.5], rounds=1, warmup=0, repeats=1, min_seconds=0,
+                           weight_bits=7)
     row, = kernels_int8_cpu.bench_layers(args)
     assert "dense_int8_dyn" not in row["timings"] and "cannot be limited" in row["dense_int8_dyn_unavailable"]
+    assert row["weight_bits"] == 7 and any(name.endswith(",w8]") for name in row["timings"])  # 8-bit alongside
 
 
 def test_isa_avx2_reruns_a_real_script_under_the_limits(tmp_path):

@@ -115,7 +115,9 @@ def test_int8_kernels_are_reported(monkeypatch):
         return
     assert k["isa"] == cpu_int8.int8_isa() == k["supported_isas"][0]
     assert "scalar" in k["supported_isas"] and set(k["supported_isas"]) <= set(k["compiled_isas"])
+    assert k["preferred_weight_bits"] == (7 if k["isa"] in ("avx2", "avx512bw") else 8)
     monkeypatch.setenv(cpu_int8.INT8_ISA_ENV, "scalar")
     assert info.int8_kernels_info()["isa"] == "scalar" and info.int8_kernels_info()["forced_isa"] == "scalar"
+    assert info.int8_kernels_info()["preferred_weight_bits"] == 8
     text = runner.invoke(app, ["info"])
     assert "C++ INT8 CPU kernels" in text.output and "forced by SPARSEKIT_INT8_ISA" in text.output

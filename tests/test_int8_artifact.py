@@ -13,7 +13,7 @@ import torch
 from artifact_forge import rewrite_manifest, rewrite_tensors
 
 from sparsekit.formats import FormatError, Int8BlockFormat, from_tensors, to_format
-from sparsekit.formats.int8 import quantize_rows
+from sparsekit.formats.int8 import WEIGHT_BITS, quantize_rows, weight_qmax
 from sparsekit.kernels import reference
 from sparsekit.kernels.cpu_int8_layout import pack_cpu_int8_b4
 
@@ -218,6 +218,8 @@ def test_int8_export_loads_verifies_and_stores_quantised_weights(int8_export, tm
     model, path = int8_export
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["precision"] == "int8" and manifest["export"]["formats"] == "int8-b4"
+    bits = manifest["export"]["int8_weight_bits"]
+    assert bits == 8  # the default: not the exporting machine's faster width
     assert all(m["kind"] == "int8-b4" and m["value_dtype"] == "int8"
                for layer in manifest["layers"] for m in layer["matrices"].values())
     result = verify(path)
@@ -227,7 +229,7 @@ def test_int8_export_loads_verifies_and_stores_quantised_weights(int8_export, tm
     for layer, ref in zip(art.layers, compacted.layers):
         for name, linear in layer.linears().items():
             assert isinstance(linear, FormatLinear) and isinstance(linear.fmt, Int8BlockFormat)
-            q, scale = quantize_rows(ref.linears()[name].weight.detach())
+            q, scale = quantize_rows(ref.linears()[name].weight.detach(), bits)
             assert torch.equal(linear.fmt.to_int8(), q) and torch.equal(linear.fmt.scale, scale)
     ids = torch.randint(5, 40, (3, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -406,7 +408,7 @@ def test_hostile_int8_tensors_in_an_artifact_are_refused(int8_export, tmp_path):
 
 
 def test_export_precision_arguments(tiny_model_dir, tmp_path):
-    from sparsekit.export.artifact import export
+    from sparsekit.export.artifact import export, load
     from sparsekit.models import load_tokenizer
 
     pair = (_block_sparse_classifier(tiny_model_dir), load_tokenizer(tiny_model_dir))
@@ -419,6 +421,34 @@ def test_export_precision_arguments(tiny_model_dir, tmp_path):
     assert not any((tmp_path / n).exists() for n in "abc")
     export(pair, tmp_path / "d", precision="int8", formats="int8-b4")
     assert json.loads((tmp_path / "d" / "manifest.json").read_text())["precision"] == "int8"
+    with pytest.raises(ValueError, match="int8_weight_bits applies to precision='int8'"):
+        export(pair, tmp_path / "e", int8_weight_bits=7)
+    with pytest.raises(ValueError, match="weight_bits must be one of"):
+        export(pair, tmp_path / "f", precision="int8", int8_weight_bits=6)
+    for bits in WEIGHT_BITS:
+        export(pair, tmp_path / f"bits{bits}", precision="int8", int8_weight_bits=bits)
+        manifest = json.loads((tmp_path / f"bits{bits}" / "manifest.json").read_text())
+        assert manifest["export"]["int8_weight_bits"] == bits
+        fmts = [lin.fmt for layer in load(tmp_path / f"bits{bits}").layers for lin in layer.linears().values()]
+        assert max(int(f.values.abs().max()) for f in fmts) == weight_qmax(bits)
+        assert {f.weight_bits for f in fmts} == {bits}
+
+
+def test_weight_bits_quantise_to_127_or_63():
+    w = torch.randn(5, 12, generator=torch.Generator().manual_seed(0))
+    w[2] = 0.0
+    for bits in WEIGHT_BITS:
+        q, scale = quantize_rows(w, bits)
+        qmax = weight_qmax(bits)
+        assert int(q.abs().max()) == qmax and not q[2].any() and float(scale[2]) == 0.0
+        torch.testing.assert_close(scale, w.abs().amax(1) / qmax)
+        assert Int8BlockFormat.pack(w, weight_bits=bits).weight_bits == bits
+        assert to_format(w, "int8-b4", weight_bits=bits).weight_bits == bits
+    assert weight_qmax(8) == 127 and weight_qmax(7) == 63
+    with pytest.raises(ValueError, match="weight_bits must be one of"):
+        quantize_rows(w, 6)
+    with pytest.raises(ValueError, match="weight_bits= only applies"):
+        to_format(w, "csr", weight_bits=7)
 
 
 def test_module_layout_artifacts_refuse_int8(tiny_model_dir, tmp_path):

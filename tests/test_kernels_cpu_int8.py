@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from sparsekit.formats import KernelInputError
+from sparsekit.formats.int8 import WEIGHT_BITS, weight_qmax
 from sparsekit.kernels import cpu_int8, reference
 from sparsekit.kernels.cpu_int8_layout import MAX_IN_FEATURES, CpuInt8B4Weight, pack_cpu_int8_b4, quantize_rows
 
@@ -94,23 +95,26 @@ TOKENS = [1, 2, 17, 130]
 
 
 @needs_ext
+@pytest.mark.parametrize("weight_bits", WEIGHT_BITS)  # 7: the narrow-weight kernels of avx2 / avx512bw
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("out,inp,density,empty_rows", CASES)
-def test_accumulators_exact(isa, out, inp, density, empty_rows):
+def test_accumulators_exact(isa, out, inp, density, empty_rows, weight_bits):
     w = block_weight(out, inp, density, seed=out + inp, empty_rows=empty_rows)
-    packed = pack_cpu_int8_b4(w)
+    packed = pack_cpu_int8_b4(w, weight_bits)
+    assert packed.nblocks == 0 or int(packed.val.abs().max()) <= weight_qmax(weight_bits)
     for m in TOKENS:
         x = torch.randn(m, inp, generator=torch.Generator().manual_seed(m))
         check_exact(x, packed, isa)
 
 
 @needs_ext
+@pytest.mark.parametrize("weight_bits", WEIGHT_BITS)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("out,inp,density,empty_rows", CASES)
-def test_output_matches_reference_and_dense(isa, out, inp, density, empty_rows, monkeypatch):
+def test_output_matches_reference_and_dense(isa, out, inp, density, empty_rows, weight_bits, monkeypatch):
     monkeypatch.setenv(cpu_int8.INT8_ISA_ENV, isa)
     w = block_weight(out, inp, density, seed=out * inp, empty_rows=empty_rows)
-    packed = pack_cpu_int8_b4(w)
+    packed = pack_cpu_int8_b4(w, weight_bits)
     for m, bias in ((1, torch.randn(out)), (17, None), (130, torch.randn(out))):
         x = torch.randn(m, inp, generator=torch.Generator().manual_seed(m))
         y = cpu_int8.int8_b4_linear(x, packed, bias)
@@ -135,6 +139,29 @@ def test_saturation_full_scale(isa):
     check_exact(x, packed, isa)
     acc, _ = cpu_int8.int8_b4_accumulators(x, packed, isa)
     assert int(acc[0, 0]) == inp * 127 * 127 and int(acc[1, 0]) == -inp * 127 * 127
+
+
+@needs_ext
+@pytest.mark.parametrize("isa", ISAS)
+def test_saturation_full_scale_narrow_weights(isa):
+    """7-bit weights all at +-63 against inputs all at +-127: on avx2 / avx512bw the narrow kernels multiply
+    u = xq + 128 in {1, 255} by q straight, so every int16 pair sum reaches 2 * 255 * 63 = 32130 (just under the
+    vpmaddubsw saturation at 32767); a single weight of 64 sends the call to the sign-trick kernels instead."""
+    inp = 3072
+    g = torch.Generator().manual_seed(1)
+    sign_w = torch.where(torch.rand(6, inp, generator=g) < 0.5, -1.0, 1.0)
+    w = torch.cat([torch.ones(1, inp), -torch.ones(1, inp), sign_w])
+    packed = pack_cpu_int8_b4(w, weight_bits=7)
+    assert int(packed.val.abs().min()) == 63 and int(packed.val.abs().max()) == 63
+    sign_x = torch.where(torch.rand(4, inp, generator=g) < 0.5, -1.0, 1.0)
+    x = torch.cat([torch.ones(1, inp), -torch.ones(1, inp), sign_x, 3.5 * torch.ones(1, inp)])
+    check_exact(x, packed, isa)
+    acc, _ = cpu_int8.int8_b4_accumulators(x, packed, isa)
+    assert int(acc[0, 0]) == inp * 127 * 63 and int(acc[1, 0]) == -inp * 127 * 63
+    val = packed.val.clone()
+    val[5] = 64  # one value past the narrow range: still exact (other kernels)
+    wider = CpuInt8B4Weight(shape=packed.shape, ptr=packed.ptr, col=packed.col, val=val, scale=packed.scale)
+    check_exact(x, wider, isa)
 
 
 @needs_ext

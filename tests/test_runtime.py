@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from sparsekit import kernels
 from sparsekit.compiler import compile as sk_compile
-from sparsekit.kernels import cpu, reference
+from sparsekit.formats.int8 import WEIGHT_BITS, weight_qmax
+from sparsekit.kernels import cpu, cpu_int8, reference
 from sparsekit.kernels import encoder as encoder_ops
 from sparsekit.formats.validate import KernelInputError
 from sparsekit.kernels.cpu_layout import pack_cpu_bsr, pack_cpu_csr
@@ -739,9 +740,18 @@ def test_compile_int8_precision(tiny_model_dir, tmp_path):
         want = model(input_ids=ids).logits
     report = sk_compile(art, tokens=16, repeats=2, warmup=1, verbose=False, precision="int8", force="int8-b4-cpu")
     assert report.precision == "int8" and "int8-b4-cpu" in {c.backend for c in report.layers}
+    assert report.int8_weight_bits == cpu_int8.preferred_weight_bits()  # the default: the faster width here
     with torch.no_grad():
         got = art(input_ids=ids).logits
     assert float((got - want).abs().max()) < 0.05 * float(want.abs().max()) + 0.02  # int8 error, not a mismatch
+    for bits in WEIGHT_BITS:  # the width the fused runtime quantises the float matrices to
+        other = load(path)
+        chosen = sk_compile(other, tokens=16, repeats=2, warmup=1, verbose=False, precision="int8",
+                            force="int8-b4-cpu", int8_weight_bits=bits)
+        ints = [t for t in other.runtime._tensors if t.dtype == torch.int8]
+        assert chosen.int8_weight_bits == bits and max(int(t.abs().max()) for t in ints) == weight_qmax(bits)
+    with pytest.raises(ValueError, match="weight_bits"):
+        sk_compile(load(path), precision="int8", int8_weight_bits=6, verbose=False)
     save_plan(report, path)
     with pytest.warns(RuntimeWarning, match="precision"):
         fp32 = sk_compile(load(path), tokens=16, repeats=2, warmup=1, verbose=False)

@@ -56,7 +56,7 @@ struct Item {
   int8_t* xs;         // the same buffer for the other paths: xq (int8)
   float* tscale;      // [Tc] per-token scales
   int8_t* qrow;       // [L][4 * nkbp] L quantised tokens (nkbp = nkb rounded up to L)
-  int32_t* yt;        // [L][Mt] panel accumulators
+  int32_t* yt;        // [kGroupRows][Mt] accumulators of a group of row panels
   int64_t Tc;         // tokens per chunk (a multiple of Mt)
 };
 
@@ -69,11 +69,14 @@ struct IsaOps {
   void (*run_int32)(const Problem&, const Item&);
   bool (*non_decreasing)(const int32_t* p, int64_t n);
   bool (*col_in_range)(const int16_t* c, int64_t n, int64_t nkb);
-  bool (*no_minus128)(const int8_t* v, int64_t n);
+  int (*max_abs)(const int8_t* v, int64_t n);  // largest |v[i]| (128 for -128), 0 when n == 0
 };
 
 // Tiles per token chunk (the activations quantised at once by a work item).
 constexpr int64_t kChunkTiles = 4;
+// Output rows whose accumulators a tile collects before writing them to y (a multiple of every L; 64 rows x 64
+// tokens of int32 = 16 KB, half of L1).
+constexpr int64_t kGroupRows = 64;
 
 // ==================================================================================================
 // Vector back-ends: L int32 lanes, L fp32 lanes, and the byte dot product of one 32-bit weight word.
@@ -138,10 +141,44 @@ struct I8Scalar {
     for (int i = 0; i < L; ++i)
       for (int j = i + 1; j < L; ++j) std::swap(r[i].v[j], r[j].v[i]);
   }
+  // sum over i < n of (v[i] ^ 0x80), i.e. of the bytes offset to [0, 255]. Eight bytes at a time in a 64-bit word:
+  // pairs summed into four 16-bit lanes (at most 2 * 255 per step, so up to 128 steps fit), added up every 128 steps.
+  static SK_INLINE int64_t offset_byte_sum(const uint8_t* v, int64_t n) {
+    constexpr uint64_t kFlip = 0x8080808080808080ull, kLow = 0x00FF00FF00FF00FFull, k16 = 0xFFFFull;
+    const int64_t n8 = n / 8 * 8;
+    int64_t sum = 0, i = 0;
+    while (i < n8) {
+      uint64_t lanes = 0;
+      for (const int64_t end = std::min(n8, i + 8 * 128); i < end; i += 8) {
+        uint64_t x;
+        std::memcpy(&x, v + i, 8);
+        x ^= kFlip;
+        lanes += (x & kLow) + ((x >> 8) & kLow);
+      }
+      sum += static_cast<int64_t>((lanes & k16) + ((lanes >> 16) & k16) + ((lanes >> 32) & k16) + (lanes >> 48));
+    }
+    for (; i < n; ++i) sum += v[i] ^ 0x80u;
+    return sum;
+  }
   static SK_INLINE freg fzero() { return fset1(0.0f); }
   static SK_INLINE freg fset1(float a) {
     freg r;
     for (int i = 0; i < L; ++i) r.v[i] = a;
+    return r;
+  }
+  static SK_INLINE freg fload(const float* p) {
+    freg r;
+    std::memcpy(r.v, p, sizeof(r.v));
+    return r;
+  }
+  static SK_INLINE ireg as_ireg(const freg& a) {
+    ireg r;
+    std::memcpy(r.v, a.v, sizeof(r.v));
+    return r;
+  }
+  static SK_INLINE freg as_freg(const ireg& a) {
+    freg r;
+    std::memcpy(r.v, a.v, sizeof(r.v));
     return r;
   }
   static SK_INLINE freg fload_partial(const float* p, int n) {
@@ -232,8 +269,25 @@ alignas(64) const int32_t kMaskTable8[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 
     ri[6] = _mm256_castps_si256(_mm256_permute2f128_ps(u2, u6, 0x31));                                        \
     ri[7] = _mm256_castps_si256(_mm256_permute2f128_ps(u3, u7, 0x31));                                        \
   }                                                                                                           \
+  /* sum over i < n of (v[i] ^ 0x80): vpsadbw adds 8 offset bytes into each 64-bit lane, 32 bytes a step. */  \
+  static TARGET SK_INLINE int64_t offset_byte_sum(const uint8_t* v, int64_t n) {                              \
+    const __m256i flip = _mm256_set1_epi8(-128), zero = _mm256_setzero_si256();                               \
+    __m256i acc = zero;                                                                                       \
+    int64_t i = 0;                                                                                            \
+    for (; i + 32 <= n; i += 32) {                                                                            \
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i));                          \
+      acc = _mm256_add_epi64(acc, _mm256_sad_epu8(_mm256_xor_si256(x, flip), zero));                          \
+    }                                                                                                         \
+    const __m128i s = _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));           \
+    int64_t sum = _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);                                             \
+    for (; i < n; ++i) sum += v[i] ^ 0x80u;                                                                   \
+    return sum;                                                                                               \
+  }                                                                                                           \
   static TARGET SK_INLINE freg fzero() { return _mm256_setzero_ps(); }                                        \
   static TARGET SK_INLINE freg fset1(float a) { return _mm256_set1_ps(a); }                                   \
+  static TARGET SK_INLINE freg fload(const float* p) { return _mm256_load_ps(p); }                          \
+  static TARGET SK_INLINE ireg as_ireg(freg a) { return _mm256_castps_si256(a); }                             \
+  static TARGET SK_INLINE freg as_freg(ireg a) { return _mm256_castsi256_ps(a); }                             \
   static TARGET SK_INLINE freg fload_partial(const float* p, int n) {                                         \
     return n == L ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask(n));                                      \
   }                                                                                                           \
@@ -247,46 +301,67 @@ alignas(64) const int32_t kMaskTable8[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 
   static TARGET SK_INLINE freg fmul(freg a, freg b) { return _mm256_mul_ps(a, b); }                           \
   static TARGET SK_INLINE freg fmadd(freg a, freg b, freg c) { return _mm256_fmadd_ps(a, b, c); }             \
   static TARGET SK_INLINE freg cvt_f(ireg a) { return _mm256_cvtepi32_ps(a); }                                \
-  static TARGET SK_INLINE float absmax(const float* p, int64_t n, bool* nonfinite) {                          \
-    const __m256 sign = _mm256_set1_ps(-0.0f);                                                                \
-    __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();                                                \
-    for (int64_t i = 0; i < n; i += L) {                                                                      \
-      const int k = static_cast<int>(std::min<int64_t>(L, n - i));                                           \
-      const __m256 v = fload_partial(p + i, k);                                                               \
-      m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v));                                                        \
-      bad = _mm256_add_ps(bad, _mm256_sub_ps(v, v)); /* NaN exactly when a lane was NaN / inf */              \
-    }                                                                                                         \
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));                            \
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));                                                                   \
-    s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));                                                               \
-    alignas(32) float b[8];                                                                                   \
-    _mm256_store_ps(b, bad);                                                                                  \
-    bool nf = false;                                                                                          \
-    for (int i = 0; i < 8; ++i) nf |= b[i] != 0.0f;                                                           \
-    *nonfinite = nf;                                                                                          \
-    return _mm_cvtss_f32(s);                                                                                  \
+  /* The bit patterns of |p[0 .. L)|: non-negative floats order like their patterns as int32; NaN / inf are the */\
+  /* largest.                                                                                                */\
+  static TARGET SK_INLINE __m256i magnitude(const float* p) {                                                 \
+    return _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), _mm256_set1_epi32(0x7fffffff));\
   }                                                                                                           \
-  static TARGET SK_INLINE void quantize_row(const float* x, int64_t n, float inv, int8_t* q) {                 \
-    const __m256 vs = _mm256_set1_ps(inv), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);          \
-    for (int64_t i = 0; i < n; i += L) {                                                                      \
-      const int k = static_cast<int>(std::min<int64_t>(L, n - i));                                           \
-      __m256 r = _mm256_round_ps(_mm256_mul_ps(fload_partial(x + i, k), vs),                                  \
-                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                              \
-      r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);                                                            \
-      const __m256i i32 = _mm256_cvtps_epi32(r);                                                              \
-      const __m256i i16 = _mm256_packs_epi32(i32, i32);  /* per 128-bit lane: 0..3 0..3 | 4..7 4..7 */        \
+  /* max |x| over the n lanes of p as the integer max of the magnitudes' patterns: four independent maxima, no    */\
+  /* loop-carried float latency; nonfinite: a lane was NaN / inf.                                             */\
+  static TARGET SK_INLINE float absmax(const float* p, int64_t n, bool* nonfinite) {                          \
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0, m2 = m0, m3 = m0;                                           \
+    int64_t i = 0;                                                                                            \
+    for (; i + 4 * L <= n; i += 4 * L) {                                                                      \
+      m0 = _mm256_max_epi32(m0, magnitude(p + i));                                                            \
+      m1 = _mm256_max_epi32(m1, magnitude(p + i + L));                                                        \
+      m2 = _mm256_max_epi32(m2, magnitude(p + i + 2 * L));                                                    \
+      m3 = _mm256_max_epi32(m3, magnitude(p + i + 3 * L));                                                    \
+    }                                                                                                         \
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);                                                   \
+    for (; i < n; i += L) {                                                                                   \
+      const int k = static_cast<int>(std::min<int64_t>(L, n - i));                                            \
+      m0 = _mm256_max_epi32(m0, _mm256_and_si256(_mm256_castps_si256(fload_partial(p + i, k)), abs_mask));    \
+    }                                                                                                         \
+    m0 = _mm256_max_epi32(_mm256_max_epi32(m0, m1), _mm256_max_epi32(m2, m3));                                \
+    __m128i s = _mm_max_epi32(_mm256_castsi256_si128(m0), _mm256_extracti128_si256(m0, 1));                   \
+    s = _mm_max_epi32(s, _mm_shuffle_epi32(s, 0x4E));                                                         \
+    s = _mm_max_epi32(s, _mm_shuffle_epi32(s, 0xB1));                                                         \
+    const int32_t bits = _mm_cvtsi128_si32(s);                                                                \
+    *nonfinite = bits >= 0x7f800000;                                                                          \
+    float r;                                                                                                  \
+    std::memcpy(&r, &bits, 4);                                                                                \
+    return r;                                                                                                 \
+  }                                                                                                           \
+  /* q[i] = clamp(round_half_even(x[i] * inv), -127, 127), i < n. vcvtps2dq rounds in the current rounding mode */\
+  /* (ties to even by default, like the scalar path's nearbyint); |x * inv| <= 127 * (1 + 2 eps), so the        */\
+  /* saturating packs never clip and the byte max only guards against -128. 32 values per step, one store.     */\
+  static TARGET SK_INLINE void quantize_row(const float* x, int64_t n, float inv, int8_t* q) {                \
+    const __m256 vs = _mm256_set1_ps(inv);                                                                    \
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), lo8 = _mm256_set1_epi8(-127);            \
+    int64_t i = 0;                                                                                            \
+    for (; i + 4 * L <= n; i += 4 * L) {                                                                      \
+      const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs));                        \
+      const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + L), vs));                    \
+      const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 2 * L), vs));                \
+      const __m256i d = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 3 * L), vs));                \
+      /* packs work per 128-bit lane: dwords a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7, put back in order */  \
+      const __m256i q8 = _mm256_permutevar8x32_epi32(                                                         \
+          _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d)), order);                     \
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_max_epi8(q8, lo8));                       \
+    }                                                                                                         \
+    const __m256i hi32 = _mm256_set1_epi32(127), lo32 = _mm256_set1_epi32(-127);                              \
+    for (; i < n; i += L) {                                                                                   \
+      const int k = static_cast<int>(std::min<int64_t>(L, n - i));                                            \
+      const __m256i r32 = _mm256_cvtps_epi32(_mm256_mul_ps(fload_partial(x + i, k), vs));                     \
+      const __m256i i32 = _mm256_min_epi32(_mm256_max_epi32(r32, lo32), hi32);                                \
+      const __m256i i16 = _mm256_packs_epi32(i32, i32); /* per 128-bit lane: 0..3 0..3 | 4..7 4..7 */         \
       const __m256i i8 = _mm256_packs_epi16(i16, i16);                                                        \
       const uint32_t w0 = static_cast<uint32_t>(_mm256_extract_epi32(i8, 0));                                 \
       const uint32_t w1 = static_cast<uint32_t>(_mm256_extract_epi32(i8, 4));                                 \
-      if (k == L) {                                                                                           \
-        std::memcpy(q + i, &w0, 4);                                                                           \
-        std::memcpy(q + i + 4, &w1, 4);                                                                       \
-      } else {                                                                                                \
-        alignas(8) int8_t t[8];                                                                               \
-        std::memcpy(t, &w0, 4);                                                                               \
-        std::memcpy(t + 4, &w1, 4);                                                                           \
-        std::memcpy(q + i, t, static_cast<size_t>(k));                                                        \
-      }                                                                                                       \
+      alignas(8) int8_t t[8];                                                                                 \
+      std::memcpy(t, &w0, 4);                                                                                 \
+      std::memcpy(t + 4, &w1, 4);                                                                             \
+      std::memcpy(q + i, t, static_cast<size_t>(k));                                                          \
     }                                                                                                         \
   }
 
@@ -307,7 +382,30 @@ struct I8Avx2 {
   static SK_AVX2_TARGET SK_INLINE ireg dot(ireg acc, const wreg& w, const uint8_t*, const int8_t* ps) {
     const __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(ps));
     const __m256i p16 = _mm256_maddubs_epi16(w.abs, _mm256_sign_epi8(x, w.sgn));
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+    const __m256i p32 = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+    // In place (the accumulator operand tied), as on the vpdpbusd paths: with the intrinsic GCC kept three of the
+    // eight accumulators of row_dot's loop on the stack.
+    asm("vpaddd %1, %0, %0" : "+x"(acc) : "x"(p32));
+    return acc;
+  }
+};
+
+// AVX2 for weights in [-kNarrowWeightMax, kNarrowWeightMax]: vpmaddubsw straight on u = xq + 128 (u8) and the
+// weight bytes (s8): each int16 pair sum is at most 2 * 255 * 63 = 32130 < 32767, so it never saturates; exact,
+// with the offset compensation of the vpdpbusd paths. No vpsignb / vpabsb: one multiply-pipe instruction fewer per
+// block and token vector than the sign trick.
+struct I8Avx2Narrow {
+  SK_I8_256_COMMON(SK_AVX2_TARGET)
+  static constexpr int kNv = 8;
+  static constexpr bool kTwoSets = false;
+  static constexpr Mode kMode = Mode::kOffset;
+  using wreg = __m256i;
+  static SK_AVX2_TARGET SK_INLINE wreg bcast(uint32_t w) { return _mm256_set1_epi32(static_cast<int32_t>(w)); }
+  static SK_AVX2_TARGET SK_INLINE ireg dot(ireg acc, wreg w, const uint8_t* pa, const int8_t*) {
+    const __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(pa));
+    const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), _mm256_set1_epi16(1));
+    asm("vpaddd %1, %0, %0" : "+x"(acc) : "x"(p32));  // in place, as I8Avx2::dot
+    return acc;
   }
 };
 
@@ -363,8 +461,23 @@ struct I8AvxVnni {
       ri[j + 8] = _mm512_castps_si512(_mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD));                            \
     }                                                                                                         \
   }                                                                                                           \
+  /* As the 256-bit offset_byte_sum, 64 bytes a step. */                                                      \
+  static TARGET SK_INLINE int64_t offset_byte_sum(const uint8_t* v, int64_t n) {                              \
+    const __m512i flip = _mm512_set1_epi8(-128), zero = _mm512_setzero_si512();                               \
+    __m512i acc = zero;                                                                                       \
+    int64_t i = 0;                                                                                            \
+    for (; i + 64 <= n; i += 64) {                                                                            \
+      acc = _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_xor_si512(_mm512_loadu_si512(v + i), flip), zero));  \
+    }                                                                                                         \
+    int64_t sum = _mm512_reduce_add_epi64(acc);                                                               \
+    for (; i < n; ++i) sum += v[i] ^ 0x80u;                                                                   \
+    return sum;                                                                                               \
+  }                                                                                                           \
   static TARGET SK_INLINE freg fzero() { return _mm512_setzero_ps(); }                                        \
   static TARGET SK_INLINE freg fset1(float a) { return _mm512_set1_ps(a); }                                   \
+  static TARGET SK_INLINE freg fload(const float* p) { return _mm512_load_ps(p); }                          \
+  static TARGET SK_INLINE ireg as_ireg(freg a) { return _mm512_castps_si512(a); }                             \
+  static TARGET SK_INLINE freg as_freg(ireg a) { return _mm512_castsi512_ps(a); }                             \
   static TARGET SK_INLINE freg fload_partial(const float* p, int n) {                                         \
     return n == L ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mask(n), p);                                   \
   }                                                                                                           \
@@ -378,16 +491,26 @@ struct I8AvxVnni {
   static TARGET SK_INLINE freg fmul(freg a, freg b) { return _mm512_mul_ps(a, b); }                           \
   static TARGET SK_INLINE freg fmadd(freg a, freg b, freg c) { return _mm512_fmadd_ps(a, b, c); }             \
   static TARGET SK_INLINE freg cvt_f(ireg a) { return _mm512_cvtepi32_ps(a); }                                \
+  /* As the 256-bit absmax: integer max of the bit patterns with the sign cleared, four independent maxima. */\
   static TARGET SK_INLINE float absmax(const float* p, int64_t n, bool* nonfinite) {                          \
-    __m512 m = _mm512_setzero_ps(), bad = _mm512_setzero_ps();                                                \
-    for (int64_t i = 0; i < n; i += L) {                                                                      \
-      const int k = static_cast<int>(std::min<int64_t>(L, n - i));                                           \
-      const __m512 v = fload_partial(p + i, k);                                                               \
-      m = _mm512_max_ps(m, _mm512_abs_ps(v));                                                                 \
-      bad = _mm512_add_ps(bad, _mm512_sub_ps(v, v)); /* NaN exactly when a lane was NaN / inf */              \
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);                                                  \
+    __m512i m0 = _mm512_setzero_si512(), m1 = m0, m2 = m0, m3 = m0;                                           \
+    int64_t i = 0;                                                                                            \
+    for (; i + 4 * L <= n; i += 4 * L) {                                                                      \
+      m0 = _mm512_max_epi32(m0, _mm512_and_si512(_mm512_loadu_si512(p + i), magnitude));                      \
+      m1 = _mm512_max_epi32(m1, _mm512_and_si512(_mm512_loadu_si512(p + i + L), magnitude));                  \
+      m2 = _mm512_max_epi32(m2, _mm512_and_si512(_mm512_loadu_si512(p + i + 2 * L), magnitude));              \
+      m3 = _mm512_max_epi32(m3, _mm512_and_si512(_mm512_loadu_si512(p + i + 3 * L), magnitude));              \
     }                                                                                                         \
-    *nonfinite = _mm512_cmp_ps_mask(bad, _mm512_setzero_ps(), _CMP_NEQ_UQ) != 0;                              \
-    return _mm512_reduce_max_ps(m);                                                                           \
+    for (; i < n; i += L) {                                                                                   \
+      const int k = static_cast<int>(std::min<int64_t>(L, n - i));                                            \
+      m0 = _mm512_max_epi32(m0, _mm512_and_si512(_mm512_castps_si512(fload_partial(p + i, k)), magnitude));   \
+    }                                                                                                         \
+    const int32_t bits = _mm512_reduce_max_epi32(_mm512_max_epi32(_mm512_max_epi32(m0, m1), _mm512_max_epi32(m2, m3)));\
+    *nonfinite = bits >= 0x7f800000;                                                                          \
+    float r;                                                                                                  \
+    std::memcpy(&r, &bits, 4);                                                                                \
+    return r;                                                                                                 \
   }                                                                                                           \
   static TARGET SK_INLINE void quantize_row(const float* x, int64_t n, float inv, int8_t* q) {                 \
     const __m512 vs = _mm512_set1_ps(inv), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);          \
@@ -419,6 +542,20 @@ struct I8Avx512Bw {
     const __m512i xs = _mm512_mask_sub_epi8(x, w.neg, _mm512_setzero_si512(), x);
     const __m512i p16 = _mm512_maddubs_epi16(w.abs, xs);
     return _mm512_add_epi32(acc, _mm512_madd_epi16(p16, _mm512_set1_epi16(1)));
+  }
+};
+
+// AVX-512BW for weights in [-kNarrowWeightMax, kNarrowWeightMax]: as I8Avx2Narrow on 16 tokens.
+struct I8Avx512BwNarrow {
+  SK_I8_512_COMMON(SK_AVX512_TARGET)
+  static constexpr int kNv = 4;
+  static constexpr bool kTwoSets = false;
+  static constexpr Mode kMode = Mode::kOffset;
+  using wreg = __m512i;
+  static SK_AVX512_TARGET SK_INLINE wreg bcast(uint32_t w) { return _mm512_set1_epi32(static_cast<int32_t>(w)); }
+  static SK_AVX512_TARGET SK_INLINE ireg dot(ireg acc, wreg w, const uint8_t* pa, const int8_t*) {
+    const __m512i x = _mm512_load_si512(pa);
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(x, w), _mm512_set1_epi16(1)));
   }
 };
 
@@ -470,6 +607,22 @@ namespace {
 #undef SK_TARGET
 #undef SK_VEC
 
+#define SK_NS isa_avx2_narrow
+#define SK_TARGET SK_AVX2_TARGET
+#define SK_VEC I8Avx2Narrow
+#include "spmm_cpu_int8_impl.inc"
+#undef SK_NS
+#undef SK_TARGET
+#undef SK_VEC
+
+#define SK_NS isa_avx512bw_narrow
+#define SK_TARGET SK_AVX512_TARGET
+#define SK_VEC I8Avx512BwNarrow
+#include "spmm_cpu_int8_impl.inc"
+#undef SK_NS
+#undef SK_TARGET
+#undef SK_VEC
+
 #define SK_NS isa_avx512vnni
 #define SK_TARGET SK_AVX512VNNI_TARGET
 #define SK_VEC I8Avx512Vnni
@@ -489,11 +642,13 @@ namespace {
 #endif
 #endif
 
-const IsaOps& ops_for(Isa isa) {
+// The kernels of a path; narrow: the weight's values are within +-kNarrowWeightMax (the vpmaddubsw paths then skip
+// the sign trick).
+const IsaOps& ops_for(Isa isa, bool narrow = false) {
 #if SK_X86
   if (isa == Isa::kAvx512Vnni) return isa_avx512vnni::kOps;
-  if (isa == Isa::kAvx512Bw) return isa_avx512bw::kOps;
-  if (isa == Isa::kAvx2) return isa_avx2::kOps;
+  if (isa == Isa::kAvx512Bw) return narrow ? isa_avx512bw_narrow::kOps : isa_avx512bw::kOps;
+  if (isa == Isa::kAvx2) return narrow ? isa_avx2_narrow::kOps : isa_avx2::kOps;
 #if SK_HAVE_AVXVNNI
   if (isa == Isa::kAvxVnni) return isa_avxvnni::kOps;
 #endif
@@ -563,7 +718,7 @@ Isa best_isa() {
   return best;
 }
 
-void validate_weight(const B4Weight& w, Isa isa) {
+void validate_weight(B4Weight& w, Isa isa) {
   TORCH_CHECK_VALUE(isa_supported(isa), "sparsekit: int8 ISA ", isa_name(isa), " is not supported by this CPU");
   TORCH_CHECK_VALUE(w.in >= 0 && w.in <= kMaxInFeatures, "sparsekit: int8 kernels need in_features in [0, ",
                     kMaxInFeatures, "], got ", w.in);
@@ -592,12 +747,14 @@ void validate_weight(const B4Weight& w, Isa isa) {
                         c, "; in_features = ", w.in, " has ", w.nkb, " block columns of 4");
     }
   }
-  if (!ops.no_minus128(w.val, 4 * w.nblk)) {
+  const int max_abs = ops.max_abs(w.val, 4 * w.nblk);
+  if (max_abs > 127) {
     for (int64_t i = 0; i < 4 * w.nblk; ++i) {
       TORCH_CHECK_VALUE(w.val[i] != -128, "sparsekit: int8 weight value -128 at val[", i,
                         "]; values must be in [-127, 127] (symmetric quantisation)");
     }
   }
+  w.max_abs = max_abs;
 }
 
 void b4_linear(const float* x, int64_t M, int64_t ldx, const B4Weight& w, const Output& out, Isa isa) {
@@ -607,7 +764,7 @@ void b4_linear(const float* x, int64_t M, int64_t ldx, const B4Weight& w, const 
   if (w.out <= 0) {  // nothing to compute, but the token scales are still an output
     if (out.x_scale == nullptr) return;
   }
-  const IsaOps& ops = ops_for(isa);
+  const IsaOps& ops = ops_for(isa, w.max_abs <= kNarrowWeightMax);
   const Problem p{x, M, ldx, w, out};
   const int64_t L = ops.L, Mt = ops.Mt;
   const int64_t npanels = std::max<int64_t>(1, (w.out + L - 1) / L);
@@ -631,7 +788,7 @@ void b4_linear(const float* x, int64_t M, int64_t ldx, const B4Weight& w, const 
   const size_t act = round64(static_cast<size_t>(w.nkb) * static_cast<size_t>(Tc) * 4);
   const size_t qrows = round64(static_cast<size_t>(L * 4 * ((w.nkb + L - 1) / L * L)));
   const size_t bytes = act + round64(Tc * sizeof(float)) + qrows +
-                       round64(L * Mt * sizeof(int32_t));
+                       round64(kGroupRows * Mt * sizeof(int32_t));
   std::vector<char> failed(tm * tr, 0);
   const bool dequant = out.kind == Output::Kind::kDequantBias;
   at::parallel_for(0, tm * tr, 1, [&](int64_t b, int64_t e) {

@@ -32,8 +32,9 @@
 // so each store writes a whole vector). For each panel and tile it runs each row: per stored block, the row's 4 weights
 // are broadcast as one 32-bit word and multiplied-added against up to NV vectors of L tokens (two accumulator sets,
 // even / odd blocks, on the vpdpbusd paths, whose accumulator latency is loop-carried), so the weights are read once
-// per tile and the activations of a tile stay in L1 / L2. The panel's int32 accumulators (Y^T, L rows x Mt tokens) are
-// transposed L x L in registers and handed, one token at a time with lanes over L consecutive outputs, to the epilogue:
+// per tile and the activations of a tile stay in L1 / L2. The int32 accumulators of a group of 64 rows (Y^T, 64 rows x
+// Mt tokens) are transposed L x L in registers and handed, one token at a time with lanes over L consecutive outputs
+// and the group's panels left to right (so each token's 256 bytes of y are written in one stream), to the epilogue:
 // the store step is a template functor (DequantBias computes the fp32 output above; Int32Acc stores the raw
 // accumulators, the debug / test entry). A caller's fp32 epilogue (GELU, a residual add) runs through Output::post on
 // each block right after it is stored.
@@ -53,13 +54,20 @@
 //     is at most 2 * 127 * 127 = 32258: never saturates, results EXACT, with the same full 8-bit activation
 //     quantisation as every other path (no accuracy cost; one extra operation per block and vector, and Xq
 //     holds xq itself). This is why q = -128 is forbidden (and xq is clamped to -127).
+//   * avx2 / avx512bw with narrow weights: when every weight value of the call is within +-kNarrowWeightMax (63:
+//     7-bit weights, e.g. packed with weight_bits=7), vpmaddubsw runs straight on u = xq + 128 (u8) and q (s8): each
+//     pair sum is at most 2 * 255 * 63 = 32130 < 32767, never saturates, EXACT, with the offset compensation of the
+//     vpdpbusd paths. No vpsignb / vpabsb: one multiply-pipe instruction fewer per block and token vector (the
+//     inner loop's bound on AVX2 without VNNI; oneDNN halves its weights on such CPUs for the same reason). The
+//     binding picks it from the weight's largest |q|, which validate_weight records, so it is the same path name.
 //   * scalar: plain int32 loops (any CPU, any compiler).
 // Every path produces int32 accumulators bit-identical to the integer reference. The caller passes the path
 // explicitly; the Python layer picks best_isa() unless SPARSEKIT_INT8_ISA forces one. Unsupported paths raise.
 //
 // Index safety: validate_weight() runs on every call of the binding and checks every index the kernels use:
 // ptr[0] == 0, ptr non-decreasing, ptr[out] == nblk, every col in [0, nkb); it also checks that no value is
-// -128 (the sign trick above needs |q| <= 127). O(nblk), vectorised. Sizes, dtypes and devices are checked by
+// -128 (the sign trick above needs |q| <= 127) and records the largest |q| (which picks the narrow-weight kernels).
+// O(nblk), vectorised. Sizes, dtypes and devices are checked by
 // the binding. (Tensors another thread modifies in place during a call are a data race no check can cover.)
 #pragma once
 
@@ -72,6 +80,9 @@ enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512Bw = 2, kAvxVnni = 3, kAvx
 
 /// Largest in_features: keeps |acc| < 2**31 and block columns in an int16.
 constexpr int64_t kMaxInFeatures = 131072;
+
+/// Largest |q| of the narrow-weight kernels of the vpmaddubsw paths (see "ISA paths").
+constexpr int kNarrowWeightMax = 63;
 
 /// Name of a path: "avx512-vnni", "avx-vnni", "avx512bw", "avx2" or "scalar".
 const char* isa_name(Isa isa);
@@ -95,11 +106,12 @@ struct B4Weight {
   const int16_t* col = nullptr;   ///< [nblk]
   const int8_t* val = nullptr;    ///< [nblk * 4]
   const float* scale = nullptr;   ///< [out]
+  int max_abs = 127;              ///< largest |val[i]|, recorded by validate_weight (the narrow kernels need <= 63)
 };
 
 /// Throws c10::ValueError (Python ValueError) naming the first bad ptr position, column or value (see "Index
-/// safety"). The caller has checked the sizes of the arrays.
-void validate_weight(const B4Weight& w, Isa isa);
+/// safety"); else sets w.max_abs. The caller has checked the sizes of the arrays.
+void validate_weight(B4Weight& w, Isa isa);
 
 /// Where the results go. kDequantBias: y float32 [M, out] (row stride ldy) = the output above, bias [out] or
 /// nullptr. kInt32: acc int32 [M, out] (row stride ldy) = the raw accumulators. x_scale, if not nullptr,

@@ -8,6 +8,7 @@ from sparsekit.backends.base import Backend
 from sparsekit.backends.runner import PackedLinear
 from sparsekit.backends.base import LayerSpec
 from sparsekit.formats import Int8BlockFormat
+from sparsekit.formats.int8 import weight_qmax
 from sparsekit.kernels import cpu, cpu_int8
 from sparsekit.kernels.cpu_int8_layout import MAX_IN_FEATURES, pack_cpu_int8_b4
 from sparsekit.kernels.cpu_layout import pack_cpu_bsr, pack_cpu_csr
@@ -55,6 +56,12 @@ class CpuInt8B4Backend(Backend):
     max_density = 0.5
     max_density_why = "dense int8 is faster there"
 
+    def __init__(self, weight_bits: int = 8) -> None:
+        """``weight_bits``: 8 or 7, the width ``build`` quantises a dense weight to
+        (:func:`~sparsekit.kernels.cpu_int8.preferred_weight_bits` says which runs faster here)."""
+        weight_qmax(weight_bits)  # ValueError for another width
+        self.weight_bits = weight_bits
+
     def requirement(self) -> str | None:
         return None if cpu_int8.available() else f"INT8 C++ kernels not built: {cpu_int8.unavailable_reason()}"
 
@@ -64,9 +71,10 @@ class CpuInt8B4Backend(Backend):
         return []
 
     def build(self, weight, bias):
-        """``weight``: a dense float ``[out, in]`` tensor (quantised here) or an
+        """``weight``: a dense float ``[out, in]`` tensor (quantised here to ``weight_bits``) or an
         :class:`~sparsekit.formats.Int8BlockFormat` (packed as stored)."""
-        packed = pack_cpu_int8_b4(weight if isinstance(weight, Int8BlockFormat) else weight.detach().float())
+        packed = pack_cpu_int8_b4(weight if isinstance(weight, Int8BlockFormat) else weight.detach().float(),
+                                  self.weight_bits)
         if packed.block_density > self.max_density:
             raise ValueError(f"1x4 block density {packed.block_density:.2f} > {self.max_density}: the sparsity is not "
                              "1x4-block structured enough")

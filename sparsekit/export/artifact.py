@@ -50,6 +50,7 @@ from sparsekit.export.modeling import HEAD_MODULES, CompactModel, LayerShape
 from sparsekit.export.safeio import file_digest, parse_json, read_bytes, read_json, safetensors_header
 from sparsekit.files import file_sha256
 from sparsekit.formats import FORMATS, MatrixFormat, from_tensors, to_format
+from sparsekit.formats.int8 import weight_qmax
 from sparsekit.models import quiet_transformers
 from sparsekit.versions import library_versions
 
@@ -172,7 +173,7 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
            value_dtype: torch.dtype = torch.float32, block: tuple[int, int] = (32, 32), rank: int | None = None,
            tol: float | None = None, samples: list | None = None, overwrite: bool = False,
            task: str | None = None, data_dir: str | None = None, eval_samples: int | None = None,
-           precision: str = "fp32") -> ExportResult:
+           precision: str = "fp32", int8_weight_bits: int | None = None) -> ExportResult:
     """Compact ``source`` and write an artifact directory at ``path``.
 
     source: a pruning output directory, a Hugging Face checkpoint directory with zeros, a PrunedModel,
@@ -188,6 +189,10 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         "int8"``, and the recorded samples are the outputs of that dequantised model, so ``verify`` stays exact);
         ``sparsekit.compile`` then runs those ints on the int8 kernel, which quantises the activations per token at
         run time. ``formats`` must be "auto" (or "int8-b4"). Compacted (BERT-family) models only.
+    int8_weight_bits: at int8 precision, 8 (ints in ``[-127, 127]``, the default: an artifact does not depend on
+        the machine that exported it) or 7 (``[-63, 63]``: half the weight resolution, faster on CPUs without VNNI,
+        whose kernels then skip the sign trick; :func:`sparsekit.kernels.cpu_int8.preferred_weight_bits` says
+        which is faster here). The manifest records it (``export.int8_weight_bits``).
     samples: the inputs ``verify`` re-runs: texts, or ``(question, context)`` pairs for a QA model [default:
         export/samples.py's for the model's task type].
     overwrite: replace an existing ``path``; without it an existing artifact is never touched.
@@ -198,6 +203,11 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
     if formats != "auto" and formats not in FORMATS:
         raise ValueError(f"unknown format {formats!r}; choose auto or one of {', '.join(FORMATS)}")
     formats = _formats_of_precision(formats, precision)
+    if precision == "int8":
+        int8_weight_bits = 8 if int8_weight_bits is None else int8_weight_bits
+        weight_qmax(int8_weight_bits)  # ValueError for another width
+    elif int8_weight_bits is not None:
+        raise ValueError("int8_weight_bits applies to precision='int8' (--precision int8)")
     model, tokenizer, recipe = _load_source(source)
     model = model.float().eval()
     if task is not None and task_type_of(model) != SEQUENCE:
@@ -232,6 +242,8 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         pack_kw["block"] = block
     if formats == "lowrank":
         pack_kw.update(rank=rank, tol=tol)
+    if precision == "int8":
+        pack_kw["weight_bits"] = int8_weight_bits
     ranks = recorded_ranks(recipe) if formats == "auto" else {}  # LPAF runs: LowRank where smaller
     for i, (layer, shape) in enumerate(zip(compacted.layers, compacted.shapes)):
         metas = {}
@@ -264,7 +276,8 @@ def export(source, path: str | Path, *, formats: str = "auto", min_row_weights: 
         "layers": layer_meta, "recipe": recipe, "data": recorded_description(recipe), "compaction": summary,
         "lossy": {"min_row_weights": min_row_weights, "rows_zeroed": report.lossy_rows_zeroed,
                   "weights_dropped": report.lossy_weights_dropped},
-        "export": {"formats": formats, "value_dtype": str(value_dtype).replace("torch.", "")}, **fields,
+        "export": {"formats": formats, "value_dtype": str(value_dtype).replace("torch.", ""),
+                   **({"int8_weight_bits": int8_weight_bits} if precision == "int8" else {})}, **fields,
         "precision": precision,
     }
     write_artifact(path, tensors, sample_io.samples_json(compacted, tokenizer, texts, fields["task_type"]), tokenizer,

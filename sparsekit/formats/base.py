@@ -264,10 +264,11 @@ class MatrixFormat(SizedMatrix):
 
 def to_format(weight: torch.Tensor, kind: str, *, value_dtype: torch.dtype = torch.float32,
               block: tuple[int, int] = (32, 32), rank: int | None = None,
-              tol: float | None = None) -> MatrixFormat:
+              tol: float | None = None, weight_bits: int | None = None) -> MatrixFormat:
     """Pack a weight ``[out, in]`` (any float dtype, finite) into the format ``kind``.
 
-    ``block`` applies to ``"bsr"``; ``rank`` / ``tol`` (exactly one) to ``"lowrank"``.
+    ``block`` applies to ``"bsr"``; ``rank`` / ``tol`` (exactly one) to ``"lowrank"``; ``weight_bits`` (8, the
+    default, or 7) to ``"int8-b4"``.
     Raises ``ValueError`` for an unknown kind, a non-2-D / non-float / non-finite weight, a bad
     ``value_dtype``, or ``rank``/``tol`` given for a kind other than ``"lowrank"``.
     """
@@ -275,7 +276,10 @@ def to_format(weight: torch.Tensor, kind: str, *, value_dtype: torch.dtype = tor
         raise ValueError(f"unknown format kind {kind!r}; expected one of {sorted(FORMATS)}")
     if kind != "lowrank" and (rank is not None or tol is not None):
         raise ValueError(f"rank= and tol= only apply to kind='lowrank', not {kind!r}")
-    options = {"bsr": {"block": block}, "lowrank": {"rank": rank, "tol": tol}}.get(kind, {})
+    if kind != "int8-b4" and weight_bits is not None:
+        raise ValueError(f"weight_bits= only applies to kind='int8-b4', not {kind!r}")
+    options = {"bsr": {"block": block}, "lowrank": {"rank": rank, "tol": tol},
+               "int8-b4": {"weight_bits": 8 if weight_bits is None else weight_bits}}.get(kind, {})
     return FORMATS[kind].pack(weight, value_dtype=value_dtype, **options)
 
 

@@ -25,21 +25,33 @@ from sparsekit.formats.validate import (
     is_int,
 )
 
-__all__ = ["BLOCK", "Int8BlockFormat", "quantize_rows"]
+__all__ = ["BLOCK", "WEIGHT_BITS", "Int8BlockFormat", "quantize_rows", "weight_qmax"]
 
 #: Input features per block (the 4 bytes of one dot-product word).
 BLOCK = 4
+#: Weight widths quantize_rows offers: 8 bits (``q`` in ``[-127, 127]``) and 7 bits (``[-63, 63]``: the width the
+#: AVX2 / AVX-512BW kernels multiply without the sign trick, one instruction fewer per product; see
+#: ``csrc/spmm_cpu_int8/spmm_cpu_int8.h``, "ISA paths").
+WEIGHT_BITS = (8, 7)
 
 
-def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def weight_qmax(weight_bits: int) -> int:
+    """The largest ``|q|`` of ``weight_bits``-bit symmetric weights: 127 for 8, 63 for 7. ValueError otherwise."""
+    if weight_bits not in WEIGHT_BITS:
+        raise ValueError(f"weight_bits must be one of {WEIGHT_BITS}, got {weight_bits!r}")
+    return 2 ** (weight_bits - 1) - 1
+
+
+def quantize_rows(weight: torch.Tensor, weight_bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row int8 quantisation of a float ``weight [out, in]``: ``(q int8 [out, in], scale float32
-    [out])`` with ``scale = max|W[o, :]| / 127`` and ``q = clamp(round_half_even(W / scale), -127, 127)``
-    (``q = 0`` and ``scale = 0`` for an all-zero row)."""
+    [out])`` with ``qmax = weight_qmax(weight_bits)`` (127 or 63), ``scale = max|W[o, :]| / qmax`` and
+    ``q = clamp(round_half_even(W / scale), -qmax, qmax)`` (``q = 0`` and ``scale = 0`` for an all-zero row)."""
+    qmax = weight_qmax(weight_bits)
     w = weight.to(torch.float32)
     amax = w.abs().amax(dim=1) if w.shape[1] else w.new_zeros(w.shape[0])
-    scale = amax / 127
+    scale = amax / qmax
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round(w / safe[:, None]).clamp_(-127, 127)
+    q = torch.round(w / safe[:, None]).clamp_(-qmax, qmax)
     q = torch.where((scale > 0)[:, None], q, torch.zeros_like(q))
     return q.to(torch.int8), scale
 
@@ -83,10 +95,12 @@ class Int8BlockFormat(MatrixFormat):
     scale: torch.Tensor
 
     @classmethod
-    def pack(cls, weight: torch.Tensor, *, value_dtype: torch.dtype = torch.float32) -> Int8BlockFormat:
-        """Quantise a float ``weight [out, in]`` (finite; first rounded to ``value_dtype``, float32 or bfloat16)."""
+    def pack(cls, weight: torch.Tensor, *, value_dtype: torch.dtype = torch.float32,
+             weight_bits: int = 8) -> Int8BlockFormat:
+        """Quantise a float ``weight [out, in]`` (finite; first rounded to ``value_dtype``, float32 or bfloat16) to
+        ``weight_bits``-bit ints (:func:`quantize_rows`: 8 or 7)."""
         w = prepare_weight(weight, value_dtype).to(torch.float32)
-        q, scale = quantize_rows(w)
+        q, scale = quantize_rows(w, weight_bits)
         return cls._from_blocks(q, scale, keep=_blocks(w) != 0)
 
     @classmethod
@@ -123,6 +137,11 @@ class Int8BlockFormat(MatrixFormat):
     @property
     def nblocks(self) -> int:
         return self.values.shape[0]
+
+    @property
+    def weight_bits(self) -> int:
+        """The narrowest of :data:`WEIGHT_BITS` that holds every stored int (7 when all are within ``[-63, 63]``)."""
+        return 7 if self.nblocks == 0 or int(self.values.abs().max()) <= weight_qmax(7) else 8
 
     def _validate(self) -> None:
         out, inp = self.shape

@@ -23,9 +23,10 @@ Op (declared here, once, with ``torch.library.custom_op`` and a fake implementat
 
 Its CPU implementation is the C++ extension ``sparsekit._C_cpu_int8`` (``csrc/spmm_cpu_int8``): ISA paths
 ``avx512-vnni``, ``avx-vnni`` (vpdpbusd), ``avx512bw``, ``avx2`` (vpmaddubsw + vpmaddwd, exact through the sign
-trick) and ``scalar``, chosen at run time from the CPU, or forced with the environment variable
-``SPARSEKIT_INT8_ISA`` (or :func:`force_int8_isa`). The extension is loaded lazily; if it is missing, the op falls
-back to the pure-torch reference with one ``RuntimeWarning`` (``available()`` / ``unavailable_reason()``).
+trick, or without it for 7-bit weights: see :func:`preferred_weight_bits`) and ``scalar``, chosen at run time from
+the CPU, or forced with the environment variable ``SPARSEKIT_INT8_ISA`` (or :func:`force_int8_isa`). The extension
+is loaded lazily; if it is missing, the op falls back to the pure-torch reference with one ``RuntimeWarning``
+(``available()`` / ``unavailable_reason()``).
 
 Safety: as for :mod:`sparsekit.kernels.cpu`, every call checks, in C++ before touching memory, the dtypes,
 devices and sizes of all arguments and every index the kernel uses (``ptr`` monotone from 0 to ``len(col)``, each
@@ -54,6 +55,7 @@ __all__ = [
     "int8_b4_linear",
     "int8_isa",
     "pack_cpu_int8_b4",
+    "preferred_weight_bits",
     "supported_int8_isas",
     "unavailable_reason",
 ]
@@ -78,6 +80,16 @@ supported_int8_isas, compiled_int8_isas = _EXT.supported_isas, _EXT.compiled_isa
 # force_int8_isa(name): context manager that forces one of INT8_ISAS (None = auto).
 int8_isa, force_int8_isa = _EXT.isa, _EXT.force_isa
 _resolve_isa, _warn_unavailable = _EXT.resolve_isa, _EXT.warn_unavailable
+
+
+def preferred_weight_bits() -> int:
+    """The int8 weight width (8 or 7, see :func:`~sparsekit.formats.int8.quantize_rows`) that runs fastest on the
+    int8 path in use here: 7 on ``avx2`` / ``avx512bw``, whose vpmaddubsw kernels multiply weights within
+    ``[-63, 63]`` without the sign trick (one multiply-pipe instruction fewer per product; the kernel picks that
+    from the weight's values), else 8 (the vpdpbusd paths multiply 8-bit weights at full speed; the scalar path and
+    the reference run both alike). ``sparsekit.compile`` uses it when ``int8_weight_bits`` is not given (an export
+    stores 8-bit weights unless asked for 7)."""
+    return 7 if int8_isa() in ("avx2", "avx512bw") else 8
 
 
 # =============================================================================================

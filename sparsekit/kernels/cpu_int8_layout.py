@@ -5,8 +5,9 @@
 
 Quantisation (one home: the storage format :class:`sparsekit.formats.Int8BlockFormat` and its
 :func:`~sparsekit.formats.int8.quantize_rows`; a format is packed as stored, without re-quantising): symmetric, one
-fp32 scale per output row, ``scale[o] = max|W[o, :]| / 127``,
-``q[o, i] = clamp(round_half_even(W[o, i] / scale[o]), -127, 127)`` (never -128; an all-zero row has scale 0), so
+fp32 scale per output row, ``scale[o] = max|W[o, :]| / qmax``,
+``q[o, i] = clamp(round_half_even(W[o, i] / scale[o]), -qmax, qmax)`` (``qmax`` 127 for 8-bit weights, 63 for 7-bit
+ones, which the AVX2 / AVX-512BW kernels run faster; never -128; an all-zero row has scale 0), so
 ``W ~ scale[:, None] * q``. Sparsity: 1x4 blocks along the input dimension -- block column ``b`` of row ``o`` covers
 input columns ``4b .. 4b+3`` (``in`` padded with zero columns to a multiple of 4); a block is stored when ANY of
 its four fp32 weights is non-zero, and zeros inside a stored block are explicit zeros. Storage (exact layout:
@@ -105,7 +106,7 @@ class CpuInt8B4Weight(CpuPackedBase):
                 f"block_density={self.block_density:.3f}, nbytes={self.nbytes})")
 
 
-def pack_cpu_int8_b4(weight: Any) -> CpuInt8B4Weight:
+def pack_cpu_int8_b4(weight: Any, weight_bits: int = 8) -> CpuInt8B4Weight:
     """Pack a weight once for :func:`sparsekit.kernels.cpu_int8.int8_b4_linear`.
 
     Args:
@@ -113,6 +114,9 @@ def pack_cpu_int8_b4(weight: Any) -> CpuInt8B4Weight:
             they are: no re-quantisation, bit-identical), or a dense ``[out, in]`` float32 / bfloat16 / float16
             tensor (on any device; packed on the CPU), finite, quantised through ``Int8BlockFormat.pack``.
             ``in <= MAX_IN_FEATURES``.
+        weight_bits: 8 or 7, the width a dense weight is quantised to (:func:`~sparsekit.formats.int8.quantize_rows`;
+            :func:`sparsekit.kernels.cpu_int8.preferred_weight_bits` says which runs faster here); a format keeps
+            its stored ints.
     Returns:
         a :class:`CpuInt8B4Weight`: per-row scales, and the 1x4 blocks of the format (for a dense weight: those
         holding any non-zero fp32 weight; module docstring). Raises ``TypeError`` /
@@ -128,7 +132,7 @@ def pack_cpu_int8_b4(weight: Any) -> CpuInt8B4Weight:
         check_finite(w, "weight", KernelInputError, "pack_cpu_int8_b4")
         if w.shape[1] > MAX_IN_FEATURES:
             raise KernelInputError(f"pack_cpu_int8_b4: in_features {w.shape[1]} > {MAX_IN_FEATURES}")
-        fmt = Int8BlockFormat.pack(w)
+        fmt = Int8BlockFormat.pack(w, weight_bits=weight_bits)
     else:
         raise TypeError(f"pack_cpu_int8_b4 expects an Int8BlockFormat or a dense weight tensor, got "
                         f"{type(weight).__name__}")

@@ -149,10 +149,11 @@ def _position_table(pos: torch.Tensor | None, heads: int, dq: int, cols: int) ->
     return table.reshape(-1).contiguous()
 
 
-def _packed_matrix(weight: torch.Tensor, bias: torch.Tensor, backend: str,
-                   int8: Int8BlockFormat | None = None) -> tuple[list[torch.Tensor], list[int]]:
+def _packed_matrix(weight: torch.Tensor, bias: torch.Tensor, backend: str, int8: Int8BlockFormat | None = None,
+                   int8_weight_bits: int = 8) -> tuple[list[torch.Tensor], list[int]]:
     """The op's five tensors and five ints (kind, in, out, group_rows, chunk) of one matrix on ``backend``; an int8
-    matrix's stored format ``int8`` is packed as stored on ``int8-b4-cpu`` (else ``weight`` is quantised)."""
+    matrix's stored format ``int8`` is packed as stored on ``int8-b4-cpu`` (else ``weight`` is quantised to
+    ``int8_weight_bits``)."""
     out, inp = weight.shape
     kind = RUNTIME_BACKENDS[backend]
     if backend == "dense":
@@ -160,7 +161,7 @@ def _packed_matrix(weight: torch.Tensor, bias: torch.Tensor, backend: str,
     if backend == "int8-b4-cpu":
         from sparsekit.kernels.cpu_int8_layout import pack_cpu_int8_b4
 
-        q = pack_cpu_int8_b4(int8 if int8 is not None else weight)
+        q = pack_cpu_int8_b4(int8 if int8 is not None else weight, int8_weight_bits)
         return [q.ptr, q.col, q.val, bias, q.scale], [kind, inp, out, 1, 1]
     packed = pack_cpu_csr(weight) if backend == "csr-cpu" else pack_cpu_bsr(weight, block=(4, 1))
     return [packed.ptr, packed.col, packed.val, bias, torch.empty(0)], [kind, inp, out, packed.group_rows,
@@ -173,10 +174,12 @@ class FusedEncoder(nn.Module):
     Args:
         layers: one :class:`LayerWeights` per layer.
         backends: per layer, the backend of each matrix of MATRICES (a key of RUNTIME_BACKENDS).
+        int8_weight_bits: 8 or 7, the width ``int8-b4-cpu`` quantises a float matrix to (matrices stored int8 keep
+            their ints).
     ``forward(tokens [N, hidden], cu_seqlens [nseq + 1])`` runs packed tokens; :meth:`run_padded` a padded batch.
     """
 
-    def __init__(self, layers: list[LayerWeights], backends: list[dict[str, str]]) -> None:
+    def __init__(self, layers: list[LayerWeights], backends: list[dict[str, str]], int8_weight_bits: int = 8) -> None:
         super().__init__()
         if len(layers) != len(backends):
             raise ValueError(f"{len(layers)} layers but {len(backends)} backend choices")
@@ -197,7 +200,7 @@ class FusedEncoder(nn.Module):
             self._meta += [lw.heads, lw.dq, lw.dv, encoder_ops.ACTIVATIONS[lw.activation], lw.norm, int(lw.glu),
                            lw.window, lw.rope, bits, cols]
             for name in MATRICES:
-                tensors, meta = _packed_matrix(*lw.matrices[name], chosen[name], lw.int8.get(name))
+                tensors, meta = _packed_matrix(*lw.matrices[name], chosen[name], lw.int8.get(name), int8_weight_bits)
                 self._tensors += tensors
                 self._meta += meta
             for weight, bias, _ in lw.norms:
