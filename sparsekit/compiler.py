@@ -349,8 +349,8 @@ def compile(model: nn.Module, tokens: int = 128, backends: list[Backend] | None 
 
         int8_weight_bits = cpu_int8.preferred_weight_bits() if int8_weight_bits is None else int8_weight_bits
         weight_qmax(int8_weight_bits)  # ValueError for another width
-    else:
-        int8_weight_bits = None
+    elif int8_weight_bits is not None:
+        raise ValueError(f"int8_weight_bits applies to precision='int8'; this compile is {precision}")
     if backends is None:
         backends = registry.default_backends()
         if precision == "int8":

@@ -752,6 +752,8 @@ def test_compile_int8_precision(tiny_model_dir, tmp_path):
         assert chosen.int8_weight_bits == bits and max(int(t.abs().max()) for t in ints) == weight_qmax(bits)
     with pytest.raises(ValueError, match="weight_bits"):
         sk_compile(load(path), precision="int8", int8_weight_bits=6, verbose=False)
+    with pytest.raises(ValueError, match="int8_weight_bits applies to precision='int8'"):
+        sk_compile(load(path), precision="fp32", int8_weight_bits=7, verbose=False)
     save_plan(report, path)
     with pytest.warns(RuntimeWarning, match="precision"):
         fp32 = sk_compile(load(path), tokens=16, repeats=2, warmup=1, verbose=False)
