@@ -55,10 +55,7 @@ def markdown_lines(result: dict) -> list[str]:
     if not any("int8_w7" in r for r in rows):  # a file from before the 7-bit column: its own layout
         return _markdown_lines_8bit(result, mean_sd)
 
-    lines = [f"# INT8 + 1x4 blocks: {result['task']} dev accuracy, {result['method']} at {100 * result['keep']:g}% "
-             "remaining (CPU budget)", "",
-             f"Machine: {result['machine']['cpu']}; int8 path {result['int8_isa']}; command `{result['command']}`.",
-             "Rows: benchmarks/accuracy.py (same budget, same seed for the block and unstructured runs).", "",
+    lines = [*_header_lines(result),
              "| seed | 1x4 fp32 | 1x4 int8 artifact (8-bit weights) | int8 - fp32 | int8 7-bit weights | 7-bit - fp32 "
              "| unstructured fp32 | 1x4 - unstructured |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -77,13 +74,18 @@ def markdown_lines(result: dict) -> list[str]:
     return lines
 
 
+def _header_lines(result: dict) -> list[str]:
+    """Title, machine, command and where the rows come from, then a blank line."""
+    return [f"# INT8 + 1x4 blocks: {result['task']} dev accuracy, {result['method']} at {100 * result['keep']:g}% "
+            "remaining (CPU budget)", "",
+            f"Machine: {result['machine']['cpu']}; int8 path {result['int8_isa']}; command `{result['command']}`.",
+            "Rows: benchmarks/accuracy.py (same budget, same seed for the block and unstructured runs).", ""]
+
+
 def _markdown_lines_8bit(result: dict, mean_sd) -> list[str]:
     """The report of a file from before the 7-bit column (8-bit int8 artifacts only)."""
     rows = result["rows"]
-    lines = [f"# INT8 + 1x4 blocks: {result['task']} dev accuracy, {result['method']} at {100 * result['keep']:g}% "
-             "remaining (CPU budget)", "",
-             f"Machine: {result['machine']['cpu']}; int8 path {result['int8_isa']}; command `{result['command']}`.",
-             "Rows: benchmarks/accuracy.py (same budget, same seed for the block and unstructured runs).", "",
+    lines = [*_header_lines(result),
              "| seed | 1x4 fp32 | 1x4 int8 artifact | int8 - fp32 | unstructured fp32 | 1x4 - unstructured |",
              "|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
