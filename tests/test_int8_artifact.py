@@ -207,8 +207,8 @@ class _Int8Reference(torch.nn.Module):
 
     def forward(self, x):
         p = self.packed
-        return reference.int8_b4_linear(x.reshape(-1, p.shape[1]), p.ptr, p.col, p.val, p.scale, p.shape[1],
-                                        p.shape[0], self.bias).reshape(*x.shape[:-1], p.shape[0])
+        return reference.int8_b4_linear(x.reshape(-1, p.shape[1]), p.ptr, p.col, p.val, p.scale, p.wsum,
+                                        p.shape[1], p.shape[0], self.bias).reshape(*x.shape[:-1], p.shape[0])
 
 
 def test_int8_export_loads_verifies_and_stores_quantised_weights(int8_export, tmp_path):

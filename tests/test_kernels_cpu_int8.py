@@ -63,7 +63,7 @@ def check_exact(x: torch.Tensor, packed: CpuInt8B4Weight, isa: str) -> None:
 def check_output(x: torch.Tensor, packed: CpuInt8B4Weight, bias: torch.Tensor | None, y: torch.Tensor) -> None:
     """y == the reference dequantisation up to fp32 rounding (the kernel fuses the last multiply-add)."""
     out, inp = packed.shape
-    ref = reference.int8_b4_linear(x, packed.ptr, packed.col, packed.val, packed.scale, inp, out, bias)
+    ref = reference.int8_b4_linear(x, packed.ptr, packed.col, packed.val, packed.scale, packed.wsum, inp, out, bias)
     assert y.dtype == torch.float32 and y.shape == ref.shape
     torch.testing.assert_close(y, ref, rtol=2e-6, atol=1e-6, equal_nan=True)
 
@@ -160,7 +160,8 @@ def test_saturation_full_scale_narrow_weights(isa):
     assert int(acc[0, 0]) == inp * 127 * 63 and int(acc[1, 0]) == -inp * 127 * 63
     val = packed.val.clone()
     val[5] = 64  # one value past the narrow range: still exact (other kernels)
-    wider = CpuInt8B4Weight(shape=packed.shape, ptr=packed.ptr, col=packed.col, val=val, scale=packed.scale)
+    wider = CpuInt8B4Weight(shape=packed.shape, ptr=packed.ptr, col=packed.col, val=val, scale=packed.scale,
+                            wsum=reference.int8_b4_row_sums(packed.ptr, val))
     check_exact(x, wider, isa)
 
 
@@ -305,6 +306,8 @@ def test_layout_validation():
         (_corrupt(p, scale=-p.scale - 1), ">= 0"),
         (_corrupt(p, scale=p.scale.clone().fill_(float("inf"))), "non-finite"),
         (_corrupt(p, val=p.val[:-4]), "elements"),
+        (_corrupt(p, wsum=p.wsum + 1), "row's sum"),
+        (_corrupt(p, wsum=p.wsum[:-1]), "elements"),
     ]
     for fields, msg in cases:
         with pytest.raises(KernelInputError, match=msg):
@@ -325,7 +328,7 @@ def test_layout_validation():
 def test_bad_call_arguments():
     packed = pack_cpu_int8_b4(block_weight(8, 12, 0.5))
     op = torch.ops.sparsekit.int8_b4_linear
-    args = (packed.ptr, packed.col, packed.val, packed.scale, 12, 8)
+    args = (packed.ptr, packed.col, packed.val, packed.scale, packed.wsum, 12, 8)
     with pytest.raises(TypeError, match="float32"):
         cpu_int8.int8_b4_linear(torch.randn(3, 12, dtype=torch.float64), packed)
     with pytest.raises(ValueError, match="shape"):
@@ -335,9 +338,15 @@ def test_bad_call_arguments():
     with pytest.raises(TypeError, match="CpuInt8B4Weight"):
         cpu_int8.int8_b4_linear(torch.randn(3, 12), packed.val)
     with pytest.raises(TypeError, match="int16"):
-        op(torch.randn(3, 12), packed.ptr, packed.col.int(), packed.val, packed.scale, 12, 8)
+        op(torch.randn(3, 12), packed.ptr, packed.col.int(), packed.val, packed.scale, packed.wsum, 12, 8)
+    with pytest.raises(TypeError, match="wsum"):
+        op(torch.randn(3, 12), *args[:4], packed.wsum.long(), 12, 8)
     with pytest.raises(ValueError, match="do not match"):
-        op(torch.randn(3, 12), *args[:4], 12, 9)
+        op(torch.randn(3, 12), *args[:5], 12, 9)
+    with pytest.raises(ValueError, match="wsum does not match val"):  # a value changed after packing
+        val = packed.val.clone()
+        val[0] += 1 if int(val[0]) < 127 else -1
+        op(torch.randn(3, 12), packed.ptr, packed.col, val, packed.scale, packed.wsum, 12, 8)
 
 
 @needs_ext
@@ -349,8 +358,9 @@ def test_corrupted_indices_raise_in_cpp(isa):
     x = torch.randn(5, 12)
     assert packed.nblocks >= 2
 
-    def call(ptr=packed.ptr, col=packed.col, val=packed.val, scale=packed.scale, inp=12, out=8, xx=x):
-        return ext.linear(xx, ptr, col, val, scale, inp, out, None, isa)
+    def call(ptr=packed.ptr, col=packed.col, val=packed.val, scale=packed.scale, wsum=packed.wsum, inp=12, out=8,
+             xx=x):
+        return ext.linear(xx, ptr, col, val, scale, wsum, inp, out, None, isa)
 
     call()
     ptr = packed.ptr.clone()
@@ -378,6 +388,18 @@ def test_corrupted_indices_raise_in_cpp(isa):
         call(val=packed.val[:-1])
     with pytest.raises(ValueError, match="elements"):
         call(scale=packed.scale[:-1])
+    with pytest.raises(ValueError, match="elements"):
+        call(wsum=packed.wsum[:-1])
+    with pytest.raises(TypeError, match="int32"):
+        call(wsum=packed.wsum.to(torch.int64))
+    val = packed.val.clone()
+    val[2] = 1 if int(val[2]) != 1 else 2
+    with pytest.raises(ValueError, match="wsum does not match val"):
+        call(val=val)
+    wsum = packed.wsum.clone()
+    wsum[0] -= 1
+    with pytest.raises(ValueError, match="wsum does not match val"):
+        call(wsum=wsum)
     with pytest.raises(TypeError, match="int16"):
         call(col=packed.col.to(torch.int32))
     with pytest.raises(TypeError, match="float32"):
@@ -387,10 +409,10 @@ def test_corrupted_indices_raise_in_cpp(isa):
     with pytest.raises(ValueError, match="in_features"):
         call(inp=MAX_IN_FEATURES + 4, xx=torch.randn(1, MAX_IN_FEATURES + 4))
     with pytest.raises(ValueError, match="unknown int8 ISA"):
-        ext.linear(x, packed.ptr, packed.col, packed.val, packed.scale, 12, 8, None, "sse9")
+        ext.linear(x, packed.ptr, packed.col, packed.val, packed.scale, packed.wsum, 12, 8, None, "sse9")
     with pytest.raises(ValueError, match="non-decreasing"):
         ext.accumulators(x, torch.tensor([0, 2, 1, 2, 2, 2, 2, 2, 2], dtype=torch.int32), packed.col[:2],
-                         packed.val[:8], packed.scale, 12, 8, isa)
+                         packed.val[:8], packed.scale, packed.wsum, 12, 8, isa)
 
 
 @needs_ext
@@ -420,7 +442,7 @@ def test_opcheck():
     packed = pack_cpu_int8_b4(block_weight(20, 35, 0.3))
     for x, bias in [(torch.randn(5, 35), torch.randn(20)), (torch.randn(2, 3, 35), None), (torch.randn(1, 35), None)]:
         torch.library.opcheck(torch.ops.sparsekit.int8_b4_linear.default,
-                              (x, packed.ptr, packed.col, packed.val, packed.scale, 35, 20, bias))
+                              (x, packed.ptr, packed.col, packed.val, packed.scale, packed.wsum, 35, 20, bias))
 
 
 @needs_ext

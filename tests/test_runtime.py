@@ -706,6 +706,36 @@ def test_int8_matrix_in_the_fused_layer_matches_reference():
     _check_every_int8_path(enc, torch.randn(15, 32, generator=gen), _cu([5, 1, 9]), atol=5e-5)
 
 
+def test_corrupted_int8_tensors_in_the_fused_layer_are_clear_errors():
+    """The op checks each int8 matrix (on torch's threads, layers in parallel) before any kernel runs: dtypes, sizes,
+    indices, and that the stored row sums (the offset kernels' compensation) still total the values."""
+    gen = torch.Generator().manual_seed(10)
+    layers = [_layer(gen, 32, 2, 8, 8, 48, 1.0) for _ in range(3)]
+    for lw in layers:
+        lw.matrices = {name: (_block_masked(w, 0.4, gen), b) for name, (w, b) in lw.matrices.items()}
+    enc = FusedEncoder(layers, [dict.fromkeys(("qkv", "attn_out", "ffn_in", "ffn_out"), "int8-b4-cpu")] * 3)
+    x, cu = torch.randn(7, 32, generator=gen), _cu([3, 4])
+    enc(x, cu)
+    per_layer, per_matrix = encoder_ops.LAYER_TENSORS, encoder_ops.MATRIX_TENSORS
+    ffn_in = 2 * per_layer + 2 * per_matrix  # layer 2's ffn_in: ptr, col, val, bias, scale, wsum
+    for slot, change, error, message in (
+            (5, lambda t: t + 1, ValueError, "wsum does not match val"),
+            (2, lambda t: t.index_put_((torch.tensor(0),), t[0] + (1 if int(t[0]) < 127 else -1)), ValueError,
+             "wsum does not match val"),  # one value changed after packing
+            (5, lambda t: t.long(), TypeError, "wsum"),
+            (5, lambda t: t[:-1], ValueError, "do not match"),
+            (1, lambda t: t.clone().fill_(-1), ValueError, "out of range")):
+        bad = list(enc._tensors)
+        bad[ffn_in + slot] = change(bad[ffn_in + slot].clone())
+        with pytest.raises(error, match=message):
+            encoder_ops.encoder_layers(x, cu, bad, enc._meta, enc._scalars)
+    bad = list(enc._tensors)
+    for layer in range(3):  # every layer bad: one of their errors, whichever thread raised first
+        bad[layer * per_layer + 5] = bad[layer * per_layer + 5] + 1
+    with pytest.raises(ValueError, match="wsum does not match val"):
+        encoder_ops.encoder_layers(x, cu, bad, enc._meta, enc._scalars)
+
+
 @pytest.mark.parametrize("act", ["gelu", "relu"])
 def test_int8_epilogues_in_the_fused_layer_match_reference(act):
     """Every matrix int8, so the activation (FFN-in) and the residual adds (O, FFN-out) run on each block the int8

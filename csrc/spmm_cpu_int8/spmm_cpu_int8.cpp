@@ -69,7 +69,8 @@ struct IsaOps {
   void (*run_int32)(const Problem&, const Item&);
   bool (*non_decreasing)(const int32_t* p, int64_t n);
   bool (*col_in_range)(const int16_t* c, int64_t n, int64_t nkb);
-  int (*max_abs)(const int8_t* v, int64_t n);  // largest |v[i]| (128 for -128), 0 when n == 0
+  int (*scan_values)(const int8_t* v, int64_t n, int64_t* sum);  // largest |v[i]| (128 for -128, 0 when n == 0)
+                                                                  // and the sum of the values
 };
 
 // Tiles per token chunk (the activations quantised at once by a work item).
@@ -747,13 +748,19 @@ void validate_weight(B4Weight& w, Isa isa) {
                         c, "; in_features = ", w.in, " has ", w.nkb, " block columns of 4");
     }
   }
-  const int max_abs = ops.max_abs(w.val, 4 * w.nblk);
+  int64_t val_sum = 0;
+  const int max_abs = ops.scan_values(w.val, 4 * w.nblk, &val_sum);
   if (max_abs > 127) {
     for (int64_t i = 0; i < 4 * w.nblk; ++i) {
       TORCH_CHECK_VALUE(w.val[i] != -128, "sparsekit: int8 weight value -128 at val[", i,
                         "]; values must be in [-127, 127] (symmetric quantisation)");
     }
   }
+  int64_t wsum_total = 0;
+  for (int64_t o = 0; o < w.out; ++o) wsum_total += w.wsum[o];
+  TORCH_CHECK_VALUE(wsum_total == val_sum, "sparsekit: wsum does not match val (the rows' weight sums total ",
+                    wsum_total, ", the values ", val_sum, "): the packed int8 weight was changed after packing; "
+                    "pack it again (pack_cpu_int8_b4)");
   w.max_abs = max_abs;
 }
 

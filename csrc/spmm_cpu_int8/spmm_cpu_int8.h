@@ -13,7 +13,10 @@
 //   val   : int8 [nblk * 4]; val[4e + k] = q[o, 4 * col[e] + k]. A block is stored when any of its four fp32
 //           weights is non-zero; zeros inside a stored block are explicit zeros.
 //   scale : fp32 [out].
-//   5 bytes per stored weight group of 4 (one 32-bit word of values + a 16-bit column) plus 4 bytes per row.
+//   wsum  : int32 [out], wsum[o] = sum of row o's values (|wsum| <= 127 * 4 * nkb < 2**31): the offset
+//           compensation of the offset paths below, computed once at pack time like oneDNN's s8s8 weight
+//           reorders do (per call it cost a pass over every row's values on every thread).
+//   5 bytes per stored weight group of 4 (one 32-bit word of values + a 16-bit column) plus 8 bytes per row.
 //
 // Quantisation of x (every ISA path, bit for bit the same; reference: sparsekit.kernels.reference.quantize_tokens):
 //   a[m] = max_i |x[m, i]|, s[m] = a[m] / 127, inv[m] = 127 / a[m] (fp32 divisions),
@@ -43,7 +46,7 @@
 // SIMD code enabled per function with target attributes, CPU checked with __builtin_cpu_supports):
 //   * avx512-vnni (AVX-512 F/BW/VL/DQ + VNNI): vpdpbusd on 16 tokens; vpdpbusd multiplies UNSIGNED bytes by
 //     signed bytes, so x is stored offset, u = xq + 128 in [1, 255], and the kernel subtracts
-//     128 * sum_k q[o, k] (the row's weight sum, computed per call from val) -- exact in int32 (wrap-around
+//     128 * wsum[o] (the row's weight sum, stored with the packed weight) -- exact in int32 (wrap-around
 //     arithmetic, and the true result fits).
 //   * avx-vnni (AVX2 + AVX-VNNI, VEX vpdpbusd, e.g. Alder Lake and later, Zen 5): the same on 8 tokens.
 //   * avx512bw: vpmaddubsw + vpmaddwd on 16 tokens; avx2: vpmaddubsw + vpmaddwd on 8 tokens.
@@ -67,7 +70,9 @@
 // Index safety: validate_weight() runs on every call of the binding and checks every index the kernels use:
 // ptr[0] == 0, ptr non-decreasing, ptr[out] == nblk, every col in [0, nkb); it also checks that no value is
 // -128 (the sign trick above needs |q| <= 127) and records the largest |q| (which picks the narrow-weight kernels).
-// O(nblk), vectorised. Sizes, dtypes and devices are checked by
+// wsum only enters the results (never an address); validate_weight checks that its total equals the total of val,
+// which catches values changed after packing without a new wsum (not values moved between rows: re-pack after
+// editing a packed weight). O(nblk), vectorised. Sizes, dtypes and devices are checked by
 // the binding. (Tensors another thread modifies in place during a call are a data race no check can cover.)
 #pragma once
 
@@ -106,11 +111,13 @@ struct B4Weight {
   const int16_t* col = nullptr;   ///< [nblk]
   const int8_t* val = nullptr;    ///< [nblk * 4]
   const float* scale = nullptr;   ///< [out]
+  const int32_t* wsum = nullptr;  ///< [out] row sums of val
   int max_abs = 127;              ///< largest |val[i]|, recorded by validate_weight (the narrow kernels need <= 63)
 };
 
-/// Throws c10::ValueError (Python ValueError) naming the first bad ptr position, column or value (see "Index
-/// safety"); else sets w.max_abs. The caller has checked the sizes of the arrays.
+/// Throws c10::ValueError (Python ValueError) naming the first bad ptr position, column or value, or a wsum
+/// whose total differs from val's (see "Index safety"); else sets w.max_abs. The caller has checked the sizes of
+/// the arrays.
 void validate_weight(B4Weight& w, Isa isa);
 
 /// Where the results go. kDequantBias: y float32 [M, out] (row stride ldy) = the output above, bias [out] or

@@ -66,7 +66,8 @@ void check_vector(const at::Tensor& t, const char* name, at::ScalarType dtype, i
 
 // The packed weight as a B4Weight after checking everything the kernels index with.
 k::B4Weight checked_weight(const at::Tensor& ptr, const at::Tensor& col, const at::Tensor& val,
-                           const at::Tensor& scale, int64_t in_features, int64_t out_features, Isa isa) {
+                           const at::Tensor& scale, const at::Tensor& wsum, int64_t in_features,
+                           int64_t out_features, Isa isa) {
   TORCH_CHECK_VALUE(in_features >= 0 && in_features <= k::kMaxInFeatures,
                     "sparsekit: int8 kernels need in_features in [0, ", k::kMaxInFeatures, "], got ", in_features);
   TORCH_CHECK_VALUE(out_features >= 0 && out_features <= INT32_MAX - 1,
@@ -81,10 +82,12 @@ k::B4Weight checked_weight(const at::Tensor& ptr, const at::Tensor& col, const a
   TORCH_CHECK_VALUE(w.nblk <= INT32_MAX / 4, "sparsekit: col has ", w.nblk, " blocks, more than supported");
   check_vector(val, "val", at::kChar, 4 * w.nblk);
   check_vector(scale, "scale", at::kFloat, out_features);
+  check_vector(wsum, "wsum", at::kInt, out_features);
   w.ptr = ptr.data_ptr<int32_t>();
   w.col = col.data_ptr<int16_t>();
   w.val = val.data_ptr<int8_t>();
   w.scale = scale.data_ptr<float>();
+  w.wsum = wsum.data_ptr<int32_t>();
   k::validate_weight(w, isa);
   return w;
 }
@@ -103,16 +106,16 @@ at::Tensor checked_x(const at::Tensor& x, int64_t in_features) {
 int64_t row_stride(const at::Tensor& x, int64_t in_features) { return x.size(0) > 1 ? x.stride(0) : in_features; }
 
 void validate_packed(const at::Tensor& ptr, const at::Tensor& col, const at::Tensor& val, const at::Tensor& scale,
-                     int64_t in_features, int64_t out_features, const std::string& isa_name) {
-  checked_weight(ptr, col, val, scale, in_features, out_features, checked_isa(isa_name));
+                     const at::Tensor& wsum, int64_t in_features, int64_t out_features, const std::string& isa_name) {
+  checked_weight(ptr, col, val, scale, wsum, in_features, out_features, checked_isa(isa_name));
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& col, const at::Tensor& val,
-                  const at::Tensor& scale, int64_t in_features, int64_t out_features,
+                  const at::Tensor& scale, const at::Tensor& wsum, int64_t in_features, int64_t out_features,
                   const c10::optional<at::Tensor>& bias, const std::string& isa_name) {
   const Isa isa = checked_isa(isa_name);
   const at::Tensor xc = checked_x(x, in_features);
-  const k::B4Weight w = checked_weight(ptr, col, val, scale, in_features, out_features, isa);
+  const k::B4Weight w = checked_weight(ptr, col, val, scale, wsum, in_features, out_features, isa);
   k::Output out;
   if (bias.has_value()) {
     check_vector(*bias, "bias", at::kFloat, out_features);
@@ -134,11 +137,11 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& 
 // The exact int32 accumulators and the per-token activation scales (tests / debugging).
 std::tuple<at::Tensor, at::Tensor> accumulators(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& col,
                                                 const at::Tensor& val, const at::Tensor& scale,
-                                                int64_t in_features, int64_t out_features,
+                                                const at::Tensor& wsum, int64_t in_features, int64_t out_features,
                                                 const std::string& isa_name) {
   const Isa isa = checked_isa(isa_name);
   const at::Tensor xc = checked_x(x, in_features);
-  const k::B4Weight w = checked_weight(ptr, col, val, scale, in_features, out_features, isa);
+  const k::B4Weight w = checked_weight(ptr, col, val, scale, wsum, in_features, out_features, isa);
   const int64_t M = xc.size(0);
   at::Tensor acc = at::empty({M, out_features}, x.options().dtype(at::kInt));
   at::Tensor xs = at::empty({M}, x.options());
@@ -168,15 +171,16 @@ std::vector<std::string> isas(bool supported_only) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sparsekit CPU INT8 1x4-block sparse x dense Linear kernels (see csrc/spmm_cpu_int8/spmm_cpu_int8.h)";
   m.def("linear", &linear, pybind11::arg("x"), pybind11::arg("ptr"), pybind11::arg("col"), pybind11::arg("val"),
-        pybind11::arg("scale"), pybind11::arg("in_features"), pybind11::arg("out_features"), pybind11::arg("bias"),
-        pybind11::arg("isa"),
+        pybind11::arg("scale"), pybind11::arg("wsum"), pybind11::arg("in_features"), pybind11::arg("out_features"),
+        pybind11::arg("bias"), pybind11::arg("isa"),
         "y = dequant(quant(x) @ Q^T) + bias for a packed int8 1x4-block W; x float32 [M, in] -> y float32 [M, out].");
   m.def("accumulators", &accumulators, pybind11::arg("x"), pybind11::arg("ptr"), pybind11::arg("col"),
-        pybind11::arg("val"), pybind11::arg("scale"), pybind11::arg("in_features"), pybind11::arg("out_features"),
-        pybind11::arg("isa"),
+        pybind11::arg("val"), pybind11::arg("scale"), pybind11::arg("wsum"), pybind11::arg("in_features"),
+        pybind11::arg("out_features"), pybind11::arg("isa"),
         "(acc int32 [M, out], x_scale float32 [M]): the exact int32 accumulators and per-token activation scales.");
   m.def("validate_packed", &validate_packed, pybind11::arg("ptr"), pybind11::arg("col"), pybind11::arg("val"),
-        pybind11::arg("scale"), pybind11::arg("in_features"), pybind11::arg("out_features"), pybind11::arg("isa"),
+        pybind11::arg("scale"), pybind11::arg("wsum"), pybind11::arg("in_features"), pybind11::arg("out_features"),
+        pybind11::arg("isa"),
         "The per-call validation of linear() alone (raises ValueError / TypeError on a bad weight).");
   m.def("best_isa", []() { return std::string(k::isa_name(k::best_isa())); },
         "The fastest int8 path this CPU supports.");

@@ -18,8 +18,8 @@ default backend.
 
 Op (declared here, once, with ``torch.library.custom_op`` and a fake implementation)::
 
-    sparsekit::int8_b4_linear(Tensor x, Tensor ptr, Tensor col, Tensor val, Tensor scale, int in_features,
-                              int out_features, Tensor? bias=None) -> Tensor
+    sparsekit::int8_b4_linear(Tensor x, Tensor ptr, Tensor col, Tensor val, Tensor scale, Tensor wsum,
+                              int in_features, int out_features, Tensor? bias=None) -> Tensor
 
 Its CPU implementation is the C++ extension ``sparsekit._C_cpu_int8`` (``csrc/spmm_cpu_int8``): ISA paths
 ``avx512-vnni``, ``avx-vnni`` (vpdpbusd), ``avx512bw``, ``avx2`` (vpmaddubsw + vpmaddwd, exact through the sign
@@ -30,7 +30,8 @@ is loaded lazily; if it is missing, the op falls back to the pure-torch referenc
 
 Safety: as for :mod:`sparsekit.kernels.cpu`, every call checks, in C++ before touching memory, the dtypes,
 devices and sizes of all arguments and every index the kernel uses (``ptr`` monotone from 0 to ``len(col)``, each
-block column in range) and that no value is -128; bad arguments raise ``ValueError`` / ``TypeError``.
+block column in range), that no value is -128 and that ``wsum`` totals the values (a weight changed after packing);
+bad arguments raise ``ValueError`` / ``TypeError``.
 Inference only (no autograd formula).
 """
 from __future__ import annotations
@@ -98,7 +99,7 @@ def preferred_weight_bits() -> int:
 _OP = "sparsekit::int8_b4_linear"
 
 
-def _check_op_args(op: str, x: Any, ptr: Any, col: Any, val: Any, scale: Any, in_features: int,
+def _check_op_args(op: str, x: Any, ptr: Any, col: Any, val: Any, scale: Any, wsum: Any, in_features: int,
                    out_features: int, bias: Any) -> None:
     """Shape / dtype checks shared by the real and the fake implementations (no data access)."""
     _check_x_bias(op, x, bias, in_features, out_features)
@@ -106,11 +107,12 @@ def _check_op_args(op: str, x: Any, ptr: Any, col: Any, val: Any, scale: Any, in
         raise KernelInputError(f"{op}: in_features must be in [0, {MAX_IN_FEATURES}] and out_features >= 0, got "
                                f"{in_features} / {out_features}")
     for name, t, dtype in (("ptr", ptr, torch.int32), ("col", col, torch.int16), ("val", val, torch.int8),
-                           ("scale", scale, torch.float32)):
+                           ("scale", scale, torch.float32), ("wsum", wsum, torch.int32)):
         if not isinstance(t, torch.Tensor) or t.dtype != dtype or t.dim() != 1:
             raise TypeError(f"{op}: {name} must be a 1-D {dtype} tensor (use pack_cpu_int8_b4), "
                             f"got {getattr(t, 'dtype', type(t).__name__)}")
-    if ptr.shape[0] != out_features + 1 or val.shape[0] != col.shape[0] * BLOCK or scale.shape[0] != out_features:
+    if ptr.shape[0] != out_features + 1 or val.shape[0] != col.shape[0] * BLOCK or scale.shape[0] != out_features \
+            or wsum.shape[0] != out_features:
         raise KernelInputError(f"{op}: packed tensors do not match in_features={in_features}, "
                                f"out_features={out_features}")
 
@@ -123,36 +125,38 @@ def _check_cpu(op: str, tensors: tuple) -> None:
 
 
 def _run(op: str, x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, scale: torch.Tensor,
-         in_features: int, out_features: int, bias: Optional[torch.Tensor], packed_ok: bool = False) -> torch.Tensor:
+         wsum: torch.Tensor, in_features: int, out_features: int, bias: Optional[torch.Tensor],
+         packed_ok: bool = False) -> torch.Tensor:
     """The CPU implementation of the op. ``packed_ok``: the packed tensors come from a validated CpuInt8B4Weight."""
     if packed_ok:
         _check_x_bias(op, x, bias, in_features, out_features)
         _check_cpu(op, (("x", x), ("bias", bias)))
     else:
-        _check_op_args(op, x, ptr, col, val, scale, in_features, out_features, bias)
-        _check_cpu(op, (("x", x), ("ptr", ptr), ("col", col), ("val", val), ("scale", scale), ("bias", bias)))
+        _check_op_args(op, x, ptr, col, val, scale, wsum, in_features, out_features, bias)
+        _check_cpu(op, (("x", x), ("ptr", ptr), ("col", col), ("val", val), ("scale", scale), ("wsum", wsum),
+                        ("bias", bias)))
     ext = _EXT.load()
     x2 = x if x.dim() == 2 else x.reshape(1, in_features) if x.dim() == 1 else x.flatten(0, -2)
     if ext is None:
         _warn_unavailable()
-        y = reference.int8_b4_linear(x2, ptr, col, val, scale, in_features, out_features, bias)
+        y = reference.int8_b4_linear(x2, ptr, col, val, scale, wsum, in_features, out_features, bias)
     else:
-        y = ext.linear(x2, ptr, col, val, scale, in_features, out_features, bias, _resolve_isa())
+        y = ext.linear(x2, ptr, col, val, scale, wsum, in_features, out_features, bias, _resolve_isa())
     return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out_features)
 
 
 @torch.library.custom_op(_OP, mutates_args=())
 def _int8_b4_linear_op(x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor,
-                       scale: torch.Tensor, in_features: int, out_features: int,
+                       scale: torch.Tensor, wsum: torch.Tensor, in_features: int, out_features: int,
                        bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``sparsekit::int8_b4_linear``: ``x [..., in]`` float32 -> ``[..., out]`` float32 for a packed int8 1x4-block
     weight. Any tensors are safe to pass: all are validated (module docstring, "Safety")."""
-    return _run(_OP, x, ptr, col, val, scale, in_features, out_features, bias)
+    return _run(_OP, x, ptr, col, val, scale, wsum, in_features, out_features, bias)
 
 
 @_int8_b4_linear_op.register_fake
-def _int8_b4_linear_fake(x, ptr, col, val, scale, in_features, out_features, bias=None):
-    _check_op_args(_OP, x, ptr, col, val, scale, in_features, out_features, bias)
+def _int8_b4_linear_fake(x, ptr, col, val, scale, wsum, in_features, out_features, bias=None):
+    _check_op_args(_OP, x, ptr, col, val, scale, wsum, in_features, out_features, bias)
     return x.new_empty((*x.shape[:-1], out_features))
 
 
@@ -171,8 +175,10 @@ def int8_b4_linear(x: torch.Tensor, packed: CpuInt8B4Weight, bias: torch.Tensor 
         raise TypeError(f"packed must be a CpuInt8B4Weight (from pack_cpu_int8_b4), got {type(packed).__name__}")
     out, inp = packed.shape
     if _plain_eager(x, bias):
-        return _run("int8_b4_linear", x, packed.ptr, packed.col, packed.val, packed.scale, inp, out, bias, True)
-    return torch.ops.sparsekit.int8_b4_linear(x, packed.ptr, packed.col, packed.val, packed.scale, inp, out, bias)
+        return _run("int8_b4_linear", x, packed.ptr, packed.col, packed.val, packed.scale, packed.wsum, inp, out,
+                    bias, True)
+    return torch.ops.sparsekit.int8_b4_linear(x, packed.ptr, packed.col, packed.val, packed.scale, packed.wsum, inp,
+                                              out, bias)
 
 
 def int8_b4_accumulators(x: torch.Tensor, packed: CpuInt8B4Weight,
@@ -189,4 +195,5 @@ def int8_b4_accumulators(x: torch.Tensor, packed: CpuInt8B4Weight,
     _check_x_bias("int8_b4_accumulators", x, None, inp, out)
     if x.dim() != 2:
         raise KernelInputError(f"int8_b4_accumulators: x must be 2-D [M, {inp}], got {list(x.shape)}")
-    return ext.accumulators(x, packed.ptr, packed.col, packed.val, packed.scale, inp, out, isa or _resolve_isa())
+    return ext.accumulators(x, packed.ptr, packed.col, packed.val, packed.scale, packed.wsum, inp, out,
+                            isa or _resolve_isa())

@@ -13,7 +13,9 @@ input columns ``4b .. 4b+3`` (``in`` padded with zero columns to a multiple of 4
 its four fp32 weights is non-zero, and zeros inside a stored block are explicit zeros. Storage (exact layout:
 ``csrc/spmm_cpu_int8/spmm_cpu_int8.h``, reference: :func:`sparsekit.kernels.reference.int8_b4_to_dense`): a
 row-wise CSR over blocks, ``ptr`` int32 ``[out + 1]``, ``col`` int16 ``[nblk]`` (block columns, strictly
-increasing within a row), ``val`` int8 ``[nblk * 4]``, ``scale`` float32 ``[out]``. ``in_features`` is limited to
+increasing within a row), ``val`` int8 ``[nblk * 4]``, ``scale`` float32 ``[out]``, ``wsum`` int32 ``[out]`` (each
+row's sum of values: the offset compensation of the vpdpbusd / 7-bit kernels, computed here once instead of on
+every call; :func:`~sparsekit.kernels.reference.int8_b4_row_sums`). ``in_features`` is limited to
 :data:`MAX_IN_FEATURES` (int32 accumulators cannot overflow; block columns fit an int16). Everything is validated
 when a packed weight is built, and the op re-checks every index on each call.
 """
@@ -45,20 +47,23 @@ class CpuInt8B4Weight(CpuPackedBase):
     """An int8 weight ``[out, in]`` in 1x4 blocks, packed once for the CPU INT8 kernels (module docstring).
 
     Fields: ``shape = (out, in)``, ``ptr`` int32 ``[out + 1]``, ``col`` int16 ``[nblk]``, ``val`` int8
-    ``[nblk * 4]`` in ``[-127, 127]``, ``scale`` float32 ``[out]`` (finite, >= 0). Construction validates
-    everything (dtypes, sizes, pointers, block columns in range and strictly increasing per row, value range,
-    zero padding columns, scales) and raises ``TypeError`` / :class:`~sparsekit.formats.KernelInputError`.
+    ``[nblk * 4]`` in ``[-127, 127]``, ``scale`` float32 ``[out]`` (finite, >= 0), ``wsum`` int32 ``[out]`` (the
+    row sums of ``val``). Construction validates everything (dtypes, sizes, pointers, block columns in range and
+    strictly increasing per row, value range, zero padding columns, scales, row sums) and raises ``TypeError`` /
+    :class:`~sparsekit.formats.KernelInputError`.
     Immutable by convention.
     """
 
     kind: ClassVar[str] = "int8-b4"
     scale: torch.Tensor
+    wsum: torch.Tensor
 
     def _validate(self, op: str, out: int, inp: int) -> None:
         if inp > MAX_IN_FEATURES:
             raise KernelInputError(f"{op}: in_features {inp} > {MAX_IN_FEATURES} (int32 accumulators could overflow)")
         nblk, p = self._check_runs(op, out, torch.int16, torch.int8, BLOCK, "the number of blocks",
-                                   more=(("scale", self.scale, torch.float32, out),))
+                                   more=(("scale", self.scale, torch.float32, out),
+                                         ("wsum", self.wsum, torch.int32, out)))
         check_row_indices(p, self.col, ncols=self.nkb, idx_name="col", index_word="block column",
                           error=KernelInputError, where=op)
         check_finite(self.scale, "scale", KernelInputError, op)
@@ -71,6 +76,8 @@ class CpuInt8B4Weight(CpuPackedBase):
             last = (self.col.to(torch.int64) == self.nkb - 1)
             if bool(self.val.view(nblk, BLOCK)[last][:, inp % BLOCK:].any()):
                 raise KernelInputError(f"{op}: values stored for padding columns >= in_features ({inp})")
+        if not torch.equal(self.wsum, reference.int8_b4_row_sums(self.ptr, self.val)):
+            raise KernelInputError(f"{op}: wsum must hold each row's sum of val (reference.int8_b4_row_sums)")
 
     # --- derived (and CpuPackedBase's out_features, in_features, nnz, density, nbytes) --------------
     @property
@@ -89,8 +96,8 @@ class CpuInt8B4Weight(CpuPackedBase):
         return density_of(self.nblocks, (self.shape[0], self.nkb))
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """``{"ptr", "col", "val", "scale"}``."""
-        return {"ptr": self.ptr, "col": self.col, "val": self.val, "scale": self.scale}
+        """``{"ptr", "col", "val", "scale", "wsum"}``."""
+        return {"ptr": self.ptr, "col": self.col, "val": self.val, "scale": self.scale, "wsum": self.wsum}
 
     def to_int8(self) -> torch.Tensor:
         """The quantised weight ``q`` as a dense int8 ``[out, in]`` tensor."""
@@ -139,5 +146,6 @@ def pack_cpu_int8_b4(weight: Any, weight_bits: int = 8) -> CpuInt8B4Weight:
     out, inp = fmt.shape
     if inp > MAX_IN_FEATURES:
         raise KernelInputError(f"pack_cpu_int8_b4: in_features {inp} > {MAX_IN_FEATURES}")
-    return CpuInt8B4Weight(shape=(out, inp), ptr=fmt.row_ptr, col=fmt.block_col_idx.to(torch.int16),
-                           val=fmt.values.reshape(-1), scale=fmt.scale)
+    val = fmt.values.reshape(-1)
+    return CpuInt8B4Weight(shape=(out, inp), ptr=fmt.row_ptr, col=fmt.block_col_idx.to(torch.int16), val=val,
+                           scale=fmt.scale, wsum=reference.int8_b4_row_sums(fmt.row_ptr, val))

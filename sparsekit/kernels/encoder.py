@@ -57,7 +57,7 @@ __all__ = ["ACTIVATIONS", "C2P", "DENSE", "INT8", "LAYER_HEAD_META", "LAYER_META
 ACTIVATIONS = {"gelu": 1, "gelu_new": 2, "gelu_pytorch_tanh": 2, "gelu_fast": 2, "relu": 3}
 #: Per layer: tensors, ints and floats of ``encoder_layers`` (encoder_binding.cpp); tensors per matrix; the ints
 #: before the matrices' (heads, dq, dv, act, norm, glu, window, rotary, relative, rel_cols).
-LAYER_TENSORS, LAYER_META, LAYER_SCALARS, MATRIX_TENSORS, LAYER_HEAD_META = 26, 30, 3, 5, 10
+LAYER_TENSORS, LAYER_META, LAYER_SCALARS, MATRIX_TENSORS, LAYER_HEAD_META = 30, 30, 3, 6, 10
 #: The stages of :func:`encoder_layers_timed` that are Linears (each with its fused epilogue: bias, activation,
 #: residual; "ffn" is FFN-in, activation or GLU, FFN-out and the residual). The others: "checks" (the per-call
 #: validation of the layer's sizes and packed indices), "layernorm", "attention" (with rotary positions).

@@ -43,7 +43,8 @@ import torch
 from sparsekit.formats.validate import entry_rows
 
 __all__ = ["bsr_linear", "csr_linear", "cuda_csr_linear", "encoder_layers", "gpu_bsr_to_dense", "gpu_csr_to_dense",
-           "int8_b4_accumulators", "int8_b4_linear", "int8_b4_to_dense", "packed_attention", "packed_to_dense",
+           "int8_b4_accumulators", "int8_b4_linear", "int8_b4_row_sums", "int8_b4_to_dense", "packed_attention",
+           "packed_to_dense",
            "quantize_tokens", "triton_bsr_linear", "triton_csr_linear"]
 
 
@@ -161,7 +162,7 @@ def _fused_matrix(t: list[torch.Tensor], m: list[int], k: int, x: torch.Tensor) 
     if kind == DENSE:
         return _linear(x, mt[0], mt[1])
     if kind == INT8:
-        return int8_b4_linear(x, mt[0], mt[1], mt[2], mt[4], n_in, n_out, mt[3])
+        return int8_b4_linear(x, mt[0], mt[1], mt[2], mt[4], mt[5], n_in, n_out, mt[3])
     return bsr_linear(x, mt[0], mt[1], mt[2], n_in, n_out, rows, chunk, mt[3])
 
 
@@ -295,10 +296,25 @@ def int8_b4_accumulators(x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, 
     return acc.to(torch.int32), s
 
 
+def int8_b4_row_sums(ptr: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
+    """``wsum`` of the int8 1x4-block layout: int32 ``[out]``, the sum of each row's stored values (``ptr`` int32
+    ``[out + 1]``, ``val`` int8 ``[nblk * 4]``); the offset kernels' compensation, stored with the packed weight."""
+    block = val.reshape(-1, 4).to(torch.int64).sum(1)
+    prefix = torch.cat([block.new_zeros(1), block.cumsum(0)])
+    p = ptr.to(torch.int64)
+    return (prefix[p[1:]] - prefix[p[:-1]]).to(torch.int32)
+
+
 def int8_b4_linear(x: torch.Tensor, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, scale: torch.Tensor,
-                   in_features: int, out_features: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+                   wsum: torch.Tensor, in_features: int, out_features: int,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
     """Reference of ``sparsekit::int8_b4_linear``: ``x [..., in] -> [..., out]`` float32,
-    ``y = float(acc) * (s[m] * scale[o]) + bias[o]`` (the kernel fuses the last multiply-add: equal to rounding)."""
+    ``y = float(acc) * (s[m] * scale[o]) + bias[o]`` (the kernel fuses the last multiply-add: equal to rounding).
+    ``wsum`` (:func:`int8_b4_row_sums`) is redundant here; its total is checked against ``val`` as the kernel does."""
+    total, want = int(wsum.to(torch.int64).sum()), int(val.to(torch.int64).sum())
+    if total != want:
+        raise ValueError(f"sparsekit: wsum does not match val (the rows' weight sums total {total}, the values "
+                         f"{want}): the packed int8 weight was changed after packing; pack it again (pack_cpu_int8_b4)")
     acc, s = int8_b4_accumulators(x, ptr, col, val, in_features, out_features)
     y = acc.to(torch.float32) * (s[:, None] * scale.to(torch.float32)[None, :])
     if bias is not None:
