@@ -8,7 +8,7 @@ For the finished rows of ``benchmarks/accuracy.py`` (default: SST-2, same CPU bu
   stored in 1x4 blocks) and compiled (its stored ints run on the int8 kernel; activations quantised per token), dev
   accuracy;
 - ``int8 7-bit``: the same with ``--int8-weight-bits 7`` (weights in [-63, 63], the width the AVX2 / AVX-512BW
-  kernels run faster and export picks on such CPUs);
+  kernels run faster and compile picks on such CPUs);
 - ``unstructured``: the unstructured SMP-S row at the same remaining fraction and budget, fp32 (the cost of the
   block constraint), when that run is here (``--block 1x1``); else n/a.
 

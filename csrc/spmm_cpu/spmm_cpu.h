@@ -94,7 +94,7 @@ enum class Activation : int { kNone = 0, kGelu = 1, kGeluTanh = 2, kRelu = 3 };
 
 /// What the kernel does to each output value v = (x @ W^T + bias)[m, o] before storing it, in registers:
 ///   y[m, o] = act(v) + residual[m * ldr + o]   (no residual: nullptr).
-/// GELU is the erf form (BERT's "gelu"; vec_math.inc: |error| <= 1e-6 in the GELU), kGeluTanh the tanh form.
+/// GELU is the erf form (BERT's "gelu"; vec_math.inc: |error| about 1e-6 in the GELU), kGeluTanh the tanh form.
 struct Epilogue {
   Activation act = Activation::kNone;
   const float* residual = nullptr;  ///< float32, row stride ldr (>= out), M rows, or nullptr
