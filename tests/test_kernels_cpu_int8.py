@@ -191,7 +191,7 @@ def test_thread_counts_agree(isa, threads, monkeypatch):
     monkeypatch.setenv(cpu_int8.INT8_ISA_ENV, isa)
     w = block_weight(200, 300, 0.2, empty_rows=True)
     packed, bias = pack_cpu_int8_b4(w), torch.randn(200)
-    for m in (1, 2, 17, 64, 130):
+    for m in (1, 2, 17, 64, 130, 256):  # with 64-token tiles: one thread, row splits (64, 130), a token split (256)
         x = torch.randn(m, 300)
         results = []
         for n in (1, 2):

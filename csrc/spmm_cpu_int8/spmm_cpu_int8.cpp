@@ -661,11 +661,41 @@ const IsaOps& ops_for(Isa isa, bool narrow = false) {
 // Driver
 // ==================================================================================================
 
-// Work-split constants: first values, chosen by reasoning, not tuned by measurement yet (the layer timings of
-// benchmarks/kernels_int8_cpu.py on a quiet machine are the place to tune them).
-constexpr int64_t kPanelOverhead = 8;           // per-panel cost, in stored blocks, for load balancing
-constexpr int64_t kMinWorkPerThread = 1 << 13;  // block x token-vector products; below this fewer threads
+// Work-split costs, in units of the inner loop's step (one stored block times one token vector, about a cycle on
+// the SIMD paths). Estimated from the instruction counts and checked against layer timings at 1-128 tokens on an
+// AVX2 Zen 3 (benchmarks/kernels_int8_cpu.py): rough relative costs, not tuned to one machine's clock.
+constexpr int64_t kPanelOverhead = 32;  // per panel of L rows and token vector: dequantise, transpose, store
+constexpr int64_t kQuantCost = 16;      // per block column and token vector: absmax, quantise, transpose
+constexpr int64_t kForkCost = 4096;     // starting and joining the worker threads of one call
 thread_local Scratch tl_scratch;
+
+// tm token ranges (whole tiles) x tr row ranges.
+struct Split {
+  int64_t tm = 1, tr = 1;
+};
+
+// The split whose largest work item is cheapest, counting kForkCost once threads are used. Each item quantises
+// all of its tokens, so a row split repeats the quantisation in every row range: for a few tokens and cheap rows
+// (an empty or very sparse weight, a wide input) one thread can be faster than two. rows: the cost of all rows
+// for one token vector (stored blocks + kPanelOverhead per panel); quant: kQuantCost * nkb.
+Split choose_split(int64_t ntiles, int64_t nvec, int64_t vec_per_tile, int64_t npanels, int64_t rows, int64_t quant) {
+  const int64_t n = at::in_parallel_region() ? 1 : at::get_num_threads();
+  Split best;
+  double best_cost = static_cast<double>(nvec) * static_cast<double>(quant + rows);
+  for (int64_t tm = 1; tm <= std::min(n, ntiles); ++tm) {
+    const int64_t tr = std::min(n / tm, npanels);
+    if (tm * tr == 1) continue;
+    const int64_t vec_item = std::min(nvec, (ntiles + tm - 1) / tm * vec_per_tile);
+    const double cost = static_cast<double>(vec_item) * (static_cast<double>(quant) +
+                                                         static_cast<double>(rows) / static_cast<double>(tr)) +
+                        static_cast<double>(kForkCost);
+    if (cost < best_cost) {
+      best_cost = cost;
+      best = Split{tm, tr};
+    }
+  }
+  return best;
+}
 
 size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
@@ -784,9 +814,8 @@ void b4_linear(const float* x, int64_t M, int64_t ldx, const B4Weight& w, const 
   }
   const int64_t ntiles = (M + Mt - 1) / Mt;
   const int64_t nvec = (M + L - 1) / L;
-  const int64_t nthreads = worker_threads(prefix[npanels] * nvec, kMinWorkPerThread);
-  const int64_t tm = std::min(nthreads, ntiles);                              // token ranges
-  const int64_t tr = std::max<int64_t>(1, std::min(nthreads / tm, npanels));  // row ranges
+  const Split split = choose_split(ntiles, nvec, Mt / L, npanels, prefix[npanels], kQuantCost * w.nkb);
+  const int64_t tm = split.tm, tr = split.tr;  // token ranges, row ranges
   const std::vector<int64_t> cut = balanced_cuts(prefix, tr);
 
   // Scratch per item: activations for up to kChunkTiles tiles, token scales, one token row, panel accumulators.
