@@ -154,8 +154,8 @@ def markdown(result: dict) -> str:
                    - {f"int8_b4[{result['int8_isa']}]"})
     if extra:
         lines += ["", "Other int8 paths (ms): " + "; ".join(
-            f"{r['out']}x{r['in']} {r['sparsity']:.0%}: " + ", ".join(f"{k} {r['timings'][k]['median_ms']:.3f}"
-                                                                    for k in extra) for r in result["layers"])]
+            f"{r['out']}x{r['in']} {r['tokens']} tokens {r['sparsity']:.0%}: "
+            + ", ".join(f"{k} {r['timings'][k]['median_ms']:.3f}" for k in extra) for r in result["layers"])]
     lines += ["", f"Target (issue 16): int8-b4 at 90% >= {TARGET_VS_CSR_AT_90:.0f}x faster than the fp32 CSR kernel "
                   "at 128 tokens, 2 threads."]
     return "\n".join(lines) + "\n"
