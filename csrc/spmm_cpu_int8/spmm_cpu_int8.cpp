@@ -666,7 +666,7 @@ const IsaOps& ops_for(Isa isa, bool narrow = false) {
 // AVX2 Zen 3 (benchmarks/kernels_int8_cpu.py): rough relative costs, not tuned to one machine's clock.
 constexpr int64_t kPanelOverhead = 32;  // per panel of L rows and token vector: dequantise, transpose, store
 constexpr int64_t kQuantCost = 16;      // per block column and token vector: absmax, quantise, transpose
-constexpr int64_t kForkCost = 4096;     // starting and joining the worker threads of one call
+constexpr int64_t kForkCost = 4096;     // per thread beyond the first: waking it, its scratch, the join
 thread_local Scratch tl_scratch;
 
 // tm token ranges (whole tiles) x tr row ranges.
@@ -674,24 +674,30 @@ struct Split {
   int64_t tm = 1, tr = 1;
 };
 
-// The split whose largest work item is cheapest, counting kForkCost once threads are used. Each item quantises
-// all of its tokens, so a row split repeats the quantisation in every row range: for a few tokens and cheap rows
-// (an empty or very sparse weight, a wide input) one thread can be faster than two. rows: the cost of all rows
-// for one token vector (stored blocks + kPanelOverhead per panel); quant: kQuantCost * nkb.
+// The split whose largest work item is cheapest, each thread beyond the first costing kForkCost (so a thread is
+// only added when it saves more than that). Each item quantises all of its tokens, so a row split repeats the
+// quantisation in every row range: for a few tokens and cheap rows (an empty or very sparse weight, a wide input)
+// one thread can be faster than two. rows: the cost of all rows for one token vector (stored blocks +
+// kPanelOverhead per panel); quant: kQuantCost * nkb. For each thread count t, two candidates: tokens first
+// (min(t, ntiles) token ranges, the rest of t over rows) and rows only; O(threads).
 Split choose_split(int64_t ntiles, int64_t nvec, int64_t vec_per_tile, int64_t npanels, int64_t rows, int64_t quant) {
   const int64_t n = at::in_parallel_region() ? 1 : at::get_num_threads();
-  Split best;
-  double best_cost = static_cast<double>(nvec) * static_cast<double>(quant + rows);
-  for (int64_t tm = 1; tm <= std::min(n, ntiles); ++tm) {
-    const int64_t tr = std::min(n / tm, npanels);
-    if (tm * tr == 1) continue;
+  const auto cost = [&](int64_t tm, int64_t tr) {
     const int64_t vec_item = std::min(nvec, (ntiles + tm - 1) / tm * vec_per_tile);
-    const double cost = static_cast<double>(vec_item) * (static_cast<double>(quant) +
-                                                         static_cast<double>(rows) / static_cast<double>(tr)) +
-                        static_cast<double>(kForkCost);
-    if (cost < best_cost) {
-      best_cost = cost;
-      best = Split{tm, tr};
+    return static_cast<double>(vec_item) *
+               (static_cast<double>(quant) + static_cast<double>(rows) / static_cast<double>(tr)) +
+           static_cast<double>(kForkCost) * static_cast<double>(tm * tr - 1);
+  };
+  Split best;
+  double best_cost = cost(1, 1);
+  for (int64_t t = 2; t <= n; ++t) {
+    const int64_t tm = std::min(t, ntiles);
+    for (const Split c : {Split{tm, std::min(t / tm, npanels)}, Split{1, std::min(t, npanels)}}) {
+      const double v = cost(c.tm, c.tr);
+      if (v < best_cost) {
+        best_cost = v;
+        best = c;
+      }
     }
   }
   return best;
