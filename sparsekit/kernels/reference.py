@@ -44,8 +44,7 @@ from sparsekit.formats.validate import entry_rows
 
 __all__ = ["bsr_linear", "csr_linear", "cuda_csr_linear", "encoder_layers", "gpu_bsr_to_dense", "gpu_csr_to_dense",
            "int8_b4_accumulators", "int8_b4_linear", "int8_b4_row_sums", "int8_b4_to_dense", "packed_attention",
-           "packed_to_dense",
-           "quantize_tokens", "triton_bsr_linear", "triton_csr_linear"]
+           "packed_to_dense", "quantize_tokens", "triton_bsr_linear", "triton_csr_linear"]
 
 
 def packed_to_dense(ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor, in_features: int,
