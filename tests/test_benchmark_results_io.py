@@ -41,6 +41,7 @@ RENDERED = {
     "kernels_int8_cpu_avx2": ("kernels_int8_cpu", "markdown", 2, True),
     "kernels_int8_cpu_zen_s14": ("kernels_int8_cpu", "markdown", 2, True),
     "kernels_int8_cpu_zen_s15_split": ("kernels_int8_cpu", "markdown", 2, True),
+    "epilogue_cpu": ("epilogue_cpu", "markdown", 2, True),
     "main_job_seeds_cpu": ("main_job_seeds", "markdown", 2, True),
     "op_validation_cost": ("op_validation_cost", "markdown", 2, True),
     "runtime_cpu": ("runtime_cpu", "markdown", 1, False),

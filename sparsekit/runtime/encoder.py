@@ -149,6 +149,11 @@ def _position_table(pos: torch.Tensor | None, heads: int, dq: int, cols: int) ->
     return table.reshape(-1).contiguous()
 
 
+def _slots(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """``tensors`` padded with empty tensors to the op's MATRIX_TENSORS slots of one matrix."""
+    return [*tensors, *(torch.empty(0) for _ in range(encoder_ops.MATRIX_TENSORS - len(tensors)))]
+
+
 def _packed_matrix(weight: torch.Tensor, bias: torch.Tensor, backend: str, int8: Int8BlockFormat | None = None,
                    int8_weight_bits: int = 8) -> tuple[list[torch.Tensor], list[int]]:
     """The op's six tensors and five ints (kind, in, out, group_rows, chunk) of one matrix on ``backend``; an int8
@@ -157,15 +162,14 @@ def _packed_matrix(weight: torch.Tensor, bias: torch.Tensor, backend: str, int8:
     out, inp = weight.shape
     kind = RUNTIME_BACKENDS[backend]
     if backend == "dense":
-        return [weight, bias, torch.empty(0), torch.empty(0), torch.empty(0), torch.empty(0)], [kind, inp, out, 1, 1]
+        return _slots(weight, bias), [kind, inp, out, 1, 1]
     if backend == "int8-b4-cpu":
         from sparsekit.kernels.cpu_int8_layout import pack_cpu_int8_b4
 
         q = pack_cpu_int8_b4(int8 if int8 is not None else weight, int8_weight_bits)
         return [q.ptr, q.col, q.val, bias, q.scale, q.wsum], [kind, inp, out, 1, 1]
     packed = pack_cpu_csr(weight) if backend == "csr-cpu" else pack_cpu_bsr(weight, block=(4, 1))
-    tensors = [packed.ptr, packed.col, packed.val, bias, torch.empty(0), torch.empty(0)]
-    return tensors, [kind, inp, out, packed.group_rows, packed.chunk]
+    return _slots(packed.ptr, packed.col, packed.val, bias), [kind, inp, out, packed.group_rows, packed.chunk]
 
 
 class FusedEncoder(nn.Module):
